@@ -1,0 +1,520 @@
+//! The command line, as clap parses it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flotilla_core::{AgentId, AgentStatus, DEFAULT_SWARM, TaskId, TaskStatus, Topology};
+
+use crate::duration::parse_duration;
+
+/// Flotilla: run, supervise and coordinate fleets of AI agents and workers.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Where to reach the coordinator, and as whom.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The coordinator's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_URL",
+        default_value = "http://127.0.0.1:7171",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// The API token (default: the admin token in the data directory).
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// The coordinator's data directory [default: $XDG_DATA_HOME/flotilla or
+    /// ~/.local/share/flotilla].
+    #[arg(long, global = true, env = "FLOTILLA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator.
+    Serve(ServeArgs),
+    /// Create, list, show, change and delete swarms.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// List, show and remove agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Submit, list, show, cancel, retry and wait for tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Submit every task of a JSON Lines file and follow them to the end.
+    Run(RunArgs),
+    /// Register as an agent and run a command for every task taken.
+    Worker(WorkerArgs),
+}
+
+/// `--json`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonFlag {
+    /// Print the API's JSON instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `flotilla serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+/// `flotilla swarm …`.
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Create a swarm.
+    Create {
+        /// Its name: letters, digits, '-', '_' and '.'.
+        name: String,
+        /// Its settings.
+        #[command(flatten)]
+        settings: SwarmSettings,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List swarms.
+    List {
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show a swarm and its health.
+    Show {
+        /// Its name or id.
+        swarm: String,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Change a swarm's settings.
+    Update {
+        /// Its name or id.
+        swarm: String,
+        /// A new name.
+        #[arg(long, value_name = "NAME")]
+        rename: Option<String>,
+        /// The settings to change (others keep their value).
+        #[command(flatten)]
+        settings: SwarmSettings,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Delete a swarm.
+    Delete {
+        /// Its name or id.
+        swarm: String,
+        /// Cancel its unfinished tasks and remove its agents first.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A swarm's settings, each optional.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SwarmSettings {
+    /// Free text.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// How its agents are connected.
+    #[arg(long, value_enum)]
+    pub topology: Option<TopologyArg>,
+    /// Fewer healthy agents than this make the swarm degraded.
+    #[arg(long, value_name = "N")]
+    pub min_agents: Option<u32>,
+    /// Registrations beyond this many agents are refused.
+    #[arg(long, value_name = "N")]
+    pub max_agents: Option<u32>,
+    /// How often agents must heartbeat, e.g. 5s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Missed heartbeats before an agent's lease lapses.
+    #[arg(long, value_name = "N")]
+    pub heartbeat_miss_limit: Option<u32>,
+    /// Default timeout of one task attempt, e.g. 5m.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub task_timeout: Option<Duration>,
+    /// Default attempts allowed per task.
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+}
+
+/// A topology, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopologyArg {
+    /// One coordinator and workers.
+    Star,
+    /// Every agent reaches every other.
+    Mesh,
+    /// Coordinator, supervisors, workers.
+    Hierarchical,
+    /// A token passes around a ring.
+    Ring,
+}
+
+impl From<TopologyArg> for Topology {
+    fn from(t: TopologyArg) -> Topology {
+        match t {
+            TopologyArg::Star => Topology::Star,
+            TopologyArg::Mesh => Topology::Mesh,
+            TopologyArg::Hierarchical => Topology::Hierarchical,
+            TopologyArg::Ring => Topology::Ring,
+        }
+    }
+}
+
+/// `flotilla agent …`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List agents (of every swarm unless --swarm is given).
+    List {
+        /// Only this swarm's agents (name or id).
+        #[arg(long)]
+        swarm: Option<String>,
+        /// Only agents with this status (idle, busy, unhealthy, …).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<AgentStatus>,
+        /// Only agents of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        agent_type: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show an agent.
+    Show {
+        /// Its id.
+        id: AgentId,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Unregister an agent; its tasks go back to the queue.
+    Remove {
+        /// Its id.
+        id: AgentId,
+    },
+}
+
+/// `flotilla task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task and print its id.
+    Submit(Box<SubmitArgs>),
+    /// List tasks, newest first.
+    List(TaskListArgs),
+    /// Show a task.
+    Show {
+        /// Its id.
+        id: TaskId,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Cancel an unfinished task.
+    Cancel {
+        /// Its id.
+        id: TaskId,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Queue a failed, dead or cancelled task again.
+    Retry {
+        /// Its id.
+        id: TaskId,
+        /// A new attempt limit.
+        #[arg(long, value_name = "N")]
+        max_attempts: Option<u32>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Wait for a task to finish; exit 0 if it completed, 1 if not, 2 on timeout.
+    Wait {
+        /// Its id.
+        id: TaskId,
+        /// Give up after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+        timeout: Duration,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+/// `flotilla task submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The swarm (name or id).
+    #[arg(long, default_value = DEFAULT_SWARM)]
+    pub swarm: String,
+    /// The task's type [default: default].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: Option<String>,
+    /// The payload as JSON text ('-' reads it from stdin).
+    #[arg(long, value_name = "JSON", conflicts_with = "payload_file", allow_hyphen_values = true)]
+    pub payload: Option<String>,
+    /// Read the payload from a file ('-' for stdin).
+    #[arg(long, value_name = "PATH")]
+    pub payload_file: Option<PathBuf>,
+    /// 1 to 10, higher first [default: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub priority: Option<u8>,
+    /// A capability the agent must have (repeatable).
+    #[arg(long = "require", value_name = "CAP")]
+    pub require: Vec<String>,
+    /// A task to wait for, as ID or ID:success (fail this task if that one fails); repeatable.
+    #[arg(long = "depends-on", value_name = "ID[:success]")]
+    pub depends_on: Vec<String>,
+    /// Attempts allowed [default: the swarm's].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// How long one attempt may run, e.g. 30s [default: the swarm's].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Fail the task if it has not finished by then: RFC 3339, or a duration from now (1h).
+    #[arg(long, value_name = "WHEN")]
+    pub deadline: Option<String>,
+    /// Submitting again with the same key answers the first task.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Tasks with the same key prefer the same agent.
+    #[arg(long, value_name = "KEY")]
+    pub affinity_key: Option<String>,
+    /// Wait for the task to finish and print its result; exit 1 if it did not complete.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up after this long (exit 2).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION", requires = "wait")]
+    pub wait_timeout: Duration,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla task list`.
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Only this swarm's tasks (name or id).
+    #[arg(long)]
+    pub swarm: Option<String>,
+    /// Only tasks with this status.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: Option<String>,
+    /// Only tasks held or done by this agent.
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<AgentId>,
+    /// How many tasks to show (1–1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Every matching task (follows the pages).
+    #[arg(long)]
+    pub all: bool,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla run`.
+#[derive(Debug, Args)]
+#[command(after_help = "Each non-empty line of FILE is a task spec (JSON). A file of at most \
+10,000 tasks is submitted as one batch, so `ref`s and `depends_on: [{\"ref\": …}]` resolve \
+across the whole file. A larger file (or any file with --batch) is submitted in batches; a task \
+may then depend by ref on a task of its own batch or of an earlier one (the ref is replaced by \
+the id), not on one of a later batch.")]
+pub struct RunArgs {
+    /// The JSON Lines file of task specs.
+    pub file: PathBuf,
+    /// The swarm (name or id).
+    #[arg(long, default_value = DEFAULT_SWARM)]
+    pub swarm: String,
+    /// Stop waiting after this long (exit 2).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Submit in batches of N (1–10000) [default: the whole file if it has at most 10,000
+    /// tasks, else 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: Option<u32>,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla worker`.
+#[derive(Debug, Args)]
+#[command(after_help = "COMMAND runs once per task, without a shell, with the task's payload \
+(JSON) on stdin and FLOTILLA_TASK_ID, FLOTILLA_TASK_TYPE, FLOTILLA_TASK_ATTEMPT and \
+FLOTILLA_TASK_PAYLOAD (left out above 64 KiB) in its environment. Exit 0 completes the task \
+with stdout as the result (parsed as JSON when it is JSON, else a string; null when empty); \
+any other exit fails the attempt with the end of stderr. The task's timeout kills it. \
+Ctrl-C stops taking tasks, lets running ones finish, then unregisters.")]
+pub struct WorkerArgs {
+    /// The swarm to join (name or id).
+    #[arg(long, default_value = DEFAULT_SWARM)]
+    pub swarm: String,
+    /// The agent's type (its pool).
+    #[arg(long = "type", default_value = "worker", value_name = "TYPE")]
+    pub agent_type: String,
+    /// The agent's name [default: generated].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A capability of the agent (repeatable).
+    #[arg(long = "capability", value_name = "CAP")]
+    pub capabilities: Vec<String>,
+    /// How many tasks run at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// How long one poll for a task waits (at most 60s).
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub poll_wait: Duration,
+    /// On Ctrl-C, how long running tasks may take to finish.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+    /// The command to run for each task, and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("flotilla").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = parse(&["swarm", "list", "--url", "http://h:1", "--token", "t", "--json"]).unwrap();
+        assert_eq!(cli.global.url, "http://h:1");
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Command::Swarm(SwarmCommand::List { out: JsonFlag { json: true } })));
+        let cli = parse(&["--data-dir", "/d", "serve", "--listen", "0.0.0.0:9000"]).unwrap();
+        assert_eq!(cli.global.data_dir, Some(PathBuf::from("/d")));
+        match cli.command {
+            Command::Serve(s) => assert_eq!(s.listen.port(), 9000),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn swarm_create_takes_settings() {
+        let cli = parse(&[
+            "swarm", "create", "builders", "--topology", "mesh", "--max-agents", "5",
+            "--heartbeat-interval", "2s", "--task-timeout", "10m", "--max-attempts", "4",
+        ])
+        .unwrap();
+        let Command::Swarm(SwarmCommand::Create { name, settings, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(name, "builders");
+        assert_eq!(settings.topology, Some(TopologyArg::Mesh));
+        assert_eq!(settings.max_agents, Some(5));
+        assert_eq!(settings.heartbeat_interval, Some(Duration::from_secs(2)));
+        assert_eq!(settings.task_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(settings.max_attempts, Some(4));
+        assert!(parse(&["swarm", "create", "x", "--topology", "blob"]).is_err());
+        assert!(parse(&["swarm", "create", "x", "--task-timeout", "5"]).is_err());
+    }
+
+    #[test]
+    fn task_submit_flags() {
+        let id = "0190b6e4-0000-7000-8000-000000000001";
+        let cli = parse(&[
+            "task", "submit", "--type", "build", "--payload", "{\"a\":1}", "--priority", "9",
+            "--require", "rust", "--require", "gpu", "--depends-on", id, "--depends-on",
+            &format!("{id}:success"), "--timeout", "30s", "--wait", "--wait-timeout", "1m",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::Submit(s)) = cli.command else { panic!() };
+        assert_eq!(s.swarm, "default");
+        assert_eq!(s.priority, Some(9));
+        assert_eq!(s.require, vec!["rust", "gpu"]);
+        assert_eq!(s.depends_on.len(), 2);
+        assert!(s.wait);
+        assert_eq!(s.wait_timeout, Duration::from_secs(60));
+        assert!(parse(&["task", "submit", "--priority", "11"]).is_err());
+        assert!(parse(&["task", "submit", "--payload", "1", "--payload-file", "f"]).is_err());
+        assert!(parse(&["task", "submit", "--wait-timeout", "1m"]).is_err());
+    }
+
+    #[test]
+    fn statuses_and_ids_are_checked_by_the_parser() {
+        assert!(parse(&["task", "list", "--status", "running"]).is_ok());
+        let err = parse(&["task", "list", "--status", "nope"]).unwrap_err().to_string();
+        assert!(err.contains("completed"), "{err}");
+        assert!(parse(&["agent", "list", "--status", "idle"]).is_ok());
+        assert!(parse(&["task", "show", "not-a-uuid"]).is_err());
+        assert!(parse(&["task", "list", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn worker_takes_the_command_after_its_options() {
+        let cli = parse(&[
+            "worker", "--concurrency", "4", "--capability", "py", "--", "python3", "-c", "print(1)",
+        ])
+        .unwrap();
+        let Command::Worker(w) = cli.command else { panic!() };
+        assert_eq!(w.concurrency, 4);
+        assert_eq!(w.capabilities, vec!["py"]);
+        assert_eq!(w.command, vec!["python3", "-c", "print(1)"]);
+        assert_eq!(w.poll_wait, Duration::from_secs(30));
+        let cli = parse(&["worker", "cat", "-n"]).unwrap();
+        let Command::Worker(w) = cli.command else { panic!() };
+        assert_eq!(w.command, vec!["cat", "-n"]);
+        assert!(parse(&["worker"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_a_file_and_a_batch_size() {
+        let cli = parse(&["run", "tasks.jsonl", "--timeout", "10m", "--batch", "500"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        assert_eq!(r.file, PathBuf::from("tasks.jsonl"));
+        assert_eq!(r.batch, Some(500));
+        assert!(parse(&["run", "f", "--batch", "20000"]).is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! The commands, one module each; [`run`] dispatches.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+pub mod agent;
+pub mod run;
+pub mod serve;
+pub mod swarm;
+pub mod task;
+pub mod worker;
+
+/// Runs the parsed command line; the exit code on success, an error to print otherwise.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Serve(args) => serve::run(&global, args).await,
+        Command::Swarm(cmd) => swarm::run(&global, cmd).await,
+        Command::Agent(cmd) => agent::run(&global, cmd).await,
+        Command::Task(cmd) => task::run(&global, cmd).await,
+        Command::Run(args) => run::run(&global, args).await,
+        Command::Worker(args) => worker::run(&global, args).await,
+    }
+}

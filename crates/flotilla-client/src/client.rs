@@ -1,0 +1,614 @@
+//! [`Client`]: one async method per endpoint of the HTTP API (`docs/api.md`), returning the
+//! core's types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::api::{
+    CancelRequest, LookupRequest, LookupResponse, OrchestratorInfo, Page, Registration,
+    RetryRequest, SwarmHealth, SwarmView,
+};
+use flotilla_core::{
+    Agent, AgentId, AgentSpec, AgentStatus, CompletionReport, Event, EventKind, FailureReport,
+    Heartbeat, Json, Progress, SwarmSpec, SwarmUpdate, Task, TaskId, TaskSpec, TaskStatus,
+};
+use flotilla_core::api::HeartbeatAck;
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::Serialize;
+
+use crate::decode;
+use crate::error::ClientError;
+
+/// Timeout of an ordinary request (long polls get their wait plus [`LONG_POLL_MARGIN`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeout of establishing a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to a long poll's wait to get its request timeout.
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
+/// The longest wait the API accepts, in seconds.
+const MAX_WAIT_SECS: u64 = 60;
+/// Page size used when a method follows cursors to collect a whole list.
+const FULL_LIST_PAGE: u32 = 1000;
+
+/// A typed client of one coordinator, acting with one token.
+///
+/// Cheap to clone: clones share one connection pool (keep-alive).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Arc<Url>,
+    token: Arc<str>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Filters of [`Client::list_tasks`]; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskQuery {
+    /// Only this swarm's tasks (id or name); all swarms when `None`.
+    pub swarm: Option<String>,
+    /// Only tasks with this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
+    /// Only tasks held or done by this agent.
+    pub agent: Option<AgentId>,
+    /// Page size, 1–1000 (the coordinator's default, 100, when `None`).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters of [`Client::list_events`]; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventQuery {
+    /// Only this swarm's events (id or name).
+    pub swarm: Option<String>,
+    /// Only events of this kind.
+    pub kind: Option<EventKind>,
+    /// Only events about this agent.
+    pub agent: Option<AgentId>,
+    /// Only events about this task.
+    pub task: Option<TaskId>,
+    /// Only events after this sequence number.
+    pub after: Option<u64>,
+    /// Page size, 1–1000.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The body of `POST /tasks/{id}/progress` as the API documents it (`reported_at` is the
+/// coordinator's to set).
+#[derive(Serialize)]
+struct ProgressBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+impl Client {
+    /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:7171`), acting with
+    /// `token`. A trailing `/` or `/api/v1` on the URL is ignored.
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        let invalid = |message: String| ClientError::InvalidUrl {
+            url: base_url.to_owned(),
+            message,
+        };
+        let trimmed = base_url.trim();
+        let trimmed = trimmed.trim_end_matches('/');
+        let trimmed = trimmed.strip_suffix("/api/v1").unwrap_or(trimmed);
+        let base = Url::parse(trimmed).map_err(|e| {
+            invalid(format!(
+                "{e} (expected something like http://127.0.0.1:7171)"
+            ))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https".into()));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(invalid("it has no host".into()));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("it must not have a query or fragment".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("flotilla-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| invalid(format!("cannot set up HTTP: {e}")))?;
+        Ok(Client {
+            http,
+            base: Arc::new(base),
+            token: Arc::from(token.into()),
+        })
+    }
+
+    /// A client of the same coordinator, sharing the connection pool, acting with `token`
+    /// (an agent acts with the token its registration returned).
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Arc::from(token.into()),
+        }
+    }
+
+    /// The coordinator's base URL, without `/api/v1`.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `GET /healthz`: whether the coordinator is up (needs no token).
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        let mut url = (*self.base).clone();
+        url.path_segments_mut()
+            .expect("checked in Client::new")
+            .pop_if_empty()
+            .push("healthz");
+        let req = self.http.get(url.clone());
+        self.send(req).await.map(drop)
+    }
+
+    // ----- swarms -----
+
+    /// `POST /swarms`: creates a swarm.
+    pub async fn create_swarm(&self, spec: &SwarmSpec) -> Result<SwarmView, ClientError> {
+        let url = self.url(&["swarms"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode_with(&url, &body, decode::plain)
+    }
+
+    /// `GET /swarms`: every swarm (follows the cursors).
+    pub async fn list_swarms(&self) -> Result<Vec<SwarmView>, ClientError> {
+        let url = self.url(&["swarms"]);
+        self.collect(&url, Vec::new()).await
+    }
+
+    /// `GET /swarms/{swarm}`: one swarm, by id or name.
+    pub async fn get_swarm(&self, swarm: &str) -> Result<SwarmView, ClientError> {
+        self.get_json(&self.url(&["swarms", swarm])).await
+    }
+
+    /// `PUT /swarms/{swarm}`: changes a swarm's name, description, topology or configuration.
+    pub async fn update_swarm(
+        &self,
+        swarm: &str,
+        update: &SwarmUpdate,
+    ) -> Result<SwarmView, ClientError> {
+        let url = self.url(&["swarms", swarm]);
+        let body = self.send(self.req(Method::PUT, &url).json(update)).await?;
+        decode_with(&url, &body, decode::plain)
+    }
+
+    /// `DELETE /swarms/{swarm}`: deletes a swarm; with `force`, cancels its unfinished tasks
+    /// and removes its agents first.
+    pub async fn delete_swarm(&self, swarm: &str, force: bool) -> Result<(), ClientError> {
+        let mut url = self.url(&["swarms", swarm]);
+        if force {
+            url.query_pairs_mut().append_pair("force", "true");
+        }
+        self.send(self.req(Method::DELETE, &url)).await.map(drop)
+    }
+
+    /// `GET /swarms/{swarm}/health`.
+    pub async fn swarm_health(&self, swarm: &str) -> Result<SwarmHealth, ClientError> {
+        self.get_json(&self.url(&["swarms", swarm, "health"])).await
+    }
+
+    // ----- agents -----
+
+    /// `POST /swarms/{swarm}/agents`: registers an agent (admin token); the answer holds the
+    /// agent's own token.
+    pub async fn register_agent(
+        &self,
+        swarm: &str,
+        spec: &AgentSpec,
+    ) -> Result<Registration, ClientError> {
+        let url = self.url(&["swarms", swarm, "agents"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode_with(&url, &body, decode::plain)
+    }
+
+    /// `GET /swarms/{swarm}/agents`: the swarm's agents, optionally only those with a status or
+    /// a type (follows the cursors).
+    pub async fn list_agents(
+        &self,
+        swarm: &str,
+        status: Option<AgentStatus>,
+        agent_type: Option<&str>,
+    ) -> Result<Vec<Agent>, ClientError> {
+        let url = self.url(&["swarms", swarm, "agents"]);
+        let mut query = Vec::new();
+        if let Some(s) = status {
+            query.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(t) = agent_type {
+            query.push(("type", t.to_owned()));
+        }
+        self.collect(&url, query).await
+    }
+
+    /// `GET /agents/{id}`.
+    pub async fn get_agent(&self, agent: AgentId) -> Result<Agent, ClientError> {
+        self.get_json(&self.url(&["agents", &agent.to_string()])).await
+    }
+
+    /// `DELETE /agents/{id}`: unregisters an agent; its tasks go back to the queue.
+    pub async fn remove_agent(&self, agent: AgentId) -> Result<(), ClientError> {
+        let url = self.url(&["agents", &agent.to_string()]);
+        self.send(self.req(Method::DELETE, &url)).await.map(drop)
+    }
+
+    /// `POST /agents/{id}/heartbeat`: renews the agent's lease.
+    pub async fn heartbeat(
+        &self,
+        agent: AgentId,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatAck, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "heartbeat"]);
+        let body = self.send(self.req(Method::POST, &url).json(heartbeat)).await?;
+        decode_with(&url, &body, decode::plain)
+    }
+
+    /// `GET /agents/{id}/tasks/next?wait=`: takes the agent's next task, waiting up to `wait`
+    /// (whole seconds, at most 60) for one; `None` when none came.
+    pub async fn next_task(&self, agent: AgentId, wait: Duration) -> Result<Option<Task>, ClientError> {
+        let secs = wait_secs(wait);
+        let mut url = self.url(&["agents", &agent.to_string(), "tasks", "next"]);
+        url.query_pairs_mut().append_pair("wait", &secs.to_string());
+        let req = self
+            .req(Method::GET, &url)
+            .timeout(Duration::from_secs(secs) + LONG_POLL_MARGIN);
+        let (status, body) = self.send_status(req).await?;
+        if status == StatusCode::NO_CONTENT || body.is_empty() {
+            return Ok(None);
+        }
+        decode_with(&url, &body, decode::task).map(Some)
+    }
+
+    // ----- tasks -----
+
+    /// `POST /swarms/{swarm}/tasks` with one spec: submits a task (answers the existing task
+    /// when its `idempotency_key` was seen before).
+    pub async fn submit_task(&self, swarm: &str, spec: &TaskSpec) -> Result<Task, ClientError> {
+        let url = self.url(&["swarms", swarm, "tasks"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode_with(&url, &body, decode::task)
+    }
+
+    /// `POST /swarms/{swarm}/tasks` with an array: submits up to 10,000 tasks at once, all or
+    /// nothing; `ref`s resolve within the batch. Answers the tasks in input order.
+    pub async fn submit_tasks(&self, swarm: &str, specs: &[TaskSpec]) -> Result<Vec<Task>, ClientError> {
+        let url = self.url(&["swarms", swarm, "tasks"]);
+        let body = self.send(self.req(Method::POST, &url).json(specs)).await?;
+        decode_with(&url, &body, decode::batch).map(|b| b.tasks)
+    }
+
+    /// `GET /swarms/{swarm}/tasks` (when `query.swarm` is set) or `GET /tasks`: one page of
+    /// tasks, newest first.
+    pub async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>, ClientError> {
+        let mut url = match &query.swarm {
+            Some(swarm) => self.url(&["swarms", swarm, "tasks"]),
+            None => self.url(&["tasks"]),
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = query.status {
+                q.append_pair("status", s.as_str());
+            }
+            if let Some(t) = &query.task_type {
+                q.append_pair("type", t);
+            }
+            if let Some(a) = query.agent {
+                q.append_pair("agent", &a.to_string());
+            }
+            if let Some(l) = query.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &query.cursor {
+                q.append_pair("cursor", c);
+            }
+        }
+        strip_empty_query(&mut url);
+        let body = self.send(self.req(Method::GET, &url)).await?;
+        decode_with(&url, &body, decode::task_page)
+    }
+
+    /// `GET /tasks/{id}`.
+    pub async fn get_task(&self, task: TaskId) -> Result<Task, ClientError> {
+        let url = self.url(&["tasks", &task.to_string()]);
+        let body = self.send(self.req(Method::GET, &url)).await?;
+        decode_with(&url, &body, decode::task)
+    }
+
+    /// `GET /tasks/{id}?wait=`: the task once it has finished, or as it is when `wait` (whole
+    /// seconds, at most 60) has passed.
+    pub async fn wait_task(&self, task: TaskId, wait: Duration) -> Result<Task, ClientError> {
+        let secs = wait_secs(wait);
+        let mut url = self.url(&["tasks", &task.to_string()]);
+        url.query_pairs_mut().append_pair("wait", &secs.to_string());
+        let req = self
+            .req(Method::GET, &url)
+            .timeout(Duration::from_secs(secs) + LONG_POLL_MARGIN);
+        let body = self.send(req).await?;
+        decode_with(&url, &body, decode::task)
+    }
+
+    /// `POST /tasks/lookup`: many tasks at once (at most 10,000 ids).
+    pub async fn lookup_tasks(&self, ids: &[TaskId]) -> Result<LookupResponse, ClientError> {
+        let url = self.url(&["tasks", "lookup"]);
+        let req = LookupRequest { ids: ids.to_vec() };
+        let body = self.send(self.req(Method::POST, &url).json(&req)).await?;
+        decode_with(&url, &body, decode::lookup)
+    }
+
+    /// `POST /tasks/{id}/cancel`: cancels an unfinished task.
+    pub async fn cancel_task(&self, task: TaskId, reason: Option<String>) -> Result<Task, ClientError> {
+        self.post_task(task, "cancel", &CancelRequest { reason }).await
+    }
+
+    /// `POST /tasks/{id}/retry`: queues a failed, dead or cancelled task again, optionally with
+    /// a new attempt limit.
+    pub async fn retry_task(&self, task: TaskId, max_attempts: Option<u32>) -> Result<Task, ClientError> {
+        self.post_task(task, "retry", &RetryRequest { max_attempts }).await
+    }
+
+    /// `POST /tasks/{id}/progress` (the task's agent): reports progress of the running attempt.
+    pub async fn report_progress(&self, task: TaskId, progress: &Progress) -> Result<Task, ClientError> {
+        let body = ProgressBody {
+            percent: progress.percent,
+            message: progress.message.as_deref(),
+        };
+        self.post_task(task, "progress", &body).await
+    }
+
+    /// `POST /tasks/{id}/complete` (the task's agent): reports success with a result. With
+    /// `attempt`, the coordinator refuses (409) a report about an attempt that is no longer
+    /// the task's current one.
+    pub async fn complete_task(
+        &self,
+        task: TaskId,
+        result: Json,
+        attempt: Option<u32>,
+    ) -> Result<Task, ClientError> {
+        self.post_task(task, "complete", &CompletionReport { result, attempt })
+            .await
+    }
+
+    /// `POST /tasks/{id}/fail` (the task's agent): reports a failed attempt; `retryable: false`
+    /// fails the task for good.
+    pub async fn fail_task(
+        &self,
+        task: TaskId,
+        error: &str,
+        retryable: bool,
+        attempt: Option<u32>,
+    ) -> Result<Task, ClientError> {
+        let report = FailureReport {
+            error: error.to_owned(),
+            retryable,
+            attempt,
+        };
+        self.post_task(task, "fail", &report).await
+    }
+
+    // ----- events and orchestrator -----
+
+    /// `GET /events`: one page of the event log, in log order.
+    pub async fn list_events(&self, query: &EventQuery) -> Result<Page<Event>, ClientError> {
+        let mut url = self.url(&["events"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = &query.swarm {
+                q.append_pair("swarm", s);
+            }
+            if let Some(k) = query.kind {
+                q.append_pair("type", k.as_str());
+            }
+            if let Some(a) = query.agent {
+                q.append_pair("agent", &a.to_string());
+            }
+            if let Some(t) = query.task {
+                q.append_pair("task", &t.to_string());
+            }
+            if let Some(after) = query.after {
+                q.append_pair("after", &after.to_string());
+            }
+            if let Some(l) = query.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &query.cursor {
+                q.append_pair("cursor", c);
+            }
+        }
+        strip_empty_query(&mut url);
+        self.get_json(&url).await
+    }
+
+    /// `GET /orchestrator`: the coordinator's version, uptime and counts.
+    pub async fn orchestrator(&self) -> Result<OrchestratorInfo, ClientError> {
+        self.get_json(&self.url(&["orchestrator"])).await
+    }
+
+    // ----- plumbing -----
+
+    /// `{base}/api/v1/{segments…}`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = (*self.base).clone();
+        url.path_segments_mut()
+            .expect("checked in Client::new")
+            .pop_if_empty()
+            .extend(["api", "v1"])
+            .extend(segments);
+        url
+    }
+
+    fn req(&self, method: Method, url: &Url) -> RequestBuilder {
+        self.http
+            .request(method, url.clone())
+            .bearer_auth(&*self.token)
+    }
+
+    async fn post_task<B: Serialize>(
+        &self,
+        task: TaskId,
+        action: &str,
+        body: &B,
+    ) -> Result<Task, ClientError> {
+        let url = self.url(&["tasks", &task.to_string(), action]);
+        let body = self.send(self.req(Method::POST, &url).json(body)).await?;
+        decode_with(&url, &body, decode::task)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, ClientError> {
+        let body = self.send(self.req(Method::GET, url)).await?;
+        decode_with(url, &body, decode::plain)
+    }
+
+    /// Follows `next_cursor` until the last page, collecting the items.
+    async fn collect<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        query: Vec<(&str, String)>,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page_url = url.clone();
+            {
+                let mut q = page_url.query_pairs_mut();
+                for (k, v) in &query {
+                    q.append_pair(k, v);
+                }
+                q.append_pair("limit", &FULL_LIST_PAGE.to_string());
+                if let Some(c) = &cursor {
+                    q.append_pair("cursor", c);
+                }
+            }
+            let page: Page<T> = self.get_json(&page_url).await?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        self.send_status(req).await.map(|(_, body)| body)
+    }
+
+    async fn send_status(&self, req: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+        if status.is_success() {
+            Ok((status, body.to_vec()))
+        } else {
+            Err(ClientError::from_response(status.as_u16(), &body))
+        }
+    }
+}
+
+fn decode_with<T>(
+    url: &Url,
+    body: &[u8],
+    f: impl FnOnce(&[u8]) -> serde_json::Result<T>,
+) -> Result<T, ClientError> {
+    f(body).map_err(|e| ClientError::Decode {
+        url: url.path().to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// A wait as the API takes it: whole seconds, rounded up, at most 60.
+fn wait_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.min(MAX_WAIT_SECS)
+}
+
+/// `query_pairs_mut` leaves a bare `?` when nothing was appended.
+fn strip_empty_query(url: &mut Url) {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_urls_under_api_v1_with_encoded_segments() {
+        let c = Client::new("http://127.0.0.1:7171/", "t").unwrap();
+        assert_eq!(
+            c.url(&["swarms", "a b/c", "tasks"]).as_str(),
+            "http://127.0.0.1:7171/api/v1/swarms/a%20b%2Fc/tasks"
+        );
+        let c = Client::new("http://example.test:80/prefix/api/v1", "t").unwrap();
+        assert_eq!(
+            c.url(&["orchestrator"]).as_str(),
+            "http://example.test/prefix/api/v1/orchestrator"
+        );
+        assert_eq!(c.base_url(), "http://example.test/prefix");
+    }
+
+    #[test]
+    fn refuses_unusable_urls() {
+        for bad in ["127.0.0.1:7171", "ftp://x", "not a url", "http://x/?a=1"] {
+            let err = Client::new(bad, "t").unwrap_err();
+            assert!(matches!(err, ClientError::InvalidUrl { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn waits_are_whole_seconds_capped_at_sixty() {
+        assert_eq!(wait_secs(Duration::ZERO), 0);
+        assert_eq!(wait_secs(Duration::from_millis(1)), 1);
+        assert_eq!(wait_secs(Duration::from_secs(30)), 30);
+        assert_eq!(wait_secs(Duration::from_millis(30_500)), 31);
+        assert_eq!(wait_secs(Duration::from_secs(600)), 60);
+    }
+
+    #[test]
+    fn progress_body_has_only_documented_fields() {
+        let b = ProgressBody {
+            percent: Some(50.0),
+            message: None,
+        };
+        assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"percent":50.0}"#);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_one_helpful_line() {
+        // Bind then drop a listener to get a port where nothing listens.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), "t").unwrap();
+        let err = c.orchestrator().await.unwrap_err();
+        let text = err.to_string();
+        assert!(err.is_transient());
+        assert!(text.contains("cannot reach the coordinator"), "{text}");
+        assert!(text.contains("flotilla serve"), "{text}");
+        assert!(!text.contains('\n'));
+    }
+}

@@ -1,0 +1,212 @@
+//! [`ClientError`]: why a call to the coordinator failed, in one line a person can act on.
+
+use std::error::Error as _;
+
+use flotilla_core::api::ErrorBody;
+
+/// Why a call to the coordinator failed.
+///
+/// Its `Display` is always a single line that says what went wrong and, where it can, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator answered with an error status (`{"error": {"code", "message"}}`).
+    #[error("{message} ({status} {code})")]
+    Api {
+        /// The HTTP status, e.g. 404.
+        status: u16,
+        /// The API's error code, e.g. `not_found`; `http_<status>` when the body had none.
+        code: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The request did not get an answer: connection refused, reset, timed out…
+    #[error("{message}")]
+    Http {
+        /// The coordinator's base URL.
+        url: String,
+        /// What happened, with a hint.
+        message: String,
+        /// Whether the connection itself could not be made (nothing listening, DNS, …).
+        connect: bool,
+        /// Whether the request timed out.
+        timeout: bool,
+    },
+    /// The coordinator answered something this client could not read.
+    #[error("unexpected answer from the coordinator at {url}: {message}")]
+    Decode {
+        /// The URL requested.
+        url: String,
+        /// What could not be read.
+        message: String,
+    },
+    /// The base URL given to [`crate::Client::new`] is not usable.
+    #[error("invalid coordinator URL {url:?}: {message}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is not usable.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an [`ClientError::Api`] error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The API error code of an [`ClientError::Api`] error (`not_found`, `conflict`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the coordinator answered 404.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// Whether the coordinator answered 409 (the request does not fit the current state).
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// Whether the same request may succeed later: no answer at all, a timeout, 408, 429 or a
+    /// 5xx status (503 `unavailable` means nothing was accepted).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Http { .. } => true,
+            ClientError::Api { status, .. } => {
+                matches!(*status, 408 | 429) || (500..600).contains(status)
+            }
+            ClientError::Decode { .. } | ClientError::InvalidUrl { .. } => false,
+        }
+    }
+
+    /// Builds the error for an answer with an error status from its body.
+    pub(crate) fn from_response(status: u16, body: &[u8]) -> ClientError {
+        if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
+            return ClientError::Api {
+                status,
+                code: parsed.error.code,
+                message: one_line(&parsed.error.message),
+            };
+        }
+        let text = String::from_utf8_lossy(body);
+        let text = one_line(text.trim());
+        let reason = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error");
+        let message = if text.is_empty() {
+            format!("the coordinator answered {status} {reason}")
+        } else {
+            format!(
+                "the coordinator answered {status} {reason}: {}",
+                truncate(&text, 200)
+            )
+        };
+        ClientError::Api {
+            status,
+            code: format!("http_{status}"),
+            message,
+        }
+    }
+
+    /// Builds the error for a request that got no answer.
+    pub(crate) fn from_reqwest(base: &str, err: &reqwest::Error) -> ClientError {
+        let cause = root_cause(err);
+        let connect = err.is_connect();
+        let timeout = err.is_timeout();
+        let message = if connect {
+            format!(
+                "cannot reach the coordinator at {base}: {cause} — is `flotilla serve` running? \
+                 (set --url or FLOTILLA_URL if it listens elsewhere)"
+            )
+        } else if timeout {
+            format!("the coordinator at {base} did not answer in time: {cause}")
+        } else {
+            format!("request to the coordinator at {base} failed: {cause}")
+        };
+        ClientError::Http {
+            url: base.to_owned(),
+            message: one_line(&message),
+            connect,
+            timeout,
+        }
+    }
+}
+
+/// The innermost, most specific message of an error chain (e.g. `Connection refused (os error
+/// 111)` rather than `error sending request for url …`).
+fn root_cause(err: &reqwest::Error) -> String {
+    let mut last = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() {
+            last = text;
+        }
+        source = s.source();
+    }
+    last
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_api_error_body() {
+        let e = ClientError::from_response(
+            404,
+            br#"{"error":{"code":"not_found","message":"no swarm named \"x\""}}"#,
+        );
+        assert_eq!(
+            e,
+            ClientError::Api {
+                status: 404,
+                code: "not_found".into(),
+                message: "no swarm named \"x\"".into()
+            }
+        );
+        assert_eq!(e.to_string(), "no swarm named \"x\" (404 not_found)");
+        assert!(e.is_not_found());
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn falls_back_on_a_body_that_is_not_an_error_body() {
+        let e = ClientError::from_response(502, b"<html>\n bad gateway\n</html>");
+        assert_eq!(e.code(), Some("http_502"));
+        assert!(e.is_transient());
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("502 Bad Gateway"), "{text}");
+        let empty = ClientError::from_response(503, b"");
+        assert_eq!(
+            empty.to_string(),
+            "the coordinator answered 503 Service Unavailable (503 http_503)"
+        );
+    }
+}

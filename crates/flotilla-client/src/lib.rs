@@ -1,0 +1,28 @@
+//! Typed Rust client of the Flotilla HTTP API (`docs/api.md`), and a worker loop for connected
+//! agents.
+//!
+//! - [`Client`] has one async method per endpoint and returns the core's types
+//!   ([`flotilla_core::Task`], [`flotilla_core::api::SwarmView`], …).
+//! - [`ClientError`] tells, in one line, why a call failed.
+//! - [`worker::run_worker`] registers an agent and runs a [`worker::TaskHandler`] on every task
+//!   it takes, until shut down.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), flotilla_client::ClientError> {
+//! use flotilla_client::Client;
+//! use flotilla_core::TaskSpec;
+//!
+//! let client = Client::new("http://127.0.0.1:7171", "admin-token")?;
+//! let task = client.submit_task("default", &TaskSpec::default()).await?;
+//! let done = client.wait_task(task.id, std::time::Duration::from_secs(30)).await?;
+//! println!("{}", done.status());
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod decode;
+mod error;
+pub mod worker;
+
+pub use client::{Client, EventQuery, TaskQuery};
+pub use error::ClientError;

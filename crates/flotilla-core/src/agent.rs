@@ -1,0 +1,293 @@
+//! Agents: the workers of a swarm, their registration, status and resource usage.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::json::Json;
+use crate::time::Timestamp;
+
+/// An agent's lifecycle status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Registered, not yet started (managed agents).
+    Pending,
+    /// Its process is starting (managed agents).
+    Starting,
+    /// Alive and holding no task.
+    Idle,
+    /// Alive and holding at least one task.
+    Busy,
+    /// Alive but not taking tasks.
+    Paused,
+    /// Its lease expired (missed heartbeats); its tasks were taken back.
+    Unhealthy,
+    /// Being restarted or rolled back.
+    Recovering,
+    /// Given up on; removed from scheduling.
+    Failed,
+    /// Unregistered or stopped.
+    Stopped,
+}
+
+impl AgentStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Starting => "starting",
+            AgentStatus::Idle => "idle",
+            AgentStatus::Busy => "busy",
+            AgentStatus::Paused => "paused",
+            AgentStatus::Unhealthy => "unhealthy",
+            AgentStatus::Recovering => "recovering",
+            AgentStatus::Failed => "failed",
+            AgentStatus::Stopped => "stopped",
+        }
+    }
+
+    /// Every status, in lifecycle order.
+    pub const ALL: [AgentStatus; 9] = [
+        AgentStatus::Pending,
+        AgentStatus::Starting,
+        AgentStatus::Idle,
+        AgentStatus::Busy,
+        AgentStatus::Paused,
+        AgentStatus::Unhealthy,
+        AgentStatus::Recovering,
+        AgentStatus::Failed,
+        AgentStatus::Stopped,
+    ];
+}
+
+impl std::str::FromStr for AgentStatus {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        AgentStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                CoreError::invalid(format!(
+                    "unknown agent status {s:?}; expected one of: {}",
+                    AgentStatus::ALL.map(|s| s.as_str()).join(", ")
+                ))
+            })
+    }
+}
+
+/// The part an agent plays in its swarm's topology.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRole {
+    /// Leads the swarm.
+    Leader,
+    /// Coordinates workers.
+    Coordinator,
+    /// Supervises a group of workers.
+    Supervisor,
+    /// Does tasks.
+    #[default]
+    Worker,
+}
+
+/// How an agent says it is doing, in a heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedHealth {
+    /// All is well.
+    #[default]
+    Healthy,
+    /// Working, but struggling.
+    Degraded,
+    /// The agent itself thinks it cannot work.
+    Unhealthy,
+}
+
+/// Resource usage an agent reports (all fields optional).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceUsage {
+    /// CPU use in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory in MiB.
+    pub memory_mb: Option<f64>,
+    /// Open network connections.
+    pub active_connections: Option<u32>,
+}
+
+impl ResourceUsage {
+    /// Checks that numbers are finite and not negative.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        for (name, v) in [("cpu_percent", self.cpu_percent), ("memory_mb", self.memory_mb)] {
+            if let Some(v) = v
+                && (!v.is_finite() || v < 0.0)
+            {
+                return Err(CoreError::invalid(format!(
+                    "resource_usage.{name} must be a non-negative number"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Its id.
+    pub id: AgentId,
+    /// Its swarm.
+    pub swarm_id: SwarmId,
+    /// Its name, unique within the swarm.
+    pub name: String,
+    /// Its type, which is also the pool it belongs to (coder, tester, …).
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// What it can do, sorted; a task runs only on an agent that has all its required ones.
+    pub capabilities: Vec<String>,
+    /// How many tasks it may hold at once.
+    pub max_concurrent_tasks: u32,
+    /// Its role in the topology.
+    pub role: AgentRole,
+    /// Its status.
+    pub status: AgentStatus,
+    /// Health the agent last reported about itself.
+    pub reported_health: ReportedHealth,
+    /// Free-form metadata given at registration (a JSON object).
+    pub metadata: Json,
+    /// Resource usage last reported.
+    pub resource_usage: ResourceUsage,
+    /// Tasks it currently holds (assigned or running).
+    pub current_tasks: Vec<TaskId>,
+    /// Tasks it completed.
+    pub tasks_completed: u64,
+    /// Task attempts that failed on it.
+    pub tasks_failed: u64,
+    /// When it registered.
+    pub registered_at: Timestamp,
+    /// When it last showed a sign of life.
+    pub last_heartbeat_at: Timestamp,
+    /// Its lease: it holds its tasks until this instant unless it shows a sign of life.
+    pub lease_until: Timestamp,
+    /// When it stopped (unregistered), if it did.
+    pub stopped_at: Option<Timestamp>,
+}
+
+/// What an agent gives to register.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Its type (pool): `coder`, `tester`, … or a custom name.
+    #[serde(rename = "type", alias = "pool", default = "default_agent_type")]
+    pub agent_type: String,
+    /// Its name; generated from the type when left out.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// How many tasks it may hold at once (1 by default).
+    #[serde(default = "one")]
+    pub max_concurrent_tasks: u32,
+    /// Its role (worker by default).
+    #[serde(default)]
+    pub role: AgentRole,
+    /// Free-form metadata (a JSON object).
+    #[serde(default)]
+    pub metadata: Option<Json>,
+}
+
+fn default_agent_type() -> String {
+    "worker".to_owned()
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        AgentSpec {
+            agent_type: default_agent_type(),
+            name: None,
+            capabilities: Vec::new(),
+            max_concurrent_tasks: 1,
+            role: AgentRole::Worker,
+            metadata: None,
+        }
+    }
+}
+
+/// What an agent sends with a heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Heartbeat {
+    /// How the agent says it is doing.
+    pub status: Option<ReportedHealth>,
+    /// Its resource usage.
+    pub resource_usage: Option<ResourceUsage>,
+}
+
+/// Checks and normalises a capability list: sorted, without duplicates.
+pub fn normalize_capabilities(mut caps: Vec<String>) -> Result<Vec<String>, CoreError> {
+    if caps.len() > 64 {
+        return Err(CoreError::invalid("at most 64 capabilities are allowed"));
+    }
+    for c in &caps {
+        if c.is_empty()
+            || c.len() > 64
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | ':' | '/'))
+        {
+            return Err(CoreError::invalid(format!(
+                "capability {c:?} must be 1 to 64 characters of letters, digits, '-', '_', '.', ':' or '/'"
+            )));
+        }
+    }
+    caps.sort_unstable();
+    caps.dedup();
+    Ok(caps)
+}
+
+/// Whether sorted `have` contains every element of sorted `need`.
+pub fn has_all(have: &[String], need: &[String]) -> bool {
+    let mut it = have.iter();
+    'outer: for n in need {
+        for h in it.by_ref() {
+            match h.cmp(n) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => continue 'outer,
+                std::cmp::Ordering::Greater => return false,
+            }
+        }
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn has_all_is_subset_of_sorted_lists() {
+        assert!(has_all(&v(&["a", "b", "c"]), &v(&["a", "c"])));
+        assert!(has_all(&v(&["a"]), &v(&[])));
+        assert!(!has_all(&v(&["a", "c"]), &v(&["b"])));
+        assert!(!has_all(&v(&[]), &v(&["a"])));
+        assert!(!has_all(&v(&["a", "b"]), &v(&["b", "z"])));
+    }
+
+    #[test]
+    fn capabilities_are_sorted_and_deduplicated() {
+        let caps = normalize_capabilities(v(&["rust", "python", "rust"])).unwrap();
+        assert_eq!(caps, v(&["python", "rust"]));
+        assert!(normalize_capabilities(v(&["bad cap"])).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Shapes of the HTTP API's requests and answers that are not entities themselves.
+//!
+//! They live here, beside the entities, so that the server and the typed client share one
+//! definition and cannot drift apart. See `docs/api.md` for the whole API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, AgentStatus};
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::swarm::{Swarm, SwarmStatus};
+use crate::task::Task;
+use crate::time::Timestamp;
+
+/// A page of a list, with the cursor of the next page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A swarm with its live counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmView {
+    /// The swarm.
+    #[serde(flatten)]
+    pub swarm: Swarm,
+    /// Registered agents (not stopped).
+    pub agent_count: u64,
+    /// Tasks waiting for an agent (queued, including delayed retries).
+    pub queue_depth: u64,
+}
+
+/// Counts of unfinished tasks by status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveTaskCounts {
+    /// Waiting for dependencies.
+    pub blocked: u64,
+    /// Ready to run now.
+    pub queued: u64,
+    /// Queued, but waiting for a retry backoff to pass.
+    pub delayed: u64,
+    /// Placed on an agent, not yet taken.
+    pub assigned: u64,
+    /// Being worked on.
+    pub running: u64,
+}
+
+/// Counts of agents by status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCounts {
+    /// All registered agents (not stopped).
+    pub total: u64,
+    /// By status; statuses with no agent are left out.
+    pub by_status: BTreeMap<AgentStatus, u64>,
+}
+
+/// `GET /swarms/{swarm}/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmHealth {
+    /// The swarm's id.
+    pub swarm_id: SwarmId,
+    /// The swarm's name.
+    pub name: String,
+    /// The swarm's status.
+    pub status: SwarmStatus,
+    /// Its agents.
+    pub agents: AgentCounts,
+    /// Its unfinished tasks.
+    pub tasks: ActiveTaskCounts,
+    /// Tasks waiting for an agent (queued and delayed).
+    pub queue_depth: u64,
+    /// When the oldest ready task entered the queue.
+    pub oldest_queued_at: Option<Timestamp>,
+    /// How long the oldest ready task has waited, in milliseconds.
+    pub oldest_queued_age_ms: Option<u64>,
+}
+
+/// `GET /orchestrator`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrchestratorInfo {
+    /// Flotilla's version.
+    pub version: String,
+    /// When this coordinator started.
+    pub started_at: Timestamp,
+    /// How long it has been up, in milliseconds.
+    pub uptime_ms: u64,
+    /// Where state is stored, e.g. `sqlite:/path/flotilla.db`.
+    pub store: String,
+    /// How many swarms exist.
+    pub swarms: u64,
+    /// Agents of all swarms.
+    pub agents: AgentCounts,
+    /// Unfinished tasks of all swarms.
+    pub tasks: ActiveTaskCounts,
+}
+
+/// The answer to an agent's registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The new agent's id.
+    pub agent_id: AgentId,
+    /// The agent's own token; shown only here.
+    pub token: String,
+    /// The agent.
+    pub agent: Agent,
+    /// How often it must heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// How long its lease lasts without a sign of life.
+    pub lease_ms: u64,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its status now.
+    pub status: AgentStatus,
+    /// Its lease now lasts until this instant.
+    pub lease_until: Timestamp,
+    /// How often it must heartbeat.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `POST /tasks/lookup`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// The tasks wanted.
+    pub ids: Vec<TaskId>,
+}
+
+/// The answer to `POST /tasks/lookup`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LookupResponse {
+    /// The tasks found.
+    pub items: Vec<Task>,
+    /// The ids not found.
+    pub missing: Vec<TaskId>,
+}
+
+/// The answer to a batch submission.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchSubmitted {
+    /// The tasks, in the order submitted.
+    pub tasks: Vec<Task>,
+}
+
+/// `POST /tasks/{id}/cancel`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /tasks/{id}/retry`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// A new attempt limit, if the old one should change.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}

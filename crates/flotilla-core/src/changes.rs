@@ -1,0 +1,53 @@
+//! What the core hands to its driver after each command: the rows to persist, the events to
+//! append, and the effects to carry out.
+
+use crate::agent::Agent;
+use crate::event::Event;
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::swarm::Swarm;
+use crate::task::Task;
+
+/// The state changed by one or more commands, as whole rows to upsert, plus the events they
+/// emitted. Applying a later `Changes` over an earlier one is always correct (rows are whole).
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Swarms created or changed.
+    pub swarms: Vec<Swarm>,
+    /// Swarms deleted.
+    pub deleted_swarms: Vec<SwarmId>,
+    /// Agents registered or changed (an unregistered agent appears once more, `stopped`).
+    pub agents: Vec<Agent>,
+    /// Tasks submitted or changed.
+    pub tasks: Vec<Task>,
+    /// Events, in order.
+    pub events: Vec<Event>,
+}
+
+impl Changes {
+    /// Whether there is nothing to persist.
+    pub fn is_empty(&self) -> bool {
+        self.swarms.is_empty()
+            && self.deleted_swarms.is_empty()
+            && self.agents.is_empty()
+            && self.tasks.is_empty()
+            && self.events.is_empty()
+    }
+
+    /// Appends another set of changes after this one.
+    pub fn extend(&mut self, other: Changes) {
+        self.swarms.extend(other.swarms);
+        self.deleted_swarms.extend(other.deleted_swarms);
+        self.agents.extend(other.agents);
+        self.tasks.extend(other.tasks);
+        self.events.extend(other.events);
+    }
+}
+
+/// Something the driver must do once the changes are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Tasks were placed on this agent: wake its waiting poll.
+    WakeAgent(AgentId),
+    /// This task reached a terminal status: wake whoever waits for it.
+    TaskFinished(TaskId),
+}

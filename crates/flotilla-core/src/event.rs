@@ -1,0 +1,103 @@
+//! Events: the append-only record of what happened in the fleet (the PRD's `swarm_events`).
+//!
+//! The core emits an event for every change of lifecycle; the store appends them in the same
+//! transaction as the state they describe, so the log and the state never disagree.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::time::Timestamp;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A swarm was created.
+    SwarmCreated,
+    /// A swarm's settings changed.
+    SwarmUpdated,
+    /// A swarm's status changed.
+    SwarmStatusChanged,
+    /// A swarm was deleted.
+    SwarmDeleted,
+    /// An agent registered.
+    AgentJoined,
+    /// An agent unregistered.
+    AgentLeft,
+    /// An agent lost its lease (missed heartbeats).
+    AgentFailed,
+    /// An agent that had lost its lease showed a sign of life again.
+    AgentRecovered,
+    /// A task was accepted.
+    TaskSubmitted,
+    /// A task's dependencies finished; it entered the queue.
+    TaskUnblocked,
+    /// A task was placed on an agent.
+    TaskAssigned,
+    /// An agent took a task and started an attempt.
+    TaskStarted,
+    /// A task completed.
+    TaskCompleted,
+    /// An attempt failed and the task will be retried.
+    TaskRetrying,
+    /// A task failed for good.
+    TaskFailed,
+    /// A task ran out of attempts.
+    TaskDead,
+    /// A task was cancelled.
+    TaskCancelled,
+    /// A task went back to the queue without a failed attempt (agent left or was taken away).
+    TaskRequeued,
+    /// A user asked for a finished task to run again.
+    TaskRetried,
+}
+
+impl EventKind {
+    /// The kind as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SwarmCreated => "swarm_created",
+            EventKind::SwarmUpdated => "swarm_updated",
+            EventKind::SwarmStatusChanged => "swarm_status_changed",
+            EventKind::SwarmDeleted => "swarm_deleted",
+            EventKind::AgentJoined => "agent_joined",
+            EventKind::AgentLeft => "agent_left",
+            EventKind::AgentFailed => "agent_failed",
+            EventKind::AgentRecovered => "agent_recovered",
+            EventKind::TaskSubmitted => "task_submitted",
+            EventKind::TaskUnblocked => "task_unblocked",
+            EventKind::TaskAssigned => "task_assigned",
+            EventKind::TaskStarted => "task_started",
+            EventKind::TaskCompleted => "task_completed",
+            EventKind::TaskRetrying => "task_retrying",
+            EventKind::TaskFailed => "task_failed",
+            EventKind::TaskDead => "task_dead",
+            EventKind::TaskCancelled => "task_cancelled",
+            EventKind::TaskRequeued => "task_requeued",
+            EventKind::TaskRetried => "task_retried",
+        }
+    }
+}
+
+/// One record of the event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log: strictly increasing, without gaps.
+    pub seq: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// The swarm it happened in.
+    pub swarm_id: SwarmId,
+    /// The agent involved, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// The task involved, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    /// Details, in words (a reason, an error message); empty when there is nothing to add.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}

@@ -1,0 +1,288 @@
+//! Agent commands: register, unregister, heartbeat, and taking the next task.
+
+use super::{AgentEntry, Fleet, status_index};
+use crate::agent::{Agent, AgentSpec, AgentStatus, Heartbeat, normalize_capabilities};
+use crate::api::HeartbeatAck;
+use crate::error::CoreError;
+use crate::event::EventKind;
+use crate::ids::{AgentId, TaskId};
+use crate::json::Json;
+use crate::swarm::validate_name;
+use crate::task::{Task, TaskState};
+use crate::time::Timestamp;
+
+use super::timers::Timer;
+
+/// Largest agent metadata document, in bytes.
+const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+impl Fleet {
+    /// Registers an agent in a swarm under the given id.
+    ///
+    /// A name is unique within the swarm. Registering under the name of an agent that has
+    /// lost its lease replaces that agent (a crashed worker coming back); under the name of a
+    /// live agent it is refused.
+    pub fn register_agent(
+        &mut self,
+        swarm: &str,
+        id: AgentId,
+        spec: AgentSpec,
+        now: Timestamp,
+    ) -> Result<&Agent, CoreError> {
+        let swarm_id = self.resolve_swarm(swarm)?;
+        validate_name("agent type", &spec.agent_type)?;
+        let capabilities = normalize_capabilities(spec.capabilities)?;
+        if !(1..=10_000).contains(&spec.max_concurrent_tasks) {
+            return Err(CoreError::invalid("max_concurrent_tasks must be between 1 and 10000"));
+        }
+        let metadata = match spec.metadata {
+            None => Json::empty_object(),
+            Some(m) if !m.is_object() => return Err(CoreError::invalid("metadata must be a JSON object")),
+            Some(m) if m.len() > MAX_METADATA_BYTES => {
+                return Err(CoreError::TooLarge(format!(
+                    "metadata is {} bytes; at most {MAX_METADATA_BYTES} are allowed",
+                    m.len()
+                )));
+            }
+            Some(m) => m,
+        };
+        let name = match spec.name {
+            Some(n) => {
+                validate_name("agent", &n)?;
+                n
+            }
+            None => format!("{}-{}", spec.agent_type, &id.to_string()[..8]),
+        };
+        if self.agents.contains_key(&id) {
+            return Err(CoreError::conflict(format!("agent id {id} is taken")));
+        }
+        let entry = &self.swarms[&swarm_id];
+        let same_name = entry
+            .agents
+            .iter()
+            .find(|a| self.agents[*a].agent.name == name)
+            .copied();
+        if let Some(old) = same_name {
+            let status = self.agents[&old].agent.status;
+            if !matches!(status, AgentStatus::Unhealthy | AgentStatus::Failed) {
+                return Err(CoreError::conflict(format!(
+                    "an agent named {name:?} is already registered in swarm {:?} ({}); \
+                     choose another name or remove it first",
+                    entry.swarm.name,
+                    status.as_str()
+                )));
+            }
+        } else if entry.agents.len() >= entry.swarm.config.max_agents as usize {
+            return Err(CoreError::conflict(format!(
+                "swarm {:?} already has its maximum of {} agents",
+                entry.swarm.name, entry.swarm.config.max_agents
+            )));
+        }
+        if let Some(old) = same_name {
+            self.unregister_agent(old, now)?;
+        }
+        let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
+        let agent = Agent {
+            id,
+            swarm_id,
+            name,
+            agent_type: spec.agent_type,
+            capabilities,
+            max_concurrent_tasks: spec.max_concurrent_tasks,
+            role: spec.role,
+            status: AgentStatus::Idle,
+            reported_health: Default::default(),
+            metadata,
+            resource_usage: Default::default(),
+            current_tasks: Vec::new(),
+            tasks_completed: 0,
+            tasks_failed: 0,
+            registered_at: now,
+            last_heartbeat_at: now,
+            lease_until: now + lease,
+            stopped_at: None,
+        };
+        let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
+        let swarm = self.swarms.get_mut(&swarm_id).expect("resolved swarm");
+        swarm.agents.insert(id);
+        swarm.agent_counts[status_index(AgentStatus::Idle)] += 1;
+        self.timers.insert(now + lease, Timer::AgentLease(id));
+        self.agents.insert(
+            id,
+            AgentEntry {
+                agent,
+                wait_seq: None,
+                lease_timer_armed: true,
+                persisted_heartbeat_at: now,
+                dirty: false,
+            },
+        );
+        self.mark_agent(id);
+        self.emit(now, EventKind::AgentJoined, swarm_id, Some(id), None, detail);
+        self.refresh_swarm_status(swarm_id, now);
+        Ok(&self.agents[&id].agent)
+    }
+
+    /// Unregisters an agent. The tasks it holds go back to the queue without counting an
+    /// attempt: leaving is not failing.
+    pub fn unregister_agent(&mut self, id: AgentId, now: Timestamp) -> Result<(), CoreError> {
+        let Some(entry) = self.agents.get(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        let held = entry.agent.current_tasks.clone();
+        let swarm_id = entry.agent.swarm_id;
+        self.stop_waiting(id);
+        for task in held {
+            self.requeue(task, "its agent left", now);
+        }
+        let mut entry = self.agents.remove(&id).expect("agent present");
+        if let Some(s) = self.swarms.get_mut(&swarm_id) {
+            s.agents.remove(&id);
+            s.agent_counts[status_index(entry.agent.status)] -= 1;
+        }
+        self.out.agents.retain(|a| *a != id);
+        entry.agent.status = AgentStatus::Stopped;
+        entry.agent.stopped_at = Some(now);
+        entry.agent.current_tasks.clear();
+        let detail = format!("{} left", entry.agent.name);
+        self.out.removed_agents.push(entry.agent);
+        self.emit(now, EventKind::AgentLeft, swarm_id, Some(id), None, detail);
+        self.refresh_swarm_status(swarm_id, now);
+        self.dispatch(now);
+        Ok(())
+    }
+
+    /// Renews an agent's lease: it showed a sign of life. An agent that had lost its lease
+    /// recovers (without the tasks it lost).
+    pub(super) fn touch(&mut self, id: AgentId, now: Timestamp) -> Result<(), CoreError> {
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return Err(CoreError::not_found(format!(
+                "agent {id} not found; it may have been removed: register again"
+            )));
+        };
+        let lease = self.swarms[&entry.agent.swarm_id].swarm.config.lease_duration();
+        let previous = entry.agent.last_heartbeat_at;
+        entry.agent.last_heartbeat_at = now;
+        entry.agent.lease_until = now + lease;
+        let persist_due = now.since(entry.persisted_heartbeat_at) >= self.limits.heartbeat_persist_interval;
+        if entry.agent.status == AgentStatus::Unhealthy {
+            let swarm_id = entry.agent.swarm_id;
+            let silent = now.since(previous);
+            if !entry.lease_timer_armed {
+                entry.lease_timer_armed = true;
+                self.timers.insert(now + lease, Timer::AgentLease(id));
+            }
+            self.set_agent_status(id, AgentStatus::Idle, now);
+            self.refresh_agent_status(id);
+            self.emit(
+                now,
+                EventKind::AgentRecovered,
+                swarm_id,
+                Some(id),
+                None,
+                format!("heard from again after {:.1}s", silent.as_secs_f64()),
+            );
+        } else if persist_due {
+            self.mark_agent(id);
+        }
+        Ok(())
+    }
+
+    /// Records a heartbeat: renews the lease and stores the reported health and usage.
+    pub fn heartbeat(&mut self, id: AgentId, heartbeat: Heartbeat, now: Timestamp) -> Result<HeartbeatAck, CoreError> {
+        if let Some(usage) = &heartbeat.resource_usage {
+            usage.validate()?;
+        }
+        self.touch(id, now)?;
+        let entry = self.agents.get_mut(&id).expect("touched agent");
+        if let Some(h) = heartbeat.status
+            && h != entry.agent.reported_health
+        {
+            entry.agent.reported_health = h;
+            self.mark_agent(id);
+        }
+        let entry = self.agents.get_mut(&id).expect("touched agent");
+        if let Some(u) = heartbeat.resource_usage {
+            entry.agent.resource_usage = u;
+        }
+        let agent = &entry.agent;
+        Ok(HeartbeatAck {
+            agent_id: id,
+            status: agent.status,
+            lease_until: agent.lease_until,
+            heartbeat_interval_ms: self.swarms[&agent.swarm_id].swarm.config.heartbeat_interval.as_millis() as u64,
+        })
+    }
+
+    /// Gives an agent its next task, which becomes `running` on it: a task already placed on
+    /// it, else the best ready task it can do. With none, the agent is marked as waiting, so
+    /// the next task that becomes ready is placed on it (and [`crate::Effect::WakeAgent`] is
+    /// emitted). The driver calls [`Fleet::stop_polling`] when the agent stops waiting.
+    pub fn take_task(&mut self, id: AgentId, now: Timestamp) -> Result<Option<Task>, CoreError> {
+        self.touch(id, now)?;
+        let agent = &self.agents[&id].agent;
+        if matches!(agent.status, AgentStatus::Paused | AgentStatus::Failed | AgentStatus::Recovering) {
+            return Ok(None);
+        }
+        let placed = agent
+            .current_tasks
+            .iter()
+            .copied()
+            .find(|t| matches!(self.tasks[t].task.state, TaskState::Assigned { .. }));
+        let next = match placed {
+            Some(t) => Some(t),
+            None if agent.current_tasks.len() < agent.max_concurrent_tasks as usize => self.swarms
+                [&agent.swarm_id]
+                .queue
+                .peek_for(&agent.capabilities)
+                .map(|(t, _)| t),
+            None => None,
+        };
+        match next {
+            Some(task) => {
+                self.start(task, id, now);
+                Ok(Some(self.tasks[&task].task.clone()))
+            }
+            None => {
+                let agent = &self.agents[&id].agent;
+                if agent.current_tasks.len() < agent.max_concurrent_tasks as usize {
+                    self.start_waiting(id);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The agent no longer waits for a task (its poll ended).
+    pub fn stop_polling(&mut self, id: AgentId) {
+        self.stop_waiting(id);
+    }
+
+    /// Starts a new attempt of a task on an agent.
+    fn start(&mut self, task: TaskId, agent: AgentId, now: Timestamp) {
+        let entry = self.tasks.get_mut(&task).expect("task to start");
+        entry.task.attempts += 1;
+        entry.task.progress = None;
+        let attempt = entry.task.attempts;
+        let timeout_at = now + entry.task.timeout;
+        let swarm_id = entry.task.swarm_id;
+        self.transition(
+            task,
+            TaskState::Running {
+                agent_id: agent,
+                started_at: now,
+                timeout_at,
+            },
+            now,
+        );
+        self.timers.insert(timeout_at, Timer::TaskTimeout(task, attempt));
+        self.emit(
+            now,
+            EventKind::TaskStarted,
+            swarm_id,
+            Some(agent),
+            Some(task),
+            format!("attempt {attempt}"),
+        );
+    }
+}

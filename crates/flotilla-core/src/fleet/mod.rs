@@ -1,0 +1,866 @@
+//! The fleet: every swarm, agent and unfinished task, and the rules that move them.
+//!
+//! [`Fleet`] is a state machine. Its command methods (in [`swarms`], [`agents`], [`tasks`] and
+//! [`timers`]) take the current instant and either refuse with a [`CoreError`], changing
+//! nothing, or apply the change and record what the driver must persist
+//! ([`Fleet::take_changes`]) and do ([`Fleet::take_effects`]).
+//!
+//! Invariants kept by the single transition function [`Fleet::transition`]:
+//! - a task is in its swarm's ready queue exactly when it is `queued` without `run_after`;
+//! - a task is in its agent's `current_tasks` exactly when it is `assigned` or `running` there;
+//! - the per-swarm counts of agents by status and of unfinished tasks by status are exact.
+
+mod agents;
+mod swarms;
+mod tasks;
+mod timers;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+pub use tasks::{KnownTasks, Submission};
+
+use crate::agent::{Agent, AgentStatus};
+use crate::api::{ActiveTaskCounts, AgentCounts};
+use crate::changes::{Changes, Effect};
+use crate::error::CoreError;
+use crate::event::{Event, EventKind};
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::queue::{QueueSlot, ReadyQueue};
+use crate::swarm::{Swarm, SwarmStatus};
+use crate::task::{Task, TaskState, TaskStatus};
+use crate::time::Timestamp;
+use timers::{Timer, Timers};
+
+/// Limits the fleet enforces on what it accepts and keeps.
+#[derive(Clone, Debug)]
+pub struct FleetLimits {
+    /// Largest task payload or result, in bytes of JSON text.
+    pub max_payload_bytes: usize,
+    /// Most tasks in one batch submission.
+    pub max_batch: usize,
+    /// Finished tasks kept in memory (older ones are read from the store).
+    pub retain_terminal: usize,
+    /// A finished task stays in memory at least this long, whatever `retain_terminal` says.
+    pub retain_terminal_for: Duration,
+    /// How often an agent's state is persisted when only heartbeats change it.
+    pub heartbeat_persist_interval: Duration,
+}
+
+impl Default for FleetLimits {
+    fn default() -> Self {
+        FleetLimits {
+            max_payload_bytes: 1024 * 1024,
+            max_batch: 10_000,
+            retain_terminal: 10_000,
+            retain_terminal_for: Duration::from_secs(60),
+            heartbeat_persist_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SwarmEntry {
+    swarm: Swarm,
+    queue: ReadyQueue,
+    /// Agents with a poll open and a free slot, in the order they started waiting.
+    waiting: BTreeMap<u64, AgentId>,
+    agents: HashSet<AgentId>,
+    agent_counts: [u64; AgentStatus::ALL.len()],
+    task_counts: ActiveTaskCounts,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    agent: Agent,
+    /// Its key in its swarm's `waiting` map while it waits.
+    wait_seq: Option<u64>,
+    lease_timer_armed: bool,
+    persisted_heartbeat_at: Timestamp,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct TaskEntry {
+    task: Task,
+    slot: Option<QueueSlot>,
+    /// Blocked tasks waiting on this one.
+    dependents: Vec<TaskId>,
+    /// Dependencies not yet finished.
+    unmet: u32,
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    events: Vec<Event>,
+    swarms: Vec<SwarmId>,
+    agents: Vec<AgentId>,
+    tasks: Vec<TaskId>,
+    removed_agents: Vec<Agent>,
+    deleted_swarms: Vec<SwarmId>,
+    effects: Vec<Effect>,
+    dispatch: Vec<SwarmId>,
+}
+
+/// The state of the whole fleet. See the module documentation.
+#[derive(Debug)]
+pub struct Fleet {
+    limits: FleetLimits,
+    swarms: HashMap<SwarmId, SwarmEntry>,
+    swarm_names: HashMap<String, SwarmId>,
+    agents: HashMap<AgentId, AgentEntry>,
+    tasks: HashMap<TaskId, TaskEntry>,
+    idempotency: HashMap<(SwarmId, String), TaskId>,
+    timers: Timers,
+    /// Finished tasks in the order they finished, for eviction.
+    terminal: VecDeque<(Timestamp, TaskId)>,
+    queue_seq: u64,
+    wait_seq: u64,
+    next_event_seq: u64,
+    out: Outbox,
+}
+
+/// Which count of [`ActiveTaskCounts`] a state falls in.
+fn count_of<'a>(counts: &'a mut ActiveTaskCounts, state: &TaskState) -> Option<&'a mut u64> {
+    match state {
+        TaskState::Blocked => Some(&mut counts.blocked),
+        TaskState::Queued { run_after: None, .. } => Some(&mut counts.queued),
+        TaskState::Queued { run_after: Some(_), .. } => Some(&mut counts.delayed),
+        TaskState::Assigned { .. } => Some(&mut counts.assigned),
+        TaskState::Running { .. } => Some(&mut counts.running),
+        _ => None,
+    }
+}
+
+fn holder(state: &TaskState) -> Option<AgentId> {
+    match state {
+        TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => Some(*agent_id),
+        _ => None,
+    }
+}
+
+fn status_index(s: AgentStatus) -> usize {
+    AgentStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet::new(FleetLimits::default())
+    }
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new(limits: FleetLimits) -> Self {
+        Fleet {
+            limits,
+            swarms: HashMap::new(),
+            swarm_names: HashMap::new(),
+            agents: HashMap::new(),
+            tasks: HashMap::new(),
+            idempotency: HashMap::new(),
+            timers: Timers::default(),
+            terminal: VecDeque::new(),
+            queue_seq: 0,
+            wait_seq: 0,
+            next_event_seq: 1,
+            out: Outbox::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &FleetLimits {
+        &self.limits
+    }
+
+    /// Rebuilds the fleet from stored state, as after a restart.
+    ///
+    /// Agents get a fresh lease from `now` (they could not heartbeat while the coordinator was
+    /// down); running tasks stay leased to their agents; queued tasks keep their order; blocked
+    /// tasks are re-linked to their dependencies. Corrections made while restoring (a task
+    /// whose agent is gone goes back to the queue) are recorded as changes to persist.
+    pub fn restore(
+        limits: FleetLimits,
+        swarms: Vec<Swarm>,
+        agents: Vec<Agent>,
+        mut tasks: Vec<Task>,
+        next_event_seq: u64,
+        now: Timestamp,
+    ) -> Fleet {
+        let mut fleet = Fleet::new(limits);
+        fleet.next_event_seq = next_event_seq.max(1);
+        for swarm in swarms {
+            fleet.insert_swarm(swarm);
+        }
+        for mut agent in agents {
+            let Some(entry) = fleet.swarms.get_mut(&agent.swarm_id) else {
+                continue;
+            };
+            if agent.status == AgentStatus::Stopped {
+                continue;
+            }
+            let lease = entry.swarm.config.lease_duration();
+            agent.lease_until = agent.lease_until.max(now + lease);
+            agent.current_tasks.clear();
+            entry.agents.insert(agent.id);
+            entry.agent_counts[status_index(agent.status)] += 1;
+            let armed = agent.status != AgentStatus::Unhealthy;
+            if armed {
+                fleet.timers.insert(agent.lease_until, Timer::AgentLease(agent.id));
+            }
+            fleet.agents.insert(
+                agent.id,
+                AgentEntry {
+                    persisted_heartbeat_at: agent.last_heartbeat_at,
+                    agent,
+                    wait_seq: None,
+                    lease_timer_armed: armed,
+                    dirty: false,
+                },
+            );
+        }
+        // Queued tasks re-enter the queue in their original order.
+        tasks.sort_by_key(|t| match &t.state {
+            TaskState::Queued { queued_at, .. } => (*queued_at, t.id),
+            other => (other.completed_at().unwrap_or(t.created_at), t.id),
+        });
+        let mut blocked = Vec::new();
+        let mut orphans = Vec::new();
+        for task in tasks {
+            if !fleet.swarms.contains_key(&task.swarm_id) {
+                continue;
+            }
+            let id = task.id;
+            let state = task.state.clone();
+            if let Some(key) = &task.idempotency_key {
+                fleet.idempotency.insert((task.swarm_id, key.clone()), id);
+            }
+            if let Some(deadline) = task.deadline
+                && !task.status().is_terminal()
+            {
+                fleet.timers.insert(deadline, Timer::TaskDeadline(id));
+            }
+            let swarm_id = task.swarm_id;
+            fleet.tasks.insert(
+                id,
+                TaskEntry {
+                    task,
+                    slot: None,
+                    dependents: Vec::new(),
+                    unmet: 0,
+                    dirty: false,
+                },
+            );
+            match state {
+                TaskState::Blocked => blocked.push(id),
+                TaskState::Queued { run_after, .. } => {
+                    if let Some(at) = run_after {
+                        fleet.timers.insert(at, Timer::TaskRetry(id));
+                    } else {
+                        fleet.enqueue(id);
+                    }
+                }
+                TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => {
+                    if fleet.agents.contains_key(&agent_id) {
+                        fleet.hold(agent_id, id);
+                        match state {
+                            TaskState::Running { timeout_at, .. } => {
+                                let attempt = fleet.tasks[&id].task.attempts;
+                                fleet.timers.insert(timeout_at, Timer::TaskTimeout(id, attempt));
+                            }
+                            _ => {
+                                let lease = fleet.swarms[&swarm_id].swarm.config.lease_duration();
+                                fleet.timers.insert(now + lease, Timer::AssignExpiry(id, agent_id));
+                            }
+                        }
+                    } else {
+                        orphans.push(id);
+                    }
+                }
+                ref terminal => {
+                    let at = terminal.completed_at().unwrap_or(now);
+                    fleet.terminal.push_back((at, id));
+                }
+            }
+            if let Some(count) = fleet
+                .swarms
+                .get_mut(&swarm_id)
+                .and_then(|s| count_of(&mut s.task_counts, &fleet.tasks[&id].task.state))
+            {
+                *count += 1;
+            }
+        }
+        for agent_id in fleet.agents.keys().copied().collect::<Vec<_>>() {
+            fleet.refresh_agent_status(agent_id);
+        }
+        for id in orphans {
+            fleet.requeue(id, "its agent is no longer registered", now);
+        }
+        fleet.relink_blocked(blocked, now);
+        for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
+            fleet.refresh_swarm_status(id, now);
+        }
+        fleet
+    }
+
+    /// Links blocked tasks to their unfinished dependencies after a restore; those whose
+    /// dependencies all finished are released (or failed).
+    fn relink_blocked(&mut self, blocked: Vec<TaskId>, now: Timestamp) {
+        let mut released = Vec::new();
+        for id in blocked {
+            let deps = self.tasks[&id].task.depends_on.clone();
+            let mut unmet = 0;
+            let mut failed_dep = None;
+            for dep in deps {
+                match self.tasks.get_mut(&dep.task_id) {
+                    Some(d) if !d.task.status().is_terminal() => {
+                        d.dependents.push(id);
+                        unmet += 1;
+                    }
+                    Some(d) => {
+                        if dep.kind == crate::task::DependencyKind::Success
+                            && d.task.status() != TaskStatus::Completed
+                        {
+                            failed_dep = Some((dep.task_id, d.task.status()));
+                        }
+                    }
+                    // Not in memory: finished long ago (only finished tasks are evicted).
+                    None => {}
+                }
+            }
+            self.tasks.get_mut(&id).expect("blocked task").unmet = unmet;
+            if let Some((dep, status)) = failed_dep {
+                self.fail_for_dependency(id, dep, status, now);
+            } else if unmet == 0 {
+                released.push(id);
+            }
+        }
+        for id in released {
+            self.release(id, now);
+        }
+    }
+
+    // ----- bookkeeping shared by all commands -----
+
+    fn insert_swarm(&mut self, swarm: Swarm) {
+        self.swarm_names.insert(swarm.name.clone(), swarm.id);
+        self.swarms.insert(
+            swarm.id,
+            SwarmEntry {
+                swarm,
+                queue: ReadyQueue::new(),
+                waiting: BTreeMap::new(),
+                agents: HashSet::new(),
+                agent_counts: [0; AgentStatus::ALL.len()],
+                task_counts: ActiveTaskCounts::default(),
+                dirty: false,
+            },
+        );
+    }
+
+    fn emit(
+        &mut self,
+        now: Timestamp,
+        kind: EventKind,
+        swarm_id: SwarmId,
+        agent_id: Option<AgentId>,
+        task_id: Option<TaskId>,
+        detail: String,
+    ) {
+        let seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        self.out.events.push(Event {
+            seq,
+            at: now,
+            kind,
+            swarm_id,
+            agent_id,
+            task_id,
+            detail,
+        });
+    }
+
+    fn mark_swarm(&mut self, id: SwarmId) {
+        if let Some(e) = self.swarms.get_mut(&id)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.out.swarms.push(id);
+        }
+    }
+
+    fn mark_agent(&mut self, id: AgentId) {
+        if let Some(e) = self.agents.get_mut(&id)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.out.agents.push(id);
+        }
+    }
+
+    fn mark_task(&mut self, id: TaskId) {
+        if let Some(e) = self.tasks.get_mut(&id)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.out.tasks.push(id);
+        }
+    }
+
+    /// Resolves a swarm's id or name.
+    pub fn resolve_swarm(&self, reference: &str) -> Result<SwarmId, CoreError> {
+        if let Ok(uuid) = uuid::Uuid::parse_str(reference) {
+            let id = SwarmId(uuid);
+            if self.swarms.contains_key(&id) {
+                return Ok(id);
+            }
+        } else if let Some(id) = self.swarm_names.get(reference) {
+            return Ok(*id);
+        }
+        Err(CoreError::not_found(format!(
+            "swarm {reference:?} not found (list swarms with `flotilla swarm list`)"
+        )))
+    }
+
+    /// Puts a ready task in its swarm's queue.
+    fn enqueue(&mut self, id: TaskId) {
+        self.queue_seq += 1;
+        let seq = self.queue_seq;
+        let entry = self.tasks.get_mut(&id).expect("task to enqueue");
+        let swarm = self.swarms.get_mut(&entry.task.swarm_id).expect("task's swarm");
+        entry.slot = Some(swarm.queue.push(id, entry.task.priority, seq, &entry.task.required_capabilities));
+        if !swarm.waiting.is_empty() && !self.out.dispatch.contains(&entry.task.swarm_id) {
+            self.out.dispatch.push(entry.task.swarm_id);
+        }
+    }
+
+    /// Records that an agent holds a task.
+    fn hold(&mut self, agent: AgentId, task: TaskId) {
+        if let Some(a) = self.agents.get_mut(&agent)
+            && !a.agent.current_tasks.contains(&task)
+        {
+            a.agent.current_tasks.push(task);
+        }
+    }
+
+    /// Moves a task to a new state, keeping every index in step. The only place task states
+    /// change.
+    fn transition(&mut self, id: TaskId, state: TaskState, now: Timestamp) {
+        let entry = self.tasks.get_mut(&id).expect("task in transition");
+        let old_holder = holder(&entry.task.state);
+        let new_holder = holder(&state);
+        let swarm_id = entry.task.swarm_id;
+        let swarm = self.swarms.get_mut(&swarm_id).expect("task's swarm");
+        if let Some(slot) = entry.slot.take() {
+            swarm.queue.remove(slot);
+        }
+        if let Some(c) = count_of(&mut swarm.task_counts, &entry.task.state) {
+            *c -= 1;
+        }
+        if let Some(c) = count_of(&mut swarm.task_counts, &state) {
+            *c += 1;
+        }
+        let ready = matches!(state, TaskState::Queued { run_after: None, .. });
+        let terminal = state.status().is_terminal();
+        if terminal {
+            entry.task.progress = None;
+            self.terminal.push_back((now, id));
+            self.out.effects.push(Effect::TaskFinished(id));
+        }
+        entry.task.state = state;
+        entry.task.updated_at = now;
+        self.mark_task(id);
+        if ready {
+            self.enqueue(id);
+        }
+        if old_holder != new_holder {
+            if let Some(a) = old_holder
+                && let Some(agent) = self.agents.get_mut(&a)
+            {
+                agent.agent.current_tasks.retain(|t| *t != id);
+                self.refresh_agent_status(a);
+            }
+            if let Some(a) = new_holder {
+                self.hold(a, id);
+                self.refresh_agent_status(a);
+            }
+        }
+    }
+
+    /// Sets an agent's status, keeping its swarm's counts and status in step.
+    fn set_agent_status(&mut self, id: AgentId, status: AgentStatus, now: Timestamp) {
+        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let old = entry.agent.status;
+        if old == status {
+            return;
+        }
+        entry.agent.status = status;
+        let swarm_id = entry.agent.swarm_id;
+        if let Some(s) = self.swarms.get_mut(&swarm_id) {
+            s.agent_counts[status_index(old)] -= 1;
+            s.agent_counts[status_index(status)] += 1;
+        }
+        self.mark_agent(id);
+        self.refresh_swarm_status(swarm_id, now);
+    }
+
+    /// Idle or busy, by whether the agent holds tasks; other statuses are left alone.
+    fn refresh_agent_status(&mut self, id: AgentId) {
+        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let want = match entry.agent.status {
+            AgentStatus::Idle | AgentStatus::Busy => {
+                if entry.agent.current_tasks.is_empty() {
+                    AgentStatus::Idle
+                } else {
+                    AgentStatus::Busy
+                }
+            }
+            other => other,
+        };
+        let old = entry.agent.status;
+        if want != old {
+            entry.agent.status = want;
+            if let Some(s) = self.swarms.get_mut(&entry.agent.swarm_id) {
+                s.agent_counts[status_index(old)] -= 1;
+                s.agent_counts[status_index(want)] += 1;
+            }
+        }
+        self.mark_agent(id);
+    }
+
+    /// Derives a swarm's status from its agents and records a change.
+    fn refresh_swarm_status(&mut self, id: SwarmId, now: Timestamp) {
+        let Some(entry) = self.swarms.get_mut(&id) else { return };
+        if entry.swarm.status == SwarmStatus::Stopping {
+            return;
+        }
+        let count = |s: AgentStatus| entry.agent_counts[status_index(s)];
+        let total = entry.agents.len() as u64;
+        let healthy = count(AgentStatus::Idle) + count(AgentStatus::Busy) + count(AgentStatus::Paused);
+        let status = if total == 0 {
+            SwarmStatus::Inactive
+        } else if healthy == 0 && count(AgentStatus::Pending) + count(AgentStatus::Starting) == total {
+            SwarmStatus::Starting
+        } else if count(AgentStatus::Unhealthy) + count(AgentStatus::Failed) > 0
+            || healthy < u64::from(entry.swarm.config.min_agents)
+        {
+            SwarmStatus::Degraded
+        } else {
+            SwarmStatus::Active
+        };
+        if status != entry.swarm.status {
+            let from = entry.swarm.status;
+            entry.swarm.status = status;
+            entry.swarm.updated_at = now;
+            self.mark_swarm(id);
+            self.emit(
+                now,
+                EventKind::SwarmStatusChanged,
+                id,
+                None,
+                None,
+                format!("{} -> {}", from.as_str(), status.as_str()),
+            );
+        }
+    }
+
+    /// Places ready tasks on waiting agents, round-robin, best task first.
+    fn dispatch(&mut self, now: Timestamp) {
+        while let Some(swarm_id) = self.out.dispatch.pop() {
+            let Some(swarm) = self.swarms.get(&swarm_id) else { continue };
+            let mut turn: VecDeque<AgentId> = swarm.waiting.values().copied().collect();
+            while let Some(agent_id) = turn.pop_front() {
+                let swarm = &self.swarms[&swarm_id];
+                if swarm.queue.is_empty() {
+                    break;
+                }
+                let agent = &self.agents[&agent_id].agent;
+                let free = (agent.max_concurrent_tasks as usize).saturating_sub(agent.current_tasks.len());
+                let found = if free > 0 { swarm.queue.peek_for(&agent.capabilities) } else { None };
+                let Some((task_id, _)) = found else {
+                    if free == 0 {
+                        self.stop_waiting(agent_id);
+                    }
+                    continue;
+                };
+                self.transition(
+                    task_id,
+                    TaskState::Assigned {
+                        agent_id,
+                        assigned_at: now,
+                    },
+                    now,
+                );
+                let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
+                self.timers.insert(now + lease, Timer::AssignExpiry(task_id, agent_id));
+                self.emit(now, EventKind::TaskAssigned, swarm_id, Some(agent_id), Some(task_id), String::new());
+                if !self.out.effects.contains(&Effect::WakeAgent(agent_id)) {
+                    self.out.effects.push(Effect::WakeAgent(agent_id));
+                }
+                // To the back of the line, if it can take more.
+                self.stop_waiting(agent_id);
+                if free > 1 {
+                    self.start_waiting(agent_id);
+                    turn.push_back(agent_id);
+                }
+            }
+        }
+    }
+
+    fn start_waiting(&mut self, id: AgentId) {
+        let Some(entry) = self.agents.get_mut(&id) else { return };
+        if entry.wait_seq.is_some() {
+            return;
+        }
+        self.wait_seq += 1;
+        entry.wait_seq = Some(self.wait_seq);
+        if let Some(s) = self.swarms.get_mut(&entry.agent.swarm_id) {
+            s.waiting.insert(self.wait_seq, id);
+        }
+    }
+
+    fn stop_waiting(&mut self, id: AgentId) {
+        let Some(entry) = self.agents.get_mut(&id) else { return };
+        if let Some(seq) = entry.wait_seq.take()
+            && let Some(s) = self.swarms.get_mut(&entry.agent.swarm_id)
+        {
+            s.waiting.remove(&seq);
+        }
+    }
+
+    /// Drops finished tasks from memory beyond the retention limits (they stay in the store).
+    fn evict(&mut self, now: Timestamp) {
+        while self.terminal.len() > self.limits.retain_terminal {
+            let Some(&(at, id)) = self.terminal.front() else { break };
+            if now.since(at) < self.limits.retain_terminal_for {
+                break;
+            }
+            self.terminal.pop_front();
+            let evictable = self.tasks.get(&id).is_some_and(|e| {
+                !e.dirty && e.task.status().is_terminal() && e.task.updated_at <= at
+            });
+            if evictable && let Some(e) = self.tasks.remove(&id) {
+                if let Some(key) = e.task.idempotency_key {
+                    self.idempotency.remove(&(e.task.swarm_id, key));
+                }
+            }
+        }
+    }
+
+    // ----- what the driver takes after each command -----
+
+    /// Takes the rows and events to persist since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        let out = &mut self.out;
+        let mut changes = Changes {
+            deleted_swarms: std::mem::take(&mut out.deleted_swarms),
+            events: std::mem::take(&mut out.events),
+            ..Changes::default()
+        };
+        for id in out.swarms.drain(..) {
+            if let Some(e) = self.swarms.get_mut(&id) {
+                e.dirty = false;
+                changes.swarms.push(e.swarm.clone());
+            }
+        }
+        changes.agents = std::mem::take(&mut out.removed_agents);
+        for id in out.agents.drain(..) {
+            if let Some(e) = self.agents.get_mut(&id) {
+                e.dirty = false;
+                e.persisted_heartbeat_at = e.agent.last_heartbeat_at;
+                changes.agents.push(e.agent.clone());
+            }
+        }
+        for id in out.tasks.drain(..) {
+            if let Some(e) = self.tasks.get_mut(&id) {
+                e.dirty = false;
+                changes.tasks.push(e.task.clone());
+            }
+        }
+        if !changes.deleted_swarms.is_empty() {
+            let gone: HashSet<SwarmId> = changes.deleted_swarms.iter().copied().collect();
+            changes.agents.retain(|a| !gone.contains(&a.swarm_id));
+            changes.tasks.retain(|t| !gone.contains(&t.swarm_id));
+        }
+        changes
+    }
+
+    /// Takes the effects to carry out once the changes are durable.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out.effects)
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_event_seq(&self) -> u64 {
+        self.next_event_seq
+    }
+
+    // ----- queries -----
+
+    /// A swarm by id or name.
+    pub fn swarm(&self, reference: &str) -> Result<&Swarm, CoreError> {
+        let id = self.resolve_swarm(reference)?;
+        Ok(&self.swarms[&id].swarm)
+    }
+
+    /// A swarm by id.
+    pub fn swarm_by_id(&self, id: SwarmId) -> Option<&Swarm> {
+        self.swarms.get(&id).map(|e| &e.swarm)
+    }
+
+    /// A swarm with its live counts.
+    pub fn swarm_view(&self, id: SwarmId) -> Option<crate::api::SwarmView> {
+        let e = self.swarms.get(&id)?;
+        Some(crate::api::SwarmView {
+            swarm: e.swarm.clone(),
+            agent_count: e.agents.len() as u64,
+            queue_depth: e.task_counts.queued + e.task_counts.delayed,
+        })
+    }
+
+    /// Every swarm with its live counts, by name.
+    pub fn swarm_views(&self) -> Vec<crate::api::SwarmView> {
+        let mut ids: Vec<(&String, &SwarmId)> = self.swarm_names.iter().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|(_, id)| self.swarm_view(*id)).collect()
+    }
+
+    /// An agent that is registered (not stopped).
+    pub fn agent(&self, id: AgentId) -> Option<&Agent> {
+        self.agents.get(&id).map(|e| &e.agent)
+    }
+
+    /// The agents of a swarm, optionally of one status and type, by name.
+    pub fn agents_of(&self, swarm: SwarmId, status: Option<AgentStatus>, agent_type: Option<&str>) -> Vec<Agent> {
+        let Some(s) = self.swarms.get(&swarm) else { return Vec::new() };
+        let mut list: Vec<Agent> = s
+            .agents
+            .iter()
+            .filter_map(|id| self.agents.get(id))
+            .map(|e| &e.agent)
+            .filter(|a| status.is_none_or(|st| a.status == st))
+            .filter(|a| agent_type.is_none_or(|t| a.agent_type == t))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// A task, if it is in memory (every unfinished task is; finished ones for a while).
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id).map(|e| &e.task)
+    }
+
+    /// How many tasks are in memory.
+    pub fn tasks_in_memory(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Counts of a swarm's agents by status.
+    fn agent_counts(entry: &SwarmEntry) -> AgentCounts {
+        let mut counts = AgentCounts {
+            total: entry.agents.len() as u64,
+            ..AgentCounts::default()
+        };
+        for (i, n) in entry.agent_counts.iter().enumerate() {
+            if *n > 0 {
+                counts.by_status.insert(AgentStatus::ALL[i], *n);
+            }
+        }
+        counts
+    }
+
+    /// A swarm's health: agents by status, unfinished tasks, queue depth and age.
+    pub fn swarm_health(&self, id: SwarmId, now: Timestamp) -> Option<crate::api::SwarmHealth> {
+        let e = self.swarms.get(&id)?;
+        let oldest_queued_at = e.queue.oldest().and_then(|t| match self.tasks.get(&t)?.task.state {
+            TaskState::Queued { queued_at, .. } => Some(queued_at),
+            _ => None,
+        });
+        Some(crate::api::SwarmHealth {
+            swarm_id: id,
+            name: e.swarm.name.clone(),
+            status: e.swarm.status,
+            agents: Self::agent_counts(e),
+            tasks: e.task_counts.clone(),
+            queue_depth: e.task_counts.queued + e.task_counts.delayed,
+            oldest_queued_at,
+            oldest_queued_age_ms: oldest_queued_at.map(|at| now.since(at).as_millis() as u64),
+        })
+    }
+
+    /// Totals over every swarm: how many swarms, agents by status, unfinished tasks.
+    pub fn totals(&self) -> (u64, AgentCounts, ActiveTaskCounts) {
+        let mut agents = AgentCounts::default();
+        let mut tasks = ActiveTaskCounts::default();
+        for e in self.swarms.values() {
+            let c = Self::agent_counts(e);
+            agents.total += c.total;
+            for (s, n) in c.by_status {
+                *agents.by_status.entry(s).or_default() += n;
+            }
+            let t = &e.task_counts;
+            tasks.blocked += t.blocked;
+            tasks.queued += t.queued;
+            tasks.delayed += t.delayed;
+            tasks.assigned += t.assigned;
+            tasks.running += t.running;
+        }
+        (self.swarms.len() as u64, agents, tasks)
+    }
+
+    /// Checks every internal index against the entities; for tests. Returns what is wrong.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut counts: HashMap<SwarmId, ActiveTaskCounts> = HashMap::new();
+        let mut queued_ready = 0usize;
+        for (id, e) in &self.tasks {
+            let c = counts.entry(e.task.swarm_id).or_default();
+            if let Some(n) = count_of(c, &e.task.state) {
+                *n += 1;
+            }
+            let ready = matches!(e.task.state, TaskState::Queued { run_after: None, .. });
+            if ready != e.slot.is_some() {
+                return Err(format!("task {id}: ready={ready} but slot={:?}", e.slot));
+            }
+            queued_ready += usize::from(ready);
+            if let Some(a) = holder(&e.task.state) {
+                let held = self.agents.get(&a).is_some_and(|ag| ag.agent.current_tasks.contains(id));
+                if !held {
+                    return Err(format!("task {id} is held by {a} which does not list it"));
+                }
+            }
+        }
+        for (id, e) in &self.agents {
+            for t in &e.agent.current_tasks {
+                let ok = self.tasks.get(t).is_some_and(|te| holder(&te.task.state) == Some(*id));
+                if !ok {
+                    return Err(format!("agent {id} lists task {t} which it does not hold"));
+                }
+            }
+            if e.agent.current_tasks.len() > e.agent.max_concurrent_tasks as usize {
+                return Err(format!("agent {id} holds more tasks than it may"));
+            }
+        }
+        let mut in_queues = 0;
+        for (id, s) in &self.swarms {
+            in_queues += s.queue.len();
+            let expected = counts.remove(id).unwrap_or_default();
+            if expected != s.task_counts {
+                return Err(format!("swarm {id}: counts {:?} != actual {:?}", s.task_counts, expected));
+            }
+            let mut by_status = [0u64; AgentStatus::ALL.len()];
+            for a in &s.agents {
+                by_status[status_index(self.agents[a].agent.status)] += 1;
+            }
+            if by_status != s.agent_counts {
+                return Err(format!("swarm {id}: agent counts disagree"));
+            }
+        }
+        if in_queues != queued_ready {
+            return Err(format!("{in_queues} tasks in queues but {queued_ready} ready"));
+        }
+        Ok(())
+    }
+}

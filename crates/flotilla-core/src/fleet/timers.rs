@@ -1,0 +1,214 @@
+//! Time-driven rules: lease expiry, attempt timeouts, retry backoff, deadlines, and placed
+//! tasks that their agent never took. [`Fleet::tick`] fires every timer that is due.
+//!
+//! Timers are kept in one ordered set. Entries are never updated in place: a lease renewed by
+//! a heartbeat keeps its old entry, and when that entry fires the real lease is checked and the
+//! entry re-armed at the new expiry. Stale entries of any kind are recognised and ignored, so a
+//! heartbeat costs no timer work at all.
+
+use std::collections::BTreeSet;
+
+use super::Fleet;
+use crate::agent::AgentStatus;
+use crate::event::EventKind;
+use crate::ids::{AgentId, TaskId};
+use crate::task::{ErrorKind, TaskError, TaskState};
+use crate::time::Timestamp;
+
+/// Something that must be looked at by a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Timer {
+    /// The agent's lease may have lapsed.
+    AgentLease(AgentId),
+    /// The task's attempt (the number) may have run past its timeout.
+    TaskTimeout(TaskId, u32),
+    /// The task's retry backoff has passed.
+    TaskRetry(TaskId),
+    /// The task's deadline has come.
+    TaskDeadline(TaskId),
+    /// The task was placed on the agent, which may not have taken it.
+    AssignExpiry(TaskId, AgentId),
+}
+
+/// The pending timers, soonest first.
+#[derive(Debug, Default)]
+pub(super) struct Timers(BTreeSet<(Timestamp, Timer)>);
+
+impl Timers {
+    pub(super) fn insert(&mut self, at: Timestamp, timer: Timer) {
+        self.0.insert((at, timer));
+    }
+
+    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
+        match self.0.first() {
+            Some(&(at, _)) if at <= now => self.0.pop_first(),
+            _ => None,
+        }
+    }
+
+    /// When the next timer is due, if any.
+    fn next(&self) -> Option<Timestamp> {
+        self.0.first().map(|(at, _)| *at)
+    }
+}
+
+impl Fleet {
+    /// Fires every timer due at `now`: expires lapsed leases (their tasks go back to the queue
+    /// or, out of attempts, to `dead`), times out attempts, releases retries whose backoff has
+    /// passed, fails tasks past their deadline, and takes back placed tasks never taken.
+    pub fn tick(&mut self, now: Timestamp) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::AgentLease(id) => self.lease_timer(id, now),
+                Timer::TaskTimeout(id, attempt) => self.timeout_timer(id, attempt, now),
+                Timer::TaskRetry(id) => self.retry_timer(id, now),
+                Timer::TaskDeadline(id) => self.deadline_timer(id, now),
+                Timer::AssignExpiry(id, agent) => self.assign_expiry_timer(id, agent, now),
+            }
+        }
+        self.evict(now);
+        self.dispatch(now);
+    }
+
+    /// When [`Fleet::tick`] next has something to do, if ever.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.timers.next()
+    }
+
+    fn lease_timer(&mut self, id: AgentId, now: Timestamp) {
+        let Some(entry) = self.agents.get_mut(&id) else { return };
+        if matches!(
+            entry.agent.status,
+            AgentStatus::Unhealthy | AgentStatus::Failed | AgentStatus::Stopped
+        ) {
+            entry.lease_timer_armed = false;
+            return;
+        }
+        if entry.agent.lease_until > now {
+            let at = entry.agent.lease_until;
+            self.timers.insert(at, Timer::AgentLease(id));
+            return;
+        }
+        entry.lease_timer_armed = false;
+        self.expire_agent(id, now);
+    }
+
+    /// An agent showed no sign of life for its whole lease: it is unhealthy and loses its tasks.
+    fn expire_agent(&mut self, id: AgentId, now: Timestamp) {
+        let (swarm_id, silent_for, held) = {
+            let a = &self.agents[&id].agent;
+            (a.swarm_id, now.since(a.last_heartbeat_at), a.current_tasks.clone())
+        };
+        self.stop_waiting(id);
+        self.set_agent_status(id, AgentStatus::Unhealthy, now);
+        self.emit(
+            now,
+            EventKind::AgentFailed,
+            swarm_id,
+            Some(id),
+            None,
+            format!(
+                "missed heartbeats: no sign of life for {:.1}s; {} task(s) taken back",
+                silent_for.as_secs_f64(),
+                held.len()
+            ),
+        );
+        for task in held {
+            match self.tasks[&task].task.state {
+                TaskState::Running { .. } => {
+                    let attempt = self.tasks[&task].task.attempts;
+                    let error = TaskError {
+                        kind: ErrorKind::LeaseExpired,
+                        message: format!(
+                            "agent {id} stopped heartbeating (no sign of life for {:.1}s)",
+                            silent_for.as_secs_f64()
+                        ),
+                        retryable: true,
+                        agent_id: Some(id),
+                        attempt: Some(attempt),
+                    };
+                    self.fail_attempt(task, error, now);
+                }
+                _ => self.requeue(task, "its agent stopped heartbeating before taking it", now),
+            }
+        }
+    }
+
+    fn timeout_timer(&mut self, id: TaskId, attempt: u32, now: Timestamp) {
+        let Some(entry) = self.tasks.get(&id) else { return };
+        let TaskState::Running {
+            agent_id,
+            started_at,
+            timeout_at,
+        } = entry.task.state
+        else {
+            return;
+        };
+        if entry.task.attempts != attempt || timeout_at > now {
+            return;
+        }
+        let error = TaskError {
+            kind: ErrorKind::Timeout,
+            message: format!(
+                "attempt {attempt} ran for {:.1}s, past its timeout of {:.1}s",
+                now.since(started_at).as_secs_f64(),
+                entry.task.timeout.as_secs_f64()
+            ),
+            retryable: true,
+            agent_id: Some(agent_id),
+            attempt: Some(attempt),
+        };
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            a.agent.tasks_failed += 1;
+        }
+        self.fail_attempt(id, error, now);
+    }
+
+    fn retry_timer(&mut self, id: TaskId, now: Timestamp) {
+        let Some(entry) = self.tasks.get(&id) else { return };
+        if let TaskState::Queued {
+            queued_at,
+            run_after: Some(at),
+        } = entry.task.state
+            && at <= now
+        {
+            self.transition(
+                id,
+                TaskState::Queued {
+                    queued_at,
+                    run_after: None,
+                },
+                now,
+            );
+        }
+    }
+
+    fn deadline_timer(&mut self, id: TaskId, now: Timestamp) {
+        let Some(entry) = self.tasks.get(&id) else { return };
+        let Some(deadline) = entry.task.deadline else { return };
+        if deadline > now || entry.task.status().is_terminal() {
+            return;
+        }
+        let agent_id = entry.task.state.agent_id();
+        let error = TaskError {
+            kind: ErrorKind::DeadlineExceeded,
+            message: format!(
+                "deadline {deadline} passed while the task was {}",
+                entry.task.status()
+            ),
+            retryable: false,
+            agent_id,
+            attempt: agent_id.map(|_| entry.task.attempts),
+        };
+        self.fail_task_for_good(id, error, now);
+    }
+
+    fn assign_expiry_timer(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
+        let Some(entry) = self.tasks.get(&id) else { return };
+        if let TaskState::Assigned { agent_id, .. } = entry.task.state
+            && agent_id == agent
+        {
+            self.requeue(id, "its agent did not take it within one lease", now);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Flotilla's core: the fleet as a pure, deterministic state machine.
+//!
+//! The driver (the server, or a simulation test) calls a command method on [`Fleet`] with the
+//! current instant; the command either is refused with a [`CoreError`] and changes nothing, or
+//! changes the state and records rows to persist, events and [`Effect`]s, which the driver takes
+//! with [`Fleet::take_changes`] and [`Fleet::take_effects`]. Nothing here reads a clock, does
+//! I/O or generates randomness: ids and instants come in as arguments.
+//!
+//! Start reading at [`fleet`]; [`queue`] holds the ready queue and [`dag`] checks dependencies.
+
+pub mod agent;
+pub mod api;
+pub mod changes;
+pub mod dag;
+pub mod error;
+pub mod event;
+pub mod fleet;
+pub mod ids;
+pub mod json;
+pub mod queue;
+pub mod swarm;
+pub mod task;
+pub mod time;
+
+pub use agent::{Agent, AgentRole, AgentSpec, AgentStatus, Heartbeat, ReportedHealth, ResourceUsage};
+pub use changes::{Changes, Effect};
+pub use error::CoreError;
+pub use event::{Event, EventKind};
+pub use fleet::{Fleet, FleetLimits};
+pub use ids::{AgentId, SwarmId, TaskId};
+pub use json::Json;
+pub use swarm::{DEFAULT_SWARM, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology};
+pub use task::{
+    Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,
+    FailureReport, Progress, Task, TaskError, TaskSpec, TaskState, TaskStatus,
+};
+pub use time::Timestamp;

@@ -1,0 +1,211 @@
+//! The ready queue of one swarm: tasks that may start now, in the order agents should get them.
+//!
+//! Order: higher priority first, then first in, first out. Tasks are partitioned by their set
+//! of required capabilities, so an agent looks only at partitions whose every capability it
+//! has, and compares their heads: taking the best task for an agent costs
+//! O(partitions × log n), not O(n). Swarms rarely have more than a handful of distinct
+//! capability sets.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::agent::has_all;
+use crate::ids::TaskId;
+
+/// Where a task sits in the queue; needed to take it out again (cancel, deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QueueSlot {
+    partition: u32,
+    key: QueueKey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct QueueKey {
+    priority: Reverse<u8>,
+    seq: u64,
+    task: TaskId,
+}
+
+#[derive(Debug)]
+struct Partition {
+    capabilities: Vec<String>,
+    tasks: BTreeSet<QueueKey>,
+}
+
+/// The ready queue of one swarm.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    partitions: Vec<Partition>,
+    by_capabilities: HashMap<Vec<String>, u32>,
+    /// Every queued task by arrival, to find the oldest.
+    by_age: BTreeMap<u64, TaskId>,
+}
+
+impl ReadyQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many tasks are queued.
+    pub fn len(&self) -> usize {
+        self.by_age.len()
+    }
+
+    /// Whether no task is queued.
+    pub fn is_empty(&self) -> bool {
+        self.by_age.is_empty()
+    }
+
+    /// Adds a task. `seq` must grow with every push: it orders tasks of equal priority.
+    /// `capabilities` must be sorted.
+    pub fn push(&mut self, task: TaskId, priority: u8, seq: u64, capabilities: &[String]) -> QueueSlot {
+        let partition = match self.by_capabilities.get(capabilities) {
+            Some(&p) => p,
+            None => {
+                let p = u32::try_from(self.partitions.len()).expect("fewer than 2^32 partitions");
+                self.partitions.push(Partition {
+                    capabilities: capabilities.to_vec(),
+                    tasks: BTreeSet::new(),
+                });
+                self.by_capabilities.insert(capabilities.to_vec(), p);
+                p
+            }
+        };
+        let key = QueueKey {
+            priority: Reverse(priority),
+            seq,
+            task,
+        };
+        self.partitions[partition as usize].tasks.insert(key);
+        self.by_age.insert(seq, task);
+        QueueSlot { partition, key }
+    }
+
+    /// Takes a task out; false if it was not there.
+    pub fn remove(&mut self, slot: QueueSlot) -> bool {
+        let removed = self
+            .partitions
+            .get_mut(slot.partition as usize)
+            .is_some_and(|p| p.tasks.remove(&slot.key));
+        if removed {
+            self.by_age.remove(&slot.key.seq);
+        }
+        removed
+    }
+
+    /// The best task an agent with these (sorted) capabilities may run, without taking it.
+    pub fn peek_for(&self, capabilities: &[String]) -> Option<(TaskId, QueueSlot)> {
+        let mut best: Option<(u32, QueueKey)> = None;
+        for (i, p) in self.partitions.iter().enumerate() {
+            let Some(head) = p.tasks.first() else { continue };
+            if best.is_some_and(|(_, b)| b <= *head) {
+                continue;
+            }
+            if has_all(capabilities, &p.capabilities) {
+                best = Some((i as u32, *head));
+            }
+        }
+        best.map(|(partition, key)| (key.task, QueueSlot { partition, key }))
+    }
+
+    /// Takes the best task an agent with these (sorted) capabilities may run.
+    pub fn pop_for(&mut self, capabilities: &[String]) -> Option<TaskId> {
+        let (task, slot) = self.peek_for(capabilities)?;
+        self.remove(slot);
+        Some(task)
+    }
+
+    /// The task that has waited longest, whatever its priority.
+    pub fn oldest(&self) -> Option<TaskId> {
+        self.by_age.first_key_value().map(|(_, t)| *t)
+    }
+
+    /// Every queued task, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.by_age.values().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn id(n: u128) -> TaskId {
+        TaskId(Uuid::from_u128(n))
+    }
+
+    fn caps(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn higher_priority_first_then_fifo() {
+        let mut q = ReadyQueue::new();
+        q.push(id(1), 5, 1, &[]);
+        q.push(id(2), 9, 2, &[]);
+        q.push(id(3), 5, 3, &[]);
+        q.push(id(4), 9, 4, &[]);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop_for(&[])).collect();
+        assert_eq!(order, vec![id(2), id(4), id(1), id(3)]);
+    }
+
+    #[test]
+    fn agent_gets_only_tasks_it_can_do() {
+        let mut q = ReadyQueue::new();
+        q.push(id(1), 10, 1, &caps(&["gpu"]));
+        q.push(id(2), 1, 2, &caps(&["python"]));
+        q.push(id(3), 5, 3, &caps(&["gpu", "python"]));
+        assert_eq!(q.pop_for(&caps(&["python"])), Some(id(2)));
+        assert_eq!(q.pop_for(&caps(&["python"])), None);
+        assert_eq!(q.pop_for(&caps(&["gpu", "python"])), Some(id(1)));
+        assert_eq!(q.pop_for(&caps(&["gpu", "python"])), Some(id(3)));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn remove_and_oldest() {
+        let mut q = ReadyQueue::new();
+        let a = q.push(id(1), 1, 1, &[]);
+        q.push(id(2), 10, 2, &[]);
+        assert_eq!(q.oldest(), Some(id(1)));
+        assert!(q.remove(a));
+        assert!(!q.remove(a));
+        assert_eq!(q.oldest(), Some(id(2)));
+        assert_eq!(q.len(), 1);
+    }
+
+    proptest! {
+        /// Whatever is pushed, popping with every capability yields priority-descending,
+        /// FIFO-within-priority order, and nothing is lost or duplicated.
+        #[test]
+        fn pops_in_priority_then_fifo_order(
+            items in prop::collection::vec((1u8..=10, 0usize..4), 0..200),
+            removals in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let cap_sets = [caps(&[]), caps(&["a"]), caps(&["b"]), caps(&["a", "b"])];
+            let mut q = ReadyQueue::new();
+            let mut slots = Vec::new();
+            for (i, (prio, c)) in items.iter().enumerate() {
+                slots.push(q.push(id(i as u128), *prio, i as u64, &cap_sets[*c]));
+            }
+            let mut removed = BTreeSet::new();
+            for r in &removals {
+                if slots.is_empty() { break; }
+                let i = r.index(slots.len());
+                if q.remove(slots[i]) { removed.insert(i); }
+            }
+            let all = caps(&["a", "b"]);
+            let mut popped = Vec::new();
+            while let Some(t) = q.pop_for(&all) {
+                popped.push(t.0.as_u128() as usize);
+            }
+            let mut expected: Vec<usize> = (0..items.len()).filter(|i| !removed.contains(i)).collect();
+            expected.sort_by_key(|&i| (Reverse(items[i].0), i));
+            prop_assert_eq!(popped, expected);
+            prop_assert!(q.is_empty());
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Tasks: units of work, their specification, their lifecycle state and their errors.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::json::Json;
+use crate::time::{Timestamp, serde_ms};
+
+/// The lowest priority.
+pub const MIN_PRIORITY: u8 = 1;
+/// The highest priority.
+pub const MAX_PRIORITY: u8 = 10;
+/// The priority of a task that does not set one.
+pub const DEFAULT_PRIORITY: u8 = 5;
+
+/// A task's status, as the API writes it. [`TaskState`] carries each status's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its dependencies.
+    Blocked,
+    /// Waiting for an agent.
+    Queued,
+    /// Given to an agent that has not yet taken it.
+    Assigned,
+    /// Being worked on by an agent.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Finished unsuccessfully and will not be retried.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Failed on every attempt it was allowed.
+    Dead,
+}
+
+impl TaskStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Blocked,
+        TaskStatus::Queued,
+        TaskStatus::Assigned,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Dead,
+    ];
+
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Blocked => "blocked",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Dead => "dead",
+        }
+    }
+
+    /// Whether the task is finished for good (until a user retries it).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Dead
+        )
+    }
+}
+
+impl std::str::FromStr for TaskStatus {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                CoreError::invalid(format!(
+                    "unknown task status {s:?}; expected one of: {}",
+                    TaskStatus::ALL.map(|s| s.as_str()).join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task's lifecycle state with the data each status needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for dependencies to finish.
+    Blocked,
+    /// In the queue; not before `run_after` when it is a delayed retry.
+    Queued {
+        /// When it entered the queue.
+        queued_at: Timestamp,
+        /// It may not start before this instant (retry backoff).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_after: Option<Timestamp>,
+    },
+    /// Placed on an agent that has not taken it yet.
+    Assigned {
+        /// The agent holding it.
+        agent_id: AgentId,
+        /// When it was placed.
+        assigned_at: Timestamp,
+    },
+    /// Being worked on.
+    Running {
+        /// The agent working on it.
+        agent_id: AgentId,
+        /// When this attempt started.
+        started_at: Timestamp,
+        /// When this attempt times out.
+        timeout_at: Timestamp,
+    },
+    /// Done.
+    Completed {
+        /// The agent that did it.
+        agent_id: AgentId,
+        /// What the agent returned.
+        result: Json,
+        /// When it finished.
+        completed_at: Timestamp,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why.
+        error: TaskError,
+        /// When.
+        completed_at: Timestamp,
+    },
+    /// Cancelled by a user.
+    Cancelled {
+        /// Why, if the user said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// When.
+        completed_at: Timestamp,
+    },
+    /// Out of attempts.
+    Dead {
+        /// The error of the last attempt.
+        error: TaskError,
+        /// When.
+        completed_at: Timestamp,
+    },
+}
+
+impl TaskState {
+    /// The status of this state.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            TaskState::Blocked => TaskStatus::Blocked,
+            TaskState::Queued { .. } => TaskStatus::Queued,
+            TaskState::Assigned { .. } => TaskStatus::Assigned,
+            TaskState::Running { .. } => TaskStatus::Running,
+            TaskState::Completed { .. } => TaskStatus::Completed,
+            TaskState::Failed { .. } => TaskStatus::Failed,
+            TaskState::Cancelled { .. } => TaskStatus::Cancelled,
+            TaskState::Dead { .. } => TaskStatus::Dead,
+        }
+    }
+
+    /// The agent holding or having done the task, if any.
+    pub fn agent_id(&self) -> Option<AgentId> {
+        match self {
+            TaskState::Assigned { agent_id, .. }
+            | TaskState::Running { agent_id, .. }
+            | TaskState::Completed { agent_id, .. } => Some(*agent_id),
+            _ => None,
+        }
+    }
+
+    /// When the task finished, if it did.
+    pub fn completed_at(&self) -> Option<Timestamp> {
+        match self {
+            TaskState::Completed { completed_at, .. }
+            | TaskState::Failed { completed_at, .. }
+            | TaskState::Cancelled { completed_at, .. }
+            | TaskState::Dead { completed_at, .. } => Some(*completed_at),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of failure ended an attempt or a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The agent reported a failure.
+    AgentError,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// The agent stopped heartbeating and lost its lease.
+    LeaseExpired,
+    /// The task's deadline passed before it finished.
+    DeadlineExceeded,
+    /// A dependency did not succeed (dependency kind `success`).
+    DependencyFailed,
+}
+
+/// Why an attempt or a task failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What happened, in words.
+    pub message: String,
+    /// Whether another attempt might succeed.
+    pub retryable: bool,
+    /// The agent the attempt ran on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// Which attempt failed (1-based), if an attempt was running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// How a dependent task waits on another.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyKind {
+    /// Wait until the dependency finishes, however it finishes.
+    #[default]
+    Completion,
+    /// Wait until the dependency completes; if it fails, the dependent fails too.
+    Success,
+}
+
+/// One dependency of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    /// The task depended on.
+    pub task_id: TaskId,
+    /// How to wait on it.
+    #[serde(default, rename = "type")]
+    pub kind: DependencyKind,
+}
+
+/// A dependency as a submitter writes it: an id, or `{"task_id": …, "type": …}`; in a batch, a
+/// `ref` naming another task of the same batch by its `ref`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DependencySpec {
+    /// Just the id; kind `completion`.
+    Id(TaskId),
+    /// The id and the kind.
+    Full(Dependency),
+    /// Another task of the same batch, by its `ref`.
+    Ref {
+        /// The `ref` of the other task.
+        #[serde(rename = "ref")]
+        reference: String,
+        /// How to wait on it.
+        #[serde(default, rename = "type")]
+        kind: DependencyKind,
+    },
+}
+
+/// Retry backoff: attempt `n` (1-based) that fails waits `initial × 2^(n-1)`, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// The wait after the first failed attempt.
+    #[serde(rename = "initial_ms", with = "serde_ms")]
+    pub initial: Duration,
+    /// The longest wait.
+    #[serde(rename = "max_ms", with = "serde_ms")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        self.initial
+            .checked_mul(1u32 << exp)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// Progress an agent reports on a running task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Percent done, 0 to 100.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// What it is doing.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When it was reported (set by the coordinator).
+    #[serde(default)]
+    pub reported_at: Option<Timestamp>,
+}
+
+/// A task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Its swarm.
+    pub swarm_id: SwarmId,
+    /// The task it is a subtask of, if any.
+    pub parent_task_id: Option<TaskId>,
+    /// Its type, e.g. `summarize` or `test`.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// What to do: any JSON document.
+    pub payload: Json,
+    /// 1 to 10, higher first.
+    pub priority: u8,
+    /// Capabilities an agent needs, sorted; all of them.
+    pub required_capabilities: Vec<String>,
+    /// Tasks that must finish first.
+    pub depends_on: Vec<Dependency>,
+    /// Tasks with the same key prefer the same agent.
+    pub affinity_key: Option<String>,
+    /// Submitting twice with the same key returns the first task.
+    pub idempotency_key: Option<String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed before the task is `dead`.
+    pub max_attempts: u32,
+    /// Wait between attempts.
+    pub backoff: Backoff,
+    /// How long one attempt may run.
+    #[serde(rename = "timeout_ms", with = "serde_ms")]
+    pub timeout: Duration,
+    /// The task fails if it has not finished by then.
+    pub deadline: Option<Timestamp>,
+    /// The error of the last failed attempt, kept while the task is retried.
+    pub last_error: Option<TaskError>,
+    /// The last progress report of the current attempt.
+    pub progress: Option<Progress>,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Its status and that status's data.
+    #[serde(flatten)]
+    pub state: TaskState,
+}
+
+impl Task {
+    /// Its status.
+    pub fn status(&self) -> TaskStatus {
+        self.state.status()
+    }
+}
+
+/// What a submitter gives to create a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Its type.
+    #[serde(rename = "type", default = "default_task_type")]
+    pub task_type: String,
+    /// What to do; `null` when left out.
+    #[serde(default)]
+    pub payload: Json,
+    /// 1 to 10, higher first; 5 when left out.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Capabilities an agent needs.
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    /// The task it is a subtask of.
+    #[serde(default)]
+    pub parent_task_id: Option<TaskId>,
+    /// Tasks that must finish first.
+    #[serde(default)]
+    pub depends_on: Vec<DependencySpec>,
+    /// A name for this task within a batch, so other tasks of the batch can depend on it.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<String>,
+    /// Tasks with the same key prefer the same agent.
+    #[serde(default)]
+    pub affinity_key: Option<String>,
+    /// Submitting twice with the same key returns the first task.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Attempts allowed; the swarm's default when left out.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Wait between attempts.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// How long one attempt may run; the swarm's default when left out.
+    #[serde(default, rename = "timeout_ms", with = "serde_ms::option")]
+    pub timeout: Option<Duration>,
+    /// The task fails if it has not finished by then.
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+}
+
+fn default_task_type() -> String {
+    "default".to_owned()
+}
+
+fn default_priority() -> u8 {
+    DEFAULT_PRIORITY
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        TaskSpec {
+            task_type: default_task_type(),
+            payload: Json::null(),
+            priority: DEFAULT_PRIORITY,
+            required_capabilities: Vec::new(),
+            parent_task_id: None,
+            depends_on: Vec::new(),
+            reference: None,
+            affinity_key: None,
+            idempotency_key: None,
+            max_attempts: None,
+            backoff: None,
+            timeout: None,
+            deadline: None,
+        }
+    }
+}
+
+/// What an agent sends when an attempt fails.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureReport {
+    /// What went wrong.
+    pub error: String,
+    /// Whether another attempt might succeed (true by default).
+    #[serde(default = "yes")]
+    pub retryable: bool,
+    /// The attempt this report is about; checked when given.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+}
+
+/// What an agent sends when an attempt succeeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionReport {
+    /// The result: any JSON document.
+    #[serde(default)]
+    pub result: Json,
+    /// The attempt this report is about; checked when given.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        assert_eq!(b.delay(1), Duration::from_secs(1));
+        assert_eq!(b.delay(2), Duration::from_secs(2));
+        assert_eq!(b.delay(4), Duration::from_secs(8));
+        assert_eq!(b.delay(5), Duration::from_secs(10));
+        assert_eq!(b.delay(500), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn state_flattens_into_the_task_json() {
+        let state = TaskState::Queued {
+            queued_at: Timestamp::from_millis(0),
+            run_after: None,
+        };
+        let v = serde_json::to_value(&state).unwrap();
+        assert_eq!(v["status"], "queued");
+    }
+
+    #[test]
+    fn dependency_spec_accepts_three_shapes() {
+        let id = "0190b6e4-0000-7000-8000-000000000001";
+        let a: DependencySpec = serde_json::from_str(&format!("\"{id}\"")).unwrap();
+        assert!(matches!(a, DependencySpec::Id(_)));
+        let b: DependencySpec =
+            serde_json::from_str(&format!(r#"{{"task_id":"{id}","type":"success"}}"#)).unwrap();
+        assert!(matches!(b, DependencySpec::Full(Dependency { kind: DependencyKind::Success, .. })));
+        let c: DependencySpec = serde_json::from_str(r#"{"ref":"build"}"#).unwrap();
+        assert!(matches!(c, DependencySpec::Ref { .. }));
+    }
+}

@@ -1,0 +1,269 @@
+//! The Flotilla coordinator.
+//!
+//! It owns the fleet (a [`flotilla_core::Fleet`] behind one lock), drives it with commands from
+//! the HTTP API and with the clock (a ticker), persists every change through the group-commit
+//! [`writer`] before answering, and carries out the core's effects (waking long polls).
+//!
+//! Start reading at [`start`]; [`state`] holds the one path by which state changes, and
+//! [`routes`] the API.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_core::{Fleet, FleetLimits, SwarmId};
+use flotilla_store::{Batch, SqliteStore, Store, SyncMode};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::TokenTable;
+use crate::clock::Clock;
+use crate::state::{AppState, Inner, Waiters};
+use crate::writer::Writer;
+
+/// The default address: loopback only, so a fresh install is not reachable from the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+
+/// How to run the coordinator.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on (127.0.0.1:7171 by default; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Directory holding the SQLite database and the admin token.
+    pub data_dir: PathBuf,
+    /// `full` (default): each commit is on disk before the API answers; `normal`: a commit
+    /// survives a crash of Flotilla but maybe not a power cut.
+    pub sync: SyncMode,
+    /// Limits on payloads, batches and memory.
+    pub limits: FleetLimits,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// How often the clock drives the fleet (leases, timeouts, retries).
+    pub tick_interval: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, with this data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: data_dir.into(),
+            sync: SyncMode::Full,
+            limits: FleetLimits::default(),
+            max_body_bytes: 64 * 1024 * 1024,
+            tick_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Why the coordinator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be created or used.
+    #[error("cannot use data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or loaded.
+    #[error(transparent)]
+    Store(#[from] flotilla_store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another flotilla running? pick another with --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running coordinator.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The admin token.
+    pub admin_token: String,
+    /// Where the admin token file is.
+    pub admin_token_path: PathBuf,
+    /// Whether the admin token was created by this start.
+    pub admin_token_created: bool,
+    /// Shared state, for tests that look inside.
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<Result<(), std::io::Error>>,
+    ticker: JoinHandle<()>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    /// The base URL, e.g. `http://127.0.0.1:7171`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests, lets those in flight finish (long polls return at once),
+    /// flushes the store and returns.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let served = self.http.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.ticker.abort();
+        let _ = self.ticker.await;
+        // Dropping the last state drops the writer's sender; the thread then drains and ends.
+        drop(self.state);
+        let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;
+        served.map_err(ServerError::Io)
+    }
+}
+
+/// Opens the store, rebuilds the fleet, binds the address and starts serving.
+pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+    let dir = &config.data_dir;
+    let dir_err = |source| ServerError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_err)?;
+    }
+    let db_path = dir.join("flotilla.db");
+    let (mut store, snapshot) = tokio::task::spawn_blocking(move || {
+        let mut store = SqliteStore::open(&db_path, config.sync)?;
+        let snapshot = store.load(config.limits.retain_terminal)?;
+        Ok::<_, flotilla_store::StoreError>((store, snapshot))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let reader = store.reader()?;
+    let store_description = store.describe();
+    let clock = Clock::new();
+    let now = clock.now();
+    let tokens = TokenTable::new(snapshot.tokens);
+    let (admin_token, admin_token_created, admin_record) =
+        auth::ensure_admin_token(dir, &tokens, now).map_err(dir_err)?;
+    let mut tokens = tokens;
+    let mut fleet = Fleet::restore(
+        config.limits.clone(),
+        snapshot.swarms,
+        snapshot.agents,
+        snapshot.tasks,
+        snapshot.next_event_seq,
+        now,
+    );
+    fleet.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
+    // What restoring changed, and a new admin token, are stored before the first request.
+    let first = Batch {
+        changes: fleet.take_changes(),
+        tokens: admin_record.iter().cloned().collect(),
+    };
+    fleet.take_effects();
+    if !first.changes.is_empty() || !first.tokens.is_empty() {
+        let committed = tokio::task::spawn_blocking(move || store.commit(&first).map(|_| store))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        store = committed?;
+    }
+    if let Some(r) = admin_record {
+        tokens.insert(r);
+    }
+    let (writer, writer_thread) = Writer::start(Box::new(store));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState::new(Inner {
+        fleet: Mutex::new(fleet),
+        tokens: RwLock::new(tokens),
+        writer,
+        reader,
+        clock,
+        waiters: Waiters::default(),
+        store_description,
+        shutdown: shutdown_rx.clone(),
+    });
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = listener.local_addr()?;
+    let app = routes::router(state.clone(), config.max_body_bytes);
+    let mut stop = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let ticker = tokio::spawn(tick_loop(state.clone(), config.tick_interval));
+    tracing::info!(%addr, store = %state.store_description, "coordinator started");
+    Ok(Server {
+        addr,
+        admin_token,
+        admin_token_path: auth::admin_token_path(dir),
+        admin_token_created,
+        state,
+        shutdown: shutdown_tx,
+        http,
+        ticker,
+        writer_thread,
+    })
+}
+
+/// Drives the fleet with the clock.
+async fn tick_loop(state: AppState, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        state.flush(true).await;
+    }
+}
+
+/// Runs the coordinator until Ctrl-C or SIGTERM, printing where it listens and where the
+/// admin token is.
+pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
+    let server = start(config).await?;
+    if server.admin_token_created {
+        println!("created an admin token in {}", server.admin_token_path.display());
+    } else {
+        println!("admin token: {}", server.admin_token_path.display());
+    }
+    println!("flotilla coordinator listening on {}", server.url());
+    wait_for_signal().await;
+    println!("shutting down");
+    server.shutdown().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

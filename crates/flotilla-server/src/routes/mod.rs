@@ -1,0 +1,84 @@
+//! The HTTP API's routes (see `docs/api.md`). Handlers are thin: parse, check who is calling,
+//! run one core command through [`crate::state::AppState::apply`] or read, answer.
+
+mod agents;
+mod swarms;
+mod system;
+mod tasks;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest long poll, in seconds.
+pub const MAX_WAIT_SECS: f64 = 60.0;
+
+/// The whole router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/swarms", post(swarms::create).get(swarms::list))
+        .route("/swarms/{swarm}", get(swarms::show).put(swarms::update).delete(swarms::delete))
+        .route("/swarms/{swarm}/health", get(swarms::health))
+        .route("/swarms/{swarm}/agents", post(agents::register).get(agents::list))
+        .route("/swarms/{swarm}/tasks", post(tasks::submit).get(tasks::list_in_swarm))
+        .route("/agents/{id}", get(agents::show).delete(agents::remove))
+        .route("/agents/{id}/heartbeat", post(agents::heartbeat))
+        .route("/agents/{id}/tasks/next", get(agents::next_task))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/lookup", post(tasks::lookup))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/tasks/{id}/progress", post(tasks::progress))
+        .route("/tasks/{id}/complete", post(tasks::complete))
+        .route("/tasks/{id}/fail", post(tasks::fail))
+        .route("/events", get(system::events))
+        .route("/orchestrator", get(system::orchestrator))
+        .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// `?wait=SECONDS` of long-polling endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// How long to wait, in seconds (fractions allowed), 0 to 60.
+    #[serde(default)]
+    pub wait: Option<f64>,
+}
+
+impl WaitQuery {
+    /// The wait, checked.
+    pub fn duration(&self) -> Result<Duration, ApiError> {
+        match self.wait {
+            None => Ok(Duration::ZERO),
+            Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&w) => Ok(Duration::from_secs_f64(w)),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "wait must be between 0 and {MAX_WAIT_SECS} seconds"
+            ))),
+        }
+    }
+}
+
+/// `limit` and `cursor` of list endpoints.
+pub fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request("limit must be between 1 and 1000")),
+    }
+}

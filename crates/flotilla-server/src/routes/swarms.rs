@@ -1,0 +1,101 @@
+//! `/swarms`: create, list, show, update, delete, health.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use flotilla_core::api::{Page, SwarmHealth, SwarmView};
+use flotilla_core::{SwarmId, SwarmSpec, SwarmUpdate};
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+fn view(state: &AppState, id: SwarmId) -> ApiResult<SwarmView> {
+    state
+        .fleet
+        .lock()
+        .swarm_view(id)
+        .ok_or_else(|| ApiError::not_found(format!("swarm {id} not found")))
+}
+
+/// `POST /swarms`
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(spec): ApiJson<SwarmSpec>,
+) -> ApiResult<impl IntoResponse> {
+    who.require_admin()?;
+    let id = SwarmId(uuid::Uuid::now_v7());
+    state.apply(|f, now| f.create_swarm(id, spec, now).map(|_| ())).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, id)?)))
+}
+
+/// `GET /swarms`
+pub async fn list(State(state): State<AppState>, Extension(who): Extension<Principal>) -> ApiResult<Json<Page<SwarmView>>> {
+    who.require_admin()?;
+    let items = state.fleet.lock().swarm_views();
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+/// `GET /swarms/{swarm}`
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+) -> ApiResult<Json<SwarmView>> {
+    who.require_admin()?;
+    let id = state.fleet.lock().resolve_swarm(&swarm)?;
+    Ok(Json(view(&state, id)?))
+}
+
+/// `PUT /swarms/{swarm}`
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+    ApiJson(update): ApiJson<SwarmUpdate>,
+) -> ApiResult<Json<SwarmView>> {
+    who.require_admin()?;
+    let id = state.apply(|f, now| f.update_swarm(&swarm, update, now).map(|s| s.id)).await?;
+    Ok(Json(view(&state, id)?))
+}
+
+/// `?force=` of `DELETE /swarms/{swarm}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /swarms/{swarm}`
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    state.apply(|f, now| f.delete_swarm(&swarm, q.force, now)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /swarms/{swarm}/health`
+pub async fn health(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+) -> ApiResult<Json<SwarmHealth>> {
+    who.require_admin()?;
+    let now = state.now();
+    let fleet = state.fleet.lock();
+    let id = fleet.resolve_swarm(&swarm)?;
+    fleet
+        .swarm_health(id, now)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("swarm {swarm:?} not found")))
+}

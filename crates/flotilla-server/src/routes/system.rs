@@ -1,0 +1,94 @@
+//! `/events` (the event log) and `/orchestrator` (the coordinator's own status).
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use flotilla_core::api::{OrchestratorInfo, Page};
+use flotilla_core::{AgentId, Event, EventKind, TaskId};
+use flotilla_store::EventFilter;
+use serde::Deserialize;
+
+use super::check_limit;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, parse_id};
+use crate::state::AppState;
+
+/// Filters of `GET /events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    #[serde(default)]
+    swarm: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    /// Only events after this sequence number (the `next_cursor` of the previous page).
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /events`
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<Json<Page<Event>>> {
+    who.require_admin()?;
+    let limit = check_limit(q.limit)?;
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(
+            serde_json::from_value::<EventKind>(serde_json::Value::String(k.to_owned()))
+                .map_err(|_| ApiError::bad_request(format!("unknown event type {k:?}")))?,
+        ),
+    };
+    let after = match (&q.cursor, q.after) {
+        (Some(c), _) => c
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("cursor must be the next_cursor of a previous page"))?,
+        (None, a) => a.unwrap_or(0),
+    };
+    let filter = EventFilter {
+        swarm: match q.swarm {
+            Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
+            None => None,
+        },
+        kind,
+        agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
+        task: q.task.as_deref().map(parse_id::<TaskId>).transpose()?,
+        after,
+    };
+    let reader = state.reader.clone();
+    let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let next_cursor = (items.len() == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// `GET /orchestrator`
+pub async fn orchestrator(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<OrchestratorInfo>> {
+    who.require_admin()?;
+    let now = state.now();
+    let (swarms, agents, tasks) = state.fleet.lock().totals();
+    Ok(Json(OrchestratorInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: state.clock.started_at(),
+        uptime_ms: now.since(state.clock.started_at()).as_millis() as u64,
+        store: state.store_description.clone(),
+        swarms,
+        agents,
+        tasks,
+    }))
+}

@@ -1,0 +1,335 @@
+//! `/tasks` and `/swarms/{swarm}/tasks`: submit, list, show (and wait), lookup, cancel,
+//! retry, and an agent's progress, completion and failure reports.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use flotilla_core::api::{BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, Page, RetryRequest};
+use flotilla_core::fleet::KnownTasks;
+use flotilla_core::{
+    AgentId, CompletionReport, CoreError, FailureReport, Progress, Task, TaskId, TaskSpec, TaskStatus,
+};
+use flotilla_store::TaskFilter;
+use serde::Deserialize;
+
+use super::{WaitQuery, check_limit};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson, RawJson, parse_id, parse_json};
+use crate::state::AppState;
+
+/// Runs a blocking store read off the async threads.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let reader = state.reader.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&reader))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??)
+}
+
+/// A task from memory, else from the store.
+async fn find_task(state: &AppState, id: TaskId) -> ApiResult<Option<Task>> {
+    if let Some(t) = state.fleet.lock().task(id) {
+        return Ok(Some(t.clone()));
+    }
+    read(state, move |r| r.get_task(id)).await
+}
+
+/// `POST /swarms/{swarm}/tasks`: one task (an object) or a batch (an array).
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    who.require_admin()?;
+    let (specs, is_batch) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => (parse_json::<Vec<TaskSpec>>(&body)?, true),
+        Some(_) => (vec![parse_json::<TaskSpec>(&body)?], false),
+        None => return Err(ApiError::bad_request("the request body is empty; send a task or an array of tasks")),
+    };
+    let (swarm_id, (dep_ids, keys)) = {
+        let fleet = state.fleet.lock();
+        let id = fleet.resolve_swarm(&swarm)?;
+        (id, fleet.submission_lookups(&swarm, &specs))
+    };
+    let mut known = KnownTasks::default();
+    if !dep_ids.is_empty() || !keys.is_empty() {
+        let (found, by_key) = read(&state, move |r| {
+            let found = r.get_tasks(&dep_ids)?;
+            let mut by_key = Vec::new();
+            for key in keys {
+                if let Some(t) = r.find_task_by_idempotency_key(swarm_id, &key)? {
+                    by_key.push((key, t.id));
+                }
+            }
+            Ok((found, by_key))
+        })
+        .await?;
+        // Only finished tasks leave memory; anything else read here is a stale row.
+        known.statuses = found
+            .into_iter()
+            .filter(|t| t.status().is_terminal())
+            .map(|t| (t.id, t.status()))
+            .collect();
+        known.idempotency = by_key.into_iter().collect();
+    }
+    let ids: Vec<TaskId> = (0..specs.len()).map(|_| TaskId(uuid::Uuid::now_v7())).collect();
+    let (outcome, mut tasks) = state
+        .apply(|f, now| {
+            let outcome = f.submit_tasks(&swarm, specs, &ids, &known, now)?;
+            let tasks: Vec<Option<Task>> = outcome.iter().map(|s| f.task(s.task).cloned()).collect();
+            Ok((outcome, tasks))
+        })
+        .await?;
+    // An idempotent repeat of a task that has left memory is read from the store.
+    for (slot, s) in tasks.iter_mut().zip(&outcome) {
+        if slot.is_none() {
+            let id = s.task;
+            *slot = read(&state, move |r| r.get_task(id)).await?;
+        }
+    }
+    let tasks: Vec<Task> = tasks.into_iter().flatten().collect();
+    if is_batch {
+        return Ok((StatusCode::CREATED, Json(BatchSubmitted { tasks })).into_response());
+    }
+    let status = if outcome[0].created { StatusCode::CREATED } else { StatusCode::OK };
+    let task = tasks.into_iter().next().ok_or_else(|| ApiError::internal("submitted task vanished"))?;
+    Ok((status, Json(task)).into_response())
+}
+
+/// Filters and paging of task lists.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    #[serde(default)]
+    swarm: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, rename = "type")]
+    task_type: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn list_tasks(state: &AppState, swarm: Option<String>, q: TaskListQuery) -> ApiResult<Json<Page<Task>>> {
+    let limit = check_limit(q.limit)?;
+    let filter = TaskFilter {
+        swarm: match swarm {
+            Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
+            None => None,
+        },
+        status: q.status.as_deref().map(str::parse::<TaskStatus>).transpose()?,
+        task_type: q.task_type,
+        agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
+    };
+    let cursor = q.cursor;
+    let page = read(state, move |r| r.list_tasks(&filter, limit, cursor.as_deref())).await?;
+    Ok(Json(page))
+}
+
+/// `GET /swarms/{swarm}/tasks`
+pub async fn list_in_swarm(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+    ApiQuery(q): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<Page<Task>>> {
+    who.require_admin()?;
+    if q.swarm.is_some() {
+        return Err(ApiError::bad_request("the swarm is in the path; leave out ?swarm="));
+    }
+    list_tasks(&state, Some(swarm), q).await
+}
+
+/// `GET /tasks`
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(mut q): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<Page<Task>>> {
+    who.require_admin()?;
+    let swarm = q.swarm.take();
+    list_tasks(&state, swarm, q).await
+}
+
+/// `POST /tasks/lookup`
+pub async fn lookup(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(req): ApiJson<LookupRequest>,
+) -> ApiResult<Json<LookupResponse>> {
+    who.require_admin()?;
+    if req.ids.len() > 10_000 {
+        return Err(ApiError::bad_request("look up at most 10000 tasks at a time"));
+    }
+    let mut items = Vec::with_capacity(req.ids.len());
+    let mut elsewhere = Vec::new();
+    {
+        let fleet = state.fleet.lock();
+        for id in &req.ids {
+            match fleet.task(*id) {
+                Some(t) => items.push(t.clone()),
+                None => elsewhere.push(*id),
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    if !elsewhere.is_empty() {
+        let asked = elsewhere.clone();
+        let stored = read(&state, move |r| r.get_tasks(&asked)).await?;
+        let found: std::collections::HashSet<TaskId> = stored.iter().map(|t| t.id).collect();
+        missing = elsewhere.into_iter().filter(|id| !found.contains(id)).collect();
+        items.extend(stored);
+    }
+    Ok(Json(LookupResponse { items, missing }))
+}
+
+/// `GET /tasks/{id}?wait=SECONDS`
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<Task>> {
+    let id: TaskId = parse_id(&id)?;
+    let wait = q.duration()?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let guard = (!wait.is_zero()).then(|| state.waiters.enter_task(&state, id));
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let notified = guard.as_ref().map(|g| g.notify.notified());
+        tokio::pin!(notified);
+        if let Some(n) = notified.as_mut().as_pin_mut() {
+            n.enable();
+        }
+        let task = find_task(&state, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+        if let Some(agent) = who.agent()
+            && task.state.agent_id() != Some(agent)
+        {
+            return Err(ApiError::forbidden(format!(
+                "an agent token can read only the tasks of its own agent ({agent})"
+            )));
+        }
+        if task.status().is_terminal() || wait.is_zero() || *shutdown.borrow() {
+            return Ok(Json(task));
+        }
+        tokio::select! {
+            _ = async { if let Some(n) = notified.as_mut().as_pin_mut() { n.await } } => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(task)),
+            _ = shutdown.changed() => return Ok(Json(task)),
+        }
+    }
+}
+
+/// `POST /tasks/{id}/cancel`
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<CancelRequest>,
+) -> ApiResult<Json<Task>> {
+    who.require_admin()?;
+    let id: TaskId = parse_id(&id)?;
+    let result = state.apply(|f, now| f.cancel_task(id, req.reason, now).cloned()).await;
+    finished_elsewhere(&state, id, result).await.map(Json)
+}
+
+/// `POST /tasks/{id}/retry`
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<RetryRequest>,
+) -> ApiResult<Json<Task>> {
+    who.require_admin()?;
+    let id: TaskId = parse_id(&id)?;
+    let in_memory = state.fleet.lock().task(id).is_some();
+    let stored = if in_memory { None } else { read(&state, move |r| r.get_task(id)).await? };
+    let task = state
+        .apply(|f, now| f.retry_task(id, req.max_attempts, stored, now).cloned())
+        .await?;
+    Ok(Json(task))
+}
+
+/// The agent a report is made for: the caller if it is an agent; for the administrator, the
+/// agent holding the task.
+fn reporter(state: &AppState, who: &Principal, task: TaskId) -> ApiResult<AgentId> {
+    if let Some(agent) = who.agent() {
+        return Ok(agent);
+    }
+    let fleet = state.fleet.lock();
+    match fleet.task(task) {
+        Some(t) => t.state.agent_id().ok_or_else(|| {
+            ApiError::conflict(format!("task {task} is {}, not running on any agent", t.status()))
+        }),
+        None => Ok(AgentId(uuid::Uuid::nil())),
+    }
+}
+
+/// A report about a task no longer in memory is answered from the store: 409 if the task
+/// exists (it finished long ago), else 404.
+async fn finished_elsewhere(state: &AppState, id: TaskId, result: ApiResult<Task>) -> ApiResult<Task> {
+    match result {
+        Err(e) if e.status == StatusCode::NOT_FOUND && e.message.starts_with("task ") => {
+            match read(state, move |r| r.get_task(id)).await? {
+                Some(t) => Err(CoreError::conflict(format!(
+                    "task {id} is already {}; this report was not recorded",
+                    t.status()
+                ))
+                .into()),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `POST /tasks/{id}/progress`
+pub async fn progress(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(report): ApiJson<Progress>,
+) -> ApiResult<Json<Task>> {
+    let id: TaskId = parse_id(&id)?;
+    let agent = reporter(&state, &who, id)?;
+    let result = state.apply(|f, now| f.report_progress(agent, id, report, now).cloned()).await;
+    finished_elsewhere(&state, id, result).await.map(Json)
+}
+
+/// `POST /tasks/{id}/complete`
+pub async fn complete(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    OptionalJson(report): OptionalJson<CompletionReport>,
+) -> ApiResult<Json<Task>> {
+    let id: TaskId = parse_id(&id)?;
+    let agent = reporter(&state, &who, id)?;
+    let result = state.apply(|f, now| f.complete_task(agent, id, report, now).cloned()).await;
+    finished_elsewhere(&state, id, result).await.map(Json)
+}
+
+/// `POST /tasks/{id}/fail`
+pub async fn fail(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(report): ApiJson<FailureReport>,
+) -> ApiResult<Json<Task>> {
+    let id: TaskId = parse_id(&id)?;
+    let agent = reporter(&state, &who, id)?;
+    let result = state.apply(|f, now| f.fail_task(agent, id, report, now).cloned()).await;
+    finished_elsewhere(&state, id, result).await.map(Json)
+}

@@ -1,0 +1,100 @@
+//! A real coordinator on a free loopback port, and a small HTTP helper around reqwest.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use flotilla_server::{Server, ServerConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub struct Harness {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub fn config(dir: &std::path::Path) -> ServerConfig {
+    let mut c = ServerConfig::new(dir);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(dir, |_| {}).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+        let mut c = config(dir.path());
+        tweak(&mut c);
+        let server = flotilla_server::start(c).await.expect("server starts");
+        Harness {
+            server,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.server.url(), path)
+    }
+
+    /// Sends a request with a token and an optional JSON body; returns status and JSON body.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.timeout(Duration::from_secs(90)).send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let token = self.server.admin_token.clone();
+        self.call_as(&token, method, path, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Registers an agent; returns (agent id, agent token).
+    pub async fn register(&self, swarm: &str, body: Value) -> (String, String) {
+        let (s, v) = self.post(&format!("/swarms/{swarm}/agents"), body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (v["agent_id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Submits a task to a swarm; returns it.
+    pub async fn submit(&self, swarm: &str, body: Value) -> Value {
+        let (s, v) = self.post(&format!("/swarms/{swarm}/tasks"), body).await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
+        v
+    }
+
+    /// An agent takes its next task (waiting up to `wait` seconds).
+    pub async fn next(&self, agent: &str, token: &str, wait: f64) -> Option<Value> {
+        let (s, v) = self
+            .call_as(token, Method::GET, &format!("/agents/{agent}/tasks/next?wait={wait}"), None)
+            .await;
+        match s {
+            StatusCode::OK => Some(v),
+            StatusCode::NO_CONTENT => None,
+            other => panic!("next: {other} {v}"),
+        }
+    }
+
+    pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+        assert_eq!(status, want, "body: {body}");
+        assert_eq!(body["error"]["code"], code, "body: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+    }
+}

@@ -1,0 +1,79 @@
+//! Flotilla's durable state.
+//!
+//! The coordinator keeps the live fleet in memory (`flotilla_core::Fleet`) and persists every
+//! change through a [`Store`] before it answers the API call that caused it. One writer thread
+//! owns the store and hands it group-committed [`Batch`]es: whole rows to upsert, where a later
+//! row for an id replaces an earlier one, plus events to append. At start the coordinator
+//! rebuilds its state from [`Store::load`].
+//!
+//! Reads the memory cannot serve (filtered, paginated task lists, tasks evicted from memory, the
+//! event log) go through a [`SqliteReader`], which has read-only connections of its own and runs
+//! beside the writer (SQLite's WAL mode lets readers proceed while a write is under way).
+//!
+//! [`SqliteStore`] is the backend; start reading at [`sqlite`].
+
+mod error;
+pub mod sqlite;
+mod token;
+
+pub use error::StoreError;
+pub use flotilla_core::Changes;
+pub use flotilla_core::api::Page;
+pub use sqlite::reader::{EventFilter, SqliteReader, TaskFilter};
+pub use sqlite::schema::SCHEMA_VERSION;
+pub use sqlite::{SqliteStore, SyncMode};
+pub use token::{TokenRecord, TokenRole};
+
+use flotilla_core::{Agent, Swarm, Task};
+
+/// Durable state of the fleet. One writer at a time.
+pub trait Store: Send {
+    /// Loads what the coordinator needs at start: every swarm; every agent not `stopped`; every
+    /// task not in a terminal status plus the `retain_terminal` most recently finished terminal
+    /// ones; the next event seq; every token not revoked.
+    fn load(&mut self, retain_terminal: usize) -> Result<Snapshot, StoreError>;
+
+    /// Persists one batch atomically: all of it or, on error, nothing.
+    ///
+    /// In order: tokens are upserted; deleted swarms are removed with their agents, tasks,
+    /// dependencies and their agents' tokens (their events stay in the log); swarms, agents and
+    /// tasks are upserted (rows of a swarm deleted in the same batch are skipped, and of several
+    /// rows for one agent or task only the last is written); tasks' dependencies are recorded;
+    /// events are appended.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Where the state lives, e.g. `sqlite:/abs/path/flotilla.db`.
+    fn describe(&self) -> String;
+}
+
+/// What one group commit persists.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Rows and events from the core.
+    pub changes: Changes,
+    /// Tokens created or revoked.
+    pub tokens: Vec<TokenRecord>,
+}
+
+impl Batch {
+    /// Whether there is nothing to persist.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.tokens.is_empty()
+    }
+}
+
+/// The state the coordinator starts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Every swarm, oldest first.
+    pub swarms: Vec<Swarm>,
+    /// Every agent not `stopped`, in registration order.
+    pub agents: Vec<Agent>,
+    /// Unfinished tasks in creation order, then the retained finished ones in the order they
+    /// finished.
+    pub tasks: Vec<Task>,
+    /// The seq the next event gets: one more than the largest stored, or 1.
+    pub next_event_seq: u64,
+    /// Every token not revoked, oldest first.
+    pub tokens: Vec<TokenRecord>,
+}

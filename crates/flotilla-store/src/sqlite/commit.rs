@@ -1,0 +1,120 @@
+//! Writing one [`Batch`] inside the caller's transaction.
+//!
+//! A batch gathers the changes of many API calls, so the same agent or task often appears in it
+//! several times (an agent turns busy, then idle; a short task is submitted, started and
+//! completed). Rows are whole, so only the last row of each id is written. Swarm rows are all
+//! written, in order: a rename chain within one batch is valid only step by step under the
+//! unique name.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+use flotilla_core::{AgentId, SwarmId, TaskId};
+use rusqlite::Transaction;
+
+use super::rows::{agent, event, id, swarm, task, token};
+use crate::Batch;
+use crate::error::StoreError;
+
+/// Removes a swarm and everything that belongs to it except its events.
+const DELETE_SWARM: [&str; 5] = [
+    "DELETE FROM task_dependencies
+     WHERE task_id IN (SELECT id FROM swarm_tasks WHERE swarm_id = ?1)",
+    "DELETE FROM swarm_tasks WHERE swarm_id = ?1",
+    "DELETE FROM api_tokens
+     WHERE agent_id IN (SELECT id FROM swarm_agents WHERE swarm_id = ?1)",
+    "DELETE FROM swarm_agents WHERE swarm_id = ?1",
+    "DELETE FROM swarms WHERE id = ?1",
+];
+
+/// Writes `batch` in `tx`; the caller commits.
+pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    let changes = &batch.changes;
+
+    // Ids are never reused, so a swarm deleted in this batch is gone for good: rows of it that
+    // come before the deletion in the batch must not bring it back.
+    let deleted: HashSet<SwarmId> = changes.deleted_swarms.iter().copied().collect();
+    let live = |swarm: &SwarmId| deleted.is_empty() || !deleted.contains(swarm);
+    let dead_agents: HashSet<AgentId> = changes
+        .agents
+        .iter()
+        .filter(|a| !live(&a.swarm_id))
+        .map(|a| a.id)
+        .collect();
+
+    if !batch.tokens.is_empty() {
+        let mut stmt = tx.prepare_cached(token::UPSERT)?;
+        for t in &batch.tokens {
+            if t.agent_id.is_none_or(|a| !dead_agents.contains(&a)) {
+                token::upsert(&mut stmt, t)?;
+            }
+        }
+    }
+
+    for swarm_id in &changes.deleted_swarms {
+        let swarm_id = id(swarm_id);
+        for sql in DELETE_SWARM {
+            tx.prepare_cached(sql)?.execute([swarm_id])?;
+        }
+    }
+
+    if !changes.swarms.is_empty() {
+        let mut stmt = tx.prepare_cached(swarm::UPSERT)?;
+        for s in changes.swarms.iter().filter(|s| live(&s.id)) {
+            swarm::upsert(&mut stmt, s)?;
+        }
+    }
+
+    if !changes.agents.is_empty() {
+        let mut stmt = tx.prepare_cached(agent::UPSERT)?;
+        for a in last_of_each(&changes.agents, |a| a.id) {
+            if live(&a.swarm_id) {
+                agent::upsert(&mut stmt, a)?;
+            }
+        }
+    }
+
+    if !changes.tasks.is_empty() {
+        let mut upsert = tx.prepare_cached(task::UPSERT)?;
+        let mut deps = tx.prepare_cached(task::INSERT_DEPENDENCY)?;
+        for t in last_of_each::<_, TaskId>(&changes.tasks, |t| t.id) {
+            if live(&t.swarm_id) {
+                task::upsert(&mut upsert, t)?;
+                if !t.depends_on.is_empty() {
+                    task::insert_dependencies(&mut deps, t)?;
+                }
+            }
+        }
+    }
+
+    if !changes.events.is_empty() {
+        let mut stmt = tx.prepare_cached(event::INSERT)?;
+        for e in &changes.events {
+            event::insert(&mut stmt, e)?;
+        }
+    }
+    Ok(())
+}
+
+/// The last row of each key, in the order of those last rows.
+fn last_of_each<T, K: Eq + Hash>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+    if rows.len() < 2 {
+        return rows.iter().collect();
+    }
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut last: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
+    last.reverse();
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_of_each_keeps_the_last_row_per_key_in_order() {
+        let rows = [(1, 'a'), (2, 'b'), (1, 'c'), (3, 'd'), (2, 'e')];
+        let last: Vec<char> = last_of_each(&rows, |r| r.0).iter().map(|r| r.1).collect();
+        assert_eq!(last, ['c', 'd', 'e']);
+    }
+}

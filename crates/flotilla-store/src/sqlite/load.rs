@@ -1,0 +1,91 @@
+//! Reading the [`Snapshot`] the coordinator starts from.
+
+use flotilla_core::TaskStatus;
+use rusqlite::Connection;
+
+use super::rows::{self, agent, swarm, task, token};
+use crate::Snapshot;
+use crate::error::StoreError;
+
+/// Reads the snapshot; the caller wraps it in a read transaction.
+pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot, StoreError> {
+    let swarms = rows::collect(
+        conn,
+        &format!(
+            "SELECT {} FROM swarms ORDER BY created_at, id",
+            swarm::COLUMNS
+        ),
+        [],
+        swarm::from_row,
+    )?;
+
+    let agents = rows::collect(
+        conn,
+        &format!(
+            "SELECT {} FROM swarm_agents WHERE status <> 'stopped' ORDER BY registered_at, id",
+            agent::COLUMNS
+        ),
+        [],
+        agent::from_row,
+    )?;
+
+    let mut tasks = rows::collect(
+        conn,
+        &format!(
+            "SELECT {} FROM swarm_tasks WHERE status IN ({}) ORDER BY created_at, id",
+            task::COLUMNS,
+            status_list(false)
+        ),
+        [],
+        task::from_row,
+    )?;
+    if retain_terminal > 0 {
+        // `completed_at` is set exactly on terminal tasks; its partial index serves this.
+        let mut finished = rows::collect(
+            conn,
+            &format!(
+                "SELECT {} FROM swarm_tasks
+                 WHERE completed_at IS NOT NULL AND status IN ({})
+                 ORDER BY completed_at DESC, id DESC LIMIT ?1",
+                task::COLUMNS,
+                status_list(true)
+            ),
+            [i64::try_from(retain_terminal).unwrap_or(i64::MAX)],
+            task::from_row,
+        )?;
+        finished.reverse();
+        tasks.append(&mut finished);
+    }
+
+    let max_seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM swarm_events")?
+        .query_row([], |r| r.get(0))?;
+
+    let tokens = rows::collect(
+        conn,
+        &format!(
+            "SELECT {} FROM api_tokens WHERE revoked_at IS NULL ORDER BY created_at, id",
+            token::COLUMNS
+        ),
+        [],
+        token::from_row,
+    )?;
+
+    Ok(Snapshot {
+        swarms,
+        agents,
+        tasks,
+        next_event_seq: max_seq as u64 + 1,
+        tokens,
+    })
+}
+
+/// `'blocked', 'queued', …`: the statuses that are terminal, or those that are not.
+fn status_list(terminal: bool) -> String {
+    TaskStatus::ALL
+        .iter()
+        .filter(|s| s.is_terminal() == terminal)
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,264 @@
+//! [`SqliteReader`]: the reads the coordinator's memory cannot serve, on read-only connections.
+//!
+//! Task lists with filters and pages, tasks evicted from memory, idempotency keys of such tasks,
+//! stopped agents and the event log are read here. A reader is cheap to clone and may be used
+//! from many threads at once: each call borrows a connection from a shared pool (opening one
+//! when all are busy) and gives it back. In WAL mode, readers see the last committed state and
+//! neither wait for the writer nor make it wait.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use flotilla_core::api::Page;
+use flotilla_core::{Agent, AgentId, Event, EventKind, SwarmId, Task, TaskId, TaskStatus};
+use rusqlite::Connection;
+use rusqlite::types::Value;
+
+use super::cursor::TaskCursor;
+use super::open_read_only;
+use super::rows::{self, agent, event, id, task};
+use crate::error::StoreError;
+
+/// Idle connections kept for later calls; more are opened under load and closed afterwards.
+const MAX_IDLE: usize = 8;
+
+/// Which tasks a list shows; `None` fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    /// Only this swarm's tasks.
+    pub swarm: Option<SwarmId>,
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
+    /// Only tasks this agent holds or last ran (assigned, running, completed, or failed on it).
+    pub agent: Option<AgentId>,
+}
+
+/// Which events a list shows; `None` fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only this swarm's events.
+    pub swarm: Option<SwarmId>,
+    /// Only events of this kind.
+    pub kind: Option<EventKind>,
+    /// Only events involving this agent.
+    pub agent: Option<AgentId>,
+    /// Only events involving this task.
+    pub task: Option<TaskId>,
+    /// Only events with a seq greater than this (0 for the whole log).
+    pub after: u64,
+}
+
+/// Reads the database on read-only connections of its own. Clones share the pool.
+#[derive(Clone)]
+pub struct SqliteReader {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteReader")
+            .field("path", &self.pool.path)
+            .finish()
+    }
+}
+
+impl SqliteReader {
+    /// A reader of the database at `path`; opens one connection at once, so that a reader that
+    /// cannot read fails here rather than at its first query.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let first = open_read_only(path)?;
+        Ok(SqliteReader {
+            pool: Arc::new(Pool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(vec![first]),
+            }),
+        })
+    }
+
+    /// Runs `f` on a pooled connection.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        // A panic while holding the lock leaves the list of connections intact: ignore poison.
+        let pooled = self
+            .pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_read_only(&self.pool.path)?,
+        };
+        let out = f(&conn);
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// The task with this id, whatever its status.
+    pub fn get_task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {} FROM swarm_tasks WHERE id = ?1", task::COLUMNS);
+            let mut found = rows::collect(conn, &sql, [rows::id(&id)], task::from_row)?;
+            Ok(found.pop())
+        })
+    }
+
+    /// The tasks with these ids that exist, in no particular order, each once.
+    pub fn get_tasks(&self, ids: &[TaskId]) -> Result<Vec<Task>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ids go in as one JSON array: one statement for any number of ids, with no limit
+        // on bound parameters to chunk around.
+        let list = rows::to_json(ids);
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM swarm_tasks WHERE id IN (SELECT value FROM json_each(?1))",
+                task::COLUMNS
+            );
+            rows::collect(conn, &sql, [list], task::from_row)
+        })
+    }
+
+    /// The task of this swarm submitted with this idempotency key, if any.
+    pub fn find_task_by_idempotency_key(
+        &self,
+        swarm: SwarmId,
+        key: &str,
+    ) -> Result<Option<Task>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM swarm_tasks WHERE swarm_id = ?1 AND idempotency_key = ?2",
+                task::COLUMNS
+            );
+            let mut found = rows::collect(conn, &sql, (id(&swarm), key), task::from_row)?;
+            Ok(found.pop())
+        })
+    }
+
+    /// One page of the tasks that pass `filter`, newest first (by creation, then id).
+    ///
+    /// `cursor` is the `next_cursor` of the previous page, or `None` for the first page; a
+    /// cursor this store did not produce is [`StoreError::InvalidCursor`]. A `limit` of 0 is
+    /// taken as 1. `next_cursor` is `None` on the last page.
+    pub fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Task>, StoreError> {
+        let after = cursor.map(TaskCursor::decode).transpose()?;
+        let limit = limit.max(1);
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(swarm) = filter.swarm {
+            conditions.push("swarm_id = ?");
+            params.push(Value::Text(swarm.to_string()));
+        }
+        if let Some(status) = filter.status {
+            conditions.push("status = ?");
+            params.push(Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(task_type) = &filter.task_type {
+            conditions.push("task_type = ?");
+            params.push(Value::Text(task_type.clone()));
+        }
+        if let Some(agent) = filter.agent {
+            conditions.push("assigned_agent_id = ?");
+            params.push(Value::Text(agent.to_string()));
+        }
+        if let Some(after) = after {
+            conditions.push("(created_at, id) < (?, ?)");
+            params.push(Value::Integer(after.created_at.as_millis()));
+            params.push(Value::Text(after.id.to_string()));
+        }
+        // One more than asked tells whether there is a next page.
+        params.push(Value::Integer(
+            i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+        ));
+        let sql = format!(
+            "SELECT {} FROM swarm_tasks{}{} ORDER BY created_at DESC, id DESC LIMIT ?",
+            task::COLUMNS,
+            if conditions.is_empty() { "" } else { " WHERE " },
+            conditions.join(" AND "),
+        );
+        let mut items = self.with(|conn| {
+            rows::collect(
+                conn,
+                &sql,
+                rusqlite::params_from_iter(params),
+                task::from_row,
+            )
+        })?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|t| {
+                TaskCursor {
+                    created_at: t.created_at,
+                    id: t.id,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The agent with this id, stopped ones included.
+    pub fn get_agent(&self, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {} FROM swarm_agents WHERE id = ?1", agent::COLUMNS);
+            let mut found = rows::collect(conn, &sql, [rows::id(&id)], agent::from_row)?;
+            Ok(found.pop())
+        })
+    }
+
+    /// Up to `limit` events that pass `filter` with a seq above `filter.after`, in log order.
+    pub fn list_events(
+        &self,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut sql = format!("SELECT {} FROM swarm_events WHERE seq > ?", event::COLUMNS);
+        let mut params: Vec<Value> = vec![Value::Integer(filter.after as i64)];
+        if let Some(swarm) = filter.swarm {
+            sql.push_str(" AND swarm_id = ?");
+            params.push(Value::Text(swarm.to_string()));
+        }
+        if let Some(kind) = filter.kind {
+            sql.push_str(" AND event_type = ?");
+            params.push(Value::Text(kind.as_str().to_owned()));
+        }
+        if let Some(agent) = filter.agent {
+            sql.push_str(" AND agent_id = ?");
+            params.push(Value::Text(agent.to_string()));
+        }
+        if let Some(task) = filter.task {
+            sql.push_str(" AND task_id = ?");
+            params.push(Value::Text(task.to_string()));
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.with(|conn| {
+            rows::collect(
+                conn,
+                &sql,
+                rusqlite::params_from_iter(params),
+                event::from_row,
+            )
+        })
+    }
+}

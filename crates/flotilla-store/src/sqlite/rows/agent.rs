@@ -1,0 +1,137 @@
+//! The `swarm_agents` table: one row per [`Agent`], stopped ones included.
+
+use flotilla_core::{Agent, AgentRole, ReportedHealth};
+use rusqlite::{Row, Statement};
+
+use super::{Cols, id, opt_ts, strings_json, to_json};
+use crate::error::StoreError;
+
+/// Inserts or replaces an agent by id.
+pub(crate) const UPSERT: &str = "\
+INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, max_concurrent_tasks,
+                          role, status, reported_health, metadata, resource_usage, current_tasks,
+                          tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
+                          lease_until, stopped_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+ON CONFLICT (id) DO UPDATE SET
+    swarm_id = excluded.swarm_id,
+    agent_type = excluded.agent_type,
+    agent_name = excluded.agent_name,
+    capabilities = excluded.capabilities,
+    max_concurrent_tasks = excluded.max_concurrent_tasks,
+    role = excluded.role,
+    status = excluded.status,
+    reported_health = excluded.reported_health,
+    metadata = excluded.metadata,
+    resource_usage = excluded.resource_usage,
+    current_tasks = excluded.current_tasks,
+    tasks_completed = excluded.tasks_completed,
+    tasks_failed = excluded.tasks_failed,
+    registered_at = excluded.registered_at,
+    last_heartbeat_at = excluded.last_heartbeat_at,
+    lease_until = excluded.lease_until,
+    stopped_at = excluded.stopped_at";
+
+/// The columns [`from_row`] reads, in order.
+pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
+    max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
+    current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
+    lease_until, stopped_at";
+
+/// Binds `agent` to a prepared [`UPSERT`] and runs it.
+pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
+    let current_tasks = if agent.current_tasks.is_empty() {
+        "[]".to_owned()
+    } else {
+        to_json(&agent.current_tasks)
+    };
+    stmt.execute(rusqlite::params![
+        id(&agent.id),
+        id(&agent.swarm_id),
+        &agent.agent_type,
+        &agent.name,
+        strings_json(&agent.capabilities),
+        agent.max_concurrent_tasks,
+        role_str(agent.role),
+        agent.status.as_str(),
+        health_str(agent.reported_health),
+        agent.metadata.get(),
+        to_json(&agent.resource_usage),
+        current_tasks,
+        agent.tasks_completed as i64,
+        agent.tasks_failed as i64,
+        agent.registered_at.as_millis(),
+        agent.last_heartbeat_at.as_millis(),
+        agent.lease_until.as_millis(),
+        opt_ts(agent.stopped_at),
+    ])?;
+    Ok(())
+}
+
+/// Decodes a row of [`COLUMNS`].
+pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
+    let c = Cols::new(row, "swarm_agents");
+    Ok(Agent {
+        id: c.id(0, "id")?,
+        swarm_id: c.id(1, "swarm_id")?,
+        agent_type: c.string(2, "agent_type")?,
+        name: c.string(3, "agent_name")?,
+        capabilities: c.strings(4, "capabilities")?,
+        max_concurrent_tasks: c.int(5, "max_concurrent_tasks")?,
+        role: c.enumeration(6, "role")?,
+        status: c.enumeration(7, "status")?,
+        reported_health: c.enumeration(8, "reported_health")?,
+        metadata: c.json(9, "metadata")?,
+        resource_usage: c.decode(10, "resource_usage")?,
+        current_tasks: c.decode(11, "current_tasks")?,
+        tasks_completed: c.u64(12, "tasks_completed")?,
+        tasks_failed: c.u64(13, "tasks_failed")?,
+        registered_at: c.ts(14, "registered_at")?,
+        last_heartbeat_at: c.ts(15, "last_heartbeat_at")?,
+        lease_until: c.ts(16, "lease_until")?,
+        stopped_at: c.opt_ts(17, "stopped_at")?,
+    })
+}
+
+/// The role as the API writes it.
+fn role_str(r: AgentRole) -> &'static str {
+    match r {
+        AgentRole::Leader => "leader",
+        AgentRole::Coordinator => "coordinator",
+        AgentRole::Supervisor => "supervisor",
+        AgentRole::Worker => "worker",
+    }
+}
+
+/// The reported health as the API writes it.
+fn health_str(h: ReportedHealth) -> &'static str {
+    match h {
+        ReportedHealth::Healthy => "healthy",
+        ReportedHealth::Degraded => "degraded",
+        ReportedHealth::Unhealthy => "unhealthy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_match_serde() {
+        for r in [
+            AgentRole::Leader,
+            AgentRole::Coordinator,
+            AgentRole::Supervisor,
+            AgentRole::Worker,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), role_str(r));
+        }
+        for h in [
+            ReportedHealth::Healthy,
+            ReportedHealth::Degraded,
+            ReportedHealth::Unhealthy,
+        ] {
+            assert_eq!(serde_json::to_value(h).unwrap(), health_str(h));
+        }
+    }
+}

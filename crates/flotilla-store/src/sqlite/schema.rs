@@ -1,0 +1,176 @@
+//! The database schema and its migrations.
+//!
+//! `schema_version` records every migration applied; [`migrate`] applies the missing ones in one
+//! `IMMEDIATE` transaction, so two processes opening a new file at once cannot both create it.
+//! A file whose version is newer than this build knows is refused rather than misread.
+//!
+//! Table and column names follow the swarm PRD (`swarms`, `swarm_agents`, `swarm_tasks`,
+//! `task_dependencies`, `swarm_events`) where they fit. Instants are INTEGER milliseconds since
+//! the epoch, ids are UUID text, JSON documents are stored as the text they arrived as. There are
+//! no foreign keys: the core keeps the state consistent, and checking references on every upsert
+//! would cost the hot path for nothing.
+//!
+//! Index choice is driven by the write path: a task is inserted once and updated a few times,
+//! and an UPDATE rewrites only the index entries whose columns it sets. Indexes over columns the
+//! upsert never changes (`created_at`, `swarm_id`, `idempotency_key`) cost one insert per task;
+//! the ones over `status`, `assigned_agent_id` and `completed_at` are rewritten on updates, so
+//! there are as few of them as the reads need.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::StoreError;
+
+/// Migration 1: every table of the first release.
+const MIGRATION_1: &str = r#"
+CREATE TABLE swarms (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    description      TEXT NOT NULL,
+    topology         TEXT NOT NULL,
+    configuration    TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    leader_agent_id  TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+
+CREATE TABLE swarm_agents (
+    id                    TEXT PRIMARY KEY,
+    swarm_id              TEXT NOT NULL,
+    agent_type            TEXT NOT NULL,
+    agent_name            TEXT NOT NULL,
+    capabilities          TEXT NOT NULL,
+    max_concurrent_tasks  INTEGER NOT NULL,
+    role                  TEXT NOT NULL,
+    status                TEXT NOT NULL,
+    reported_health       TEXT NOT NULL,
+    metadata              TEXT NOT NULL,
+    resource_usage        TEXT NOT NULL,
+    current_tasks         TEXT NOT NULL,
+    tasks_completed       INTEGER NOT NULL,
+    tasks_failed          INTEGER NOT NULL,
+    registered_at         INTEGER NOT NULL,
+    last_heartbeat_at     INTEGER NOT NULL,
+    lease_until           INTEGER NOT NULL,
+    stopped_at            INTEGER
+);
+CREATE INDEX swarm_agents_swarm ON swarm_agents (swarm_id);
+
+CREATE TABLE swarm_tasks (
+    id                     TEXT PRIMARY KEY,
+    swarm_id               TEXT NOT NULL,
+    parent_task_id         TEXT,
+    task_type              TEXT NOT NULL,
+    payload                TEXT NOT NULL,
+    priority               INTEGER NOT NULL,
+    required_capabilities  TEXT NOT NULL,
+    depends_on             TEXT,
+    affinity_key           TEXT,
+    idempotency_key        TEXT,
+    max_attempts           INTEGER NOT NULL,
+    backoff_initial_ms     INTEGER NOT NULL,
+    backoff_max_ms         INTEGER NOT NULL,
+    timeout_ms             INTEGER NOT NULL,
+    deadline               INTEGER,
+    status                 TEXT NOT NULL,
+    assigned_agent_id      TEXT,
+    attempt_count          INTEGER NOT NULL,
+    result                 TEXT,
+    error_message          TEXT,
+    queued_at              INTEGER,
+    run_after              INTEGER,
+    assigned_at            INTEGER,
+    started_at             INTEGER,
+    timeout_at             INTEGER,
+    completed_at           INTEGER,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL,
+    detail                 TEXT
+);
+CREATE INDEX swarm_tasks_created ON swarm_tasks (created_at, id);
+CREATE INDEX swarm_tasks_swarm_created ON swarm_tasks (swarm_id, created_at, id);
+CREATE INDEX swarm_tasks_swarm_status ON swarm_tasks (swarm_id, status, created_at, id);
+CREATE INDEX swarm_tasks_status ON swarm_tasks (status, created_at, id);
+CREATE INDEX swarm_tasks_agent ON swarm_tasks (assigned_agent_id, created_at, id)
+    WHERE assigned_agent_id IS NOT NULL;
+CREATE INDEX swarm_tasks_completed ON swarm_tasks (completed_at, id)
+    WHERE completed_at IS NOT NULL;
+CREATE UNIQUE INDEX swarm_tasks_idempotency ON swarm_tasks (swarm_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE task_dependencies (
+    task_id             TEXT NOT NULL,
+    depends_on_task_id  TEXT NOT NULL,
+    dependency_type     TEXT NOT NULL,
+    PRIMARY KEY (task_id, depends_on_task_id)
+) WITHOUT ROWID;
+CREATE INDEX task_dependencies_depends_on ON task_dependencies (depends_on_task_id);
+
+CREATE TABLE swarm_events (
+    seq         INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    event_type  TEXT NOT NULL,
+    swarm_id    TEXT NOT NULL,
+    agent_id    TEXT,
+    task_id     TEXT,
+    detail      TEXT
+);
+CREATE INDEX swarm_events_swarm ON swarm_events (swarm_id, seq);
+CREATE INDEX swarm_events_agent ON swarm_events (agent_id, seq) WHERE agent_id IS NOT NULL;
+CREATE INDEX swarm_events_task ON swarm_events (task_id, seq) WHERE task_id IS NOT NULL;
+
+CREATE TABLE api_tokens (
+    id          TEXT PRIMARY KEY,
+    hash        TEXT NOT NULL UNIQUE,
+    role        TEXT NOT NULL,
+    agent_id    TEXT,
+    label       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+"#;
+
+/// Every migration, in order; migration `n` is at index `n - 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`], or refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            version     INTEGER PRIMARY KEY,
+            applied_at  INTEGER NOT NULL
+        )",
+    )?;
+    let found: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    let found =
+        u32::try_from(found).map_err(|_| StoreError::bad_value("schema_version.version", found))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            (version, now),
+        )?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Fixtures shared by the store's tests: entities with every field set to something a careless
+//! mapping would get wrong (raw JSON with odd spacing, floats without a short decimal form,
+//! instants before the epoch, `u64` counters above `i64::MAX`).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use flotilla_core::{
+    Agent, AgentId, AgentRole, AgentStatus, Backoff, Changes, Dependency, DependencyKind,
+    ErrorKind, Event, EventKind, Json, Progress, ReportedHealth, ResourceUsage, Swarm,
+    SwarmConfig, SwarmId, SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
+};
+use flotilla_store::{Batch, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A fresh database in a temporary directory (kept alive with the store).
+pub fn open() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).expect("open");
+    (dir, store)
+}
+
+/// Reopens the database of `dir`.
+pub fn reopen(dir: &TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).expect("reopen")
+}
+
+/// Commits `changes` with no tokens.
+pub fn commit(store: &mut SqliteStore, changes: Changes) {
+    store
+        .commit(&Batch {
+            changes,
+            tokens: Vec::new(),
+        })
+        .expect("commit");
+}
+
+pub fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+pub fn swarm_id(n: u128) -> SwarmId {
+    SwarmId(Uuid::from_u128(0x5000_0000_0000_7000_8000_0000_0000_0000 | n))
+}
+
+pub fn agent_id(n: u128) -> AgentId {
+    AgentId(Uuid::from_u128(0xa000_0000_0000_7000_8000_0000_0000_0000 | n))
+}
+
+pub fn task_id(n: u128) -> TaskId {
+    TaskId(Uuid::from_u128(0x7000_0000_0000_7000_8000_0000_0000_0000 | n))
+}
+
+/// A swarm with a non-default configuration.
+pub fn swarm(n: u128, name: &str) -> Swarm {
+    Swarm {
+        id: swarm_id(n),
+        name: name.to_owned(),
+        description: "builds \"things\" — ünïcode".to_owned(),
+        topology: Topology::Hierarchical,
+        config: SwarmConfig {
+            min_agents: 2,
+            max_agents: 20,
+            heartbeat_interval: Duration::from_millis(1_500),
+            heartbeat_miss_limit: 4,
+            task_timeout: Duration::from_millis(60_001),
+            task_max_attempts: 7,
+        },
+        status: SwarmStatus::Degraded,
+        leader_agent_id: Some(agent_id(n)),
+        created_at: ts(1_700_000_000_000 + n as i64),
+        updated_at: ts(1_700_000_000_500 + n as i64),
+    }
+}
+
+/// An agent with every field set.
+pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
+    Agent {
+        id: agent_id(n),
+        swarm_id: swarm,
+        name: format!("coder-{n}"),
+        agent_type: "coder".to_owned(),
+        capabilities: vec!["python".to_owned(), "rust".to_owned()],
+        max_concurrent_tasks: 3,
+        role: AgentRole::Supervisor,
+        status,
+        reported_health: ReportedHealth::Degraded,
+        metadata: Json::parse(r#"{ "host" : "box-1", "n": [1, 2.50, 1e3] }"#).expect("json"),
+        resource_usage: ResourceUsage {
+            cpu_percent: Some(0.1 + 0.2),
+            memory_mb: Some(1.0 / 3.0),
+            active_connections: Some(17),
+        },
+        current_tasks: vec![task_id(1), task_id(2)],
+        tasks_completed: u64::MAX - 1,
+        tasks_failed: 9,
+        registered_at: ts(1_700_000_000_000),
+        last_heartbeat_at: ts(1_700_000_001_000),
+        lease_until: ts(1_700_000_016_000),
+        stopped_at: (status == AgentStatus::Stopped).then_some(ts(1_700_000_020_000)),
+    }
+}
+
+/// An agent with the least set.
+pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
+    Agent {
+        id: agent_id(n),
+        swarm_id: swarm,
+        name: format!("w{n}"),
+        agent_type: "worker".to_owned(),
+        capabilities: Vec::new(),
+        max_concurrent_tasks: 1,
+        role: AgentRole::Worker,
+        status,
+        reported_health: ReportedHealth::Healthy,
+        metadata: Json::empty_object(),
+        resource_usage: ResourceUsage::default(),
+        current_tasks: Vec::new(),
+        tasks_completed: 0,
+        tasks_failed: 0,
+        registered_at: ts(0),
+        last_heartbeat_at: ts(0),
+        lease_until: ts(0),
+        stopped_at: None,
+    }
+}
+
+pub fn error(agent: Option<AgentId>, attempt: Option<u32>) -> TaskError {
+    TaskError {
+        kind: ErrorKind::AgentError,
+        message: "exit status 3: \"boom\"\nsee log".to_owned(),
+        retryable: attempt.is_some(),
+        agent_id: agent,
+        attempt,
+    }
+}
+
+/// Every state a task can be in, with each optional field both set and unset.
+pub fn all_states() -> Vec<TaskState> {
+    let a = agent_id(1);
+    vec![
+        TaskState::Blocked,
+        TaskState::Queued {
+            queued_at: ts(1_000),
+            run_after: None,
+        },
+        TaskState::Queued {
+            queued_at: ts(1_000),
+            run_after: Some(ts(5_000)),
+        },
+        TaskState::Assigned {
+            agent_id: a,
+            assigned_at: ts(2_000),
+        },
+        TaskState::Running {
+            agent_id: a,
+            started_at: ts(3_000),
+            timeout_at: ts(303_000),
+        },
+        TaskState::Completed {
+            agent_id: a,
+            result: Json::parse(r#"{"ok" :true, "big": 12345678901234567890123}"#).expect("json"),
+            completed_at: ts(4_000),
+        },
+        TaskState::Completed {
+            agent_id: a,
+            result: Json::null(),
+            completed_at: ts(4_001),
+        },
+        TaskState::Failed {
+            error: error(Some(a), Some(2)),
+            completed_at: ts(4_002),
+        },
+        TaskState::Failed {
+            error: TaskError {
+                kind: ErrorKind::DependencyFailed,
+                message: String::new(),
+                retryable: false,
+                agent_id: None,
+                attempt: None,
+            },
+            completed_at: ts(4_003),
+        },
+        TaskState::Cancelled {
+            reason: Some("no longer needed".to_owned()),
+            completed_at: ts(4_004),
+        },
+        TaskState::Cancelled {
+            reason: None,
+            completed_at: ts(4_005),
+        },
+        TaskState::Cancelled {
+            reason: Some(String::new()),
+            completed_at: ts(4_006),
+        },
+        TaskState::Dead {
+            error: TaskError {
+                kind: ErrorKind::Timeout,
+                message: "attempt 3 timed out".to_owned(),
+                retryable: true,
+                agent_id: Some(agent_id(2)),
+                attempt: Some(3),
+            },
+            completed_at: ts(4_007),
+        },
+        TaskState::Dead {
+            error: TaskError {
+                kind: ErrorKind::LeaseExpired,
+                message: "lease lost".to_owned(),
+                retryable: true,
+                agent_id: None,
+                attempt: None,
+            },
+            completed_at: ts(4_008),
+        },
+    ]
+}
+
+/// A task with every optional field set.
+pub fn full_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
+    Task {
+        id: task_id(n),
+        swarm_id: swarm,
+        parent_task_id: Some(task_id(900_000 + n)),
+        task_type: "summarize".to_owned(),
+        payload: Json::parse("{\"text\":  \"héllo\\nworld\", \"n\": -0.0, \"l\": [ ] }")
+            .expect("json"),
+        priority: 9,
+        required_capabilities: vec!["gpu".to_owned(), "rust".to_owned()],
+        depends_on: vec![
+            Dependency {
+                task_id: task_id(800_000 + n),
+                kind: DependencyKind::Success,
+            },
+            Dependency {
+                task_id: task_id(700_000 + n),
+                kind: DependencyKind::Completion,
+            },
+        ],
+        affinity_key: Some("repo-42".to_owned()),
+        idempotency_key: Some(format!("key-{n}")),
+        attempts: 2,
+        max_attempts: 5,
+        backoff: Backoff {
+            initial: Duration::from_millis(250),
+            max: Duration::from_millis(9_999),
+        },
+        timeout: Duration::from_millis(123_456),
+        deadline: Some(ts(-86_400_000)),
+        last_error: Some(error(Some(agent_id(3)), Some(1))),
+        progress: Some(Progress {
+            percent: Some(100.0 / 3.0),
+            message: Some("indexing".to_owned()),
+            reported_at: Some(ts(i64::MAX)),
+        }),
+        created_at: ts(1_700_000_000_000 + n as i64),
+        updated_at: ts(1_700_000_000_999 + n as i64),
+        state,
+    }
+}
+
+/// A task with every optional field unset.
+pub fn bare_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
+    Task {
+        id: task_id(n),
+        swarm_id: swarm,
+        parent_task_id: None,
+        task_type: "default".to_owned(),
+        payload: Json::null(),
+        priority: 5,
+        required_capabilities: Vec::new(),
+        depends_on: Vec::new(),
+        affinity_key: None,
+        idempotency_key: None,
+        attempts: 0,
+        max_attempts: 3,
+        backoff: Backoff::default(),
+        timeout: Duration::from_secs(300),
+        deadline: None,
+        last_error: None,
+        progress: None,
+        created_at: ts(n as i64),
+        updated_at: ts(n as i64),
+        state,
+    }
+}
+
+/// A queued task created at `created_at`.
+pub fn queued(n: u128, swarm: SwarmId, created_at: i64) -> Task {
+    let mut t = bare_task(
+        n,
+        swarm,
+        TaskState::Queued {
+            queued_at: ts(created_at),
+            run_after: None,
+        },
+    );
+    t.created_at = ts(created_at);
+    t.updated_at = ts(created_at);
+    t
+}
+
+pub fn event(seq: u64, swarm: SwarmId, kind: EventKind) -> Event {
+    Event {
+        seq,
+        at: ts(seq as i64 * 10),
+        kind,
+        swarm_id: swarm,
+        agent_id: None,
+        task_id: None,
+        detail: String::new(),
+    }
+}
+
+pub fn token(id: &str, role: TokenRole, agent: Option<AgentId>) -> TokenRecord {
+    TokenRecord {
+        id: id.to_owned(),
+        hash: format!("{:0>64}", id.len()) + id,
+        role,
+        agent_id: agent,
+        label: format!("token {id}"),
+        created_at: ts(1_700_000_000_000),
+        revoked_at: None,
+    }
+}
+
+/// Sorts tasks by id, for comparing sets.
+pub fn by_id(mut tasks: Vec<Task>) -> Vec<Task> {
+    tasks.sort_by_key(|t| t.id);
+    tasks
+}

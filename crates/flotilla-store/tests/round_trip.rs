@@ -1,0 +1,258 @@
+//! Every entity written and read back is equal to what was written: through `load`, through
+//! the reader, and after reopening the file.
+
+mod common;
+
+use common::*;
+use flotilla_core::{AgentRole, AgentStatus, Changes, EventKind, ReportedHealth, SwarmStatus, Topology};
+use flotilla_store::{EventFilter, Store, TokenRole};
+
+#[test]
+fn every_task_state_round_trips_with_every_field_set_or_unset() {
+    let (dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let mut tasks = Vec::new();
+    for (i, state) in all_states().into_iter().enumerate() {
+        let i = i as u128;
+        tasks.push(full_task(100 + i, s.id, state.clone()));
+        tasks.push(bare_task(200 + i, s.id, state));
+    }
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s],
+            tasks: tasks.clone(),
+            ..Changes::default()
+        },
+    );
+
+    let reader = store.reader().unwrap();
+    for t in &tasks {
+        assert_eq!(reader.get_task(t.id).unwrap().as_ref(), Some(t), "get_task {:?}", t.state);
+    }
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(by_id(reader.get_tasks(&ids).unwrap()), by_id(tasks.clone()));
+
+    let snapshot = store.load(usize::MAX).unwrap();
+    assert_eq!(by_id(snapshot.tasks), by_id(tasks.clone()));
+
+    drop(store);
+    let mut store = reopen(&dir);
+    assert_eq!(by_id(store.load(usize::MAX).unwrap().tasks), by_id(tasks));
+}
+
+#[test]
+fn swarms_round_trip_with_every_topology_and_status() {
+    let (_dir, mut store) = open();
+    let topologies = [Topology::Star, Topology::Mesh, Topology::Hierarchical, Topology::Ring];
+    let statuses = [
+        SwarmStatus::Inactive,
+        SwarmStatus::Starting,
+        SwarmStatus::Active,
+        SwarmStatus::Degraded,
+        SwarmStatus::Stopping,
+    ];
+    let mut swarms = Vec::new();
+    for (i, status) in statuses.into_iter().enumerate() {
+        let mut s = swarm(i as u128, &format!("swarm-{i}"));
+        s.status = status;
+        s.topology = topologies[i % topologies.len()];
+        if i % 2 == 0 {
+            s.leader_agent_id = None;
+            s.config = Default::default();
+            s.description = String::new();
+        }
+        swarms.push(s);
+    }
+    commit(
+        &mut store,
+        Changes {
+            swarms: swarms.clone(),
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.load(0).unwrap().swarms, swarms);
+}
+
+#[test]
+fn agents_round_trip_in_every_status_role_and_health() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let roles = [AgentRole::Leader, AgentRole::Coordinator, AgentRole::Supervisor, AgentRole::Worker];
+    let healths = [ReportedHealth::Healthy, ReportedHealth::Degraded, ReportedHealth::Unhealthy];
+    let mut agents = Vec::new();
+    for (i, status) in AgentStatus::ALL.into_iter().enumerate() {
+        let n = i as u128;
+        let mut full = agent(10 + n, s.id, status);
+        full.role = roles[i % roles.len()];
+        full.reported_health = healths[i % healths.len()];
+        agents.push(full);
+        agents.push(bare_agent(20 + n, s.id, status));
+    }
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s],
+            agents: agents.clone(),
+            ..Changes::default()
+        },
+    );
+
+    let reader = store.reader().unwrap();
+    for a in &agents {
+        assert_eq!(reader.get_agent(a.id).unwrap().as_ref(), Some(a));
+    }
+    let live: Vec<_> = agents
+        .iter()
+        .filter(|a| a.status != AgentStatus::Stopped)
+        .cloned()
+        .collect();
+    let mut loaded = store.load(0).unwrap().agents;
+    loaded.sort_by_key(|a| a.id);
+    let mut expected = live;
+    expected.sort_by_key(|a| a.id);
+    assert_eq!(loaded, expected);
+}
+
+#[test]
+fn events_round_trip_with_and_without_their_optional_fields() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let kinds = [
+        EventKind::SwarmCreated,
+        EventKind::SwarmUpdated,
+        EventKind::SwarmStatusChanged,
+        EventKind::SwarmDeleted,
+        EventKind::AgentJoined,
+        EventKind::AgentLeft,
+        EventKind::AgentFailed,
+        EventKind::AgentRecovered,
+        EventKind::TaskSubmitted,
+        EventKind::TaskUnblocked,
+        EventKind::TaskAssigned,
+        EventKind::TaskStarted,
+        EventKind::TaskCompleted,
+        EventKind::TaskRetrying,
+        EventKind::TaskFailed,
+        EventKind::TaskDead,
+        EventKind::TaskCancelled,
+        EventKind::TaskRequeued,
+        EventKind::TaskRetried,
+    ];
+    let events: Vec<_> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let mut e = event(i as u64 + 1, s.id, kind);
+            if i % 2 == 0 {
+                e.agent_id = Some(agent_id(i as u128));
+                e.task_id = Some(task_id(i as u128));
+                e.detail = format!("because {i}");
+            }
+            e
+        })
+        .collect();
+    commit(
+        &mut store,
+        Changes {
+            events: events.clone(),
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.list_events(&EventFilter::default(), 1000).unwrap(), events);
+    assert_eq!(store.load(0).unwrap().next_event_seq, 20);
+}
+
+#[test]
+fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
+    let (dir, mut store) = open();
+    let admin = token("admin1", TokenRole::Admin, None);
+    let agent_token = token("agent1", TokenRole::Agent, Some(agent_id(1)));
+    let mut revoked = token("agent2", TokenRole::Agent, Some(agent_id(2)));
+    store
+        .commit(&flotilla_store::Batch {
+            changes: Changes::default(),
+            tokens: vec![admin.clone(), agent_token.clone(), revoked.clone()],
+        })
+        .unwrap();
+    revoked.revoked_at = Some(ts(1_800_000_000_000));
+    store
+        .commit(&flotilla_store::Batch {
+            changes: Changes::default(),
+            tokens: vec![revoked],
+        })
+        .unwrap();
+    let loaded = store.load(0).unwrap().tokens;
+    assert_eq!(loaded, vec![admin.clone(), agent_token.clone()]);
+    drop(store);
+    assert_eq!(reopen(&dir).load(0).unwrap().tokens, vec![admin, agent_token]);
+}
+
+#[test]
+fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let states = all_states();
+    // One batch carrying a task through every state; the last row is what must be stored.
+    let within: Vec<_> = states.iter().map(|st| full_task(1, s.id, st.clone())).collect();
+    let mut a = agent(1, s.id, AgentStatus::Idle);
+    let mut agents = vec![a.clone()];
+    a.status = AgentStatus::Busy;
+    a.tasks_completed = 1;
+    agents.push(a.clone());
+    let mut renamed = s.clone();
+    renamed.name = "alpha-2".to_owned();
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s.clone(), renamed.clone()],
+            agents,
+            tasks: within.clone(),
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.get_task(task_id(1)).unwrap().as_ref(), within.last());
+    assert_eq!(reader.get_agent(a.id).unwrap(), Some(a));
+    assert_eq!(store.load(0).unwrap().swarms, vec![renamed]);
+
+    // Across batches, in the reverse order of states.
+    for st in states.iter().rev() {
+        commit(
+            &mut store,
+            Changes {
+                tasks: vec![bare_task(1, s.id, st.clone())],
+                ..Changes::default()
+            },
+        );
+        assert_eq!(reader.get_task(task_id(1)).unwrap(), Some(bare_task(1, s.id, st.clone())));
+    }
+}
+
+#[test]
+fn swapping_two_swarm_names_in_one_batch_is_written_step_by_step() {
+    let (_dir, mut store) = open();
+    let a = swarm(1, "a");
+    let b = swarm(2, "b");
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![a.clone(), b.clone()],
+            ..Changes::default()
+        },
+    );
+    let rename = |s: &flotilla_core::Swarm, name: &str| {
+        let mut s = s.clone();
+        s.name = name.to_owned();
+        s
+    };
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![rename(&a, "tmp"), rename(&b, "a"), rename(&a, "b")],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.load(0).unwrap().swarms, vec![rename(&a, "b"), rename(&b, "a")]);
+}

@@ -250,9 +250,9 @@ pub struct Dependency {
     pub kind: DependencyKind,
 }
 
-/// A dependency as a submitter writes it: an id, or `{"task_id": …, "type": …}`; in a batch, a
-/// `ref` naming another task of the same batch by its `ref`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A dependency as a submitter writes it: an id, or `{"task_id": …, "type": …}`; in a batch,
+/// `{"ref": …, "type": …}` naming another task of the same batch by its `ref`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum DependencySpec {
     /// Just the id; kind `completion`.
@@ -265,9 +265,48 @@ pub enum DependencySpec {
         #[serde(rename = "ref")]
         reference: String,
         /// How to wait on it.
-        #[serde(default, rename = "type")]
+        #[serde(rename = "type")]
         kind: DependencyKind,
     },
+}
+
+impl<'de> Deserialize<'de> for DependencySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Written by hand so that a bad entry gets a message that says what is expected,
+        // not serde's "did not match any variant".
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Object {
+            #[serde(default)]
+            task_id: Option<TaskId>,
+            #[serde(default, rename = "ref")]
+            reference: Option<String>,
+            #[serde(default, rename = "type")]
+            kind: DependencyKind,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Object(Object),
+        }
+        const EXPECTED: &str =
+            r#"expected a task id, {"task_id": ID, "type": "completion"|"success"} or {"ref": NAME, "type": …}"#;
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(format!("invalid depends_on entry: {EXPECTED}")))? {
+            Raw::Text(text) => text.parse::<TaskId>().map(DependencySpec::Id).map_err(|_| {
+                serde::de::Error::custom(format!("invalid depends_on entry {text:?}: {EXPECTED}"))
+            }),
+            Raw::Object(Object { task_id: Some(task_id), reference: None, kind }) => {
+                Ok(DependencySpec::Full(Dependency { task_id, kind }))
+            }
+            Raw::Object(Object { task_id: None, reference: Some(reference), kind }) => {
+                Ok(DependencySpec::Ref { reference, kind })
+            }
+            Raw::Object(_) => Err(serde::de::Error::custom(format!(
+                "invalid depends_on entry: give exactly one of task_id and ref; {EXPECTED}"
+            ))),
+        }
+    }
 }
 
 /// Retry backoff: attempt `n` (1-based) that fails waits `initial × 2^(n-1)`, at most `max`.

@@ -51,7 +51,8 @@ impl Fleet {
                 validate_name("agent", &n)?;
                 n
             }
-            None => format!("{}-{}", spec.agent_type, &id.to_string()[..8]),
+            // The tail of a UUIDv7 is random; its head is the clock and repeats within a millisecond.
+            None => format!("{}-{}", spec.agent_type, &id.0.simple().to_string()[24..]),
         };
         if self.agents.contains_key(&id) {
             return Err(CoreError::conflict(format!("agent id {id} is taken")));

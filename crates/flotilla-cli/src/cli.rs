@@ -11,7 +11,12 @@ use crate::duration::parse_duration;
 
 /// Flotilla: run, supervise and coordinate fleets of AI agents and workers.
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "flotilla",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Where to reach the coordinator, and as whom.
     #[command(flatten)]
@@ -66,6 +71,8 @@ pub enum Command {
     Run(RunArgs),
     /// Register as an agent and run a command for every task taken.
     Worker(WorkerArgs),
+    /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
+    Bench(crate::commands::bench::BenchArgs),
 }
 
 /// `--json`.
@@ -282,7 +289,12 @@ pub struct SubmitArgs {
     #[arg(long = "type", value_name = "TYPE")]
     pub task_type: Option<String>,
     /// The payload as JSON text ('-' reads it from stdin).
-    #[arg(long, value_name = "JSON", conflicts_with = "payload_file", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with = "payload_file",
+        allow_hyphen_values = true
+    )]
     pub payload: Option<String>,
     /// Read the payload from a file ('-' for stdin).
     #[arg(long, value_name = "PATH")]
@@ -350,11 +362,13 @@ pub struct TaskListArgs {
 
 /// `flotilla run`.
 #[derive(Debug, Args)]
-#[command(after_help = "Each non-empty line of FILE is a task spec (JSON). A file of at most \
+#[command(
+    after_help = "Each non-empty line of FILE is a task spec (JSON). A file of at most \
 10,000 tasks is submitted as one batch, so `ref`s and `depends_on: [{\"ref\": …}]` resolve \
 across the whole file. A larger file (or any file with --batch) is submitted in batches; a task \
 may then depend by ref on a task of its own batch or of an earlier one (the ref is replaced by \
-the id), not on one of a later batch.")]
+the id), not on one of a later batch."
+)]
 pub struct RunArgs {
     /// The JSON Lines file of task specs.
     pub file: PathBuf,
@@ -375,12 +389,14 @@ pub struct RunArgs {
 
 /// `flotilla worker`.
 #[derive(Debug, Args)]
-#[command(after_help = "COMMAND runs once per task, without a shell, with the task's payload \
+#[command(
+    after_help = "COMMAND runs once per task, without a shell, with the task's payload \
 (JSON) on stdin and FLOTILLA_TASK_ID, FLOTILLA_TASK_TYPE, FLOTILLA_TASK_ATTEMPT and \
 FLOTILLA_TASK_PAYLOAD (left out above 64 KiB) in its environment. Exit 0 completes the task \
 with stdout as the result (parsed as JSON when it is JSON, else a string; null when empty); \
 any other exit fails the attempt with the end of stderr. The task's timeout kills it. \
-Ctrl-C stops taking tasks, lets running ones finish, then unregisters.")]
+Ctrl-C stops taking tasks, lets running ones finish, then unregisters."
+)]
 pub struct WorkerArgs {
     /// The swarm to join (name or id).
     #[arg(long, default_value = DEFAULT_SWARM)]
@@ -429,10 +445,24 @@ mod tests {
 
     #[test]
     fn global_options_go_anywhere() {
-        let cli = parse(&["swarm", "list", "--url", "http://h:1", "--token", "t", "--json"]).unwrap();
+        let cli = parse(&[
+            "swarm",
+            "list",
+            "--url",
+            "http://h:1",
+            "--token",
+            "t",
+            "--json",
+        ])
+        .unwrap();
         assert_eq!(cli.global.url, "http://h:1");
         assert_eq!(cli.global.token.as_deref(), Some("t"));
-        assert!(matches!(cli.command, Command::Swarm(SwarmCommand::List { out: JsonFlag { json: true } })));
+        assert!(matches!(
+            cli.command,
+            Command::Swarm(SwarmCommand::List {
+                out: JsonFlag { json: true }
+            })
+        ));
         let cli = parse(&["--data-dir", "/d", "serve", "--listen", "0.0.0.0:9000"]).unwrap();
         assert_eq!(cli.global.data_dir, Some(PathBuf::from("/d")));
         match cli.command {
@@ -444,8 +474,19 @@ mod tests {
     #[test]
     fn swarm_create_takes_settings() {
         let cli = parse(&[
-            "swarm", "create", "builders", "--topology", "mesh", "--max-agents", "5",
-            "--heartbeat-interval", "2s", "--task-timeout", "10m", "--max-attempts", "4",
+            "swarm",
+            "create",
+            "builders",
+            "--topology",
+            "mesh",
+            "--max-agents",
+            "5",
+            "--heartbeat-interval",
+            "2s",
+            "--task-timeout",
+            "10m",
+            "--max-attempts",
+            "4",
         ])
         .unwrap();
         let Command::Swarm(SwarmCommand::Create { name, settings, .. }) = cli.command else {
@@ -465,12 +506,32 @@ mod tests {
     fn task_submit_flags() {
         let id = "0190b6e4-0000-7000-8000-000000000001";
         let cli = parse(&[
-            "task", "submit", "--type", "build", "--payload", "{\"a\":1}", "--priority", "9",
-            "--require", "rust", "--require", "gpu", "--depends-on", id, "--depends-on",
-            &format!("{id}:success"), "--timeout", "30s", "--wait", "--wait-timeout", "1m",
+            "task",
+            "submit",
+            "--type",
+            "build",
+            "--payload",
+            "{\"a\":1}",
+            "--priority",
+            "9",
+            "--require",
+            "rust",
+            "--require",
+            "gpu",
+            "--depends-on",
+            id,
+            "--depends-on",
+            &format!("{id}:success"),
+            "--timeout",
+            "30s",
+            "--wait",
+            "--wait-timeout",
+            "1m",
         ])
         .unwrap();
-        let Command::Task(TaskCommand::Submit(s)) = cli.command else { panic!() };
+        let Command::Task(TaskCommand::Submit(s)) = cli.command else {
+            panic!()
+        };
         assert_eq!(s.swarm, "default");
         assert_eq!(s.priority, Some(9));
         assert_eq!(s.require, vec!["rust", "gpu"]);
@@ -485,7 +546,9 @@ mod tests {
     #[test]
     fn statuses_and_ids_are_checked_by_the_parser() {
         assert!(parse(&["task", "list", "--status", "running"]).is_ok());
-        let err = parse(&["task", "list", "--status", "nope"]).unwrap_err().to_string();
+        let err = parse(&["task", "list", "--status", "nope"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("completed"), "{err}");
         assert!(parse(&["agent", "list", "--status", "idle"]).is_ok());
         assert!(parse(&["task", "show", "not-a-uuid"]).is_err());
@@ -495,16 +558,28 @@ mod tests {
     #[test]
     fn worker_takes_the_command_after_its_options() {
         let cli = parse(&[
-            "worker", "--concurrency", "4", "--capability", "py", "--", "python3", "-c", "print(1)",
+            "worker",
+            "--concurrency",
+            "4",
+            "--capability",
+            "py",
+            "--",
+            "python3",
+            "-c",
+            "print(1)",
         ])
         .unwrap();
-        let Command::Worker(w) = cli.command else { panic!() };
+        let Command::Worker(w) = cli.command else {
+            panic!()
+        };
         assert_eq!(w.concurrency, 4);
         assert_eq!(w.capabilities, vec!["py"]);
         assert_eq!(w.command, vec!["python3", "-c", "print(1)"]);
         assert_eq!(w.poll_wait, Duration::from_secs(30));
         let cli = parse(&["worker", "cat", "-n"]).unwrap();
-        let Command::Worker(w) = cli.command else { panic!() };
+        let Command::Worker(w) = cli.command else {
+            panic!()
+        };
         assert_eq!(w.command, vec!["cat", "-n"]);
         assert!(parse(&["worker"]).is_err());
     }
@@ -512,7 +587,9 @@ mod tests {
     #[test]
     fn run_takes_a_file_and_a_batch_size() {
         let cli = parse(&["run", "tasks.jsonl", "--timeout", "10m", "--batch", "500"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!() };
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
         assert_eq!(r.file, PathBuf::from("tasks.jsonl"));
         assert_eq!(r.batch, Some(500));
         assert!(parse(&["run", "f", "--batch", "20000"]).is_err());

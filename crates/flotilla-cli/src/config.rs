@@ -41,7 +41,12 @@ pub fn data_dir(global: &GlobalArgs) -> Result<PathBuf> {
 /// The token to act with: `--token` / `FLOTILLA_TOKEN`, else the admin token in the data
 /// directory.
 pub fn token(global: &GlobalArgs) -> Result<String> {
-    if let Some(t) = global.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(t) = global
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         return Ok(t.to_owned());
     }
     let dir = match &global.data_dir {
@@ -112,20 +117,30 @@ mod tests {
     fn token_flag_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "from-file\n").unwrap();
-        assert_eq!(token(&global(Some(" tok "), Some(dir.path()))).unwrap(), "tok");
+        assert_eq!(
+            token(&global(Some(" tok "), Some(dir.path()))).unwrap(),
+            "tok"
+        );
         assert_eq!(token(&global(None, Some(dir.path()))).unwrap(), "from-file");
-        assert_eq!(token(&global(Some(""), Some(dir.path()))).unwrap(), "from-file");
+        assert_eq!(
+            token(&global(Some(""), Some(dir.path()))).unwrap(),
+            "from-file"
+        );
     }
 
     #[test]
     fn missing_token_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let err = token(&global(None, Some(dir.path()))).unwrap_err().to_string();
+        let err = token(&global(None, Some(dir.path())))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--token"), "{err}");
         assert!(err.contains("FLOTILLA_DATA_DIR"), "{err}");
         assert!(!err.contains('\n'));
         std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "  \n").unwrap();
-        let err = token(&global(None, Some(dir.path()))).unwrap_err().to_string();
+        let err = token(&global(None, Some(dir.path())))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is empty"), "{err}");
     }
 }

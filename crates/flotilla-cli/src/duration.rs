@@ -57,7 +57,7 @@ pub fn format_duration(d: Duration) -> String {
         return format!("{ms}ms");
     }
     if ms < 60_000 {
-        return if ms % 1000 == 0 {
+        return if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
             let text = format!("{:.1}s", ms as f64 / 1000.0);
@@ -96,14 +96,27 @@ mod tests {
     #[test]
     fn parses_sums_and_decimals() {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1m30s500ms"), Ok(Duration::from_millis(90_500)));
+        assert_eq!(
+            parse_duration("1m30s500ms"),
+            Ok(Duration::from_millis(90_500))
+        );
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0.25h"), Ok(Duration::from_secs(900)));
     }
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "30", "s", "5x", "-5s", "5 s", "1.2.3s", "ms5", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "5x",
+            "-5s",
+            "5 s",
+            "1.2.3s",
+            "ms5",
+            "99999999999999999999d",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("e.g. 500ms"), "{bad}: {err}");
         }

@@ -1,1 +1,69 @@
-pub fn _x(){}
+//! The `flotilla` binary: the coordinator (`serve`), the CLI of its API (`swarm`, `agent`,
+//! `task`, `run`) and an agent host (`worker`).
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod duration;
+pub mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Parses the command line, runs the command and returns the process's exit code: 0 on
+/// success, 1 on an error (printed as one `error: …` line), 2 on a usage error or a timeout.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    // Do not wait for stray background tasks (e.g. a blocked stdin read).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr: `info` for the long-running commands, `warn` otherwise; `RUST_LOG`
+/// overrides.
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Serve(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

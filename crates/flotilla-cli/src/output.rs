@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn key_values_align_and_indent() {
         let text = key_values(&[("ID", "x".into()), ("Payload", "{\n  \"a\": 1\n}".into())]);
-        assert_eq!(text, "ID:       x\nPayload:  {\n           \"a\": 1\n         }");
+        assert_eq!(
+            text,
+            "ID:      x\nPayload: {\n           \"a\": 1\n         }"
+        );
     }
 
     #[test]

@@ -4,19 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_core::api::HeartbeatAck;
 use flotilla_core::api::{
-    CancelRequest, LookupRequest, LookupResponse, OrchestratorInfo, Page, Registration,
-    RetryRequest, SwarmHealth, SwarmView,
+    BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, OrchestratorInfo, Page,
+    Registration, RetryRequest, SwarmHealth, SwarmView,
 };
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, CompletionReport, Event, EventKind, FailureReport,
     Heartbeat, Json, Progress, SwarmSpec, SwarmUpdate, Task, TaskId, TaskSpec, TaskStatus,
 };
-use flotilla_core::api::HeartbeatAck;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::Serialize;
 
-use crate::decode;
 use crate::error::ClientError;
 
 /// Timeout of an ordinary request (long polls get their wait plus [`LONG_POLL_MARGIN`]).
@@ -27,8 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// The longest wait the API accepts, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
-/// Page size used when a method follows cursors to collect a whole list.
-const FULL_LIST_PAGE: u32 = 1000;
 
 /// A typed client of one coordinator, acting with one token.
 ///
@@ -166,7 +163,7 @@ impl Client {
     pub async fn create_swarm(&self, spec: &SwarmSpec) -> Result<SwarmView, ClientError> {
         let url = self.url(&["swarms"]);
         let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
-        decode_with(&url, &body, decode::plain)
+        decode(&url, &body)
     }
 
     /// `GET /swarms`: every swarm (follows the cursors).
@@ -188,7 +185,7 @@ impl Client {
     ) -> Result<SwarmView, ClientError> {
         let url = self.url(&["swarms", swarm]);
         let body = self.send(self.req(Method::PUT, &url).json(update)).await?;
-        decode_with(&url, &body, decode::plain)
+        decode(&url, &body)
     }
 
     /// `DELETE /swarms/{swarm}`: deletes a swarm; with `force`, cancels its unfinished tasks
@@ -217,7 +214,7 @@ impl Client {
     ) -> Result<Registration, ClientError> {
         let url = self.url(&["swarms", swarm, "agents"]);
         let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
-        decode_with(&url, &body, decode::plain)
+        decode(&url, &body)
     }
 
     /// `GET /swarms/{swarm}/agents`: the swarm's agents, optionally only those with a status or
@@ -241,7 +238,8 @@ impl Client {
 
     /// `GET /agents/{id}`.
     pub async fn get_agent(&self, agent: AgentId) -> Result<Agent, ClientError> {
-        self.get_json(&self.url(&["agents", &agent.to_string()])).await
+        self.get_json(&self.url(&["agents", &agent.to_string()]))
+            .await
     }
 
     /// `DELETE /agents/{id}`: unregisters an agent; its tasks go back to the queue.
@@ -257,13 +255,19 @@ impl Client {
         heartbeat: &Heartbeat,
     ) -> Result<HeartbeatAck, ClientError> {
         let url = self.url(&["agents", &agent.to_string(), "heartbeat"]);
-        let body = self.send(self.req(Method::POST, &url).json(heartbeat)).await?;
-        decode_with(&url, &body, decode::plain)
+        let body = self
+            .send(self.req(Method::POST, &url).json(heartbeat))
+            .await?;
+        decode(&url, &body)
     }
 
     /// `GET /agents/{id}/tasks/next?wait=`: takes the agent's next task, waiting up to `wait`
     /// (whole seconds, at most 60) for one; `None` when none came.
-    pub async fn next_task(&self, agent: AgentId, wait: Duration) -> Result<Option<Task>, ClientError> {
+    pub async fn next_task(
+        &self,
+        agent: AgentId,
+        wait: Duration,
+    ) -> Result<Option<Task>, ClientError> {
         let secs = wait_secs(wait);
         let mut url = self.url(&["agents", &agent.to_string(), "tasks", "next"]);
         url.query_pairs_mut().append_pair("wait", &secs.to_string());
@@ -274,7 +278,7 @@ impl Client {
         if status == StatusCode::NO_CONTENT || body.is_empty() {
             return Ok(None);
         }
-        decode_with(&url, &body, decode::task).map(Some)
+        decode(&url, &body).map(Some)
     }
 
     // ----- tasks -----
@@ -284,15 +288,19 @@ impl Client {
     pub async fn submit_task(&self, swarm: &str, spec: &TaskSpec) -> Result<Task, ClientError> {
         let url = self.url(&["swarms", swarm, "tasks"]);
         let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
-        decode_with(&url, &body, decode::task)
+        decode(&url, &body)
     }
 
     /// `POST /swarms/{swarm}/tasks` with an array: submits up to 10,000 tasks at once, all or
     /// nothing; `ref`s resolve within the batch. Answers the tasks in input order.
-    pub async fn submit_tasks(&self, swarm: &str, specs: &[TaskSpec]) -> Result<Vec<Task>, ClientError> {
+    pub async fn submit_tasks(
+        &self,
+        swarm: &str,
+        specs: &[TaskSpec],
+    ) -> Result<Vec<Task>, ClientError> {
         let url = self.url(&["swarms", swarm, "tasks"]);
         let body = self.send(self.req(Method::POST, &url).json(specs)).await?;
-        decode_with(&url, &body, decode::batch).map(|b| b.tasks)
+        decode::<BatchSubmitted>(&url, &body).map(|b| b.tasks)
     }
 
     /// `GET /swarms/{swarm}/tasks` (when `query.swarm` is set) or `GET /tasks`: one page of
@@ -322,14 +330,14 @@ impl Client {
         }
         strip_empty_query(&mut url);
         let body = self.send(self.req(Method::GET, &url)).await?;
-        decode_with(&url, &body, decode::task_page)
+        decode(&url, &body)
     }
 
     /// `GET /tasks/{id}`.
     pub async fn get_task(&self, task: TaskId) -> Result<Task, ClientError> {
         let url = self.url(&["tasks", &task.to_string()]);
         let body = self.send(self.req(Method::GET, &url)).await?;
-        decode_with(&url, &body, decode::task)
+        decode(&url, &body)
     }
 
     /// `GET /tasks/{id}?wait=`: the task once it has finished, or as it is when `wait` (whole
@@ -342,7 +350,7 @@ impl Client {
             .req(Method::GET, &url)
             .timeout(Duration::from_secs(secs) + LONG_POLL_MARGIN);
         let body = self.send(req).await?;
-        decode_with(&url, &body, decode::task)
+        decode(&url, &body)
     }
 
     /// `POST /tasks/lookup`: many tasks at once (at most 10,000 ids).
@@ -350,22 +358,36 @@ impl Client {
         let url = self.url(&["tasks", "lookup"]);
         let req = LookupRequest { ids: ids.to_vec() };
         let body = self.send(self.req(Method::POST, &url).json(&req)).await?;
-        decode_with(&url, &body, decode::lookup)
+        decode(&url, &body)
     }
 
     /// `POST /tasks/{id}/cancel`: cancels an unfinished task.
-    pub async fn cancel_task(&self, task: TaskId, reason: Option<String>) -> Result<Task, ClientError> {
-        self.post_task(task, "cancel", &CancelRequest { reason }).await
+    pub async fn cancel_task(
+        &self,
+        task: TaskId,
+        reason: Option<String>,
+    ) -> Result<Task, ClientError> {
+        self.post_task(task, "cancel", &CancelRequest { reason })
+            .await
     }
 
     /// `POST /tasks/{id}/retry`: queues a failed, dead or cancelled task again, optionally with
     /// a new attempt limit.
-    pub async fn retry_task(&self, task: TaskId, max_attempts: Option<u32>) -> Result<Task, ClientError> {
-        self.post_task(task, "retry", &RetryRequest { max_attempts }).await
+    pub async fn retry_task(
+        &self,
+        task: TaskId,
+        max_attempts: Option<u32>,
+    ) -> Result<Task, ClientError> {
+        self.post_task(task, "retry", &RetryRequest { max_attempts })
+            .await
     }
 
     /// `POST /tasks/{id}/progress` (the task's agent): reports progress of the running attempt.
-    pub async fn report_progress(&self, task: TaskId, progress: &Progress) -> Result<Task, ClientError> {
+    pub async fn report_progress(
+        &self,
+        task: TaskId,
+        progress: &Progress,
+    ) -> Result<Task, ClientError> {
         let body = ProgressBody {
             percent: progress.percent,
             message: progress.message.as_deref(),
@@ -468,15 +490,16 @@ impl Client {
     ) -> Result<Task, ClientError> {
         let url = self.url(&["tasks", &task.to_string(), action]);
         let body = self.send(self.req(Method::POST, &url).json(body)).await?;
-        decode_with(&url, &body, decode::task)
+        decode(&url, &body)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, ClientError> {
         let body = self.send(self.req(Method::GET, url)).await?;
-        decode_with(url, &body, decode::plain)
+        decode(url, &body)
     }
 
-    /// Follows `next_cursor` until the last page, collecting the items.
+    /// Follows `next_cursor` until the last page, collecting the items. No `limit` is sent, so
+    /// the coordinator picks the page size.
     async fn collect<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
@@ -491,11 +514,11 @@ impl Client {
                 for (k, v) in &query {
                     q.append_pair(k, v);
                 }
-                q.append_pair("limit", &FULL_LIST_PAGE.to_string());
                 if let Some(c) = &cursor {
                     q.append_pair("cursor", c);
                 }
             }
+            strip_empty_query(&mut page_url);
             let page: Page<T> = self.get_json(&page_url).await?;
             items.extend(page.items);
             match page.next_cursor {
@@ -527,12 +550,8 @@ impl Client {
     }
 }
 
-fn decode_with<T>(
-    url: &Url,
-    body: &[u8],
-    f: impl FnOnce(&[u8]) -> serde_json::Result<T>,
-) -> Result<T, ClientError> {
-    f(body).map_err(|e| ClientError::Decode {
+fn decode<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
         url: url.path().to_owned(),
         message: e.to_string(),
     })
@@ -574,7 +593,10 @@ mod tests {
     fn refuses_unusable_urls() {
         for bad in ["127.0.0.1:7171", "ftp://x", "not a url", "http://x/?a=1"] {
             let err = Client::new(bad, "t").unwrap_err();
-            assert!(matches!(err, ClientError::InvalidUrl { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, ClientError::InvalidUrl { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 

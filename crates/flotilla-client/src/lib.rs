@@ -19,8 +19,9 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod client;
-mod decode;
 mod error;
 pub mod worker;
 

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use flotilla_core::{AgentId, AgentSpec, DEFAULT_SWARM, Heartbeat, Json, Task, TaskId};
 use tokio::sync::{Notify, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::client::Client;
@@ -222,6 +223,7 @@ pub async fn run_worker<H: TaskHandler>(
         failed: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         lost: AtomicU64::new(0),
+        running: std::sync::Mutex::new(HashMap::new()),
     });
 
     let (hb_stop_tx, hb_stop_rx) = watch::channel(false);
@@ -266,7 +268,13 @@ pub async fn run_worker<H: TaskHandler>(
     let _ = heartbeat.await;
 
     let fatal = shared.fatal.lock().expect("not poisoned").take();
-    unregister(&shared).await;
+    // An agent whose token is refused or who is unknown was removed already.
+    if !fatal
+        .as_ref()
+        .is_some_and(|e| matches!(e.status(), Some(401 | 403 | 404)))
+    {
+        unregister(&shared).await;
+    }
     let stats = WorkerStats {
         agent_id: Some(agent_id),
         completed: shared.completed.load(Ordering::Relaxed),
@@ -294,6 +302,9 @@ struct Shared {
     failed: AtomicU64,
     rejected: AtomicU64,
     lost: AtomicU64,
+    /// Tasks being worked on, to list in heartbeats and to stop when the coordinator revokes
+    /// them.
+    running: std::sync::Mutex<HashMap<TaskId, AbortHandle>>,
 }
 
 impl Shared {
@@ -323,10 +334,27 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, mut stop: watch
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
             _ = tokio::time::sleep(interval) => {}
         }
-        let beat = Heartbeat::default();
+        let running: Vec<TaskId> = shared
+            .running
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .copied()
+            .collect();
+        let beat = Heartbeat {
+            running_tasks: Some(running),
+            ..Heartbeat::default()
+        };
         let call = shared.agent.heartbeat(shared.agent_id, &beat);
         match tokio::time::timeout(interval.max(Duration::from_secs(1)) * 2, call).await {
             Ok(Ok(ack)) => {
+                for id in &ack.revoked_tasks {
+                    if let Some(handle) = shared.running.lock().expect("not poisoned").remove(id) {
+                        warn!("task {id} was taken back by the coordinator; stopping it");
+                        handle.abort();
+                        shared.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if ack.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(ack.heartbeat_interval_ms)
                         .max(Duration::from_millis(100));
@@ -397,7 +425,14 @@ async fn run_one<H: TaskHandler>(shared: &Shared, handler: &Arc<H>, task: Task) 
     debug!("task {id} ({}) attempt {attempt}: started", task.task_type);
     let h = handler.clone();
     let mut running = AbortOnDrop(tokio::spawn(async move { h.handle(task).await }));
-    let outcome = match (&mut running.0).await {
+    shared
+        .running
+        .lock()
+        .expect("not poisoned")
+        .insert(id, running.0.abort_handle());
+    let joined = (&mut running.0).await;
+    shared.running.lock().expect("not poisoned").remove(&id);
+    let outcome = match joined {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => Err(TaskFailure::retryable(format!(
             "the task handler panicked: {}",
@@ -418,12 +453,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-async fn report(
-    shared: &Shared,
-    id: TaskId,
-    attempt: u32,
-    mut outcome: Result<Json, TaskFailure>,
-) {
+async fn report(shared: &Shared, id: TaskId, attempt: u32, mut outcome: Result<Json, TaskFailure>) {
     let mut backoff = RetryBackoff::new();
     let mut tries = 0;
     loop {
@@ -457,7 +487,9 @@ async fn report(
                 return;
             }
             Err(e) if e.is_conflict() || e.is_not_found() => {
-                info!("task {id} attempt {attempt}: the coordinator no longer expects this report ({e}); skipped");
+                info!(
+                    "task {id} attempt {attempt}: the coordinator no longer expects this report ({e}); skipped"
+                );
                 shared.rejected.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -529,7 +561,8 @@ impl RetryBackoff {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+        let jittered = base + base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+        Duration::from_millis(jittered.as_millis() as u64)
     }
 }
 

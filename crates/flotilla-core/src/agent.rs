@@ -119,7 +119,10 @@ pub struct ResourceUsage {
 impl ResourceUsage {
     /// Checks that numbers are finite and not negative.
     pub fn validate(&self) -> Result<(), CoreError> {
-        for (name, v) in [("cpu_percent", self.cpu_percent), ("memory_mb", self.memory_mb)] {
+        for (name, v) in [
+            ("cpu_percent", self.cpu_percent),
+            ("memory_mb", self.memory_mb),
+        ] {
             if let Some(v) = v
                 && (!v.is_finite() || v < 0.0)
             {
@@ -227,6 +230,12 @@ pub struct Heartbeat {
     pub status: Option<ReportedHealth>,
     /// Its resource usage.
     pub resource_usage: Option<ResourceUsage>,
+    /// The tasks the agent is working on, if it keeps count. A task the coordinator has had
+    /// running on this agent for longer than one heartbeat interval but that the agent does
+    /// not list was never received (the answer handing it over was lost): it goes back to the
+    /// queue without costing an attempt. Tasks listed here that the agent no longer holds come
+    /// back in [`crate::api::HeartbeatAck::revoked_tasks`].
+    pub running_tasks: Option<Vec<TaskId>>,
 }
 
 /// Checks and normalises a capability list: sorted, without duplicates.

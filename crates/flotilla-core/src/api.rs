@@ -124,6 +124,10 @@ pub struct HeartbeatAck {
     pub lease_until: Timestamp,
     /// How often it must heartbeat.
     pub heartbeat_interval_ms: u64,
+    /// Tasks the agent listed in `running_tasks` that it no longer holds (cancelled, timed
+    /// out, taken back): stop working on them, their reports will be refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_tasks: Vec<TaskId>,
 }
 
 /// `POST /tasks/lookup`.

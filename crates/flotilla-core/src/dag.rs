@@ -39,8 +39,10 @@ pub fn topological_order(edges: &[Vec<usize>], names: &[String]) -> Result<Vec<u
                     }
                     Mark::Active => {
                         let start = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                        let mut cycle: Vec<&str> =
-                            stack[start..].iter().map(|&(n, _)| names[n].as_str()).collect();
+                        let mut cycle: Vec<&str> = stack[start..]
+                            .iter()
+                            .map(|&(n, _)| names[n].as_str())
+                            .collect();
                         cycle.push(names[dep].as_str());
                         return Err(CoreError::invalid(format!(
                             "dependency cycle: {}",
@@ -104,7 +106,9 @@ mod tests {
     #[test]
     fn long_chains_do_not_overflow() {
         let n = 200_000;
-        let edges: Vec<Vec<usize>> = (0..n).map(|i| if i + 1 < n { vec![i + 1] } else { vec![] }).collect();
+        let edges: Vec<Vec<usize>> = (0..n)
+            .map(|i| if i + 1 < n { vec![i + 1] } else { vec![] })
+            .collect();
         assert_eq!(topological_order(&edges, &names(n)).unwrap().len(), n);
     }
 

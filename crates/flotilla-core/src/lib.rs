@@ -22,7 +22,9 @@ pub mod swarm;
 pub mod task;
 pub mod time;
 
-pub use agent::{Agent, AgentRole, AgentSpec, AgentStatus, Heartbeat, ReportedHealth, ResourceUsage};
+pub use agent::{
+    Agent, AgentRole, AgentSpec, AgentStatus, Heartbeat, ReportedHealth, ResourceUsage,
+};
 pub use changes::{Changes, Effect};
 pub use error::CoreError;
 pub use event::{Event, EventKind};

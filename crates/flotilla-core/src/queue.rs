@@ -59,7 +59,13 @@ impl ReadyQueue {
 
     /// Adds a task. `seq` must grow with every push: it orders tasks of equal priority.
     /// `capabilities` must be sorted.
-    pub fn push(&mut self, task: TaskId, priority: u8, seq: u64, capabilities: &[String]) -> QueueSlot {
+    pub fn push(
+        &mut self,
+        task: TaskId,
+        priority: u8,
+        seq: u64,
+        capabilities: &[String],
+    ) -> QueueSlot {
         let partition = match self.by_capabilities.get(capabilities) {
             Some(&p) => p,
             None => {
@@ -98,7 +104,9 @@ impl ReadyQueue {
     pub fn peek_for(&self, capabilities: &[String]) -> Option<(TaskId, QueueSlot)> {
         let mut best: Option<(u32, QueueKey)> = None;
         for (i, p) in self.partitions.iter().enumerate() {
-            let Some(head) = p.tasks.first() else { continue };
+            let Some(head) = p.tasks.first() else {
+                continue;
+            };
             if best.is_some_and(|(_, b)| b <= *head) {
                 continue;
             }

@@ -290,18 +290,23 @@ impl<'de> Deserialize<'de> for DependencySpec {
             Text(String),
             Object(Object),
         }
-        const EXPECTED: &str =
-            r#"expected a task id, {"task_id": ID, "type": "completion"|"success"} or {"ref": NAME, "type": …}"#;
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(format!("invalid depends_on entry: {EXPECTED}")))? {
+        const EXPECTED: &str = r#"expected a task id, {"task_id": ID, "type": "completion"|"success"} or {"ref": NAME, "type": …}"#;
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(format!("invalid depends_on entry: {EXPECTED}"))
+        })? {
             Raw::Text(text) => text.parse::<TaskId>().map(DependencySpec::Id).map_err(|_| {
                 serde::de::Error::custom(format!("invalid depends_on entry {text:?}: {EXPECTED}"))
             }),
-            Raw::Object(Object { task_id: Some(task_id), reference: None, kind }) => {
-                Ok(DependencySpec::Full(Dependency { task_id, kind }))
-            }
-            Raw::Object(Object { task_id: None, reference: Some(reference), kind }) => {
-                Ok(DependencySpec::Ref { reference, kind })
-            }
+            Raw::Object(Object {
+                task_id: Some(task_id),
+                reference: None,
+                kind,
+            }) => Ok(DependencySpec::Full(Dependency { task_id, kind })),
+            Raw::Object(Object {
+                task_id: None,
+                reference: Some(reference),
+                kind,
+            }) => Ok(DependencySpec::Ref { reference, kind }),
             Raw::Object(_) => Err(serde::de::Error::custom(format!(
                 "invalid depends_on entry: give exactly one of task_id and ref; {EXPECTED}"
             ))),
@@ -358,6 +363,7 @@ pub struct Progress {
 
 /// A task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TaskWire")]
 pub struct Task {
     /// Its id.
     pub id: TaskId,
@@ -408,6 +414,124 @@ impl Task {
     /// Its status.
     pub fn status(&self) -> TaskStatus {
         self.state.status()
+    }
+}
+
+/// A task as it is read from JSON: the state's fields flat beside the others.
+///
+/// `Task` is written with its state flattened into it, but it cannot be read back that way:
+/// serde buffers flattened fields, and a raw JSON value (a payload or result) cannot be read
+/// from that buffer. Reading into this flat form and then building the state works.
+#[derive(Deserialize)]
+struct TaskWire {
+    id: TaskId,
+    swarm_id: SwarmId,
+    parent_task_id: Option<TaskId>,
+    #[serde(rename = "type")]
+    task_type: String,
+    payload: Json,
+    priority: u8,
+    required_capabilities: Vec<String>,
+    depends_on: Vec<Dependency>,
+    affinity_key: Option<String>,
+    idempotency_key: Option<String>,
+    attempts: u32,
+    max_attempts: u32,
+    backoff: Backoff,
+    #[serde(rename = "timeout_ms", with = "serde_ms")]
+    timeout: Duration,
+    deadline: Option<Timestamp>,
+    last_error: Option<TaskError>,
+    progress: Option<Progress>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    status: TaskStatus,
+    #[serde(default)]
+    queued_at: Option<Timestamp>,
+    #[serde(default)]
+    run_after: Option<Timestamp>,
+    #[serde(default)]
+    agent_id: Option<AgentId>,
+    #[serde(default)]
+    assigned_at: Option<Timestamp>,
+    #[serde(default)]
+    started_at: Option<Timestamp>,
+    #[serde(default)]
+    timeout_at: Option<Timestamp>,
+    #[serde(default)]
+    result: Option<Json>,
+    #[serde(default)]
+    completed_at: Option<Timestamp>,
+    #[serde(default)]
+    error: Option<TaskError>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl TryFrom<TaskWire> for Task {
+    type Error = String;
+
+    fn try_from(w: TaskWire) -> Result<Self, String> {
+        fn need<T>(v: Option<T>, status: TaskStatus, field: &str) -> Result<T, String> {
+            v.ok_or_else(|| format!("a {status} task needs `{field}`"))
+        }
+        let s = w.status;
+        let state = match s {
+            TaskStatus::Blocked => TaskState::Blocked,
+            TaskStatus::Queued => TaskState::Queued {
+                queued_at: need(w.queued_at, s, "queued_at")?,
+                run_after: w.run_after,
+            },
+            TaskStatus::Assigned => TaskState::Assigned {
+                agent_id: need(w.agent_id, s, "agent_id")?,
+                assigned_at: need(w.assigned_at, s, "assigned_at")?,
+            },
+            TaskStatus::Running => TaskState::Running {
+                agent_id: need(w.agent_id, s, "agent_id")?,
+                started_at: need(w.started_at, s, "started_at")?,
+                timeout_at: need(w.timeout_at, s, "timeout_at")?,
+            },
+            TaskStatus::Completed => TaskState::Completed {
+                agent_id: need(w.agent_id, s, "agent_id")?,
+                // `"result": null` reads as None.
+                result: w.result.unwrap_or_default(),
+                completed_at: need(w.completed_at, s, "completed_at")?,
+            },
+            TaskStatus::Failed => TaskState::Failed {
+                error: need(w.error, s, "error")?,
+                completed_at: need(w.completed_at, s, "completed_at")?,
+            },
+            TaskStatus::Cancelled => TaskState::Cancelled {
+                reason: w.reason,
+                completed_at: need(w.completed_at, s, "completed_at")?,
+            },
+            TaskStatus::Dead => TaskState::Dead {
+                error: need(w.error, s, "error")?,
+                completed_at: need(w.completed_at, s, "completed_at")?,
+            },
+        };
+        Ok(Task {
+            id: w.id,
+            swarm_id: w.swarm_id,
+            parent_task_id: w.parent_task_id,
+            task_type: w.task_type,
+            payload: w.payload,
+            priority: w.priority,
+            required_capabilities: w.required_capabilities,
+            depends_on: w.depends_on,
+            affinity_key: w.affinity_key,
+            idempotency_key: w.idempotency_key,
+            attempts: w.attempts,
+            max_attempts: w.max_attempts,
+            backoff: w.backoff,
+            timeout: w.timeout,
+            deadline: w.deadline,
+            last_error: w.last_error,
+            progress: w.progress,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            state,
+        })
     }
 }
 
@@ -542,13 +666,97 @@ mod tests {
     }
 
     #[test]
+    fn every_state_round_trips_through_json() {
+        let at = Timestamp::from_millis(1_800_000_000_000);
+        let agent = AgentId(uuid::Uuid::from_u128(7));
+        let error = TaskError {
+            kind: ErrorKind::Timeout,
+            message: "slow".into(),
+            retryable: true,
+            agent_id: Some(agent),
+            attempt: Some(1),
+        };
+        let states = vec![
+            TaskState::Blocked,
+            TaskState::Queued {
+                queued_at: at,
+                run_after: Some(at),
+            },
+            TaskState::Assigned {
+                agent_id: agent,
+                assigned_at: at,
+            },
+            TaskState::Running {
+                agent_id: agent,
+                started_at: at,
+                timeout_at: at,
+            },
+            TaskState::Completed {
+                agent_id: agent,
+                result: Json::parse(r#"{"ok":[1,2]}"#).unwrap(),
+                completed_at: at,
+            },
+            TaskState::Completed {
+                agent_id: agent,
+                result: Json::null(),
+                completed_at: at,
+            },
+            TaskState::Failed {
+                error: error.clone(),
+                completed_at: at,
+            },
+            TaskState::Cancelled {
+                reason: Some("why".into()),
+                completed_at: at,
+            },
+            TaskState::Dead {
+                error,
+                completed_at: at,
+            },
+        ];
+        for state in states {
+            let task = Task {
+                id: TaskId(uuid::Uuid::from_u128(1)),
+                swarm_id: SwarmId(uuid::Uuid::from_u128(2)),
+                parent_task_id: None,
+                task_type: "t".into(),
+                payload: Json::parse(r#"{"n":1}"#).unwrap(),
+                priority: 5,
+                required_capabilities: vec!["a".into()],
+                depends_on: vec![],
+                affinity_key: None,
+                idempotency_key: Some("k".into()),
+                attempts: 1,
+                max_attempts: 3,
+                backoff: Backoff::default(),
+                timeout: Duration::from_secs(3),
+                deadline: None,
+                last_error: None,
+                progress: None,
+                created_at: at,
+                updated_at: at,
+                state,
+            };
+            let text = serde_json::to_string(&task).unwrap();
+            let back: Task = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(back, task);
+        }
+    }
+
+    #[test]
     fn dependency_spec_accepts_three_shapes() {
         let id = "0190b6e4-0000-7000-8000-000000000001";
         let a: DependencySpec = serde_json::from_str(&format!("\"{id}\"")).unwrap();
         assert!(matches!(a, DependencySpec::Id(_)));
         let b: DependencySpec =
             serde_json::from_str(&format!(r#"{{"task_id":"{id}","type":"success"}}"#)).unwrap();
-        assert!(matches!(b, DependencySpec::Full(Dependency { kind: DependencyKind::Success, .. })));
+        assert!(matches!(
+            b,
+            DependencySpec::Full(Dependency {
+                kind: DependencyKind::Success,
+                ..
+            })
+        ));
         let c: DependencySpec = serde_json::from_str(r#"{"ref":"build"}"#).unwrap();
         assert!(matches!(c, DependencySpec::Ref { .. }));
     }

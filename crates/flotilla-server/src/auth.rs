@@ -87,7 +87,13 @@ pub fn hash_token(secret: &str) -> String {
 }
 
 /// A token record for a new secret.
-pub fn record(hash: String, role: TokenRole, agent_id: Option<AgentId>, label: &str, now: Timestamp) -> TokenRecord {
+pub fn record(
+    hash: String,
+    role: TokenRole,
+    agent_id: Option<AgentId>,
+    label: &str,
+    now: Timestamp,
+) -> TokenRecord {
     TokenRecord {
         id: uuid::Uuid::now_v7().to_string(),
         hash,
@@ -141,7 +147,9 @@ impl TokenTable {
                 agent,
             },
             (TokenRole::Agent, None) => return None,
-            (TokenRole::Admin, _) => Principal::Admin { token_id: r.id.clone() },
+            (TokenRole::Admin, _) => Principal::Admin {
+                token_id: r.id.clone(),
+            },
         })
     }
 
@@ -156,7 +164,10 @@ impl TokenTable {
 
 /// Checks the bearer token of every API request and records who is calling.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let Some(header) = header else {
         return ApiError::unauthorized(
             "missing token: send `Authorization: Bearer <token>` (the admin token is in <data-dir>/admin.token)",
@@ -168,7 +179,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
     else {
-        return ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`").into_response();
+        return ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`")
+            .into_response();
     };
     let principal = state.tokens.read().principal(&hash_token(secret));
     match principal {
@@ -198,7 +210,8 @@ pub fn ensure_admin_token(
         let secret = text.trim().to_owned();
         if !secret.is_empty() {
             let hash = hash_token(&secret);
-            let rec = (!tokens.contains(&hash)).then(|| record(hash, TokenRole::Admin, None, "admin (from file)", now));
+            let rec = (!tokens.contains(&hash))
+                .then(|| record(hash, TokenRole::Admin, None, "admin (from file)", now));
             return Ok((secret, false, rec));
         }
     }
@@ -214,5 +227,9 @@ pub fn ensure_admin_token(
     };
     writeln!(file, "{secret}")?;
     file.sync_all()?;
-    Ok((secret, true, Some(record(hash, TokenRole::Admin, None, "admin", now))))
+    Ok((
+        secret,
+        true,
+        Some(record(hash, TokenRole::Admin, None, "admin", now)),
+    ))
 }

@@ -47,7 +47,8 @@ fn check_json_content_type(req: &Request) -> Result<(), ApiError> {
 
 /// Parses JSON text into `T` with a message that names the problem and where it is.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// A JSON body, required.
@@ -60,7 +61,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         check_json_content_type(&req)?;
         let bytes = body_bytes(req, state).await?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("the request body is empty; send a JSON document"));
+            return Err(ApiError::bad_request(
+                "the request body is empty; send a JSON document",
+            ));
         }
         parse_json(&bytes).map(ApiJson)
     }
@@ -113,11 +116,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid query parameters: {}", e.body_text()))
+            })
     }
 }
 
 /// Parses an id from a path segment, naming what was expected.
-pub fn parse_id<T: std::str::FromStr<Err = flotilla_core::CoreError>>(text: &str) -> Result<T, ApiError> {
+pub fn parse_id<T: std::str::FromStr<Err = flotilla_core::CoreError>>(
+    text: &str,
+) -> Result<T, ApiError> {
     text.parse::<T>().map_err(ApiError::from)
 }

@@ -60,7 +60,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             sync: SyncMode::Full,
             limits: FleetLimits::default(),
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
             tick_interval: Duration::from_millis(20),
         }
     }
@@ -77,11 +77,24 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another coordinator holds the data directory.
+    #[error(
+        "another flotilla ({holder}) is using data directory {}; stop it, or give this one another --data-dir",
+        path.display()
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
     /// The store could not be opened or loaded.
     #[error(transparent)]
     Store(#[from] flotilla_store::StoreError),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another flotilla running? pick another with --listen)")]
+    #[error(
+        "cannot listen on {addr}: {source} (is another flotilla running? pick another with --listen)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -106,6 +119,8 @@ pub struct Server {
     /// Shared state, for tests that look inside.
     pub state: AppState,
     shutdown: watch::Sender<bool>,
+    /// Held while running: one coordinator per data directory.
+    _lock: std::fs::File,
     http: JoinHandle<Result<(), std::io::Error>>,
     ticker: JoinHandle<()>,
     writer_thread: std::thread::JoinHandle<()>,
@@ -121,7 +136,10 @@ impl Server {
     /// flushes the store and returns.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
-        let served = self.http.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let served = self
+            .http
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.ticker.abort();
         let _ = self.ticker.await;
         // Dropping the last state drops the writer's sender; the thread then drains and ends.
@@ -140,8 +158,13 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     };
     {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_err)?;
     }
+    let lock = lock_data_dir(dir)?;
     let db_path = dir.join("flotilla.db");
     let (mut store, snapshot) = tokio::task::spawn_blocking(move || {
         let mut store = SqliteStore::open(&db_path, config.sync)?;
@@ -194,10 +217,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         store_description,
         shutdown: shutdown_rx.clone(),
     });
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let app = routes::router(state.clone(), config.max_body_bytes);
     let mut stop = shutdown_rx.clone();
@@ -217,10 +242,50 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         admin_token_created,
         state,
         shutdown: shutdown_tx,
+        _lock: lock,
         http,
         ticker,
         writer_thread,
     })
+}
+
+/// Takes the data directory's lock file, so that two coordinators never share one database.
+/// The lock is released by the operating system when the process ends, even by `kill -9`.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("flotilla.lock");
+    let io = |source| ServerError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(ServerError::DataDirInUse {
+                path: dir.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "unknown process".to_owned()
+                } else {
+                    holder.to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "pid {}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// Drives the fleet with the clock.
@@ -238,7 +303,10 @@ async fn tick_loop(state: AppState, every: Duration) {
 pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let server = start(config).await?;
     if server.admin_token_created {
-        println!("created an admin token in {}", server.admin_token_path.display());
+        println!(
+            "created an admin token in {}",
+            server.admin_token_path.display()
+        );
     } else {
         println!("admin token: {}", server.admin_token_path.display());
     }
@@ -252,13 +320,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -62,7 +62,10 @@ impl AppState {
     }
 
     /// Applies a command to the fleet and returns once its changes are durable.
-    pub async fn apply<T>(&self, command: impl FnOnce(&mut Fleet, Timestamp) -> Result<T, CoreError>) -> Result<T, ApiError> {
+    pub async fn apply<T>(
+        &self,
+        command: impl FnOnce(&mut Fleet, Timestamp) -> Result<T, CoreError>,
+    ) -> Result<T, ApiError> {
         self.apply_with_tokens(|fleet, now| command(fleet, now).map(|v| (v, Vec::new())))
             .await
     }
@@ -85,13 +88,17 @@ impl AppState {
                     // A refused command changes nothing, but keep whatever was pending.
                     debug_assert!(changes.is_empty());
                     if !changes.is_empty() {
-                        self.writer.submit(Batch { changes, tokens: Vec::new() });
+                        self.writer.submit(Batch {
+                            changes,
+                            tokens: Vec::new(),
+                        });
                     }
                     return Err(e.into());
                 }
             };
             tokens.extend(self.revoke_tokens_of_stopped_agents(&changes, now));
-            let ack = (!changes.is_empty() || !tokens.is_empty()).then(|| self.writer.submit(Batch { changes, tokens }));
+            let ack = (!changes.is_empty() || !tokens.is_empty())
+                .then(|| self.writer.submit(Batch { changes, tokens }));
             (value, ack, effects)
         };
         if let Some(ack) = ack {
@@ -102,7 +109,11 @@ impl AppState {
                         "the change could not be stored ({e}); it was not acknowledged, retry later"
                     )));
                 }
-                Err(_) => return Err(ApiError::unavailable("the coordinator is shutting down; retry shortly")),
+                Err(_) => {
+                    return Err(ApiError::unavailable(
+                        "the coordinator is shutting down; retry shortly",
+                    ));
+                }
             }
         }
         self.run_effects(&effects);
@@ -135,7 +146,11 @@ impl AppState {
     }
 
     /// Agents that stopped (unregistered, replaced, swarm deleted) lose their tokens.
-    fn revoke_tokens_of_stopped_agents(&self, changes: &Changes, now: Timestamp) -> Vec<TokenRecord> {
+    fn revoke_tokens_of_stopped_agents(
+        &self,
+        changes: &Changes,
+        now: Timestamp,
+    ) -> Vec<TokenRecord> {
         let stopped = changes
             .agents
             .iter()
@@ -170,7 +185,9 @@ impl Waiters {
     /// Registers a poll of an agent; the guard unregisters it.
     pub fn enter_agent(&self, state: &AppState, agent: AgentId) -> AgentPoll {
         let mut map = self.agents.lock();
-        let e = map.entry(agent).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        let e = map
+            .entry(agent)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
         e.1 += 1;
         AgentPoll {
             state: state.clone(),
@@ -182,7 +199,9 @@ impl Waiters {
     /// Registers a wait on a task; the guard unregisters it.
     pub fn enter_task(&self, state: &AppState, task: TaskId) -> TaskWait {
         let mut map = self.tasks.lock();
-        let e = map.entry(task).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        let e = map
+            .entry(task)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
         e.1 += 1;
         TaskWait {
             state: state.clone(),

@@ -29,7 +29,11 @@ async fn wait_for_status(h: &Harness, task: &str, want: &str, within: Duration) 
         if t["status"] == want {
             return t;
         }
-        assert!(start.elapsed() < within, "task {task} still {} after {within:?}: {t}", t["status"]);
+        assert!(
+            start.elapsed() < within,
+            "task {task} still {} after {within:?}: {t}",
+            t["status"]
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -37,9 +41,17 @@ async fn wait_for_status(h: &Harness, task: &str, want: &str, within: Duration) 
 #[tokio::test]
 async fn a_task_goes_from_submit_to_completed() {
     let h = Harness::start().await;
-    let (agent, token) = h.register("default", json!({"type": "coder", "capabilities": ["rust"]})).await;
+    let (agent, token) = h
+        .register(
+            "default",
+            json!({"type": "coder", "capabilities": ["rust"]}),
+        )
+        .await;
     let task = h
-        .submit("default", json!({"type": "build", "payload": {"n": 1}, "required_capabilities": ["rust"]}))
+        .submit(
+            "default",
+            json!({"type": "build", "payload": {"n": 1}, "required_capabilities": ["rust"]}),
+        )
         .await;
     assert_eq!(task["status"], "queued");
     let got = h.next(&agent, &token, 1.0).await.expect("a task");
@@ -48,17 +60,29 @@ async fn a_task_goes_from_submit_to_completed() {
     assert_eq!(got["attempts"], 1);
     let t = id(&task);
     let (s, done) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{t}/complete"), Some(json!({"result": {"ok": true}})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{t}/complete"),
+            Some(json!({"result": {"ok": true}})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{done}");
     assert_eq!(done["status"], "completed");
     assert_eq!(done["result"], json!({"ok": true}));
     // Repeating the same completion is answered, not recorded twice.
     let (s, again) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{t}/complete"), Some(json!({"result": {"ok": true}})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{t}/complete"),
+            Some(json!({"result": {"ok": true}})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{again}");
-    let (_, events) = h.get(&format!("/events?task={t}&type=task_completed")).await;
+    let (_, events) = h
+        .get(&format!("/events?task={t}&type=task_completed"))
+        .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
     let (s, list) = h.get("/swarms/default/tasks?status=completed").await;
     assert_eq!(s, StatusCode::OK, "{list}");
@@ -77,14 +101,28 @@ async fn every_call_needs_a_valid_token() {
     assert_eq!(body["error"]["code"], "unauthorized");
     let (s, v) = h.call_as("flt_wrong", Method::GET, "/swarms", None).await;
     Harness::assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
-    let resp = h.http.get(h.url("/swarms")).header("Authorization", "Basic abc").send().await.unwrap();
+    let resp = h
+        .http
+        .get(h.url("/swarms"))
+        .header("Authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // The health check is open.
-    let ok = h.http.get(format!("{}/healthz", h.server.url())).send().await.unwrap();
+    let ok = h
+        .http
+        .get(format!("{}/healthz", h.server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     // The admin token file is private to its owner.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&h.server.admin_token_path).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&h.server.admin_token_path)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -94,30 +132,64 @@ async fn an_agent_token_acts_only_for_its_agent() {
     let (a, a_token) = h.register("default", json!({"name": "a"})).await;
     let (b, b_token) = h.register("default", json!({"name": "b"})).await;
     // Not for another agent.
-    let (s, v) = h.call_as(&a_token, Method::POST, &format!("/agents/{b}/heartbeat"), Some(json!({}))).await;
+    let (s, v) = h
+        .call_as(
+            &a_token,
+            Method::POST,
+            &format!("/agents/{b}/heartbeat"),
+            Some(json!({})),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
-    let (s, v) = h.call_as(&a_token, Method::GET, &format!("/agents/{b}/tasks/next"), None).await;
+    let (s, v) = h
+        .call_as(
+            &a_token,
+            Method::GET,
+            &format!("/agents/{b}/tasks/next"),
+            None,
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
-    let (s, v) = h.call_as(&a_token, Method::DELETE, &format!("/agents/{b}"), None).await;
+    let (s, v) = h
+        .call_as(&a_token, Method::DELETE, &format!("/agents/{b}"), None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
     // Not for admin calls.
     let (s, v) = h.call_as(&a_token, Method::GET, "/swarms", None).await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
-    let (s, v) = h.call_as(&a_token, Method::POST, "/swarms/default/tasks", Some(json!({}))).await;
+    let (s, v) = h
+        .call_as(
+            &a_token,
+            Method::POST,
+            "/swarms/default/tasks",
+            Some(json!({})),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
     // A task running on b cannot be completed by a.
     let task = h.submit("default", json!({})).await;
     let got = h.next(&b, &b_token, 1.0).await.expect("b gets the task");
     assert_eq!(got["id"], task["id"]);
     let t = id(&task);
-    let (s, v) = h.call_as(&a_token, Method::POST, &format!("/tasks/{t}/complete"), Some(json!({}))).await;
+    let (s, v) = h
+        .call_as(
+            &a_token,
+            Method::POST,
+            &format!("/tasks/{t}/complete"),
+            Some(json!({})),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    let (s, v) = h.call_as(&a_token, Method::GET, &format!("/tasks/{t}"), None).await;
+    let (s, v) = h
+        .call_as(&a_token, Method::GET, &format!("/tasks/{t}"), None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
     // For itself, yes.
     let (s, v) = h.call_as(&a_token, Method::POST, &format!("/agents/{a}/heartbeat"), Some(json!({"status": "healthy", "resource_usage": {"cpu_percent": 12.5, "memory_mb": 100}}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = h.call_as(&b_token, Method::GET, &format!("/tasks/{t}"), None).await;
+    let (s, v) = h
+        .call_as(&b_token, Method::GET, &format!("/tasks/{t}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
@@ -138,11 +210,22 @@ async fn swarms_can_be_created_read_updated_and_deleted() {
     assert_eq!(by_id["name"], "research");
     let (s, v) = h.post("/swarms", json!({"name": "research"})).await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    let (s, v) = h.call(Method::PUT, "/swarms/research", Some(json!({"topology": "ring", "description": "more papers"}))).await;
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/swarms/research",
+            Some(json!({"topology": "ring", "description": "more papers"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["topology"], "ring");
     let (_, list) = h.get("/swarms").await;
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["default", "research"]);
     // With an agent below min_agents... then one registered: active.
     h.register("research", json!({})).await;
@@ -151,11 +234,15 @@ async fn swarms_can_be_created_read_updated_and_deleted() {
     assert_eq!(v["agent_count"], 1);
     let (s, v) = h.call(Method::DELETE, "/swarms/research", None).await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    let (s, _) = h.call(Method::DELETE, "/swarms/research?force=true", None).await;
+    let (s, _) = h
+        .call(Method::DELETE, "/swarms/research?force=true", None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = h.get("/swarms/research").await;
     Harness::assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
-    let (s, v) = h.call(Method::DELETE, "/swarms/default?force=true", None).await;
+    let (s, v) = h
+        .call(Method::DELETE, "/swarms/default?force=true", None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
 }
 
@@ -167,17 +254,72 @@ async fn bad_input_gets_a_clear_4xx() {
     })
     .await;
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
-        (json!({"priority": 0}), StatusCode::BAD_REQUEST, "invalid_request", "priority"),
-        (json!({"priority": 11}), StatusCode::BAD_REQUEST, "invalid_request", "priority"),
-        (json!({"prio": 5}), StatusCode::BAD_REQUEST, "invalid_request", "unknown field"),
-        (json!({"payload": "x".repeat(2000)}), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "payload"),
-        (json!({"max_attempts": 0}), StatusCode::BAD_REQUEST, "invalid_request", "max_attempts"),
-        (json!({"timeout_ms": 1}), StatusCode::BAD_REQUEST, "invalid_request", "timeout"),
-        (json!({"deadline": "2001-01-01T00:00:00Z"}), StatusCode::BAD_REQUEST, "invalid_request", "past"),
-        (json!({"deadline": "tomorrow"}), StatusCode::BAD_REQUEST, "invalid_request", "RFC 3339"),
-        (json!({"required_capabilities": ["has space"]}), StatusCode::BAD_REQUEST, "invalid_request", "capability"),
-        (json!({"depends_on": ["0190b6e4-0000-7000-8000-00000000abcd"]}), StatusCode::BAD_REQUEST, "invalid_request", "0190b6e4-0000-7000-8000-00000000abcd"),
-        (json!({"depends_on": ["not-a-uuid"]}), StatusCode::BAD_REQUEST, "invalid_request", "depends_on"),
+        (
+            json!({"priority": 0}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "priority",
+        ),
+        (
+            json!({"priority": 11}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "priority",
+        ),
+        (
+            json!({"prio": 5}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unknown field",
+        ),
+        (
+            json!({"payload": "x".repeat(2000)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "payload",
+        ),
+        (
+            json!({"max_attempts": 0}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "max_attempts",
+        ),
+        (
+            json!({"timeout_ms": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "timeout",
+        ),
+        (
+            json!({"deadline": "2001-01-01T00:00:00Z"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "past",
+        ),
+        (
+            json!({"deadline": "tomorrow"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "RFC 3339",
+        ),
+        (
+            json!({"required_capabilities": ["has space"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "capability",
+        ),
+        (
+            json!({"depends_on": ["0190b6e4-0000-7000-8000-00000000abcd"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "0190b6e4-0000-7000-8000-00000000abcd",
+        ),
+        (
+            json!({"depends_on": ["not-a-uuid"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "depends_on",
+        ),
     ];
     for (body, status, code, needle) in cases {
         let (s, v) = h.post("/swarms/default/tasks", body.clone()).await;
@@ -198,7 +340,14 @@ async fn bad_input_gets_a_clear_4xx() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_request");
-    let resp = h.http.post(h.url("/swarms/default/tasks")).bearer_auth(&h.server.admin_token).body("{}").send().await.unwrap();
+    let resp = h
+        .http
+        .post(h.url("/swarms/default/tasks"))
+        .bearer_auth(&h.server.admin_token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let big = format!("[{}]", vec!["{}"; 30_000].join(","));
     let resp = h
@@ -230,11 +379,20 @@ async fn bad_input_gets_a_clear_4xx() {
     Harness::assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
     let (s, v) = h.post("/swarms", json!({"name": "bad name!"})).await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
-    let (s, v) = h.post("/swarms", json!({"name": "x", "config": {"min_agents": 5, "max_agents": 2}})).await;
+    let (s, v) = h
+        .post(
+            "/swarms",
+            json!({"name": "x", "config": {"min_agents": 5, "max_agents": 2}}),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
-    let (s, v) = h.post("/swarms/default/agents", json!({"max_concurrent_tasks": 0})).await;
+    let (s, v) = h
+        .post("/swarms/default/agents", json!({"max_concurrent_tasks": 0}))
+        .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
-    let (s, v) = h.post("/swarms/default/agents", json!({"metadata": [1, 2]})).await;
+    let (s, v) = h
+        .post("/swarms/default/agents", json!({"metadata": [1, 2]}))
+        .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
     // Nothing was accepted by any of it.
     let (_, list) = h.get("/tasks").await;
@@ -257,11 +415,22 @@ async fn batches_are_all_or_nothing_and_dependencies_are_checked() {
         .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("cycle") && msg.contains("\"a\"") && msg.contains("\"c\""), "{msg}");
+    assert!(
+        msg.contains("cycle") && msg.contains("\"a\"") && msg.contains("\"c\""),
+        "{msg}"
+    );
     // One bad spec refuses the whole batch.
-    let (s, v) = h.post("/swarms/default/tasks", json!([{"type": "ok"}, {"priority": 42}])).await;
+    let (s, v) = h
+        .post(
+            "/swarms/default/tasks",
+            json!([{"type": "ok"}, {"priority": 42}]),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("task #1"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("task #1"),
+        "{v}"
+    );
     let (_, list) = h.get("/tasks").await;
     assert!(list["items"].as_array().unwrap().is_empty());
     // A diamond: build -> (test, lint) -> release.
@@ -278,7 +447,10 @@ async fn batches_are_all_or_nothing_and_dependencies_are_checked() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let tasks = v["tasks"].as_array().unwrap();
-    let statuses: Vec<&str> = tasks.iter().map(|t| t["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, vec!["blocked", "blocked", "blocked", "queued"]);
     assert_eq!(tasks[0]["depends_on"].as_array().unwrap().len(), 2);
     // build fails for good: test fails (success dependency), lint runs (completion), release
@@ -287,31 +459,58 @@ async fn batches_are_all_or_nothing_and_dependencies_are_checked() {
     let build = h.next(&agent, &token, 1.0).await.unwrap();
     assert_eq!(build["type"], "build");
     let (s, v) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{}/fail", id(&build)), Some(json!({"error": "compiler exploded", "retryable": false})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/fail", id(&build)),
+            Some(json!({"error": "compiler exploded", "retryable": false})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "failed");
     let test = h.get(&format!("/tasks/{}", id(&tasks[1]))).await.1;
     assert_eq!(test["status"], "failed");
     assert_eq!(test["error"]["kind"], "dependency_failed");
-    assert!(test["error"]["message"].as_str().unwrap().contains(&id(&build)));
+    assert!(
+        test["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id(&build))
+    );
     let lint = h.next(&agent, &token, 1.0).await.unwrap();
     assert_eq!(lint["type"], "lint");
     let release = h.get(&format!("/tasks/{}", id(&tasks[0]))).await.1;
     assert_eq!(release["status"], "failed", "{release}");
     // A dependency on a finished task from an earlier batch is allowed.
-    let later = h.submit("default", json!({"depends_on": [id(&build)]})).await;
+    let later = h
+        .submit("default", json!({"depends_on": [id(&build)]}))
+        .await;
     assert_eq!(later["status"], "queued");
-    let never = h.submit("default", json!({"depends_on": [{"task_id": id(&build), "type": "success"}]})).await;
+    let never = h
+        .submit(
+            "default",
+            json!({"depends_on": [{"task_id": id(&build), "type": "success"}]}),
+        )
+        .await;
     assert_eq!(never["status"], "failed");
 }
 
 #[tokio::test]
 async fn idempotency_keys_return_the_first_task() {
     let h = Harness::start().await;
-    let (s, first) = h.post("/swarms/default/tasks", json!({"idempotency_key": "order-42", "payload": 1})).await;
+    let (s, first) = h
+        .post(
+            "/swarms/default/tasks",
+            json!({"idempotency_key": "order-42", "payload": 1}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, again) = h.post("/swarms/default/tasks", json!({"idempotency_key": "order-42", "payload": 2})).await;
+    let (s, again) = h
+        .post(
+            "/swarms/default/tasks",
+            json!({"idempotency_key": "order-42", "payload": 2}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(first["id"], again["id"]);
     assert_eq!(again["payload"], 1);
@@ -331,16 +530,34 @@ async fn priority_and_capabilities_decide_who_gets_what() {
     let h = Harness::start().await;
     let low = h.submit("default", json!({"priority": 1})).await;
     let high = h.submit("default", json!({"priority": 9})).await;
-    let gpu = h.submit("default", json!({"priority": 10, "required_capabilities": ["gpu"]})).await;
+    let gpu = h
+        .submit(
+            "default",
+            json!({"priority": 10, "required_capabilities": ["gpu"]}),
+        )
+        .await;
     let mid = h.submit("default", json!({"priority": 5})).await;
-    let (plain, plain_token) = h.register("default", json!({"capabilities": ["cpu"], "max_concurrent_tasks": 10})).await;
+    let (plain, plain_token) = h
+        .register(
+            "default",
+            json!({"capabilities": ["cpu"], "max_concurrent_tasks": 10}),
+        )
+        .await;
     let mut order = Vec::new();
     while let Some(t) = h.next(&plain, &plain_token, 0.0).await {
         order.push(t["id"].clone());
     }
-    assert_eq!(order, vec![high["id"].clone(), mid["id"].clone(), low["id"].clone()]);
-    let (gpu_agent, gpu_token) = h.register("default", json!({"capabilities": ["gpu", "cpu"]})).await;
-    assert_eq!(h.next(&gpu_agent, &gpu_token, 0.0).await.unwrap()["id"], gpu["id"]);
+    assert_eq!(
+        order,
+        vec![high["id"].clone(), mid["id"].clone(), low["id"].clone()]
+    );
+    let (gpu_agent, gpu_token) = h
+        .register("default", json!({"capabilities": ["gpu", "cpu"]}))
+        .await;
+    assert_eq!(
+        h.next(&gpu_agent, &gpu_token, 0.0).await.unwrap()["id"],
+        gpu["id"]
+    );
 }
 
 #[tokio::test]
@@ -354,17 +571,27 @@ async fn a_waiting_agent_is_woken_by_a_new_task() {
         tokio::spawn(async move {
             let started = Instant::now();
             let resp = http.get(url).bearer_auth(token).send().await.unwrap();
-            (resp.status(), resp.json::<Value>().await.unwrap(), started.elapsed())
+            (
+                resp.status(),
+                resp.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let task = h.submit("default", json!({"type": "ping"})).await;
-    assert_eq!(task["status"], "assigned", "the waiting agent gets it at once: {task}");
+    assert_eq!(
+        task["status"], "assigned",
+        "the waiting agent gets it at once: {task}"
+    );
     let (status, got, took) = poll.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["id"], task["id"]);
     assert_eq!(got["status"], "running");
-    assert!(took < Duration::from_secs(10), "woken, not timed out ({took:?})");
+    assert!(
+        took < Duration::from_secs(10),
+        "woken, not timed out ({took:?})"
+    );
     // With nothing to do, the poll answers 204 after its wait.
     let started = Instant::now();
     assert!(h.next(&agent, &token, 0.3).await.is_none());
@@ -376,7 +603,12 @@ async fn a_silent_agent_loses_its_lease_and_its_task() {
     let h = Harness::start().await;
     fast_swarm(&h, "fast").await;
     let (a, a_token) = h.register("fast", json!({"name": "silent"})).await;
-    let task = h.submit("fast", json!({"max_attempts": 2, "backoff": {"initial_ms": 0, "max_ms": 0}})).await;
+    let task = h
+        .submit(
+            "fast",
+            json!({"max_attempts": 2, "backoff": {"initial_ms": 0, "max_ms": 0}}),
+        )
+        .await;
     let t = id(&task);
     assert!(h.next(&a, &a_token, 1.0).await.is_some());
     // No heartbeat for longer than 3 × 200 ms.
@@ -388,9 +620,22 @@ async fn a_silent_agent_loses_its_lease_and_its_task() {
     let (_, health) = h.get("/swarms/fast/health").await;
     assert_eq!(health["status"], "degraded", "{health}");
     // Its late report is refused and says why.
-    let (s, v) = h.call_as(&a_token, Method::POST, &format!("/tasks/{t}/complete"), Some(json!({"result": 1}))).await;
+    let (s, v) = h
+        .call_as(
+            &a_token,
+            Method::POST,
+            &format!("/tasks/{t}/complete"),
+            Some(json!({"result": 1})),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    assert!(v["error"]["message"].as_str().unwrap().contains("taken back"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("taken back"),
+        "{v}"
+    );
     // The agent recovered by that call; another attempt runs, goes silent too: dead.
     let got = h.next(&a, &a_token, 1.0).await.expect("the task again");
     assert_eq!(got["attempts"], 2);
@@ -409,7 +654,14 @@ async fn heartbeats_keep_the_lease() {
     h.next(&a, &token, 1.0).await.unwrap();
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let (s, ack) = h.call_as(&token, Method::POST, &format!("/agents/{a}/heartbeat"), None).await;
+        let (s, ack) = h
+            .call_as(
+                &token,
+                Method::POST,
+                &format!("/agents/{a}/heartbeat"),
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{ack}");
     }
     let (_, t) = h.get(&format!("/tasks/{}", id(&task))).await;
@@ -428,23 +680,38 @@ async fn timeouts_retry_with_backoff_then_the_task_is_dead() {
     h.next(&a, &token, 1.0).await.unwrap();
     let retrying = wait_for_status(&h, &t, "queued", Duration::from_secs(5)).await;
     assert_eq!(retrying["last_error"]["kind"], "timeout");
-    assert!(retrying["run_after"].is_string(), "a delayed retry: {retrying}");
+    assert!(
+        retrying["run_after"].is_string(),
+        "a delayed retry: {retrying}"
+    );
     let (_, health) = h.get("/swarms/default/health").await;
     assert_eq!(health["tasks"]["delayed"], 1, "{health}");
     // Not before the backoff has passed.
     let started = Instant::now();
     let again = h.next(&a, &token, 5.0).await.expect("retried");
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(again["attempts"], 2);
     let dead = wait_for_status(&h, &t, "dead", Duration::from_secs(5)).await;
     assert_eq!(dead["error"]["kind"], "timeout");
     // A user can run it again.
-    let (s, v) = h.call(Method::POST, &format!("/tasks/{t}/retry"), Some(json!({"max_attempts": 5}))).await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("/tasks/{t}/retry"),
+            Some(json!({"max_attempts": 5})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "queued");
     assert_eq!(v["attempts"], 0);
     assert_eq!(v["max_attempts"], 5);
-    let (s, v) = h.call(Method::POST, &format!("/tasks/{t}/retry"), None).await;
+    let (s, v) = h
+        .call(Method::POST, &format!("/tasks/{t}/retry"), None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
 }
 
@@ -452,20 +719,44 @@ async fn timeouts_retry_with_backoff_then_the_task_is_dead() {
 async fn agent_failures_are_retried_unless_not_retryable() {
     let h = Harness::start().await;
     let (a, token) = h.register("default", json!({})).await;
-    let task = h.submit("default", json!({"max_attempts": 3, "backoff": {"initial_ms": 0, "max_ms": 0}})).await;
+    let task = h
+        .submit(
+            "default",
+            json!({"max_attempts": 3, "backoff": {"initial_ms": 0, "max_ms": 0}}),
+        )
+        .await;
     let t = id(&task);
     h.next(&a, &token, 1.0).await.unwrap();
-    let (s, v) = h.call_as(&token, Method::POST, &format!("/tasks/{t}/fail"), Some(json!({"error": "flaky network"}))).await;
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{t}/fail"),
+            Some(json!({"error": "flaky network"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "queued");
     assert_eq!(v["last_error"]["message"], "flaky network");
     let again = h.next(&a, &token, 1.0).await.unwrap();
     // A stale report for attempt 1 is refused.
-    let (s, v) = h.call_as(&token, Method::POST, &format!("/tasks/{t}/fail"), Some(json!({"error": "old", "attempt": 1}))).await;
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{t}/fail"),
+            Some(json!({"error": "old", "attempt": 1})),
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
     assert_eq!(again["attempts"], 2);
     let (s, v) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{t}/fail"), Some(json!({"error": "bad input", "retryable": false, "attempt": 2})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{t}/fail"),
+            Some(json!({"error": "bad input", "retryable": false, "attempt": 2})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "failed");
@@ -479,13 +770,23 @@ async fn cancelling_a_running_task_refuses_its_result() {
     let task = h.submit("default", json!({})).await;
     let t = id(&task);
     h.next(&a, &token, 1.0).await.unwrap();
-    let (s, v) = h.call(Method::POST, &format!("/tasks/{t}/cancel"), Some(json!({"reason": "changed my mind"}))).await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("/tasks/{t}/cancel"),
+            Some(json!({"reason": "changed my mind"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
     assert_eq!(v["reason"], "changed my mind");
-    let (s, v) = h.call_as(&token, Method::POST, &format!("/tasks/{t}/complete"), None).await;
+    let (s, v) = h
+        .call_as(&token, Method::POST, &format!("/tasks/{t}/complete"), None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    let (s, v) = h.call(Method::POST, &format!("/tasks/{t}/cancel"), None).await;
+    let (s, v) = h
+        .call(Method::POST, &format!("/tasks/{t}/cancel"), None)
+        .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
     let (_, agent) = h.get(&format!("/agents/{a}")).await;
     assert_eq!(agent["current_tasks"], json!([]));
@@ -498,12 +799,22 @@ async fn progress_is_recorded() {
     let task = h.submit("default", json!({})).await;
     h.next(&a, &token, 1.0).await.unwrap();
     let (s, v) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{}/progress", id(&task)), Some(json!({"percent": 40, "message": "halfway-ish"})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/progress", id(&task)),
+            Some(json!({"percent": 40, "message": "halfway-ish"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["progress"]["percent"], 40.0);
     let (s, v) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{}/progress", id(&task)), Some(json!({"percent": 140})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/progress", id(&task)),
+            Some(json!({"percent": 140})),
+        )
         .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
 }
@@ -514,12 +825,21 @@ async fn unregistering_puts_tasks_back_and_revokes_the_token() {
     let (a, token) = h.register("default", json!({"name": "leaver"})).await;
     let task = h.submit("default", json!({})).await;
     h.next(&a, &token, 1.0).await.unwrap();
-    let (s, _) = h.call_as(&token, Method::DELETE, &format!("/agents/{a}"), None).await;
+    let (s, _) = h
+        .call_as(&token, Method::DELETE, &format!("/agents/{a}"), None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, t) = h.get(&format!("/tasks/{}", id(&task))).await;
     assert_eq!(t["status"], "queued");
     assert_eq!(t["attempts"], 0, "leaving is not failing: {t}");
-    let (s, v) = h.call_as(&token, Method::POST, &format!("/agents/{a}/heartbeat"), None).await;
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/agents/{a}/heartbeat"),
+            None,
+        )
+        .await;
     Harness::assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
     let (_, agent) = h.get(&format!("/agents/{a}")).await;
     assert_eq!(agent["status"], "stopped");
@@ -537,19 +857,39 @@ async fn waiting_for_a_task_returns_when_it_finishes() {
         let http = h.http.clone();
         let url = h.url(&format!("/tasks/{t}?wait=20"));
         let admin = h.server.admin_token.clone();
-        tokio::spawn(async move { http.get(url).bearer_auth(admin).send().await.unwrap().json::<Value>().await.unwrap() })
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
     };
     h.next(&a, &token, 1.0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    h.call_as(&token, Method::POST, &format!("/tasks/{t}/complete"), Some(json!({"result": "done"}))).await;
-    let seen = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
+    h.call_as(
+        &token,
+        Method::POST,
+        &format!("/tasks/{t}/complete"),
+        Some(json!({"result": "done"})),
+    )
+    .await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
     assert_eq!(seen["status"], "completed");
 }
 
 #[tokio::test]
 async fn lists_filter_and_paginate() {
     let h = Harness::start().await;
-    let specs: Vec<Value> = (0..250).map(|i| json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": i})).collect();
+    let specs: Vec<Value> = (0..250)
+        .map(|i| json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": i}))
+        .collect();
     let (s, _) = h.post("/swarms/default/tasks", Value::Array(specs)).await;
     assert_eq!(s, StatusCode::CREATED);
     let mut seen = std::collections::HashSet::new();
@@ -565,7 +905,10 @@ async fn lists_filter_and_paginate() {
         pages += 1;
         for t in page["items"].as_array().unwrap() {
             assert_eq!(t["type"], "even");
-            assert!(seen.insert(t["id"].as_str().unwrap().to_owned()), "no duplicates");
+            assert!(
+                seen.insert(t["id"].as_str().unwrap().to_owned()),
+                "no duplicates"
+            );
         }
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -574,9 +917,17 @@ async fn lists_filter_and_paginate() {
     }
     assert_eq!(seen.len(), 125);
     assert_eq!(pages, 4);
-    let (_, lookup) = h.post("/tasks/lookup", json!({"ids": [seen.iter().next().unwrap(), "0190b6e4-0000-7000-8000-000000000009"]})).await;
+    let (_, lookup) = h
+        .post(
+            "/tasks/lookup",
+            json!({"ids": [seen.iter().next().unwrap(), "0190b6e4-0000-7000-8000-000000000009"]}),
+        )
+        .await;
     assert_eq!(lookup["items"].as_array().unwrap().len(), 1);
-    assert_eq!(lookup["missing"], json!(["0190b6e4-0000-7000-8000-000000000009"]));
+    assert_eq!(
+        lookup["missing"],
+        json!(["0190b6e4-0000-7000-8000-000000000009"])
+    );
 }
 
 #[tokio::test]
@@ -584,7 +935,8 @@ async fn health_orchestrator_and_events_describe_the_fleet() {
     let h = Harness::start().await;
     h.register("default", json!({"type": "tester"})).await;
     h.submit("default", json!({"priority": 3})).await;
-    h.submit("default", json!({"required_capabilities": ["never"]})).await;
+    h.submit("default", json!({"required_capabilities": ["never"]}))
+        .await;
     let (s, health) = h.get("/swarms/default/health").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(health["agents"]["total"], 1);
@@ -598,11 +950,27 @@ async fn health_orchestrator_and_events_describe_the_fleet() {
     assert_eq!(info["tasks"]["queued"], 2);
     assert!(info["store"].as_str().unwrap().starts_with("sqlite:"));
     let (_, events) = h.get("/events?limit=1000").await;
-    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"swarm_created") && kinds.contains(&"agent_joined"), "{kinds:?}");
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"swarm_created") && kinds.contains(&"agent_joined"),
+        "{kinds:?}"
+    );
     assert_eq!(kinds.iter().filter(|k| **k == "task_submitted").count(), 2);
-    let seqs: Vec<u64> = events["items"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless: {seqs:?}");
+    let seqs: Vec<u64> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless: {seqs:?}"
+    );
 }
 
 #[tokio::test]
@@ -613,8 +981,15 @@ async fn state_survives_a_restart() {
     let (a, token) = h.register("default", json!({"name": "steady"})).await;
     let running = h.submit("default", json!({"type": "long"})).await;
     h.next(&a, &token, 1.0).await.unwrap();
-    let queued = h.submit("default", json!({"type": "later", "priority": 2})).await;
-    let blocked = h.submit("default", json!({"depends_on": [{"task_id": id(&running), "type": "success"}]})).await;
+    let queued = h
+        .submit("default", json!({"type": "later", "priority": 2}))
+        .await;
+    let blocked = h
+        .submit(
+            "default",
+            json!({"depends_on": [{"task_id": id(&running), "type": "success"}]}),
+        )
+        .await;
     let admin = h.server.admin_token.clone();
     let Harness { server, dir, .. } = h;
     server.shutdown().await.unwrap();
@@ -630,11 +1005,68 @@ async fn state_survives_a_restart() {
     assert_eq!(b["status"], "blocked");
     // The agent's token still works and its report completes the task, releasing the next.
     let (s, v) = h
-        .call_as(&token, Method::POST, &format!("/tasks/{}/complete", id(&running)), Some(json!({"result": 7})))
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/complete", id(&running)),
+            Some(json!({"result": 7})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, b) = h.get(&format!("/tasks/{}", id(&blocked))).await;
     assert_eq!(b["status"], "queued");
     let next = h.next(&a, &token, 1.0).await.unwrap();
     assert_eq!(next["id"], blocked["id"], "higher priority of the two");
+}
+
+#[tokio::test]
+async fn agent_and_swarm_lists_paginate() {
+    let h = Harness::start().await;
+    for name in ["a", "a-b", "b", "a.c", "z", "a_d", "m"] {
+        h.register("default", json!({ "name": name })).await;
+        h.post("/swarms", json!({ "name": format!("s-{name}") }))
+            .await;
+    }
+    for (path, total) in [("/swarms/default/agents", 7), ("/swarms", 8)] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?limit=3&cursor={c}"),
+                None => format!("{path}?limit=3"),
+            };
+            let (s, page) = h.get(&url).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            seen.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), total, "{path}: {seen:?}");
+        assert_eq!(seen.len(), total, "{path}: no duplicates: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_data_directory_serves_one_coordinator() {
+    let h = Harness::start().await;
+    let second = flotilla_server::start(common::config(h.dir.path())).await;
+    let err = second
+        .err()
+        .expect("the second coordinator is refused")
+        .to_string();
+    assert!(
+        err.contains("another flotilla") && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
 }

@@ -12,6 +12,8 @@
 //!
 //! [`SqliteStore`] is the backend; start reading at [`sqlite`].
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod sqlite;
 mod token;
@@ -40,6 +42,10 @@ pub trait Store: Send {
     /// tasks are upserted (rows of a swarm deleted in the same batch are skipped, and of several
     /// rows for one agent or task only the last is written); tasks' dependencies are recorded;
     /// events are appended.
+    ///
+    /// A task's `swarm_id`, `created_at` and `idempotency_key` are fixed when it is first
+    /// written (the core never changes them); every other field of a later row replaces the
+    /// stored one.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Where the state lives, e.g. `sqlite:/abs/path/flotilla.db`.

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use flotilla_core::{AgentRole, AgentStatus, Changes, EventKind, ReportedHealth, SwarmStatus, Topology};
+use flotilla_core::{
+    AgentRole, AgentStatus, Changes, EventKind, ReportedHealth, SwarmStatus, Topology,
+};
 use flotilla_store::{EventFilter, Store, TokenRole};
 
 #[test]
@@ -28,7 +30,12 @@ fn every_task_state_round_trips_with_every_field_set_or_unset() {
 
     let reader = store.reader().unwrap();
     for t in &tasks {
-        assert_eq!(reader.get_task(t.id).unwrap().as_ref(), Some(t), "get_task {:?}", t.state);
+        assert_eq!(
+            reader.get_task(t.id).unwrap().as_ref(),
+            Some(t),
+            "get_task {:?}",
+            t.state
+        );
     }
     let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
     assert_eq!(by_id(reader.get_tasks(&ids).unwrap()), by_id(tasks.clone()));
@@ -44,7 +51,12 @@ fn every_task_state_round_trips_with_every_field_set_or_unset() {
 #[test]
 fn swarms_round_trip_with_every_topology_and_status() {
     let (_dir, mut store) = open();
-    let topologies = [Topology::Star, Topology::Mesh, Topology::Hierarchical, Topology::Ring];
+    let topologies = [
+        Topology::Star,
+        Topology::Mesh,
+        Topology::Hierarchical,
+        Topology::Ring,
+    ];
     let statuses = [
         SwarmStatus::Inactive,
         SwarmStatus::Starting,
@@ -78,8 +90,17 @@ fn swarms_round_trip_with_every_topology_and_status() {
 fn agents_round_trip_in_every_status_role_and_health() {
     let (_dir, mut store) = open();
     let s = swarm(1, "alpha");
-    let roles = [AgentRole::Leader, AgentRole::Coordinator, AgentRole::Supervisor, AgentRole::Worker];
-    let healths = [ReportedHealth::Healthy, ReportedHealth::Degraded, ReportedHealth::Unhealthy];
+    let roles = [
+        AgentRole::Leader,
+        AgentRole::Coordinator,
+        AgentRole::Supervisor,
+        AgentRole::Worker,
+    ];
+    let healths = [
+        ReportedHealth::Healthy,
+        ReportedHealth::Degraded,
+        ReportedHealth::Unhealthy,
+    ];
     let mut agents = Vec::new();
     for (i, status) in AgentStatus::ALL.into_iter().enumerate() {
         let n = i as u128;
@@ -160,7 +181,10 @@ fn events_round_trip_with_and_without_their_optional_fields() {
         },
     );
     let reader = store.reader().unwrap();
-    assert_eq!(reader.list_events(&EventFilter::default(), 1000).unwrap(), events);
+    assert_eq!(
+        reader.list_events(&EventFilter::default(), 1000).unwrap(),
+        events
+    );
     assert_eq!(store.load(0).unwrap().next_event_seq, 20);
 }
 
@@ -186,7 +210,10 @@ fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
     let loaded = store.load(0).unwrap().tokens;
     assert_eq!(loaded, vec![admin.clone(), agent_token.clone()]);
     drop(store);
-    assert_eq!(reopen(&dir).load(0).unwrap().tokens, vec![admin, agent_token]);
+    assert_eq!(
+        reopen(&dir).load(0).unwrap().tokens,
+        vec![admin, agent_token]
+    );
 }
 
 #[test]
@@ -195,7 +222,10 @@ fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
     let s = swarm(1, "alpha");
     let states = all_states();
     // One batch carrying a task through every state; the last row is what must be stored.
-    let within: Vec<_> = states.iter().map(|st| full_task(1, s.id, st.clone())).collect();
+    let within: Vec<_> = states
+        .iter()
+        .map(|st| full_task(1, s.id, st.clone()))
+        .collect();
     let mut a = agent(1, s.id, AgentStatus::Idle);
     let mut agents = vec![a.clone()];
     a.status = AgentStatus::Busy;
@@ -217,16 +247,30 @@ fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
     assert_eq!(reader.get_agent(a.id).unwrap(), Some(a));
     assert_eq!(store.load(0).unwrap().swarms, vec![renamed]);
 
-    // Across batches, in the reverse order of states.
+    // Across batches, in the reverse order of states, with every field that may change
+    // changed (what the submitter gave never changes after submission).
+    let first = within[0].clone();
     for st in states.iter().rev() {
+        let mut t = bare_task(1, s.id, st.clone());
+        t.created_at = first.created_at;
+        t.idempotency_key = first.idempotency_key.clone();
+        t.parent_task_id = first.parent_task_id;
+        t.task_type = first.task_type.clone();
+        t.payload = first.payload.clone();
+        t.priority = first.priority;
+        t.required_capabilities = first.required_capabilities.clone();
+        t.depends_on = first.depends_on.clone();
+        t.affinity_key = first.affinity_key.clone();
+        t.backoff = first.backoff;
+        t.timeout = first.timeout;
         commit(
             &mut store,
             Changes {
-                tasks: vec![bare_task(1, s.id, st.clone())],
+                tasks: vec![t.clone()],
                 ..Changes::default()
             },
         );
-        assert_eq!(reader.get_task(task_id(1)).unwrap(), Some(bare_task(1, s.id, st.clone())));
+        assert_eq!(reader.get_task(task_id(1)).unwrap(), Some(t));
     }
 }
 
@@ -254,5 +298,8 @@ fn swapping_two_swarm_names_in_one_batch_is_written_step_by_step() {
             ..Changes::default()
         },
     );
-    assert_eq!(store.load(0).unwrap().swarms, vec![rename(&a, "b"), rename(&b, "a")]);
+    assert_eq!(
+        store.load(0).unwrap().swarms,
+        vec![rename(&a, "b"), rename(&b, "a")]
+    );
 }

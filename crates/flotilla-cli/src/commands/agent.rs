@@ -104,7 +104,15 @@ pub fn agent_table(agents: &[Agent], swarm_name: impl Fn(SwarmId) -> String) -> 
         .collect();
     table(
         &[
-            "ID", "NAME", "SWARM", "TYPE", "STATUS", "TASKS", "DONE", "FAILED", "LAST SEEN",
+            "ID",
+            "NAME",
+            "SWARM",
+            "TYPE",
+            "STATUS",
+            "TASKS",
+            "DONE",
+            "FAILED",
+            "LAST SEEN",
         ],
         rows,
     )

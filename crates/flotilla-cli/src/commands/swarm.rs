@@ -48,9 +48,13 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
             }
         }
         SwarmCommand::Show { swarm, out } => {
-            let (view, health) = tokio::try_join!(client.get_swarm(&swarm), client.swarm_health(&swarm))?;
+            let (view, health) =
+                tokio::try_join!(client.get_swarm(&swarm), client.swarm_health(&swarm))?;
             if out.json {
-                output::json(&SwarmWithHealth { swarm: &view, health: &health })?;
+                output::json(&SwarmWithHealth {
+                    swarm: &view,
+                    health: &health,
+                })?;
             } else {
                 output::line(&describe(&view, &health))?;
             }
@@ -248,7 +252,10 @@ mod tests {
         assert_eq!(c.max_agents, 7);
         assert_eq!(c.task_timeout, Duration::from_secs(60));
         assert_eq!(c.min_agents, SwarmConfig::default().min_agents);
-        assert_eq!(c.heartbeat_interval, SwarmConfig::default().heartbeat_interval);
+        assert_eq!(
+            c.heartbeat_interval,
+            SwarmConfig::default().heartbeat_interval
+        );
     }
 
     #[test]
@@ -265,6 +272,9 @@ mod tests {
         assert!(lines[0].starts_with("NAME"));
         assert!(lines[1].starts_with("default"));
         assert!(lines[1].contains("active") && lines[1].contains("star"));
-        assert!(lines[1].contains("12") && lines[1].ends_with("d ago"), "{t}");
+        assert!(
+            lines[1].contains("12") && lines[1].ends_with("d ago"),
+            "{t}"
+        );
     }
 }

@@ -33,11 +33,15 @@ impl Fleet {
         validate_name("agent type", &spec.agent_type)?;
         let capabilities = normalize_capabilities(spec.capabilities)?;
         if !(1..=10_000).contains(&spec.max_concurrent_tasks) {
-            return Err(CoreError::invalid("max_concurrent_tasks must be between 1 and 10000"));
+            return Err(CoreError::invalid(
+                "max_concurrent_tasks must be between 1 and 10000",
+            ));
         }
         let metadata = match spec.metadata {
             None => Json::empty_object(),
-            Some(m) if !m.is_object() => return Err(CoreError::invalid("metadata must be a JSON object")),
+            Some(m) if !m.is_object() => {
+                return Err(CoreError::invalid("metadata must be a JSON object"));
+            }
             Some(m) if m.len() > MAX_METADATA_BYTES => {
                 return Err(CoreError::TooLarge(format!(
                     "metadata is {} bytes; at most {MAX_METADATA_BYTES} are allowed",
@@ -119,7 +123,14 @@ impl Fleet {
             },
         );
         self.mark_agent(id);
-        self.emit(now, EventKind::AgentJoined, swarm_id, Some(id), None, detail);
+        self.emit(
+            now,
+            EventKind::AgentJoined,
+            swarm_id,
+            Some(id),
+            None,
+            detail,
+        );
         self.refresh_swarm_status(swarm_id, now);
         Ok(&self.agents[&id].agent)
     }
@@ -161,11 +172,15 @@ impl Fleet {
                 "agent {id} not found; it may have been removed: register again"
             )));
         };
-        let lease = self.swarms[&entry.agent.swarm_id].swarm.config.lease_duration();
+        let lease = self.swarms[&entry.agent.swarm_id]
+            .swarm
+            .config
+            .lease_duration();
         let previous = entry.agent.last_heartbeat_at;
         entry.agent.last_heartbeat_at = now;
         entry.agent.lease_until = now + lease;
-        let persist_due = now.since(entry.persisted_heartbeat_at) >= self.limits.heartbeat_persist_interval;
+        let persist_due =
+            now.since(entry.persisted_heartbeat_at) >= self.limits.heartbeat_persist_interval;
         if entry.agent.status == AgentStatus::Unhealthy {
             let swarm_id = entry.agent.swarm_id;
             let silent = now.since(previous);
@@ -190,7 +205,12 @@ impl Fleet {
     }
 
     /// Records a heartbeat: renews the lease and stores the reported health and usage.
-    pub fn heartbeat(&mut self, id: AgentId, heartbeat: Heartbeat, now: Timestamp) -> Result<HeartbeatAck, CoreError> {
+    pub fn heartbeat(
+        &mut self,
+        id: AgentId,
+        heartbeat: Heartbeat,
+        now: Timestamp,
+    ) -> Result<HeartbeatAck, CoreError> {
         if let Some(usage) = &heartbeat.resource_usage {
             usage.validate()?;
         }
@@ -206,13 +226,52 @@ impl Fleet {
         if let Some(u) = heartbeat.resource_usage {
             entry.agent.resource_usage = u;
         }
-        let agent = &entry.agent;
+        let revoked_tasks = match heartbeat.running_tasks {
+            Some(listed) => self.reconcile(id, &listed, now),
+            None => Vec::new(),
+        };
+        let agent = &self.agents[&id].agent;
         Ok(HeartbeatAck {
             agent_id: id,
             status: agent.status,
             lease_until: agent.lease_until,
-            heartbeat_interval_ms: self.swarms[&agent.swarm_id].swarm.config.heartbeat_interval.as_millis() as u64,
+            heartbeat_interval_ms: self.swarms[&agent.swarm_id]
+                .swarm
+                .config
+                .heartbeat_interval
+                .as_millis() as u64,
+            revoked_tasks,
         })
+    }
+
+    /// Compares what an agent says it runs with what it holds: tasks it never received go back
+    /// to the queue; returns the listed tasks it no longer holds.
+    fn reconcile(&mut self, id: AgentId, listed: &[TaskId], now: Timestamp) -> Vec<TaskId> {
+        let agent = &self.agents[&id].agent;
+        let grace = self.swarms[&agent.swarm_id].swarm.config.heartbeat_interval;
+        let unknown: Vec<TaskId> = agent
+            .current_tasks
+            .iter()
+            .copied()
+            .filter(|t| !listed.contains(t))
+            .filter(|t| match self.tasks[t].task.state {
+                TaskState::Running { started_at, .. } => now.since(started_at) > grace,
+                _ => false,
+            })
+            .collect();
+        for task in unknown {
+            self.requeue(
+                task,
+                "its agent never received it (the answer handing it over was lost)",
+                now,
+            );
+        }
+        let agent = &self.agents[&id].agent;
+        listed
+            .iter()
+            .copied()
+            .filter(|t| !agent.current_tasks.contains(t))
+            .collect()
     }
 
     /// Gives an agent its next task, which becomes `running` on it: a task already placed on
@@ -222,7 +281,10 @@ impl Fleet {
     pub fn take_task(&mut self, id: AgentId, now: Timestamp) -> Result<Option<Task>, CoreError> {
         self.touch(id, now)?;
         let agent = &self.agents[&id].agent;
-        if matches!(agent.status, AgentStatus::Paused | AgentStatus::Failed | AgentStatus::Recovering) {
+        if matches!(
+            agent.status,
+            AgentStatus::Paused | AgentStatus::Failed | AgentStatus::Recovering
+        ) {
             return Ok(None);
         }
         let placed = agent
@@ -276,7 +338,8 @@ impl Fleet {
             },
             now,
         );
-        self.timers.insert(timeout_at, Timer::TaskTimeout(task, attempt));
+        self.timers
+            .insert(timeout_at, Timer::TaskTimeout(task, attempt));
         self.emit(
             now,
             EventKind::TaskStarted,

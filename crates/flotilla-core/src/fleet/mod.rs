@@ -126,8 +126,12 @@ pub struct Fleet {
 fn count_of<'a>(counts: &'a mut ActiveTaskCounts, state: &TaskState) -> Option<&'a mut u64> {
     match state {
         TaskState::Blocked => Some(&mut counts.blocked),
-        TaskState::Queued { run_after: None, .. } => Some(&mut counts.queued),
-        TaskState::Queued { run_after: Some(_), .. } => Some(&mut counts.delayed),
+        TaskState::Queued {
+            run_after: None, ..
+        } => Some(&mut counts.queued),
+        TaskState::Queued {
+            run_after: Some(_), ..
+        } => Some(&mut counts.delayed),
         TaskState::Assigned { .. } => Some(&mut counts.assigned),
         TaskState::Running { .. } => Some(&mut counts.running),
         _ => None,
@@ -136,7 +140,9 @@ fn count_of<'a>(counts: &'a mut ActiveTaskCounts, state: &TaskState) -> Option<&
 
 fn holder(state: &TaskState) -> Option<AgentId> {
     match state {
-        TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => Some(*agent_id),
+        TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => {
+            Some(*agent_id)
+        }
         _ => None,
     }
 }
@@ -208,7 +214,9 @@ impl Fleet {
             entry.agent_counts[status_index(agent.status)] += 1;
             let armed = agent.status != AgentStatus::Unhealthy;
             if armed {
-                fleet.timers.insert(agent.lease_until, Timer::AgentLease(agent.id));
+                fleet
+                    .timers
+                    .insert(agent.lease_until, Timer::AgentLease(agent.id));
             }
             fleet.agents.insert(
                 agent.id,
@@ -268,11 +276,15 @@ impl Fleet {
                         match state {
                             TaskState::Running { timeout_at, .. } => {
                                 let attempt = fleet.tasks[&id].task.attempts;
-                                fleet.timers.insert(timeout_at, Timer::TaskTimeout(id, attempt));
+                                fleet
+                                    .timers
+                                    .insert(timeout_at, Timer::TaskTimeout(id, attempt));
                             }
                             _ => {
                                 let lease = fleet.swarms[&swarm_id].swarm.config.lease_duration();
-                                fleet.timers.insert(now + lease, Timer::AssignExpiry(id, agent_id));
+                                fleet
+                                    .timers
+                                    .insert(now + lease, Timer::AssignExpiry(id, agent_id));
                             }
                         }
                     } else {
@@ -319,13 +331,13 @@ impl Fleet {
                         d.dependents.push(id);
                         unmet += 1;
                     }
-                    Some(d) => {
+                    Some(d)
                         if dep.kind == crate::task::DependencyKind::Success
-                            && d.task.status() != TaskStatus::Completed
-                        {
-                            failed_dep = Some((dep.task_id, d.task.status()));
-                        }
+                            && d.task.status() != TaskStatus::Completed =>
+                    {
+                        failed_dep = Some((dep.task_id, d.task.status()));
                     }
+                    Some(_) => {}
                     // Not in memory: finished long ago (only finished tasks are evicted).
                     None => {}
                 }
@@ -429,8 +441,16 @@ impl Fleet {
         self.queue_seq += 1;
         let seq = self.queue_seq;
         let entry = self.tasks.get_mut(&id).expect("task to enqueue");
-        let swarm = self.swarms.get_mut(&entry.task.swarm_id).expect("task's swarm");
-        entry.slot = Some(swarm.queue.push(id, entry.task.priority, seq, &entry.task.required_capabilities));
+        let swarm = self
+            .swarms
+            .get_mut(&entry.task.swarm_id)
+            .expect("task's swarm");
+        entry.slot = Some(swarm.queue.push(
+            id,
+            entry.task.priority,
+            seq,
+            &entry.task.required_capabilities,
+        ));
         if !swarm.waiting.is_empty() && !self.out.dispatch.contains(&entry.task.swarm_id) {
             self.out.dispatch.push(entry.task.swarm_id);
         }
@@ -462,7 +482,13 @@ impl Fleet {
         if let Some(c) = count_of(&mut swarm.task_counts, &state) {
             *c += 1;
         }
-        let ready = matches!(state, TaskState::Queued { run_after: None, .. });
+        let ready = matches!(
+            state,
+            TaskState::Queued {
+                run_after: None,
+                ..
+            }
+        );
         let terminal = state.status().is_terminal();
         if terminal {
             entry.task.progress = None;
@@ -491,7 +517,9 @@ impl Fleet {
 
     /// Sets an agent's status, keeping its swarm's counts and status in step.
     fn set_agent_status(&mut self, id: AgentId, status: AgentStatus, now: Timestamp) {
-        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
         let old = entry.agent.status;
         if old == status {
             return;
@@ -507,8 +535,15 @@ impl Fleet {
     }
 
     /// Idle or busy, by whether the agent holds tasks; other statuses are left alone.
+    ///
+    /// This does not mark the agent for persisting: idle/busy and `current_tasks` follow from
+    /// the tasks (and are recomputed by [`Fleet::restore`]), and writing an agent row on every
+    /// task transition doubled the store's work. Its counters are persisted with the next
+    /// status change or the periodic heartbeat persist.
     fn refresh_agent_status(&mut self, id: AgentId) {
-        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
         let want = match entry.agent.status {
             AgentStatus::Idle | AgentStatus::Busy => {
                 if entry.agent.current_tasks.is_empty() {
@@ -527,21 +562,25 @@ impl Fleet {
                 s.agent_counts[status_index(want)] += 1;
             }
         }
-        self.mark_agent(id);
     }
 
     /// Derives a swarm's status from its agents and records a change.
     fn refresh_swarm_status(&mut self, id: SwarmId, now: Timestamp) {
-        let Some(entry) = self.swarms.get_mut(&id) else { return };
+        let Some(entry) = self.swarms.get_mut(&id) else {
+            return;
+        };
         if entry.swarm.status == SwarmStatus::Stopping {
             return;
         }
         let count = |s: AgentStatus| entry.agent_counts[status_index(s)];
         let total = entry.agents.len() as u64;
-        let healthy = count(AgentStatus::Idle) + count(AgentStatus::Busy) + count(AgentStatus::Paused);
+        let healthy =
+            count(AgentStatus::Idle) + count(AgentStatus::Busy) + count(AgentStatus::Paused);
         let status = if total == 0 {
             SwarmStatus::Inactive
-        } else if healthy == 0 && count(AgentStatus::Pending) + count(AgentStatus::Starting) == total {
+        } else if healthy == 0
+            && count(AgentStatus::Pending) + count(AgentStatus::Starting) == total
+        {
             SwarmStatus::Starting
         } else if count(AgentStatus::Unhealthy) + count(AgentStatus::Failed) > 0
             || healthy < u64::from(entry.swarm.config.min_agents)
@@ -569,7 +608,9 @@ impl Fleet {
     /// Places ready tasks on waiting agents, round-robin, best task first.
     fn dispatch(&mut self, now: Timestamp) {
         while let Some(swarm_id) = self.out.dispatch.pop() {
-            let Some(swarm) = self.swarms.get(&swarm_id) else { continue };
+            let Some(swarm) = self.swarms.get(&swarm_id) else {
+                continue;
+            };
             let mut turn: VecDeque<AgentId> = swarm.waiting.values().copied().collect();
             while let Some(agent_id) = turn.pop_front() {
                 let swarm = &self.swarms[&swarm_id];
@@ -577,8 +618,13 @@ impl Fleet {
                     break;
                 }
                 let agent = &self.agents[&agent_id].agent;
-                let free = (agent.max_concurrent_tasks as usize).saturating_sub(agent.current_tasks.len());
-                let found = if free > 0 { swarm.queue.peek_for(&agent.capabilities) } else { None };
+                let free =
+                    (agent.max_concurrent_tasks as usize).saturating_sub(agent.current_tasks.len());
+                let found = if free > 0 {
+                    swarm.queue.peek_for(&agent.capabilities)
+                } else {
+                    None
+                };
                 let Some((task_id, _)) = found else {
                     if free == 0 {
                         self.stop_waiting(agent_id);
@@ -594,8 +640,16 @@ impl Fleet {
                     now,
                 );
                 let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
-                self.timers.insert(now + lease, Timer::AssignExpiry(task_id, agent_id));
-                self.emit(now, EventKind::TaskAssigned, swarm_id, Some(agent_id), Some(task_id), String::new());
+                self.timers
+                    .insert(now + lease, Timer::AssignExpiry(task_id, agent_id));
+                self.emit(
+                    now,
+                    EventKind::TaskAssigned,
+                    swarm_id,
+                    Some(agent_id),
+                    Some(task_id),
+                    String::new(),
+                );
                 if !self.out.effects.contains(&Effect::WakeAgent(agent_id)) {
                     self.out.effects.push(Effect::WakeAgent(agent_id));
                 }
@@ -610,7 +664,9 @@ impl Fleet {
     }
 
     fn start_waiting(&mut self, id: AgentId) {
-        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
         if entry.wait_seq.is_some() {
             return;
         }
@@ -622,7 +678,9 @@ impl Fleet {
     }
 
     fn stop_waiting(&mut self, id: AgentId) {
-        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
         if let Some(seq) = entry.wait_seq.take()
             && let Some(s) = self.swarms.get_mut(&entry.agent.swarm_id)
         {
@@ -633,7 +691,9 @@ impl Fleet {
     /// Drops finished tasks from memory beyond the retention limits (they stay in the store).
     fn evict(&mut self, now: Timestamp) {
         while self.terminal.len() > self.limits.retain_terminal {
-            let Some(&(at, id)) = self.terminal.front() else { break };
+            let Some(&(at, id)) = self.terminal.front() else {
+                break;
+            };
             if now.since(at) < self.limits.retain_terminal_for {
                 break;
             }
@@ -641,10 +701,11 @@ impl Fleet {
             let evictable = self.tasks.get(&id).is_some_and(|e| {
                 !e.dirty && e.task.status().is_terminal() && e.task.updated_at <= at
             });
-            if evictable && let Some(e) = self.tasks.remove(&id) {
-                if let Some(key) = e.task.idempotency_key {
-                    self.idempotency.remove(&(e.task.swarm_id, key));
-                }
+            if evictable
+                && let Some(e) = self.tasks.remove(&id)
+                && let Some(key) = e.task.idempotency_key
+            {
+                self.idempotency.remove(&(e.task.swarm_id, key));
             }
         }
     }
@@ -724,7 +785,9 @@ impl Fleet {
     pub fn swarm_views(&self) -> Vec<crate::api::SwarmView> {
         let mut ids: Vec<(&String, &SwarmId)> = self.swarm_names.iter().collect();
         ids.sort();
-        ids.into_iter().filter_map(|(_, id)| self.swarm_view(*id)).collect()
+        ids.into_iter()
+            .filter_map(|(_, id)| self.swarm_view(*id))
+            .collect()
     }
 
     /// An agent that is registered (not stopped).
@@ -733,8 +796,15 @@ impl Fleet {
     }
 
     /// The agents of a swarm, optionally of one status and type, by name.
-    pub fn agents_of(&self, swarm: SwarmId, status: Option<AgentStatus>, agent_type: Option<&str>) -> Vec<Agent> {
-        let Some(s) = self.swarms.get(&swarm) else { return Vec::new() };
+    pub fn agents_of(
+        &self,
+        swarm: SwarmId,
+        status: Option<AgentStatus>,
+        agent_type: Option<&str>,
+    ) -> Vec<Agent> {
+        let Some(s) = self.swarms.get(&swarm) else {
+            return Vec::new();
+        };
         let mut list: Vec<Agent> = s
             .agents
             .iter()
@@ -775,10 +845,13 @@ impl Fleet {
     /// A swarm's health: agents by status, unfinished tasks, queue depth and age.
     pub fn swarm_health(&self, id: SwarmId, now: Timestamp) -> Option<crate::api::SwarmHealth> {
         let e = self.swarms.get(&id)?;
-        let oldest_queued_at = e.queue.oldest().and_then(|t| match self.tasks.get(&t)?.task.state {
-            TaskState::Queued { queued_at, .. } => Some(queued_at),
-            _ => None,
-        });
+        let oldest_queued_at =
+            e.queue
+                .oldest()
+                .and_then(|t| match self.tasks.get(&t)?.task.state {
+                    TaskState::Queued { queued_at, .. } => Some(queued_at),
+                    _ => None,
+                });
         Some(crate::api::SwarmHealth {
             swarm_id: id,
             name: e.swarm.name.clone(),
@@ -820,13 +893,22 @@ impl Fleet {
             if let Some(n) = count_of(c, &e.task.state) {
                 *n += 1;
             }
-            let ready = matches!(e.task.state, TaskState::Queued { run_after: None, .. });
+            let ready = matches!(
+                e.task.state,
+                TaskState::Queued {
+                    run_after: None,
+                    ..
+                }
+            );
             if ready != e.slot.is_some() {
                 return Err(format!("task {id}: ready={ready} but slot={:?}", e.slot));
             }
             queued_ready += usize::from(ready);
             if let Some(a) = holder(&e.task.state) {
-                let held = self.agents.get(&a).is_some_and(|ag| ag.agent.current_tasks.contains(id));
+                let held = self
+                    .agents
+                    .get(&a)
+                    .is_some_and(|ag| ag.agent.current_tasks.contains(id));
                 if !held {
                     return Err(format!("task {id} is held by {a} which does not list it"));
                 }
@@ -834,7 +916,10 @@ impl Fleet {
         }
         for (id, e) in &self.agents {
             for t in &e.agent.current_tasks {
-                let ok = self.tasks.get(t).is_some_and(|te| holder(&te.task.state) == Some(*id));
+                let ok = self
+                    .tasks
+                    .get(t)
+                    .is_some_and(|te| holder(&te.task.state) == Some(*id));
                 if !ok {
                     return Err(format!("agent {id} lists task {t} which it does not hold"));
                 }
@@ -848,7 +933,10 @@ impl Fleet {
             in_queues += s.queue.len();
             let expected = counts.remove(id).unwrap_or_default();
             if expected != s.task_counts {
-                return Err(format!("swarm {id}: counts {:?} != actual {:?}", s.task_counts, expected));
+                return Err(format!(
+                    "swarm {id}: counts {:?} != actual {:?}",
+                    s.task_counts, expected
+                ));
             }
             let mut by_status = [0u64; AgentStatus::ALL.len()];
             for a in &s.agents {
@@ -859,7 +947,9 @@ impl Fleet {
             }
         }
         if in_queues != queued_ready {
-            return Err(format!("{in_queues} tasks in queues but {queued_ready} ready"));
+            return Err(format!(
+                "{in_queues} tasks in queues but {queued_ready} ready"
+            ));
         }
         Ok(())
     }

@@ -10,11 +10,18 @@ use crate::time::Timestamp;
 
 impl Fleet {
     /// Creates a swarm with the given id.
-    pub fn create_swarm(&mut self, id: SwarmId, spec: SwarmSpec, now: Timestamp) -> Result<&Swarm, CoreError> {
+    pub fn create_swarm(
+        &mut self,
+        id: SwarmId,
+        spec: SwarmSpec,
+        now: Timestamp,
+    ) -> Result<&Swarm, CoreError> {
         validate_name("swarm", &spec.name)?;
         spec.config.validate()?;
         if spec.description.len() > 10_000 {
-            return Err(CoreError::invalid("description must be at most 10000 bytes"));
+            return Err(CoreError::invalid(
+                "description must be at most 10000 bytes",
+            ));
         }
         if self.swarm_names.contains_key(&spec.name) {
             return Err(CoreError::conflict(format!(
@@ -58,7 +65,12 @@ impl Fleet {
     }
 
     /// Changes a swarm's name, description, topology or configuration.
-    pub fn update_swarm(&mut self, reference: &str, update: SwarmUpdate, now: Timestamp) -> Result<&Swarm, CoreError> {
+    pub fn update_swarm(
+        &mut self,
+        reference: &str,
+        update: SwarmUpdate,
+        now: Timestamp,
+    ) -> Result<&Swarm, CoreError> {
         let id = self.resolve_swarm(reference)?;
         let current = &self.swarms[&id].swarm;
         if let Some(name) = &update.name
@@ -69,14 +81,22 @@ impl Fleet {
                 return Err(CoreError::invalid("the default swarm cannot be renamed"));
             }
             if self.swarm_names.contains_key(name) {
-                return Err(CoreError::conflict(format!("a swarm named {name:?} already exists")));
+                return Err(CoreError::conflict(format!(
+                    "a swarm named {name:?} already exists"
+                )));
             }
         }
         if let Some(config) = &update.config {
             config.validate()?;
         }
-        if update.description.as_ref().is_some_and(|d| d.len() > 10_000) {
-            return Err(CoreError::invalid("description must be at most 10000 bytes"));
+        if update
+            .description
+            .as_ref()
+            .is_some_and(|d| d.len() > 10_000)
+        {
+            return Err(CoreError::invalid(
+                "description must be at most 10000 bytes",
+            ));
         }
         let entry = self.swarms.get_mut(&id).expect("resolved swarm");
         let swarm = &mut entry.swarm;
@@ -105,7 +125,14 @@ impl Fleet {
         }
         swarm.updated_at = now;
         self.mark_swarm(id);
-        self.emit(now, EventKind::SwarmUpdated, id, None, None, changed.join(", "));
+        self.emit(
+            now,
+            EventKind::SwarmUpdated,
+            id,
+            None,
+            None,
+            changed.join(", "),
+        );
         // A new min_agents may change the status.
         self.refresh_swarm_status(id, now);
         Ok(&self.swarms[&id].swarm)
@@ -113,7 +140,12 @@ impl Fleet {
 
     /// Deletes a swarm. Without `force` it must have no agents and no unfinished tasks; with
     /// `force` its unfinished tasks are cancelled and its agents removed first.
-    pub fn delete_swarm(&mut self, reference: &str, force: bool, now: Timestamp) -> Result<(), CoreError> {
+    pub fn delete_swarm(
+        &mut self,
+        reference: &str,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
         let id = self.resolve_swarm(reference)?;
         let entry = &self.swarms[&id];
         if entry.swarm.name == DEFAULT_SWARM {
@@ -130,7 +162,11 @@ impl Fleet {
             )));
         }
         let agent_ids: Vec<_> = entry.agents.iter().copied().collect();
-        self.swarms.get_mut(&id).expect("resolved swarm").swarm.status = SwarmStatus::Stopping;
+        self.swarms
+            .get_mut(&id)
+            .expect("resolved swarm")
+            .swarm
+            .status = SwarmStatus::Stopping;
         for agent in agent_ids {
             self.unregister_agent(agent, now)?;
         }

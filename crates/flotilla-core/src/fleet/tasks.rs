@@ -11,8 +11,9 @@ use crate::error::CoreError;
 use crate::event::EventKind;
 use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::task::{
-    Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind, FailureReport,
-    MAX_PRIORITY, MIN_PRIORITY, Progress, Task, TaskError, TaskSpec, TaskState, TaskStatus,
+    Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,
+    FailureReport, MAX_PRIORITY, MIN_PRIORITY, Progress, Task, TaskError, TaskSpec, TaskState,
+    TaskStatus,
 };
 use crate::time::Timestamp;
 
@@ -74,7 +75,9 @@ fn check_key(what: &str, key: &Option<String>) -> Result<(), CoreError> {
     if let Some(k) = key
         && (k.is_empty() || k.len() > 200)
     {
-        return Err(CoreError::invalid(format!("{what} must be 1 to 200 bytes long")));
+        return Err(CoreError::invalid(format!(
+            "{what} must be 1 to 200 bytes long"
+        )));
     }
     Ok(())
 }
@@ -82,7 +85,11 @@ fn check_key(what: &str, key: &Option<String>) -> Result<(), CoreError> {
 impl Fleet {
     /// What a submission needs from the store: referenced tasks and idempotency keys that are
     /// not in memory. The driver looks them up and passes them to [`Fleet::submit_tasks`].
-    pub fn submission_lookups(&self, swarm: &str, specs: &[TaskSpec]) -> (Vec<TaskId>, Vec<String>) {
+    pub fn submission_lookups(
+        &self,
+        swarm: &str,
+        specs: &[TaskSpec],
+    ) -> (Vec<TaskId>, Vec<String>) {
         let swarm_id = self.resolve_swarm(swarm).ok();
         let mut ids = Vec::new();
         let mut keys = Vec::new();
@@ -124,7 +131,9 @@ impl Fleet {
     ) -> Result<Vec<Submission>, CoreError> {
         let swarm_id = self.resolve_swarm(swarm)?;
         if specs.is_empty() {
-            return Err(CoreError::invalid("the batch is empty: submit at least one task"));
+            return Err(CoreError::invalid(
+                "the batch is empty: submit at least one task",
+            ));
         }
         if specs.len() > self.limits.max_batch {
             return Err(CoreError::TooLarge(format!(
@@ -134,7 +143,12 @@ impl Fleet {
             )));
         }
         assert_eq!(specs.len(), ids.len(), "one id per spec");
-        let refs = index_refs(specs.iter().enumerate().map(|(i, s)| (i, s.reference.as_deref())))?;
+        let refs = index_refs(
+            specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.reference.as_deref())),
+        )?;
         let names: Vec<String> = specs
             .iter()
             .enumerate()
@@ -152,8 +166,12 @@ impl Fleet {
             let p = self
                 .prepare(swarm_id, spec, ids[i], &refs, known, &mut unknown, now)
                 .map_err(|e| match e {
-                    CoreError::Invalid(m) if specs.len() > 1 => CoreError::Invalid(format!("{}: {m}", names[i])),
-                    CoreError::TooLarge(m) if specs.len() > 1 => CoreError::TooLarge(format!("{}: {m}", names[i])),
+                    CoreError::Invalid(m) if specs.len() > 1 => {
+                        CoreError::Invalid(format!("{}: {m}", names[i]))
+                    }
+                    CoreError::TooLarge(m) if specs.len() > 1 => {
+                        CoreError::TooLarge(format!("{}: {m}", names[i]))
+                    }
                     other => other,
                 })?;
             prepared.push(p);
@@ -168,7 +186,10 @@ impl Fleet {
         if !unknown.is_empty() {
             unknown.sort();
             unknown.dedup();
-            return Err(CoreError::invalid(format!("unknown dependencies: {}", unknown.join(", "))));
+            return Err(CoreError::invalid(format!(
+                "unknown dependencies: {}",
+                unknown.join(", ")
+            )));
         }
         let edges: Vec<Vec<usize>> = prepared
             .iter()
@@ -206,7 +227,12 @@ impl Fleet {
         let mut links: Vec<(TaskId, Vec<(TaskId, DependencyKind)>)> = Vec::new();
         let resolved: Vec<Vec<(TaskId, DependencyKind)>> = prepared
             .iter()
-            .map(|p| p.deps.iter().map(|(t, k)| (resolve(&prepared, *t), *k)).collect())
+            .map(|p| {
+                p.deps
+                    .iter()
+                    .map(|(t, k)| (resolve(&prepared, *t), *k))
+                    .collect()
+            })
             .collect();
         for (p, deps) in prepared.into_iter().zip(resolved) {
             if p.duplicate_of.is_some() {
@@ -214,7 +240,13 @@ impl Fleet {
             }
             let mut task = p.task;
             let id = task.id;
-            task.depends_on = deps.iter().map(|(t, k)| Dependency { task_id: *t, kind: *k }).collect();
+            task.depends_on = deps
+                .iter()
+                .map(|(t, k)| Dependency {
+                    task_id: *t,
+                    kind: *k,
+                })
+                .collect();
             if let Some(key) = &task.idempotency_key {
                 self.idempotency.insert((swarm_id, key.clone()), id);
             }
@@ -232,9 +264,20 @@ impl Fleet {
                     dirty: false,
                 },
             );
-            self.swarms.get_mut(&swarm_id).expect("swarm").task_counts.blocked += 1;
+            self.swarms
+                .get_mut(&swarm_id)
+                .expect("swarm")
+                .task_counts
+                .blocked += 1;
             self.mark_task(id);
-            self.emit(now, EventKind::TaskSubmitted, swarm_id, None, Some(id), detail);
+            self.emit(
+                now,
+                EventKind::TaskSubmitted,
+                swarm_id,
+                None,
+                Some(id),
+                detail,
+            );
             links.push((id, deps));
         }
         let mut failed_deps: HashMap<TaskId, (TaskId, TaskStatus)> = HashMap::new();
@@ -285,8 +328,13 @@ impl Fleet {
         now: Timestamp,
     ) -> Result<Prepared, CoreError> {
         let config = &self.swarms[&swarm_id].swarm.config;
-        if spec.task_type.is_empty() || spec.task_type.len() > 100 || spec.task_type.chars().any(char::is_control) {
-            return Err(CoreError::invalid("type must be 1 to 100 printable characters"));
+        if spec.task_type.is_empty()
+            || spec.task_type.len() > 100
+            || spec.task_type.chars().any(char::is_control)
+        {
+            return Err(CoreError::invalid(
+                "type must be 1 to 100 printable characters",
+            ));
         }
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&spec.priority) {
             return Err(CoreError::invalid(format!(
@@ -310,7 +358,9 @@ impl Fleet {
         }
         let timeout = spec.timeout.unwrap_or(config.task_timeout);
         if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(7 * 24 * 3600) {
-            return Err(CoreError::invalid("timeout_ms must be between 100 and 604800000 (7 days)"));
+            return Err(CoreError::invalid(
+                "timeout_ms must be between 100 and 604800000 (7 days)",
+            ));
         }
         let backoff = spec.backoff.unwrap_or_default();
         if backoff.initial > backoff.max || backoff.max > Duration::from_secs(24 * 3600) {
@@ -321,12 +371,16 @@ impl Fleet {
         if let Some(deadline) = spec.deadline
             && deadline <= now
         {
-            return Err(CoreError::invalid(format!("deadline {deadline} is already past")));
+            return Err(CoreError::invalid(format!(
+                "deadline {deadline} is already past"
+            )));
         }
         check_key("idempotency_key", &spec.idempotency_key)?;
         check_key("affinity_key", &spec.affinity_key)?;
         if spec.depends_on.len() > MAX_DEPENDENCIES {
-            return Err(CoreError::invalid(format!("a task may depend on at most {MAX_DEPENDENCIES} tasks")));
+            return Err(CoreError::invalid(format!(
+                "a task may depend on at most {MAX_DEPENDENCIES} tasks"
+            )));
         }
         if let Some(parent) = spec.parent_task_id
             && !self.tasks.contains_key(&parent)
@@ -404,7 +458,12 @@ impl Fleet {
     }
 
     /// Checks that `agent` may report on `task`'s current attempt.
-    fn check_reporter(&self, agent: AgentId, task: TaskId, attempt: Option<u32>) -> Result<(), CoreError> {
+    fn check_reporter(
+        &self,
+        agent: AgentId,
+        task: TaskId,
+        attempt: Option<u32>,
+    ) -> Result<(), CoreError> {
         let Some(entry) = self.tasks.get(&task) else {
             return Err(CoreError::not_found(format!("task {task} not found")));
         };
@@ -439,7 +498,13 @@ impl Fleet {
     }
 
     /// Records an agent's progress report on its running task.
-    pub fn report_progress(&mut self, agent: AgentId, task: TaskId, mut progress: Progress, now: Timestamp) -> Result<&Task, CoreError> {
+    pub fn report_progress(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        mut progress: Progress,
+        now: Timestamp,
+    ) -> Result<&Task, CoreError> {
         if let Some(p) = progress.percent
             && !(0.0..=100.0).contains(&p)
         {
@@ -458,7 +523,13 @@ impl Fleet {
 
     /// Records that an agent completed its running task. Repeating the same completion is
     /// answered with the completed task and changes nothing.
-    pub fn complete_task(&mut self, agent: AgentId, task: TaskId, report: CompletionReport, now: Timestamp) -> Result<&Task, CoreError> {
+    pub fn complete_task(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        report: CompletionReport,
+        now: Timestamp,
+    ) -> Result<&Task, CoreError> {
         if report.result.len() > self.limits.max_payload_bytes {
             return Err(CoreError::TooLarge(format!(
                 "result is {} bytes; at most {} are allowed",
@@ -484,13 +555,26 @@ impl Fleet {
             result: report.result,
             completed_at: now,
         };
-        self.emit(now, EventKind::TaskCompleted, swarm_id, Some(agent), Some(task), String::new());
+        self.emit(
+            now,
+            EventKind::TaskCompleted,
+            swarm_id,
+            Some(agent),
+            Some(task),
+            String::new(),
+        );
         self.finish(task, state, now);
         Ok(&self.tasks[&task].task)
     }
 
     /// Records that an agent's attempt at its running task failed.
-    pub fn fail_task(&mut self, agent: AgentId, task: TaskId, report: FailureReport, now: Timestamp) -> Result<&Task, CoreError> {
+    pub fn fail_task(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        report: FailureReport,
+        now: Timestamp,
+    ) -> Result<&Task, CoreError> {
         self.check_reporter(agent, task, report.attempt)?;
         self.touch(agent, now)?;
         if let Some(a) = self.agents.get_mut(&agent) {
@@ -509,7 +593,12 @@ impl Fleet {
     }
 
     /// Cancels an unfinished task. An agent working on it will have its report refused.
-    pub fn cancel_task(&mut self, task: TaskId, reason: Option<String>, now: Timestamp) -> Result<&Task, CoreError> {
+    pub fn cancel_task(
+        &mut self,
+        task: TaskId,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<&Task, CoreError> {
         let Some(entry) = self.tasks.get(&task) else {
             return Err(CoreError::not_found(format!("task {task} not found")));
         };
@@ -555,7 +644,9 @@ impl Fleet {
             && let Some(t) = stored.filter(|t| t.id == task && t.status().is_terminal())
         {
             if !self.swarms.contains_key(&t.swarm_id) {
-                return Err(CoreError::not_found(format!("task {task}'s swarm no longer exists")));
+                return Err(CoreError::not_found(format!(
+                    "task {task}'s swarm no longer exists"
+                )));
             }
             if let Some(key) = &t.idempotency_key {
                 self.idempotency.insert((t.swarm_id, key.clone()), task);
@@ -594,7 +685,14 @@ impl Fleet {
             entry.task.deadline = None;
         }
         let swarm_id = entry.task.swarm_id;
-        self.emit(now, EventKind::TaskRetried, swarm_id, None, Some(task), String::new());
+        self.emit(
+            now,
+            EventKind::TaskRetried,
+            swarm_id,
+            None,
+            Some(task),
+            String::new(),
+        );
         self.transition(
             task,
             TaskState::Queued {
@@ -613,7 +711,8 @@ impl Fleet {
     /// remain and the error is retryable, else `dead` (out of attempts) or `failed`.
     pub(super) fn fail_attempt(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
         let t = &self.tasks[&task].task;
-        let (swarm_id, attempts, max, backoff) = (t.swarm_id, t.attempts, t.max_attempts, t.backoff);
+        let (swarm_id, attempts, max, backoff) =
+            (t.swarm_id, t.attempts, t.max_attempts, t.backoff);
         let agent = t.state.agent_id();
         if !error.retryable {
             self.fail_task_for_good(task, error, now);
@@ -627,7 +726,14 @@ impl Fleet {
                 format!("out of attempts ({attempts}/{max}): {}", error.message),
             );
             self.tasks.get_mut(&task).expect("task").task.last_error = Some(error.clone());
-            self.finish(task, TaskState::Dead { error, completed_at: now }, now);
+            self.finish(
+                task,
+                TaskState::Dead {
+                    error,
+                    completed_at: now,
+                },
+                now,
+            );
         } else {
             let delay = Backoff::delay(&backoff, attempts);
             let run_after = (!delay.is_zero()).then(|| now + delay);
@@ -644,7 +750,14 @@ impl Fleet {
                 ),
             );
             self.tasks.get_mut(&task).expect("task").task.last_error = Some(error);
-            self.transition(task, TaskState::Queued { queued_at: now, run_after }, now);
+            self.transition(
+                task,
+                TaskState::Queued {
+                    queued_at: now,
+                    run_after,
+                },
+                now,
+            );
             if let Some(at) = run_after {
                 self.timers.insert(at, Timer::TaskRetry(task));
             }
@@ -655,9 +768,23 @@ impl Fleet {
     pub(super) fn fail_task_for_good(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
         let t = &self.tasks[&task].task;
         let (swarm_id, agent) = (t.swarm_id, t.state.agent_id());
-        self.emit(now, EventKind::TaskFailed, swarm_id, agent, Some(task), error.message.clone());
+        self.emit(
+            now,
+            EventKind::TaskFailed,
+            swarm_id,
+            agent,
+            Some(task),
+            error.message.clone(),
+        );
         self.tasks.get_mut(&task).expect("task").task.last_error = Some(error.clone());
-        self.finish(task, TaskState::Failed { error, completed_at: now }, now);
+        self.finish(
+            task,
+            TaskState::Failed {
+                error,
+                completed_at: now,
+            },
+            now,
+        );
     }
 
     /// Puts a placed or running task back in the queue without counting an attempt (its
@@ -669,7 +796,14 @@ impl Fleet {
             entry.task.attempts = entry.task.attempts.saturating_sub(1);
         }
         let swarm_id = entry.task.swarm_id;
-        self.emit(now, EventKind::TaskRequeued, swarm_id, agent, Some(task), why.to_owned());
+        self.emit(
+            now,
+            EventKind::TaskRequeued,
+            swarm_id,
+            agent,
+            Some(task),
+            why.to_owned(),
+        );
         self.transition(
             task,
             TaskState::Queued {
@@ -684,7 +818,14 @@ impl Fleet {
     pub(super) fn release(&mut self, task: TaskId, now: Timestamp) {
         let swarm_id = self.tasks[&task].task.swarm_id;
         if !self.tasks[&task].task.depends_on.is_empty() {
-            self.emit(now, EventKind::TaskUnblocked, swarm_id, None, Some(task), String::new());
+            self.emit(
+                now,
+                EventKind::TaskUnblocked,
+                swarm_id,
+                None,
+                Some(task),
+                String::new(),
+            );
         }
         self.transition(
             task,
@@ -697,7 +838,13 @@ impl Fleet {
     }
 
     /// Fails a blocked task because a `success` dependency did not complete.
-    pub(super) fn fail_for_dependency(&mut self, task: TaskId, dep: TaskId, status: TaskStatus, now: Timestamp) {
+    pub(super) fn fail_for_dependency(
+        &mut self,
+        task: TaskId,
+        dep: TaskId,
+        status: TaskStatus,
+        now: Timestamp,
+    ) {
         let error = TaskError {
             kind: ErrorKind::DependencyFailed,
             message: format!("dependency {dep} ended {status}, and this task needs it to succeed"),
@@ -719,9 +866,12 @@ impl Fleet {
                 continue;
             }
             let status = self.tasks[&finished].task.status();
-            let dependents = std::mem::take(&mut self.tasks.get_mut(&finished).expect("task").dependents);
+            let dependents =
+                std::mem::take(&mut self.tasks.get_mut(&finished).expect("task").dependents);
             for d in dependents {
-                let Some(entry) = self.tasks.get_mut(&d) else { continue };
+                let Some(entry) = self.tasks.get_mut(&d) else {
+                    continue;
+                };
                 if !matches!(entry.task.state, TaskState::Blocked) {
                     continue;
                 }
@@ -734,15 +884,31 @@ impl Fleet {
                 if kind == DependencyKind::Success && status != TaskStatus::Completed {
                     let error = TaskError {
                         kind: ErrorKind::DependencyFailed,
-                        message: format!("dependency {finished} ended {status}, and this task needs it to succeed"),
+                        message: format!(
+                            "dependency {finished} ended {status}, and this task needs it to succeed"
+                        ),
                         retryable: false,
                         agent_id: None,
                         attempt: None,
                     };
                     let swarm_id = entry.task.swarm_id;
                     entry.task.last_error = Some(error.clone());
-                    self.emit(now, EventKind::TaskFailed, swarm_id, None, Some(d), error.message.clone());
-                    self.transition(d, TaskState::Failed { error, completed_at: now }, now);
+                    self.emit(
+                        now,
+                        EventKind::TaskFailed,
+                        swarm_id,
+                        None,
+                        Some(d),
+                        error.message.clone(),
+                    );
+                    self.transition(
+                        d,
+                        TaskState::Failed {
+                            error,
+                            completed_at: now,
+                        },
+                        now,
+                    );
                     done.push(d);
                 } else {
                     entry.unmet = entry.unmet.saturating_sub(1);

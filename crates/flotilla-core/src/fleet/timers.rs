@@ -76,7 +76,9 @@ impl Fleet {
     }
 
     fn lease_timer(&mut self, id: AgentId, now: Timestamp) {
-        let Some(entry) = self.agents.get_mut(&id) else { return };
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
         if matches!(
             entry.agent.status,
             AgentStatus::Unhealthy | AgentStatus::Failed | AgentStatus::Stopped
@@ -97,7 +99,11 @@ impl Fleet {
     fn expire_agent(&mut self, id: AgentId, now: Timestamp) {
         let (swarm_id, silent_for, held) = {
             let a = &self.agents[&id].agent;
-            (a.swarm_id, now.since(a.last_heartbeat_at), a.current_tasks.clone())
+            (
+                a.swarm_id,
+                now.since(a.last_heartbeat_at),
+                a.current_tasks.clone(),
+            )
         };
         self.stop_waiting(id);
         self.set_agent_status(id, AgentStatus::Unhealthy, now);
@@ -135,7 +141,9 @@ impl Fleet {
     }
 
     fn timeout_timer(&mut self, id: TaskId, attempt: u32, now: Timestamp) {
-        let Some(entry) = self.tasks.get(&id) else { return };
+        let Some(entry) = self.tasks.get(&id) else {
+            return;
+        };
         let TaskState::Running {
             agent_id,
             started_at,
@@ -165,7 +173,9 @@ impl Fleet {
     }
 
     fn retry_timer(&mut self, id: TaskId, now: Timestamp) {
-        let Some(entry) = self.tasks.get(&id) else { return };
+        let Some(entry) = self.tasks.get(&id) else {
+            return;
+        };
         if let TaskState::Queued {
             queued_at,
             run_after: Some(at),
@@ -184,8 +194,12 @@ impl Fleet {
     }
 
     fn deadline_timer(&mut self, id: TaskId, now: Timestamp) {
-        let Some(entry) = self.tasks.get(&id) else { return };
-        let Some(deadline) = entry.task.deadline else { return };
+        let Some(entry) = self.tasks.get(&id) else {
+            return;
+        };
+        let Some(deadline) = entry.task.deadline else {
+            return;
+        };
         if deadline > now || entry.task.status().is_terminal() {
             return;
         }
@@ -204,7 +218,9 @@ impl Fleet {
     }
 
     fn assign_expiry_timer(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
-        let Some(entry) = self.tasks.get(&id) else { return };
+        let Some(entry) = self.tasks.get(&id) else {
+            return;
+        };
         if let TaskState::Assigned { agent_id, .. } = entry.task.state
             && agent_id == agent
         {

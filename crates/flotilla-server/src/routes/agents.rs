@@ -11,7 +11,7 @@ use flotilla_core::{Agent, AgentId, AgentSpec, AgentStatus, Heartbeat};
 use flotilla_store::TokenRole;
 use serde::Deserialize;
 
-use super::WaitQuery;
+use super::{WaitQuery, check_limit, paginate};
 use crate::auth::{Principal, new_token, record};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, OptionalJson, parse_id};
@@ -32,7 +32,13 @@ pub async fn register(
             let agent = f.register_agent(&swarm, id, spec, now)?.clone();
             let config = &f.swarm_by_id(agent.swarm_id).expect("agent's swarm").config;
             let out = (agent, config.heartbeat_interval, config.lease_duration());
-            let token = record(hash, TokenRole::Agent, Some(id), &format!("agent {}", out.0.name), now);
+            let token = record(
+                hash,
+                TokenRole::Agent,
+                Some(id),
+                &format!("agent {}", out.0.name),
+                now,
+            );
             // The secret is revealed only after the commit, so the token cannot be used
             // before it is durable.
             state.tokens.write().insert(token.clone());
@@ -57,6 +63,10 @@ pub struct AgentFilter {
     status: Option<String>,
     #[serde(default, rename = "type")]
     agent_type: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// `GET /swarms/{swarm}/agents`
@@ -67,11 +77,23 @@ pub async fn list(
     ApiQuery(filter): ApiQuery<AgentFilter>,
 ) -> ApiResult<Json<Page<Agent>>> {
     who.require_admin()?;
-    let status = filter.status.as_deref().map(str::parse::<AgentStatus>).transpose()?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<AgentStatus>)
+        .transpose()?;
+    let limit = check_limit(filter.limit)?;
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
+    // By name, then id (names cannot hold '/').
     let items = fleet.agents_of(id, status, filter.agent_type.as_deref());
-    Ok(Json(Page { items, next_cursor: None }))
+    let page = paginate(
+        items,
+        |a| format!("{}/{}", a.name, a.id),
+        limit,
+        filter.cursor.as_deref(),
+    );
+    Ok(Json(page))
 }
 
 /// `GET /agents/{id}`

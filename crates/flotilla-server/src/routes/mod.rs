@@ -25,10 +25,19 @@ pub const MAX_WAIT_SECS: f64 = 60.0;
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/swarms", post(swarms::create).get(swarms::list))
-        .route("/swarms/{swarm}", get(swarms::show).put(swarms::update).delete(swarms::delete))
+        .route(
+            "/swarms/{swarm}",
+            get(swarms::show).put(swarms::update).delete(swarms::delete),
+        )
         .route("/swarms/{swarm}/health", get(swarms::health))
-        .route("/swarms/{swarm}/agents", post(agents::register).get(agents::list))
-        .route("/swarms/{swarm}/tasks", post(tasks::submit).get(tasks::list_in_swarm))
+        .route(
+            "/swarms/{swarm}/agents",
+            post(agents::register).get(agents::list),
+        )
+        .route(
+            "/swarms/{swarm}/tasks",
+            post(tasks::submit).get(tasks::list_in_swarm),
+        )
         .route("/agents/{id}", get(agents::show).delete(agents::remove))
         .route("/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/agents/{id}/tasks/next", get(agents::next_task))
@@ -66,11 +75,35 @@ impl WaitQuery {
     pub fn duration(&self) -> Result<Duration, ApiError> {
         match self.wait {
             None => Ok(Duration::ZERO),
-            Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&w) => Ok(Duration::from_secs_f64(w)),
+            Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&w) => {
+                Ok(Duration::from_secs_f64(w))
+            }
             Some(_) => Err(ApiError::bad_request(format!(
                 "wait must be between 0 and {MAX_WAIT_SECS} seconds"
             ))),
         }
+    }
+}
+
+/// One page of a list held in memory, in the order of `key`: the items after `cursor` (the
+/// key of the last item of the previous page), at most `limit`.
+pub fn paginate<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    limit: usize,
+    cursor: Option<&str>,
+) -> flotilla_core::api::Page<T> {
+    let mut keyed: Vec<(String, T)> = items
+        .into_iter()
+        .map(|t| (key(&t), t))
+        .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let next_cursor = (keyed.len() > limit).then(|| keyed[limit - 1].0.clone());
+    let rest: Vec<T> = keyed.into_iter().take(limit).map(|(_, t)| t).collect();
+    flotilla_core::api::Page {
+        items: rest,
+        next_cursor,
     }
 }
 

@@ -14,6 +14,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
+use super::{check_limit, paginate};
+
 fn view(state: &AppState, id: SwarmId) -> ApiResult<SwarmView> {
     state
         .fleet
@@ -30,15 +32,37 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     who.require_admin()?;
     let id = SwarmId(uuid::Uuid::now_v7());
-    state.apply(|f, now| f.create_swarm(id, spec, now).map(|_| ())).await?;
+    state
+        .apply(|f, now| f.create_swarm(id, spec, now).map(|_| ()))
+        .await?;
     Ok((StatusCode::CREATED, Json(view(&state, id)?)))
 }
 
-/// `GET /swarms`
-pub async fn list(State(state): State<AppState>, Extension(who): Extension<Principal>) -> ApiResult<Json<Page<SwarmView>>> {
+/// `limit` and `cursor` of `GET /swarms`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// `GET /swarms`, by name.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<SwarmView>>> {
     who.require_admin()?;
+    let limit = check_limit(q.limit)?;
     let items = state.fleet.lock().swarm_views();
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Json(paginate(
+        items,
+        |s| s.swarm.name.clone(),
+        limit,
+        q.cursor.as_deref(),
+    )))
 }
 
 /// `GET /swarms/{swarm}`
@@ -60,7 +84,9 @@ pub async fn update(
     ApiJson(update): ApiJson<SwarmUpdate>,
 ) -> ApiResult<Json<SwarmView>> {
     who.require_admin()?;
-    let id = state.apply(|f, now| f.update_swarm(&swarm, update, now).map(|s| s.id)).await?;
+    let id = state
+        .apply(|f, now| f.update_swarm(&swarm, update, now).map(|s| s.id))
+        .await?;
     Ok(Json(view(&state, id)?))
 }
 
@@ -80,7 +106,9 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     who.require_admin()?;
-    state.apply(|f, now| f.delete_swarm(&swarm, q.force, now)).await?;
+    state
+        .apply(|f, now| f.delete_swarm(&swarm, q.force, now))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -51,9 +51,9 @@ pub async fn events(
         ),
     };
     let after = match (&q.cursor, q.after) {
-        (Some(c), _) => c
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("cursor must be the next_cursor of a previous page"))?,
+        (Some(c), _) => c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("cursor must be the next_cursor of a previous page")
+        })?,
         (None, a) => a.unwrap_or(0),
     };
     let filter = EventFilter {
@@ -70,7 +70,9 @@ pub async fn events(
     let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-    let next_cursor = (items.len() == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|e| e.seq.to_string()))
+        .flatten();
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -6,10 +6,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use flotilla_core::api::{BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, Page, RetryRequest};
+use flotilla_core::api::{
+    BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, Page, RetryRequest,
+};
 use flotilla_core::fleet::KnownTasks;
 use flotilla_core::{
-    AgentId, CompletionReport, CoreError, FailureReport, Progress, Task, TaskId, TaskSpec, TaskStatus,
+    AgentId, CompletionReport, CoreError, FailureReport, Progress, Task, TaskId, TaskSpec,
+    TaskStatus,
 };
 use flotilla_store::TaskFilter;
 use serde::Deserialize;
@@ -23,7 +26,9 @@ use crate::state::AppState;
 /// Runs a blocking store read off the async threads.
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError> + Send + 'static,
+    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError>
+    + Send
+    + 'static,
 ) -> ApiResult<T> {
     let reader = state.reader.clone();
     Ok(tokio::task::spawn_blocking(move || f(&reader))
@@ -50,7 +55,11 @@ pub async fn submit(
     let (specs, is_batch) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => (parse_json::<Vec<TaskSpec>>(&body)?, true),
         Some(_) => (vec![parse_json::<TaskSpec>(&body)?], false),
-        None => return Err(ApiError::bad_request("the request body is empty; send a task or an array of tasks")),
+        None => {
+            return Err(ApiError::bad_request(
+                "the request body is empty; send a task or an array of tasks",
+            ));
+        }
     };
     let (swarm_id, (dep_ids, keys)) = {
         let fleet = state.fleet.lock();
@@ -78,11 +87,14 @@ pub async fn submit(
             .collect();
         known.idempotency = by_key.into_iter().collect();
     }
-    let ids: Vec<TaskId> = (0..specs.len()).map(|_| TaskId(uuid::Uuid::now_v7())).collect();
+    let ids: Vec<TaskId> = (0..specs.len())
+        .map(|_| TaskId(uuid::Uuid::now_v7()))
+        .collect();
     let (outcome, mut tasks) = state
         .apply(|f, now| {
             let outcome = f.submit_tasks(&swarm, specs, &ids, &known, now)?;
-            let tasks: Vec<Option<Task>> = outcome.iter().map(|s| f.task(s.task).cloned()).collect();
+            let tasks: Vec<Option<Task>> =
+                outcome.iter().map(|s| f.task(s.task).cloned()).collect();
             Ok((outcome, tasks))
         })
         .await?;
@@ -97,8 +109,15 @@ pub async fn submit(
     if is_batch {
         return Ok((StatusCode::CREATED, Json(BatchSubmitted { tasks })).into_response());
     }
-    let status = if outcome[0].created { StatusCode::CREATED } else { StatusCode::OK };
-    let task = tasks.into_iter().next().ok_or_else(|| ApiError::internal("submitted task vanished"))?;
+    let status = if outcome[0].created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let task = tasks
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("submitted task vanished"))?;
     Ok((status, Json(task)).into_response())
 }
 
@@ -120,19 +139,30 @@ pub struct TaskListQuery {
     cursor: Option<String>,
 }
 
-async fn list_tasks(state: &AppState, swarm: Option<String>, q: TaskListQuery) -> ApiResult<Json<Page<Task>>> {
+async fn list_tasks(
+    state: &AppState,
+    swarm: Option<String>,
+    q: TaskListQuery,
+) -> ApiResult<Json<Page<Task>>> {
     let limit = check_limit(q.limit)?;
     let filter = TaskFilter {
         swarm: match swarm {
             Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
             None => None,
         },
-        status: q.status.as_deref().map(str::parse::<TaskStatus>).transpose()?,
+        status: q
+            .status
+            .as_deref()
+            .map(str::parse::<TaskStatus>)
+            .transpose()?,
         task_type: q.task_type,
         agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
     };
     let cursor = q.cursor;
-    let page = read(state, move |r| r.list_tasks(&filter, limit, cursor.as_deref())).await?;
+    let page = read(state, move |r| {
+        r.list_tasks(&filter, limit, cursor.as_deref())
+    })
+    .await?;
     Ok(Json(page))
 }
 
@@ -145,7 +175,9 @@ pub async fn list_in_swarm(
 ) -> ApiResult<Json<Page<Task>>> {
     who.require_admin()?;
     if q.swarm.is_some() {
-        return Err(ApiError::bad_request("the swarm is in the path; leave out ?swarm="));
+        return Err(ApiError::bad_request(
+            "the swarm is in the path; leave out ?swarm=",
+        ));
     }
     list_tasks(&state, Some(swarm), q).await
 }
@@ -169,7 +201,9 @@ pub async fn lookup(
 ) -> ApiResult<Json<LookupResponse>> {
     who.require_admin()?;
     if req.ids.len() > 10_000 {
-        return Err(ApiError::bad_request("look up at most 10000 tasks at a time"));
+        return Err(ApiError::bad_request(
+            "look up at most 10000 tasks at a time",
+        ));
     }
     let mut items = Vec::with_capacity(req.ids.len());
     let mut elsewhere = Vec::new();
@@ -187,7 +221,10 @@ pub async fn lookup(
         let asked = elsewhere.clone();
         let stored = read(&state, move |r| r.get_tasks(&asked)).await?;
         let found: std::collections::HashSet<TaskId> = stored.iter().map(|t| t.id).collect();
-        missing = elsewhere.into_iter().filter(|id| !found.contains(id)).collect();
+        missing = elsewhere
+            .into_iter()
+            .filter(|id| !found.contains(id))
+            .collect();
         items.extend(stored);
     }
     Ok(Json(LookupResponse { items, missing }))
@@ -241,7 +278,9 @@ pub async fn cancel(
 ) -> ApiResult<Json<Task>> {
     who.require_admin()?;
     let id: TaskId = parse_id(&id)?;
-    let result = state.apply(|f, now| f.cancel_task(id, req.reason, now).cloned()).await;
+    let result = state
+        .apply(|f, now| f.cancel_task(id, req.reason, now).cloned())
+        .await;
     finished_elsewhere(&state, id, result).await.map(Json)
 }
 
@@ -255,7 +294,11 @@ pub async fn retry(
     who.require_admin()?;
     let id: TaskId = parse_id(&id)?;
     let in_memory = state.fleet.lock().task(id).is_some();
-    let stored = if in_memory { None } else { read(&state, move |r| r.get_task(id)).await? };
+    let stored = if in_memory {
+        None
+    } else {
+        read(&state, move |r| r.get_task(id)).await?
+    };
     let task = state
         .apply(|f, now| f.retry_task(id, req.max_attempts, stored, now).cloned())
         .await?;
@@ -271,7 +314,10 @@ fn reporter(state: &AppState, who: &Principal, task: TaskId) -> ApiResult<AgentI
     let fleet = state.fleet.lock();
     match fleet.task(task) {
         Some(t) => t.state.agent_id().ok_or_else(|| {
-            ApiError::conflict(format!("task {task} is {}, not running on any agent", t.status()))
+            ApiError::conflict(format!(
+                "task {task} is {}, not running on any agent",
+                t.status()
+            ))
         }),
         None => Ok(AgentId(uuid::Uuid::nil())),
     }
@@ -279,7 +325,11 @@ fn reporter(state: &AppState, who: &Principal, task: TaskId) -> ApiResult<AgentI
 
 /// A report about a task no longer in memory is answered from the store: 409 if the task
 /// exists (it finished long ago), else 404.
-async fn finished_elsewhere(state: &AppState, id: TaskId, result: ApiResult<Task>) -> ApiResult<Task> {
+async fn finished_elsewhere(
+    state: &AppState,
+    id: TaskId,
+    result: ApiResult<Task>,
+) -> ApiResult<Task> {
     match result {
         Err(e) if e.status == StatusCode::NOT_FOUND && e.message.starts_with("task ") => {
             match read(state, move |r| r.get_task(id)).await? {
@@ -304,7 +354,9 @@ pub async fn progress(
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
     let agent = reporter(&state, &who, id)?;
-    let result = state.apply(|f, now| f.report_progress(agent, id, report, now).cloned()).await;
+    let result = state
+        .apply(|f, now| f.report_progress(agent, id, report, now).cloned())
+        .await;
     finished_elsewhere(&state, id, result).await.map(Json)
 }
 
@@ -317,7 +369,9 @@ pub async fn complete(
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
     let agent = reporter(&state, &who, id)?;
-    let result = state.apply(|f, now| f.complete_task(agent, id, report, now).cloned()).await;
+    let result = state
+        .apply(|f, now| f.complete_task(agent, id, report, now).cloned())
+        .await;
     finished_elsewhere(&state, id, result).await.map(Json)
 }
 
@@ -330,6 +384,8 @@ pub async fn fail(
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
     let agent = reporter(&state, &who, id)?;
-    let result = state.apply(|f, now| f.fail_task(agent, id, report, now).cloned()).await;
+    let result = state
+        .apply(|f, now| f.fail_task(agent, id, report, now).cloned())
+        .await;
     finished_elsewhere(&state, id, result).await.map(Json)
 }

@@ -25,7 +25,10 @@ impl Harness {
         Self::start_with(dir, |_| {}).await
     }
 
-    pub async fn start_with(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
         let mut c = config(dir.path());
         tweak(&mut c);
         let server = flotilla_server::start(c).await.expect("server starts");
@@ -41,19 +44,38 @@ impl Harness {
     }
 
     /// Sends a request with a token and an optional JSON body; returns status and JSON body.
-    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.timeout(Duration::from_secs(90)).send().await.expect("request sent");
+        let resp = req
+            .timeout(Duration::from_secs(90))
+            .send()
+            .await
+            .expect("request sent");
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let token = self.server.admin_token.clone();
         self.call_as(&token, method, path, body).await
     }
@@ -70,7 +92,10 @@ impl Harness {
     pub async fn register(&self, swarm: &str, body: Value) -> (String, String) {
         let (s, v) = self.post(&format!("/swarms/{swarm}/agents"), body).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        (v["agent_id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+        (
+            v["agent_id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Submits a task to a swarm; returns it.
@@ -83,7 +108,12 @@ impl Harness {
     /// An agent takes its next task (waiting up to `wait` seconds).
     pub async fn next(&self, agent: &str, token: &str, wait: f64) -> Option<Value> {
         let (s, v) = self
-            .call_as(token, Method::GET, &format!("/agents/{agent}/tasks/next?wait={wait}"), None)
+            .call_as(
+                token,
+                Method::GET,
+                &format!("/agents/{agent}/tasks/next?wait={wait}"),
+                None,
+            )
             .await;
         match s {
             StatusCode::OK => Some(v),
@@ -95,6 +125,11 @@ impl Harness {
     pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
         assert_eq!(status, want, "body: {body}");
         assert_eq!(body["error"]["code"], code, "body: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "body: {body}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Reading the [`Snapshot`] the coordinator starts from.
 
-use flotilla_core::TaskStatus;
+use flotilla_core::{AgentStatus, TaskStatus};
 use rusqlite::Connection;
 
 use super::rows::{self, agent, swarm, task, token};
@@ -22,8 +22,9 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
     let agents = rows::collect(
         conn,
         &format!(
-            "SELECT {} FROM swarm_agents WHERE status <> 'stopped' ORDER BY registered_at, id",
-            agent::COLUMNS
+            "SELECT {} FROM swarm_agents WHERE status <> '{}' ORDER BY registered_at, id",
+            agent::COLUMNS,
+            AgentStatus::Stopped.as_str()
         ),
         [],
         agent::from_row,
@@ -34,21 +35,21 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
         &format!(
             "SELECT {} FROM swarm_tasks WHERE status IN ({}) ORDER BY created_at, id",
             task::COLUMNS,
-            status_list(false)
+            unfinished_statuses()
         ),
         [],
         task::from_row,
     )?;
     if retain_terminal > 0 {
-        // `completed_at` is set exactly on terminal tasks; its partial index serves this.
+        // `completed_at` is set exactly on terminal tasks, and its partial index serves this
+        // without a sort (a condition on `status` would lead the planner to the status index).
         let mut finished = rows::collect(
             conn,
             &format!(
                 "SELECT {} FROM swarm_tasks
-                 WHERE completed_at IS NOT NULL AND status IN ({})
+                 WHERE completed_at IS NOT NULL
                  ORDER BY completed_at DESC, id DESC LIMIT ?1",
-                task::COLUMNS,
-                status_list(true)
+                task::COLUMNS
             ),
             [i64::try_from(retain_terminal).unwrap_or(i64::MAX)],
             task::from_row,
@@ -80,11 +81,11 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
     })
 }
 
-/// `'blocked', 'queued', …`: the statuses that are terminal, or those that are not.
-fn status_list(terminal: bool) -> String {
+/// `'blocked', 'queued', …`: the statuses that are not terminal.
+fn unfinished_statuses() -> String {
     TaskStatus::ALL
         .iter()
-        .filter(|s| s.is_terminal() == terminal)
+        .filter(|s| !s.is_terminal())
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(", ")

@@ -7,8 +7,10 @@
 //!
 //! Files: [`schema`] creates and migrates the tables; `rows` maps each entity to its table;
 //! `commit` writes a batch; `load` reads the start-up snapshot; [`reader`] serves the other
-//! reads; `cursor` encodes list positions.
+//! reads; `cursor` encodes list positions; `checkpoint` moves the log into the database file in
+//! the background.
 
+mod checkpoint;
 mod commit;
 mod cursor;
 mod load;
@@ -23,11 +25,16 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::StoreError;
 use crate::{Batch, Snapshot, Store};
+use checkpoint::Checkpointer;
 use reader::SqliteReader;
 
 /// How long a connection waits for another's lock before giving up with
 /// [`StoreError::Locked`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The log size (in 4 KiB pages) at which the writer checkpoints by itself, should the
+/// background checkpoints fall behind; 64 MiB.
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 
 /// Prepared statements each connection keeps (the list queries vary with their filters).
 const STATEMENT_CACHE: usize = 64;
@@ -57,6 +64,7 @@ impl SyncMode {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -91,8 +99,13 @@ impl SqliteStore {
             Connection::open_with_flags(&path, flags).map_err(|e| StoreError::from(e).at(&path))?;
         configure_writer(&conn, sync).map_err(|e| e.at(&path))?;
         schema::migrate(&mut conn).map_err(|e| e.at(&path))?;
+        let checkpointer = Checkpointer::start(&path, sync).map_err(|e| e.at(&path))?;
         tracing::debug!(path = %path.display(), ?sync, "opened the store");
-        Ok(SqliteStore { conn, path })
+        Ok(SqliteStore {
+            conn,
+            path,
+            checkpointer,
+        })
     }
 
     /// A reader of the same database, with its own read-only connections.
@@ -121,7 +134,8 @@ fn configure_writer(conn: &Connection, sync: SyncMode) -> Result<(), StoreError>
         "PRAGMA synchronous = {};
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -16384;
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = 67108864;
+         PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};",
         sync.pragma()
     ))?;
     Ok(())
@@ -156,6 +170,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         commit::write(&tx, batch)?;
         tx.commit()?;
+        self.checkpointer.nudge();
         Ok(())
     }
 

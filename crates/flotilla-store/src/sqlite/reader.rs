@@ -99,10 +99,17 @@ impl SqliteReader {
             None => open_read_only(&self.pool.path)?,
         };
         let out = f(&conn);
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
+        let surplus = {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        // Closed outside the lock.
+        drop(surplus);
         out
     }
 
@@ -233,7 +240,9 @@ impl SqliteReader {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut sql = format!("SELECT {} FROM swarm_events WHERE seq > ?", event::COLUMNS);
-        let mut params: Vec<Value> = vec![Value::Integer(filter.after as i64)];
+        let mut params: Vec<Value> = vec![Value::Integer(
+            i64::try_from(filter.after).unwrap_or(i64::MAX),
+        )];
         if let Some(swarm) = filter.swarm {
             sql.push_str(" AND swarm_id = ?");
             params.push(Value::Text(swarm.to_string()));
@@ -260,5 +269,16 @@ impl SqliteReader {
                 event::from_row,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<SqliteReader>();
     }
 }

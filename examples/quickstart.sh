@@ -10,17 +10,23 @@ bin="$(cargo metadata --format-version 1 --no-deps | python3 -c "import json,sys
 
 export FLOTILLA_DATA_DIR="${FLOTILLA_DATA_DIR:-$(mktemp -d)/flotilla}"
 export FLOTILLA_URL="${FLOTILLA_URL:-http://127.0.0.1:7171}"
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+server=""
+workers=()
+# Workers first (they unregister), then the coordinator.
+cleanup() {
+  [ ${#workers[@]} -gt 0 ] && kill -INT "${workers[@]}" 2>/dev/null && wait "${workers[@]}" 2>/dev/null
+  [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  true
+}
 trap cleanup EXIT
 
 "$bin" serve --listen "${FLOTILLA_URL#http://}" &
-pids+=($!)
+server=$!
 for _ in $(seq 50); do curl -fs "$FLOTILLA_URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 for i in 1 2 3; do
-  "$bin" worker --name "wordcount-$i" --capability text -- python3 examples/agents/wordcount.py &
-  pids+=($!)
+  RUST_LOG=warn "$bin" worker --name "wordcount-$i" --capability text -- python3 examples/agents/wordcount.py &
+  workers+=($!)
 done
 
 "$bin" run examples/tasks.jsonl

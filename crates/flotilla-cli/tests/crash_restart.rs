@@ -122,7 +122,7 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
                     payload: Json::from_value(&serde_json::json!({ "n": n })),
                     ..TaskSpec::default()
                 };
-                let result = if n % 3 == 0 {
+                let result = if n.is_multiple_of(3) {
                     admin.submit_tasks("default", &vec![spec; 5]).await
                 } else {
                     admin.submit_task("default", &spec).await.map(|t| vec![t])
@@ -211,14 +211,14 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
         a.await.unwrap();
     }
 
-    let ledger = ledger.lock();
+    let completed: HashMap<TaskId, u32> = ledger.lock().completed.clone();
     for chunk in accepted.chunks(5_000) {
         for task in admin.lookup_tasks(chunk).await.unwrap().items {
             assert_eq!(task.status(), TaskStatus::Completed, "{task:?}");
         }
     }
     // Every acknowledged completion is recorded, and exactly once per task.
-    for (id, times) in &ledger.completed {
+    for (id, times) in &completed {
         assert_eq!(*times, 1, "task {id} completion acknowledged {times} times");
         assert_eq!(
             admin.get_task(*id).await.unwrap().status(),

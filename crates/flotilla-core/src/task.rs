@@ -405,6 +405,10 @@ pub struct Task {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// Its place in its swarm's ready queue, by arrival, set each time it enters the queue.
+    /// Stored so that a restart keeps first-in, first-out order; not part of the API.
+    #[serde(skip)]
+    pub queue_seq: u64,
     /// Its status and that status's data.
     #[serde(flatten)]
     pub state: TaskState,
@@ -414,6 +418,36 @@ impl Task {
     /// Its status.
     pub fn status(&self) -> TaskStatus {
         self.state.status()
+    }
+
+    /// Whether `report` repeats the completion already recorded by `agent`: `None` if the
+    /// task is not completed by that agent (for that attempt); `Ok` if the result is the same
+    /// (the first answer was lost, the repeat is answered); a conflict if it differs (only the
+    /// first result is recorded).
+    pub fn repeated_completion(
+        &self,
+        agent: AgentId,
+        report: &CompletionReport,
+    ) -> Option<Result<(), CoreError>> {
+        let TaskState::Completed {
+            agent_id, result, ..
+        } = &self.state
+        else {
+            return None;
+        };
+        if *agent_id != agent || report.attempt.is_some_and(|a| a != self.attempts) {
+            return None;
+        }
+        let same =
+            result.get() == report.result.get() || result.to_value() == report.result.to_value();
+        Some(if same {
+            Ok(())
+        } else {
+            Err(CoreError::conflict(format!(
+                "task {} was already completed by this agent with a different result; only the first result is recorded",
+                self.id
+            )))
+        })
     }
 }
 
@@ -530,6 +564,7 @@ impl TryFrom<TaskWire> for Task {
             progress: w.progress,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            queue_seq: 0,
             state,
         })
     }
@@ -735,6 +770,7 @@ mod tests {
                 progress: None,
                 created_at: at,
                 updated_at: at,
+                queue_seq: 0,
                 state,
             };
             let text = serde_json::to_string(&task).unwrap();

@@ -1070,3 +1070,96 @@ async fn one_data_directory_serves_one_coordinator() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn finished_tasks_read_from_the_store_behave_as_in_memory() {
+    // Nothing finished stays in memory: every path below goes through the store.
+    let h = Harness::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.limits.retain_terminal = 0;
+        c.limits.retain_terminal_for = Duration::ZERO;
+    })
+    .await;
+    let (a, token) = h.register("default", json!({})).await;
+    let ok = h
+        .submit("default", json!({"idempotency_key": "ok-once"}))
+        .await;
+    let bad = h
+        .submit(
+            "default",
+            json!({"idempotency_key": "bad-once", "max_attempts": 1}),
+        )
+        .await;
+    for (task, outcome) in [(&ok, "complete"), (&bad, "fail")] {
+        let got = h.next(&a, &token, 1.0).await.unwrap();
+        let body = if outcome == "complete" {
+            json!({"result": {"v": 1}})
+        } else {
+            json!({"error": "no", "retryable": false})
+        };
+        let (s, v) = h
+            .call_as(
+                &token,
+                Method::POST,
+                &format!("/tasks/{}/{outcome}", id(&got)),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(got["id"], task["id"]);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, info) = h.get("/orchestrator").await;
+    assert_eq!(info["tasks"]["queued"], 0, "{info}");
+    // A repeated completion is answered; a different result is refused.
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/complete", id(&ok)),
+            Some(json!({"result": {"v": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "completed");
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/tasks/{}/complete", id(&ok)),
+            Some(json!({"result": {"v": 2}})),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
+    // Keys of finished tasks still deduplicate, and a batch may depend on them through refs:
+    // the failed one fails its `success` dependent, the completed one releases its dependent.
+    let (s, v) = h
+        .post(
+            "/swarms/default/tasks",
+            json!([
+                {"ref": "old-bad", "idempotency_key": "bad-once"},
+                {"ref": "old-ok", "idempotency_key": "ok-once"},
+                {"depends_on": [{"ref": "old-bad", "type": "success"}]},
+                {"depends_on": [{"ref": "old-ok", "type": "success"}]},
+                {"depends_on": [{"task_id": id(&bad), "type": "completion"}]}
+            ]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let t = v["tasks"].as_array().unwrap();
+    assert_eq!(t[0]["id"], bad["id"]);
+    assert_eq!(t[1]["id"], ok["id"]);
+    assert_eq!(t[2]["status"], "failed", "{}", t[2]);
+    assert_eq!(t[2]["error"]["kind"], "dependency_failed");
+    assert_eq!(t[3]["status"], "queued");
+    assert_eq!(t[4]["status"], "queued");
+    // A finished task comes back from the store to be retried.
+    let (s, v) = h
+        .call(Method::POST, &format!("/tasks/{}/retry", id(&bad)), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "queued");
+    let (s, v) = h
+        .call(Method::POST, &format!("/tasks/{}/retry", id(&ok)), None)
+        .await;
+    Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
+}

@@ -133,6 +133,12 @@ pub struct ThroughputReport {
     pub enqueue_to_done: Percentiles,
     /// Store commits are fsynced (`full`) or not (`normal`).
     pub sync: String,
+    /// Light load: one task at a time, agents waiting: submit to an agent receiving it.
+    pub light_enqueue_to_start: Percentiles,
+    /// Light load: submit to the completion being acknowledged.
+    pub light_enqueue_to_done: Percentiles,
+    /// Tasks in the light-load phase.
+    pub light_tasks: usize,
 }
 
 /// Runs `flotilla bench`.
@@ -328,9 +334,11 @@ fn print_throughput(r: &ThroughputReport) {
     for (name, p) in [
         ("enqueue -> start", &r.enqueue_to_start),
         ("enqueue -> done", &r.enqueue_to_done),
+        ("light load: enqueue -> start", &r.light_enqueue_to_start),
+        ("light load: enqueue -> done", &r.light_enqueue_to_done),
     ] {
         println!(
-            "  {name:<28} p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            "  {name:<30} p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             p.p50_us as f64 / 1e3,
             p.p95_us as f64 / 1e3,
             p.p99_us as f64 / 1e3,
@@ -360,6 +368,7 @@ pub async fn throughput(
     let done_after: Arc<Mutex<Vec<(TaskId, Instant)>>> =
         Arc::new(Mutex::new(Vec::with_capacity(tasks)));
     let done = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(tokio::sync::Notify::new());
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(agents);
     for i in 0..agents {
@@ -369,11 +378,12 @@ pub async fn throughput(
         };
         let reg = admin.register_agent("default", &spec).await?;
         let client = admin.with_token(reg.token);
-        let (done, stop, started_after, done_after) = (
+        let (done, stop, started_after, done_after, finished) = (
             done.clone(),
             stop.clone(),
             started_after.clone(),
             done_after.clone(),
+            finished.clone(),
         );
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -387,6 +397,7 @@ pub async fn throughput(
                         {
                             done_after.lock().push((task.id, Instant::now()));
                             done.fetch_add(1, Ordering::Relaxed);
+                            finished.notify_one();
                         }
                     }
                     Ok(None) => {}
@@ -398,6 +409,33 @@ pub async fn throughput(
             }
         }));
     }
+    // Light load first: one task at a time, every agent waiting for work.
+    let light_tasks = 500.min(tasks);
+    let mut light_start = Vec::with_capacity(light_tasks);
+    let mut light_done = Vec::with_capacity(light_tasks);
+    for _ in 0..light_tasks {
+        let before = done.load(Ordering::Relaxed);
+        let at = Instant::now();
+        let task = admin.submit_task("default", &TaskSpec::default()).await?;
+        while done.load(Ordering::Relaxed) == before {
+            finished.notified().await;
+        }
+        let started = started_after
+            .lock()
+            .iter()
+            .find(|(id, _)| *id == task.id)
+            .map(|(_, i)| *i);
+        let completed = done_after
+            .lock()
+            .iter()
+            .find(|(id, _)| *id == task.id)
+            .map(|(_, i)| *i);
+        light_start.extend(started.map(|i| i.saturating_duration_since(at)));
+        light_done.extend(completed.map(|i| i.saturating_duration_since(at)));
+        started_after.lock().clear();
+        done_after.lock().clear();
+    }
+    done.store(0, Ordering::Relaxed);
     let specs: Vec<TaskSpec> = (0..tasks)
         .map(|i| TaskSpec {
             payload: Json::from_value(&serde_json::json!({ "n": i })),
@@ -472,5 +510,8 @@ pub async fn throughput(
         enqueue_to_start: percentiles(since(&started_after)),
         enqueue_to_done: percentiles(since(&done_after)),
         sync,
+        light_enqueue_to_start: percentiles(light_start),
+        light_enqueue_to_done: percentiles(light_done),
+        light_tasks,
     })
 }

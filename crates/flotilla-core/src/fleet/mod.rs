@@ -229,11 +229,11 @@ impl Fleet {
                 },
             );
         }
-        // Queued tasks re-enter the queue in their original order.
-        tasks.sort_by_key(|t| match &t.state {
-            TaskState::Queued { queued_at, .. } => (*queued_at, t.id),
-            other => (other.completed_at().unwrap_or(t.created_at), t.id),
-        });
+        // Finished tasks are evicted oldest first.
+        tasks.sort_by_key(|t| (t.state.completed_at().unwrap_or(t.created_at), t.id));
+        // New places in the queue come after every stored one.
+        fleet.queue_seq = tasks.iter().map(|t| t.queue_seq).max().unwrap_or(0);
+        let mut ready = Vec::new();
         let mut blocked = Vec::new();
         let mut orphans = Vec::new();
         for task in tasks {
@@ -267,7 +267,7 @@ impl Fleet {
                     if let Some(at) = run_after {
                         fleet.timers.insert(at, Timer::TaskRetry(id));
                     } else {
-                        fleet.enqueue(id);
+                        ready.push(id);
                     }
                 }
                 TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => {
@@ -280,12 +280,12 @@ impl Fleet {
                                     .timers
                                     .insert(timeout_at, Timer::TaskTimeout(id, attempt));
                             }
-                            _ => {
+                            TaskState::Assigned { assigned_at, .. } => {
                                 let lease = fleet.swarms[&swarm_id].swarm.config.lease_duration();
-                                fleet
-                                    .timers
-                                    .insert(now + lease, Timer::AssignExpiry(id, agent_id));
+                                let timer = Timer::AssignExpiry(id, agent_id, assigned_at);
+                                fleet.timers.insert(now + lease, timer);
                             }
+                            _ => unreachable!("only assigned and running tasks are held"),
                         }
                     } else {
                         orphans.push(id);
@@ -302,6 +302,22 @@ impl Fleet {
                 .and_then(|s| count_of(&mut s.task_counts, &fleet.tasks[&id].task.state))
             {
                 *count += 1;
+            }
+        }
+        // Ready tasks take back their stored places in the queue (a task without a valid
+        // place, from a damaged row, gets a new one at the back).
+        ready.sort_by_key(|id| {
+            let t = &fleet.tasks[id].task;
+            (t.queue_seq == 0, t.queue_seq, t.id)
+        });
+        let mut places = HashSet::new();
+        for id in ready {
+            let seq = fleet.tasks[&id].task.queue_seq;
+            if seq != 0 && places.insert(seq) {
+                fleet.enqueue_at(id, seq);
+            } else {
+                fleet.enqueue(id);
+                fleet.mark_task(id);
             }
         }
         for agent_id in fleet.agents.keys().copied().collect::<Vec<_>>() {
@@ -440,6 +456,16 @@ impl Fleet {
     fn enqueue(&mut self, id: TaskId) {
         self.queue_seq += 1;
         let seq = self.queue_seq;
+        self.tasks
+            .get_mut(&id)
+            .expect("task to enqueue")
+            .task
+            .queue_seq = seq;
+        self.enqueue_at(id, seq);
+    }
+
+    /// Puts a ready task in its swarm's queue at a given place (its stored place, on restore).
+    fn enqueue_at(&mut self, id: TaskId, seq: u64) {
         let entry = self.tasks.get_mut(&id).expect("task to enqueue");
         let swarm = self
             .swarms
@@ -641,7 +667,7 @@ impl Fleet {
                 );
                 let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
                 self.timers
-                    .insert(now + lease, Timer::AssignExpiry(task_id, agent_id));
+                    .insert(now + lease, Timer::AssignExpiry(task_id, agent_id, now));
                 self.emit(
                     now,
                     EventKind::TaskAssigned,

@@ -29,8 +29,21 @@ const MAX_DEPENDENCIES: usize = 1_000;
 pub struct KnownTasks {
     /// Status of finished tasks referenced as dependencies or parents.
     pub statuses: HashMap<TaskId, TaskStatus>,
-    /// Tasks already submitted to the swarm under these idempotency keys.
-    pub idempotency: HashMap<String, TaskId>,
+    /// Tasks already submitted to the swarm under these idempotency keys, with their status
+    /// (a task found here may be referenced by the batch through a `ref`).
+    pub idempotency: HashMap<String, (TaskId, TaskStatus)>,
+}
+
+impl KnownTasks {
+    /// The status of a task not in memory, as the driver found it.
+    fn status(&self, id: TaskId) -> Option<TaskStatus> {
+        self.statuses.get(&id).copied().or_else(|| {
+            self.idempotency
+                .values()
+                .find(|(t, _)| *t == id)
+                .map(|(_, s)| *s)
+        })
+    }
 }
 
 /// The outcome of one task of a submission.
@@ -176,10 +189,15 @@ impl Fleet {
                 })?;
             prepared.push(p);
             if let Some(key) = spec.idempotency_key.as_deref() {
-                if let Some(&first) = batch_keys.get(key) {
-                    prepared[i].duplicate_of = Some(Target::Batch(first));
-                } else {
-                    batch_keys.insert(key, i);
+                match batch_keys.get(key) {
+                    // A key already known outside the batch resolves to that task every time.
+                    Some(&first) if prepared[i].duplicate_of.is_none() => {
+                        prepared[i].duplicate_of = Some(Target::Batch(first));
+                    }
+                    Some(_) => {}
+                    None => {
+                        batch_keys.insert(key, i);
+                    }
                 }
             }
         }
@@ -206,14 +224,15 @@ impl Fleet {
         let order = topological_order(&edges, &names)?;
 
         // Resolve each spec to the task it stands for.
-        let resolve = |prepared: &[Prepared], t: Target| -> TaskId {
-            match t {
-                Target::Existing(id) => id,
-                Target::Batch(j) => match prepared[j].duplicate_of {
-                    Some(Target::Existing(id)) => id,
-                    Some(Target::Batch(k)) => ids[k],
-                    None => ids[j],
-                },
+        let resolve = |prepared: &[Prepared], mut t: Target| -> TaskId {
+            loop {
+                match t {
+                    Target::Existing(id) => return id,
+                    Target::Batch(j) => match prepared[j].duplicate_of {
+                        Some(next) => t = next,
+                        None => return ids[j],
+                    },
+                }
             }
         };
         let outcome: Vec<Submission> = (0..prepared.len())
@@ -291,7 +310,11 @@ impl Fleet {
                         continue;
                     }
                     Some(d) => d.task.status(),
-                    None => known.statuses[dep],
+                    // Only finished tasks leave memory, and the driver found them (prepare
+                    // checked every reference against memory and `known`).
+                    None => known
+                        .status(*dep)
+                        .expect("a referenced task is in memory or known"),
                 };
                 if *kind == DependencyKind::Success && status != TaskStatus::Completed {
                     failed_deps.entry(*id).or_insert((*dep, status));
@@ -299,15 +322,27 @@ impl Fleet {
             }
             self.tasks.get_mut(id).expect("inserted").unmet = unmet;
         }
-        // Release or fail in dependency order, so failures cascade through the batch.
+        // First fail every task whose `success` dependency already failed (a cascade from one
+        // of them must not release another before that one's own failure is seen), then
+        // release, in dependency order, what has nothing left to wait for.
+        let mut failed_now = Vec::new();
+        for &i in &order {
+            let Submission { task, created } = outcome[i];
+            if let Some((dep, status)) = failed_deps.get(&task)
+                && created
+                && matches!(self.tasks[&task].task.state, TaskState::Blocked)
+            {
+                self.end_for_good(task, dependency_error(*dep, *status), now);
+                failed_now.push(task);
+            }
+        }
+        self.settle_dependents(failed_now, now);
         for i in order {
             let Submission { task, created } = outcome[i];
-            if !created || !matches!(self.tasks[&task].task.state, TaskState::Blocked) {
-                continue;
-            }
-            if let Some((dep, status)) = failed_deps.get(&task) {
-                self.fail_for_dependency(task, *dep, *status, now);
-            } else if self.tasks[&task].unmet == 0 {
+            if created
+                && matches!(self.tasks[&task].task.state, TaskState::Blocked)
+                && self.tasks[&task].unmet == 0
+            {
                 self.release(task, now);
             }
         }
@@ -425,8 +460,9 @@ impl Fleet {
         let duplicate_of = spec.idempotency_key.as_ref().and_then(|key| {
             self.idempotency
                 .get(&(swarm_id, key.clone()))
-                .or_else(|| known.idempotency.get(key))
-                .map(|id| Target::Existing(*id))
+                .copied()
+                .or_else(|| known.idempotency.get(key).map(|(id, _)| *id))
+                .map(Target::Existing)
         });
         let task = Task {
             id,
@@ -448,6 +484,7 @@ impl Fleet {
             progress: None,
             created_at: now,
             updated_at: now,
+            queue_seq: 0,
             state: TaskState::Blocked,
         };
         Ok(Prepared {
@@ -537,11 +574,12 @@ impl Fleet {
                 self.limits.max_payload_bytes
             )));
         }
-        if let Some(e) = self.tasks.get(&task)
-            && let TaskState::Completed { agent_id, .. } = e.task.state
-            && agent_id == agent
-            && report.attempt.is_none_or(|a| a == e.task.attempts)
-        {
+        let repeated = self
+            .tasks
+            .get(&task)
+            .and_then(|e| e.task.repeated_completion(agent, &report));
+        if let Some(check) = repeated {
+            check?;
             return Ok(&self.tasks[&task].task);
         }
         self.check_reporter(agent, task, report.attempt)?;
@@ -564,6 +602,8 @@ impl Fleet {
             String::new(),
         );
         self.finish(task, state, now);
+        // Dependents it released go to waiting agents now, not at the next tick.
+        self.dispatch(now);
         Ok(&self.tasks[&task].task)
     }
 
@@ -640,50 +680,59 @@ impl Fleet {
         stored: Option<Task>,
         now: Timestamp,
     ) -> Result<&Task, CoreError> {
-        if !self.tasks.contains_key(&task)
-            && let Some(t) = stored.filter(|t| t.id == task && t.status().is_terminal())
+        if let Some(m) = max_attempts
+            && !(1..=100).contains(&m)
         {
-            if !self.swarms.contains_key(&t.swarm_id) {
-                return Err(CoreError::not_found(format!(
-                    "task {task}'s swarm no longer exists"
-                )));
-            }
-            if let Some(key) = &t.idempotency_key {
-                self.idempotency.insert((t.swarm_id, key.clone()), task);
-            }
-            self.tasks.insert(
-                task,
-                TaskEntry {
-                    task: t,
-                    slot: None,
-                    dependents: Vec::new(),
-                    unmet: 0,
-                    dirty: false,
-                },
-            );
+            return Err(CoreError::invalid("max_attempts must be between 1 and 100"));
         }
-        let Some(entry) = self.tasks.get_mut(&task) else {
-            return Err(CoreError::not_found(format!("task {task} not found")));
+        // Check everything before a task read from the store comes back into memory.
+        let current = match self.tasks.get(&task) {
+            Some(e) => &e.task,
+            None => match stored.as_ref().filter(|t| t.id == task) {
+                Some(t) => t,
+                None => return Err(CoreError::not_found(format!("task {task} not found"))),
+            },
         };
         if !matches!(
-            entry.task.status(),
+            current.status(),
             TaskStatus::Failed | TaskStatus::Dead | TaskStatus::Cancelled
         ) {
             return Err(CoreError::conflict(format!(
                 "task {task} is {}; only failed, dead or cancelled tasks can be retried",
-                entry.task.status()
+                current.status()
             )));
         }
-        if let Some(m) = max_attempts {
-            if !(1..=100).contains(&m) {
-                return Err(CoreError::invalid("max_attempts must be between 1 and 100"));
+        if !self.swarms.contains_key(&current.swarm_id) {
+            return Err(CoreError::not_found(format!(
+                "task {task}'s swarm no longer exists"
+            )));
+        }
+        if let Some(t) = stored.filter(|_| !self.tasks.contains_key(&task)) {
+            if let Some(key) = &t.idempotency_key {
+                self.idempotency.insert((t.swarm_id, key.clone()), task);
             }
+            let entry = TaskEntry {
+                task: t,
+                slot: None,
+                dependents: Vec::new(),
+                unmet: 0,
+                dirty: false,
+            };
+            self.tasks.insert(task, entry);
+        }
+        let entry = self.tasks.get_mut(&task).expect("task in memory");
+        if let Some(m) = max_attempts {
             entry.task.max_attempts = m;
         }
         entry.task.attempts = 0;
-        if entry.task.deadline.is_some_and(|d| d <= now) {
-            entry.task.deadline = None;
+        // A deadline still ahead holds again (its timer may be gone with a restart); one
+        // already past would fail the retry at once, so it is dropped.
+        match entry.task.deadline {
+            Some(d) if d <= now => entry.task.deadline = None,
+            Some(d) => self.timers.insert(d, Timer::TaskDeadline(task)),
+            None => {}
         }
+        let entry = &self.tasks[&task];
         let swarm_id = entry.task.swarm_id;
         self.emit(
             now,
@@ -764,8 +813,14 @@ impl Fleet {
         }
     }
 
-    /// Fails a task for good (no more attempts).
+    /// Fails a task for good (no more attempts) and settles its dependents.
     pub(super) fn fail_task_for_good(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
+        self.end_for_good(task, error, now);
+        self.settle_dependents(vec![task], now);
+    }
+
+    /// Marks a task failed for good, with its event, leaving its dependents to the caller.
+    fn end_for_good(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
         let t = &self.tasks[&task].task;
         let (swarm_id, agent) = (t.swarm_id, t.state.agent_id());
         self.emit(
@@ -777,14 +832,11 @@ impl Fleet {
             error.message.clone(),
         );
         self.tasks.get_mut(&task).expect("task").task.last_error = Some(error.clone());
-        self.finish(
-            task,
-            TaskState::Failed {
-                error,
-                completed_at: now,
-            },
-            now,
-        );
+        let state = TaskState::Failed {
+            error,
+            completed_at: now,
+        };
+        self.transition(task, state, now);
     }
 
     /// Puts a placed or running task back in the queue without counting an attempt (its
@@ -845,21 +897,20 @@ impl Fleet {
         status: TaskStatus,
         now: Timestamp,
     ) {
-        let error = TaskError {
-            kind: ErrorKind::DependencyFailed,
-            message: format!("dependency {dep} ended {status}, and this task needs it to succeed"),
-            retryable: false,
-            agent_id: None,
-            attempt: None,
-        };
-        self.fail_task_for_good(task, error, now);
+        self.fail_task_for_good(task, dependency_error(dep, status), now);
     }
 
     /// Moves a task to a terminal state and settles every task waiting on it, transitively.
     fn finish(&mut self, task: TaskId, state: TaskState, now: Timestamp) {
         debug_assert!(state.status().is_terminal());
         self.transition(task, state, now);
-        let mut done = vec![task];
+        self.settle_dependents(vec![task], now);
+    }
+
+    /// Settles the tasks waiting on these finished tasks, transitively: a `success` dependent
+    /// of a task that did not complete fails; any other counts down and is released at zero.
+    fn settle_dependents(&mut self, finished: Vec<TaskId>, now: Timestamp) {
+        let mut done = finished;
         let mut seen = HashSet::new();
         while let Some(finished) = done.pop() {
             if !seen.insert(finished) {
@@ -882,33 +933,7 @@ impl Fleet {
                     .find(|x| x.task_id == finished)
                     .map_or(DependencyKind::Completion, |x| x.kind);
                 if kind == DependencyKind::Success && status != TaskStatus::Completed {
-                    let error = TaskError {
-                        kind: ErrorKind::DependencyFailed,
-                        message: format!(
-                            "dependency {finished} ended {status}, and this task needs it to succeed"
-                        ),
-                        retryable: false,
-                        agent_id: None,
-                        attempt: None,
-                    };
-                    let swarm_id = entry.task.swarm_id;
-                    entry.task.last_error = Some(error.clone());
-                    self.emit(
-                        now,
-                        EventKind::TaskFailed,
-                        swarm_id,
-                        None,
-                        Some(d),
-                        error.message.clone(),
-                    );
-                    self.transition(
-                        d,
-                        TaskState::Failed {
-                            error,
-                            completed_at: now,
-                        },
-                        now,
-                    );
+                    self.end_for_good(d, dependency_error(finished, status), now);
                     done.push(d);
                 } else {
                     entry.unmet = entry.unmet.saturating_sub(1);
@@ -918,5 +943,16 @@ impl Fleet {
                 }
             }
         }
+    }
+}
+
+/// The error of a task whose `success` dependency did not complete.
+fn dependency_error(dep: TaskId, status: TaskStatus) -> TaskError {
+    TaskError {
+        kind: ErrorKind::DependencyFailed,
+        message: format!("dependency {dep} ended {status}, and this task needs it to succeed"),
+        retryable: false,
+        agent_id: None,
+        attempt: None,
     }
 }

@@ -26,8 +26,8 @@ pub(super) enum Timer {
     TaskRetry(TaskId),
     /// The task's deadline has come.
     TaskDeadline(TaskId),
-    /// The task was placed on the agent, which may not have taken it.
-    AssignExpiry(TaskId, AgentId),
+    /// The task was placed on the agent at that instant; it may not have been taken.
+    AssignExpiry(TaskId, AgentId, Timestamp),
 }
 
 /// The pending timers, soonest first.
@@ -63,7 +63,7 @@ impl Fleet {
                 Timer::TaskTimeout(id, attempt) => self.timeout_timer(id, attempt, now),
                 Timer::TaskRetry(id) => self.retry_timer(id, now),
                 Timer::TaskDeadline(id) => self.deadline_timer(id, now),
-                Timer::AssignExpiry(id, agent) => self.assign_expiry_timer(id, agent, now),
+                Timer::AssignExpiry(id, agent, at) => self.assign_expiry_timer(id, agent, at, now),
             }
         }
         self.evict(now);
@@ -177,15 +177,16 @@ impl Fleet {
             return;
         };
         if let TaskState::Queued {
-            queued_at,
             run_after: Some(at),
+            ..
         } = entry.task.state
             && at <= now
         {
+            // It enters the ready queue now: behind the tasks that were ready before it.
             self.transition(
                 id,
                 TaskState::Queued {
-                    queued_at,
+                    queued_at: now,
                     run_after: None,
                 },
                 now,
@@ -217,12 +218,23 @@ impl Fleet {
         self.fail_task_for_good(id, error, now);
     }
 
-    fn assign_expiry_timer(&mut self, id: TaskId, agent: AgentId, now: Timestamp) {
+    fn assign_expiry_timer(
+        &mut self,
+        id: TaskId,
+        agent: AgentId,
+        placed: Timestamp,
+        now: Timestamp,
+    ) {
         let Some(entry) = self.tasks.get(&id) else {
             return;
         };
-        if let TaskState::Assigned { agent_id, .. } = entry.task.state
+        // Only the placement this timer was set for: the task may have been placed again since.
+        if let TaskState::Assigned {
+            agent_id,
+            assigned_at,
+        } = entry.task.state
             && agent_id == agent
+            && assigned_at == placed
         {
             self.requeue(id, "its agent did not take it within one lease", now);
         }

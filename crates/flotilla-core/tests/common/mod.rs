@@ -146,7 +146,8 @@ impl MemStore {
         if let Some(swarm_id) = swarm_id {
             for key in keys {
                 if let Some(id) = self.keys.get(&(swarm_id, key.clone())) {
-                    known.idempotency.insert(key, *id);
+                    let status = self.tasks[id].status();
+                    known.idempotency.insert(key, (*id, status));
                 }
             }
         }
@@ -225,7 +226,11 @@ impl Harness {
             assert_eq!(e.seq, expected, "event seqs must increase by one: {:?}", e);
             expected += 1;
         }
-        assert_eq!(self.fleet.next_event_seq(), expected, "next_event_seq follows the last event");
+        assert_eq!(
+            self.fleet.next_event_seq(),
+            expected,
+            "next_event_seq follows the last event"
+        );
         self.store.apply(&changes);
         self.events.extend(changes.events.iter().cloned());
         self.effects = self.fleet.take_effects();
@@ -237,9 +242,17 @@ impl Harness {
     pub fn refused<T: std::fmt::Debug>(&mut self, result: Result<T, CoreError>) -> CoreError {
         let err = result.expect_err("the command should have been refused");
         let changes = self.fleet.take_changes();
-        assert!(changes.is_empty(), "a refused command must change nothing, got {changes:?}");
-        assert!(self.fleet.take_effects().is_empty(), "a refused command has no effects");
-        self.fleet.check_invariants().expect("invariants after a refusal");
+        assert!(
+            changes.is_empty(),
+            "a refused command must change nothing, got {changes:?}"
+        );
+        assert!(
+            self.fleet.take_effects().is_empty(),
+            "a refused command has no effects"
+        );
+        self.fleet
+            .check_invariants()
+            .expect("invariants after a refusal");
         err
     }
 
@@ -268,7 +281,9 @@ impl Harness {
             ..AgentSpec::default()
         };
         let swarm = self.swarm.clone();
-        self.fleet.register_agent(&swarm, id, spec, self.now).expect("register agent");
+        self.fleet
+            .register_agent(&swarm, id, spec, self.now)
+            .expect("register agent");
         self.settle();
         id
     }
@@ -278,7 +293,9 @@ impl Harness {
         let ids: Vec<TaskId> = specs.iter().map(|_| TaskId(self.uuid())).collect();
         let swarm = self.swarm.clone();
         let known = self.store.known_for(&self.fleet, &swarm, &specs);
-        let r = self.fleet.submit_tasks(&swarm, specs, &ids, &known, self.now);
+        let r = self
+            .fleet
+            .submit_tasks(&swarm, specs, &ids, &known, self.now);
         if r.is_ok() {
             self.settle();
         }
@@ -304,17 +321,31 @@ impl Harness {
     }
 
     /// Completes a task's attempt.
-    pub fn complete(&mut self, agent: AgentId, task: TaskId, attempt: u32) -> Result<Task, CoreError> {
-        let r = self.fleet.complete_task(agent, task, done(attempt), self.now).map(|t| t.clone());
+    pub fn complete(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+    ) -> Result<Task, CoreError> {
+        let r = self
+            .fleet
+            .complete_task(agent, task, done(attempt), self.now)
+            .cloned();
         self.after(r)
     }
 
     /// Fails a task's attempt.
-    pub fn fail(&mut self, agent: AgentId, task: TaskId, attempt: u32, retryable: bool) -> Result<Task, CoreError> {
+    pub fn fail(
+        &mut self,
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+        retryable: bool,
+    ) -> Result<Task, CoreError> {
         let r = self
             .fleet
             .fail_task(agent, task, failed(attempt, retryable), self.now)
-            .map(|t| t.clone());
+            .cloned();
         self.after(r)
     }
 
@@ -323,7 +354,7 @@ impl Harness {
         let r = self
             .fleet
             .cancel_task(task, Some("not needed".to_owned()), self.now)
-            .map(|t| t.clone());
+            .cloned();
         self.after(r)
     }
 
@@ -333,7 +364,10 @@ impl Harness {
             Some(_) => None,
             None => self.store.tasks.get(&task).cloned(),
         };
-        let r = self.fleet.retry_task(task, max_attempts, stored, self.now).map(|t| t.clone());
+        let r = self
+            .fleet
+            .retry_task(task, max_attempts, stored, self.now)
+            .cloned();
         self.after(r)
     }
 
@@ -359,7 +393,9 @@ impl Harness {
 
     /// A task as the fleet holds it (it must be in memory).
     pub fn task(&self, id: TaskId) -> &Task {
-        self.fleet.task(id).unwrap_or_else(|| panic!("task {id} is not in memory"))
+        self.fleet
+            .task(id)
+            .unwrap_or_else(|| panic!("task {id} is not in memory"))
     }
 
     /// A task's status.

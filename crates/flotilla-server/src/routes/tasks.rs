@@ -73,7 +73,7 @@ pub async fn submit(
             let mut by_key = Vec::new();
             for key in keys {
                 if let Some(t) = r.find_task_by_idempotency_key(swarm_id, &key)? {
-                    by_key.push((key, t.id));
+                    by_key.push((key, (t.id, t.status())));
                 }
             }
             Ok((found, by_key))
@@ -369,9 +369,19 @@ pub async fn complete(
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
     let agent = reporter(&state, &who, id)?;
+    let repeat = report.clone();
     let result = state
         .apply(|f, now| f.complete_task(agent, id, report, now).cloned())
         .await;
+    // The same completion, repeated after the task left memory, is answered from the store
+    // exactly as the core answers it while the task is in memory.
+    if matches!(&result, Err(e) if e.status == StatusCode::NOT_FOUND)
+        && let Some(stored) = read(&state, move |r| r.get_task(id)).await?
+        && let Some(check) = stored.repeated_completion(agent, &repeat)
+    {
+        check?;
+        return Ok(Json(stored));
+    }
     finished_elsewhere(&state, id, result).await.map(Json)
 }
 

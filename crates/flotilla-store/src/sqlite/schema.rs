@@ -79,6 +79,8 @@ CREATE TABLE swarm_tasks (
     result                 TEXT,
     error_message          TEXT,
     queued_at              INTEGER,
+    -- The task's place in its swarm's ready queue, so that a restart keeps FIFO order.
+    queue_seq              INTEGER NOT NULL DEFAULT 0,
     run_after              INTEGER,
     assigned_at            INTEGER,
     started_at             INTEGER,

@@ -263,6 +263,7 @@ pub fn full_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
         }),
         created_at: ts(1_700_000_000_000 + n as i64),
         updated_at: ts(1_700_000_000_999 + n as i64),
+        queue_seq: u64::MAX - 1,
         state,
     }
 }
@@ -289,6 +290,7 @@ pub fn bare_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
         progress: None,
         created_at: ts(n as i64),
         updated_at: ts(n as i64),
+        queue_seq: 0,
         state,
     }
 }

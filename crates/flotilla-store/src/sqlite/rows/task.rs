@@ -31,9 +31,9 @@ INSERT INTO swarm_tasks (id, swarm_id, parent_task_id, task_type, payload, prior
                          max_attempts, backoff_initial_ms, backoff_max_ms, timeout_ms, deadline,
                          status, assigned_agent_id, attempt_count, result, error_message,
                          queued_at, run_after, assigned_at, started_at, timeout_at, completed_at,
-                         created_at, updated_at, detail)
+                         created_at, updated_at, detail, queue_seq)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-        ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+        ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)
 ON CONFLICT (id) DO UPDATE SET
     max_attempts = excluded.max_attempts,
     deadline = excluded.deadline,
@@ -49,7 +49,8 @@ ON CONFLICT (id) DO UPDATE SET
     timeout_at = excluded.timeout_at,
     completed_at = excluded.completed_at,
     updated_at = excluded.updated_at,
-    detail = excluded.detail";
+    detail = excluded.detail,
+    queue_seq = excluded.queue_seq";
 
 /// Records one dependency; already recorded ones are left alone (dependencies never change).
 pub(crate) const INSERT_DEPENDENCY: &str = "\
@@ -61,7 +62,7 @@ pub(crate) const COLUMNS: &str = "id, swarm_id, parent_task_id, task_type, paylo
     required_capabilities, depends_on, affinity_key, idempotency_key, max_attempts, \
     backoff_initial_ms, backoff_max_ms, timeout_ms, deadline, status, assigned_agent_id, \
     attempt_count, result, queued_at, run_after, assigned_at, started_at, timeout_at, \
-    completed_at, created_at, updated_at, detail";
+    completed_at, created_at, updated_at, detail, queue_seq";
 
 /// The parts of `detail` as written; borrowed from the task.
 #[derive(Serialize)]
@@ -240,6 +241,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, task: &Task) -> Result<(), StoreE
         task.created_at.as_millis(),
         task.updated_at.as_millis(),
         detail,
+        task.queue_seq as i64,
     ])?;
     Ok(())
 }
@@ -328,6 +330,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Task, StoreError> {
         }),
         created_at: c.ts(25, "created_at")?,
         updated_at: c.ts(26, "updated_at")?,
+        queue_seq: c.int::<i64>(28, "queue_seq")? as u64,
         state,
     })
 }
@@ -353,6 +356,6 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 28);
+        assert_eq!(COLUMNS.split(',').count(), 29);
     }
 }

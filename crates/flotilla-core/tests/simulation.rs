@@ -25,7 +25,7 @@
 //! Sizes: `simulation_small` (100 agents, 10,000 tasks, tight memory limits so finished tasks
 //! are evicted and the driver must look them up in its store), `simulation_chaos` (40 agents
 //! that die often, 12 restarts), `simulation_full` (1,000 agents, 100,000 tasks; ignored in
-//! debug builds, run it with `cargo test --release`), and `simulation_is_deterministic`.
+//! runs in every `cargo test`), and `simulation_is_deterministic`.
 //!
 //! The seed comes from `FLOTILLA_SIM_SEED` (decimal or 0x-hex), else a fixed default; it is
 //! printed when a run fails. `FLOTILLA_SIM_RUNS=n` runs n consecutive seeds.
@@ -1896,10 +1896,9 @@ fn simulation_chaos() {
     });
 }
 
-/// The full size: 1,000 agents, 100,000 tasks. Too slow for debug builds; run with
-/// `cargo test --release -p flotilla-core --test simulation`.
+/// The full size: 1,000 agents, 100,000 tasks. The core is built optimized even in test
+/// builds (see the workspace's Cargo.toml), so this runs in every `cargo test`.
 #[test]
-#[cfg_attr(debug_assertions, ignore = "slow in debug builds: run with --release")]
 fn simulation_full() {
     simulate(Scale {
         agents: 1_000,

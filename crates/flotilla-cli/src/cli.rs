@@ -89,6 +89,28 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// `full`: every change is on disk before it is acknowledged, even across a power cut.
+    /// `normal`: it survives a crash of flotilla, not of the machine; faster.
+    #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
+    pub sync: Sync,
+}
+
+/// How hard the store pushes each commit to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sync {
+    /// fsync every commit (the default).
+    Full,
+    /// Leave the write-ahead log's flushing to the OS: safe across a crash of flotilla only.
+    Normal,
+}
+
+impl From<Sync> for flotilla_store::SyncMode {
+    fn from(s: Sync) -> Self {
+        match s {
+            Sync::Full => flotilla_store::SyncMode::Full,
+            Sync::Normal => flotilla_store::SyncMode::Normal,
+        }
+    }
 }
 
 /// `flotilla swarm …`.

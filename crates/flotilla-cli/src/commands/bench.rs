@@ -60,6 +60,9 @@ pub struct BenchArgs {
     /// Give up after this many seconds (throughput).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// How the store syncs commits (throughput).
+    #[arg(long, value_enum, default_value = "full")]
+    pub sync: crate::cli::Sync,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -158,6 +161,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let agents = args.agents.unwrap_or(100);
         let tasks = args.tasks.unwrap_or(50_000);
         let report = throughput(
+            args.sync.into(),
             agents,
             tasks,
             args.batch.max(1),
@@ -349,6 +353,7 @@ fn print_throughput(r: &ThroughputReport) {
 
 /// The whole product on loopback.
 pub async fn throughput(
+    sync: flotilla_store::SyncMode,
     agents: usize,
     tasks: usize,
     batch: usize,
@@ -358,7 +363,8 @@ pub async fn throughput(
     let dir = tempfile::tempdir().context("create a temporary data directory")?;
     let mut config = flotilla_server::ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
-    let sync = format!("{:?}", config.sync).to_lowercase();
+    config.sync = sync;
+    let sync = format!("{sync:?}").to_lowercase();
     let server = flotilla_server::start(config).await?;
     let admin = Client::new(&server.url(), server.admin_token.clone())?;
     let submitted_at: Arc<Mutex<HashMap<TaskId, Instant>>> =

@@ -13,6 +13,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let data_dir = config::data_dir(global)?;
     let server = ServerConfig {
         listen: args.listen,
+        sync: args.sync.into(),
         ..ServerConfig::new(data_dir)
     };
     flotilla_server::serve(server)

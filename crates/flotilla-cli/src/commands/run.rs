@@ -72,9 +72,9 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     } else {
         output::line(&report.human())?;
     }
-    Ok(if report.timed_out {
+    Ok(if report.outcome.timed_out {
         ExitCode::from(2)
-    } else if report.completed as usize == report.total {
+    } else if report.outcome.completed as usize == report.total {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -229,7 +229,7 @@ async fn submit(
 }
 
 /// How the tasks ended.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Outcome {
     /// Completed.
     pub completed: u64,
@@ -243,8 +243,8 @@ pub struct Outcome {
     pub missing: u64,
     /// Not finished when the wait ended.
     pub unfinished: u64,
-    /// The first few that did not complete: id, status, message.
-    pub failures: Vec<(TaskId, TaskStatus, String)>,
+    /// The first few tasks that did not complete.
+    pub failures: Vec<FailureLine>,
     /// Whether `--timeout` ended the wait.
     pub timed_out: bool,
 }
@@ -271,7 +271,11 @@ impl Outcome {
             _ => return,
         };
         if self.failures.len() < SHOWN_FAILURES {
-            self.failures.push((id, state.status(), message));
+            self.failures.push(FailureLine {
+                id,
+                status: state.status(),
+                message,
+            });
         }
     }
 
@@ -357,32 +361,19 @@ pub struct Summary {
     pub swarm: String,
     /// Tasks submitted.
     pub total: usize,
-    /// Completed.
-    pub completed: u64,
-    /// Failed for good.
-    pub failed: u64,
-    /// Out of attempts.
-    pub dead: u64,
-    /// Cancelled.
-    pub cancelled: u64,
-    /// No longer known to the coordinator.
-    pub missing: u64,
-    /// Not finished when `--timeout` ended the wait.
-    pub unfinished: u64,
-    /// Whether `--timeout` ended the wait.
-    pub timed_out: bool,
+    /// How they ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// From the first submission to the end, in milliseconds.
     pub elapsed_ms: u64,
     /// Finished tasks per second.
     pub tasks_per_second: f64,
-    /// The first few tasks that did not complete.
-    pub failures: Vec<FailureLine>,
     #[serde(skip)]
     timeout: Option<Duration>,
 }
 
 /// One task that did not complete.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailureLine {
     /// Its id.
     pub id: TaskId,
@@ -406,46 +397,32 @@ impl Summary {
             file: file.to_owned(),
             swarm: swarm.to_owned(),
             total,
-            completed: o.completed,
-            failed: o.failed,
-            dead: o.dead,
-            cancelled: o.cancelled,
-            missing: o.missing,
-            unfinished: o.unfinished,
-            timed_out: o.timed_out,
             elapsed_ms: elapsed.as_millis() as u64,
             tasks_per_second: ((o.finished() as f64 / secs) * 10.0).round() / 10.0,
-            failures: o
-                .failures
-                .into_iter()
-                .map(|(id, status, message)| FailureLine {
-                    id,
-                    status,
-                    message,
-                })
-                .collect(),
+            outcome: o,
             timeout,
         }
     }
 
     /// The human form.
     pub fn human(&self) -> String {
+        let o = &self.outcome;
         let mut rows = vec![
             ("tasks", self.total.to_string()),
-            ("completed", self.completed.to_string()),
-            ("failed", self.failed.to_string()),
-            ("dead", self.dead.to_string()),
-            ("cancelled", self.cancelled.to_string()),
+            ("completed", o.completed.to_string()),
+            ("failed", o.failed.to_string()),
+            ("dead", o.dead.to_string()),
+            ("cancelled", o.cancelled.to_string()),
         ];
-        if self.missing > 0 {
-            rows.push(("missing", self.missing.to_string()));
+        if o.missing > 0 {
+            rows.push(("missing", o.missing.to_string()));
         }
-        if self.timed_out {
+        if o.timed_out {
             rows.push((
                 "unfinished",
                 format!(
                     "{} (stopped waiting after {})",
-                    self.unfinished,
+                    o.unfinished,
                     self.timeout.map(format_duration).unwrap_or_default()
                 ),
             ));
@@ -456,9 +433,9 @@ impl Summary {
         ));
         rows.push(("throughput", format!("{} tasks/s", self.tasks_per_second)));
         let mut text = output::key_values(&rows);
-        if !self.failures.is_empty() {
+        if !o.failures.is_empty() {
             text.push_str("\nfirst failures:");
-            for f in &self.failures {
+            for f in &o.failures {
                 text.push_str(&format!(
                     "\n  {} {}: {}",
                     f.id,
@@ -569,11 +546,11 @@ mod tests {
             completed: 8,
             failed: 1,
             dead: 1,
-            failures: vec![(
-                "0190b6e4-0000-7000-8000-000000000001".parse().unwrap(),
-                TaskStatus::Dead,
-                "boom\nagain".into(),
-            )],
+            failures: vec![FailureLine {
+                id: "0190b6e4-0000-7000-8000-000000000001".parse().unwrap(),
+                status: TaskStatus::Dead,
+                message: "boom\nagain".into(),
+            }],
             ..Outcome::default()
         };
         let s = Summary::new("f", "default", 10, o, Duration::from_secs(2), None);

@@ -58,12 +58,19 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the coordinator.
     Serve(ServeArgs),
+    /// Run the coordinator with a fleet file applied, until Ctrl-C (the quick start).
+    Up(UpArgs),
+    /// Apply a fleet file: create or update its swarms and pools, start managed agents.
+    Apply(ApplyArgs),
     /// Create, list, show, change and delete swarms.
     #[command(subcommand)]
     Swarm(SwarmCommand),
-    /// List, show and remove agents.
+    /// List, show, spawn, start, stop, attach to and read the logs of agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// List, show and delete pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Submit, list, show, cancel, retry and wait for tasks.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -94,6 +101,64 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
     pub sync: Sync,
 }
+
+/// `flotilla up`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Starts the coordinator in this process (data in --data-dir), applies \
+FILE to it as `flotilla apply` would, prints what changed and how to submit work, then runs \
+until Ctrl-C or SIGTERM and shuts down gracefully. See `flotilla apply --help` for the file."
+)]
+pub struct UpArgs {
+    /// The fleet file (TOML).
+    pub file: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// `full`: every change is on disk before it is acknowledged; `normal`: faster, safe
+    /// across a crash of flotilla only.
+    #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
+    pub sync: Sync,
+}
+
+/// `flotilla apply`.
+#[derive(Debug, Args)]
+#[command(after_help = FLEET_FILE_HELP)]
+pub struct ApplyArgs {
+    /// The fleet file (TOML).
+    pub file: PathBuf,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// What `flotilla apply --help` says about fleet files.
+pub const FLEET_FILE_HELP: &str = "\
+A fleet file describes swarms and their pools; applying it is idempotent and deletes nothing:
+
+  [swarms.default]                    # description, topology, heartbeat_interval,
+  task_timeout = \"5m\"                 # heartbeat_miss_limit, task_timeout,
+                                      # task_max_attempts, min_agents, max_agents
+  [swarms.default.pools.wordcount]
+  min_agents = 3                      # managed agents kept running
+  max_agents = 10
+  capabilities = [\"text\"]
+  max_concurrent_tasks = 1
+
+  [swarms.default.pools.wordcount.agent]
+  command = \"python3\"
+  args = [\"agents/wordcount.py\"]      # {{payload.field}}, {{task.id}}… in exec mode
+  env = { LANG = \"C.UTF-8\" }
+  workdir = \".\"                       # relative to the file's directory (the default)
+  runtime = \"process\"                 # or \"tmux\"
+  mode = \"exec\"                       # or \"daemon\"
+  memory = \"256MiB\"                   # KiB, MiB, GiB or KB, MB, GB
+  cpu = 0.5                           # cores
+  cpu_time = \"10m\"
+  task_timeout = \"30s\"
+  stop_grace = \"10s\"
+
+Errors name the file, line, column and key. Exit 1 on any error.";
 
 /// How hard the store pushes each commit to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -236,18 +301,141 @@ pub enum AgentCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
-    /// Show an agent.
+    /// Show an agent, with its process and resource usage if it is managed.
     Show {
-        /// Its id.
-        id: AgentId,
+        /// Its id or name.
+        agent: String,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
         /// Output.
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Unregister an agent; its tasks go back to the queue.
     Remove {
-        /// Its id.
-        id: AgentId,
+        /// Its id or name.
+        agent: String,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
+    },
+    /// Start a new managed agent from a pool's template.
+    Spawn {
+        /// The swarm (name or id).
+        #[arg(long, default_value = DEFAULT_SWARM)]
+        swarm: String,
+        /// The pool.
+        #[arg(long)]
+        pool: String,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Start a managed agent that was stopped or failed.
+    Start(LifecycleArgs),
+    /// Stop a managed agent: SIGTERM, then SIGKILL after its grace period.
+    Stop(ForceLifecycleArgs),
+    /// Freeze a managed agent's processes; it takes no tasks meanwhile.
+    Pause(LifecycleArgs),
+    /// Thaw a paused managed agent.
+    Resume(LifecycleArgs),
+    /// Stop a managed agent, then start it again.
+    Restart(ForceLifecycleArgs),
+    /// Attach this terminal to a tmux-runtime agent's session (detach with Ctrl-b d).
+    Attach {
+        /// Its id or name.
+        agent: String,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
+    },
+    /// Print the end of a managed agent's log, or follow it.
+    Logs {
+        /// Its id or name.
+        agent: String,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
+        /// Keep printing new output as it comes, until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many lines of the end to print first.
+        #[arg(long, default_value_t = 200, value_name = "LINES")]
+        tail: usize,
+    },
+}
+
+/// Where `AGENT` is looked up when it is a name.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FindAgent {
+    /// Look the agent's name up in this swarm only [default: every swarm].
+    #[arg(long)]
+    pub swarm: Option<String>,
+}
+
+/// `flotilla agent start|pause|resume`.
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Its id or name.
+    pub agent: String,
+    /// Where to look the name up.
+    #[command(flatten)]
+    pub find: FindAgent,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla agent stop|restart`.
+#[derive(Debug, Args)]
+pub struct ForceLifecycleArgs {
+    /// Its id or name.
+    pub agent: String,
+    /// Where to look the name up.
+    #[command(flatten)]
+    pub find: FindAgent,
+    /// Kill at once (SIGKILL) instead of waiting for it to exit.
+    #[arg(long)]
+    pub force: bool,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla pool …`.
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// List pools (of every swarm unless --swarm is given).
+    List {
+        /// Only this swarm's pools (name or id).
+        #[arg(long)]
+        swarm: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show a pool and its agent template.
+    Show {
+        /// The pool's name.
+        pool: String,
+        /// Its swarm (name or id).
+        #[arg(long, default_value = DEFAULT_SWARM)]
+        swarm: String,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Delete a pool.
+    Delete {
+        /// The pool's name.
+        pool: String,
+        /// Its swarm (name or id).
+        #[arg(long, default_value = DEFAULT_SWARM)]
+        swarm: String,
+        /// Remove its agents first (stopping the managed ones).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -417,9 +605,17 @@ pub struct RunArgs {
 FLOTILLA_TASK_PAYLOAD (left out above 64 KiB) in its environment. Exit 0 completes the task \
 with stdout as the result (parsed as JSON when it is JSON, else a string; null when empty); \
 any other exit fails the attempt with the end of stderr. The task's timeout kills it. \
-Ctrl-C stops taking tasks, lets running ones finish, then unregisters."
+Ctrl-C stops taking tasks, lets running ones finish, then unregisters.
+
+With --agent-from-env, the worker acts as an agent that exists already: the managed agent that \
+the coordinator started this process for in daemon mode, named by FLOTILLA_URL, \
+FLOTILLA_AGENT_ID and FLOTILLA_TOKEN (all required). It neither registers nor unregisters."
 )]
 pub struct WorkerArgs {
+    /// Act as the managed agent named by FLOTILLA_URL, FLOTILLA_AGENT_ID and FLOTILLA_TOKEN
+    /// (a pool's daemon-mode command) instead of registering a new one.
+    #[arg(long, conflicts_with_all = ["swarm", "agent_type", "name", "capabilities"])]
+    pub agent_from_env: bool,
     /// The swarm to join (name or id).
     #[arg(long, default_value = DEFAULT_SWARM)]
     pub swarm: String,
@@ -432,9 +628,10 @@ pub struct WorkerArgs {
     /// A capability of the agent (repeatable).
     #[arg(long = "capability", value_name = "CAP")]
     pub capabilities: Vec<String>,
-    /// How many tasks run at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub concurrency: u32,
+    /// How many tasks run at once [default: 1; with --agent-from-env, the agent's
+    /// max_concurrent_tasks].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub concurrency: Option<u32>,
     /// How long one poll for a task waits (at most 60s).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub poll_wait: Duration,
@@ -594,7 +791,7 @@ mod tests {
         let Command::Worker(w) = cli.command else {
             panic!()
         };
-        assert_eq!(w.concurrency, 4);
+        assert_eq!(w.concurrency, Some(4));
         assert_eq!(w.capabilities, vec!["py"]);
         assert_eq!(w.command, vec!["python3", "-c", "print(1)"]);
         assert_eq!(w.poll_wait, Duration::from_secs(30));

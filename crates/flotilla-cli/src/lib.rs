@@ -1,10 +1,11 @@
-//! The `flotilla` binary: the coordinator (`serve`), the CLI of its API (`swarm`, `agent`,
-//! `task`, `run`) and an agent host (`worker`).
+//! The `flotilla` binary: the coordinator (`serve`, and `up` with a fleet file), the CLI of its
+//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`) and an agent host (`worker`).
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod fleet_file;
 pub mod output;
 
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ use crate::cli::{Cli, Command};
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.command);
+    if matches!(cli.command, Command::Serve(_) | Command::Up(_)) {
+        export_own_path();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,7 +53,7 @@ pub fn main() -> ExitCode {
 /// overrides.
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -59,6 +63,19 @@ fn init_tracing(command: &Command) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// Sets `FLOTILLA_BIN` to this executable unless it is set, so that the coordinator's managed
+/// agents (which inherit its environment in the process runtime) can run this very `flotilla`,
+/// e.g. `"${FLOTILLA_BIN:-flotilla}" worker --agent-from-env -- …`, even when it is not on `PATH`.
+fn export_own_path() {
+    if std::env::var_os("FLOTILLA_BIN").is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // SAFETY: called from `main` before the async runtime or any other thread starts.
+        unsafe { std::env::set_var("FLOTILLA_BIN", exe) };
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use flotilla_core::api::HeartbeatAck;
 use flotilla_core::api::{
-    BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, OrchestratorInfo, Page,
-    Registration, RetryRequest, SwarmHealth, SwarmView,
+    BatchSubmitted, CancelRequest, FleetApplied, FleetSpec, LookupRequest, LookupResponse,
+    OrchestratorInfo, Page, PoolPut, Registration, RetryRequest, SwarmHealth, SwarmView,
 };
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, CompletionReport, Event, EventKind, FailureReport,
-    Heartbeat, Json, Progress, SwarmSpec, SwarmUpdate, Task, TaskId, TaskSpec, TaskStatus,
+    Heartbeat, Json, LifecycleRequest, Operation, Pool, PoolSpec, Progress, SwarmSpec, SwarmUpdate,
+    Task, TaskId, TaskSpec, TaskStatus,
 };
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
 
@@ -26,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// The longest wait the API accepts, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
+/// Timeout of following a log: in effect none (a year).
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A typed client of one coordinator, acting with one token.
 ///
@@ -425,6 +428,115 @@ impl Client {
         self.post_task(task, "fail", &report).await
     }
 
+    // ----- pools and managed agents -----
+
+    /// `GET /swarms/{swarm}/pools`: the swarm's pools.
+    pub async fn list_pools(&self, swarm: &str) -> Result<Vec<Pool>, ClientError> {
+        let url = self.url(&["swarms", swarm, "pools"]);
+        self.get_json::<Items<Pool>>(&url).await.map(|i| i.items)
+    }
+
+    /// `GET /swarms/{swarm}/pools/{pool}`: one pool.
+    pub async fn get_pool(&self, swarm: &str, pool: &str) -> Result<Pool, ClientError> {
+        self.get_json(&self.url(&["swarms", swarm, "pools", pool]))
+            .await
+    }
+
+    /// `PUT /swarms/{swarm}/pools/{pool}` (admin): creates or replaces the pool named
+    /// `spec.name`; tells whether it was created, updated or left unchanged.
+    pub async fn put_pool(&self, swarm: &str, spec: &PoolSpec) -> Result<PoolPut, ClientError> {
+        let url = self.url(&["swarms", swarm, "pools", &spec.name]);
+        let body = self.send(self.req(Method::PUT, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `DELETE /swarms/{swarm}/pools/{pool}`: deletes a pool; with `force`, removes its agents
+    /// first (stopping the managed ones).
+    pub async fn delete_pool(
+        &self,
+        swarm: &str,
+        pool: &str,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let mut url = self.url(&["swarms", swarm, "pools", pool]);
+        if force {
+            url.query_pairs_mut().append_pair("force", "true");
+        }
+        self.send(self.req(Method::DELETE, &url)).await.map(drop)
+    }
+
+    /// `POST /swarms/{swarm}/pools/{pool}/agents` (admin): starts a new managed agent from the
+    /// pool's template.
+    pub async fn spawn_agent(&self, swarm: &str, pool: &str) -> Result<Agent, ClientError> {
+        let url = self.url(&["swarms", swarm, "pools", pool, "agents"]);
+        let body = self.send(self.req(Method::POST, &url)).await?;
+        decode(&url, &body)
+    }
+
+    /// `PATCH /agents/{id}` (admin): starts, stops, pauses, resumes or restarts a managed
+    /// agent; `force` (stop, restart) kills it at once instead of waiting for it to exit.
+    pub async fn agent_lifecycle(
+        &self,
+        agent: AgentId,
+        operation: Operation,
+        force: bool,
+    ) -> Result<Agent, ClientError> {
+        let url = self.url(&["agents", &agent.to_string()]);
+        let req = LifecycleRequest { operation, force };
+        let body = self.send(self.req(Method::PATCH, &url).json(&req)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /agents/{id}/logs?tail=`: the last `tail` lines of a managed agent's log.
+    pub async fn agent_logs(&self, agent: AgentId, tail: usize) -> Result<String, ClientError> {
+        let mut url = self.url(&["agents", &agent.to_string(), "logs"]);
+        url.query_pairs_mut().append_pair("tail", &tail.to_string());
+        let body = self.send(self.req(Method::GET, &url)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET /agents/{id}/logs?follow=true&tail=`: the last `tail` lines of a managed agent's
+    /// log, then its new output as it comes, until the coordinator ends the stream or the
+    /// [`LogStream`] is dropped.
+    pub async fn follow_agent_logs(
+        &self,
+        agent: AgentId,
+        tail: usize,
+    ) -> Result<LogStream, ClientError> {
+        let mut url = self.url(&["agents", &agent.to_string(), "logs"]);
+        url.query_pairs_mut()
+            .append_pair("follow", "true")
+            .append_pair("tail", &tail.to_string());
+        // No overall timeout: the answer lasts as long as the agent runs.
+        let req = self.req(Method::GET, &url).timeout(FOLLOW_TIMEOUT);
+        let response = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+            return Err(ClientError::from_response(status.as_u16(), &body));
+        }
+        Ok(LogStream {
+            response,
+            base: self.base_url().to_owned(),
+            pending: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// `PUT /fleet` (admin): applies a fleet document (swarms and their pools) idempotently;
+    /// answers what changed, in document order.
+    pub async fn apply_fleet(&self, fleet: &FleetSpec) -> Result<FleetApplied, ClientError> {
+        let url = self.url(&["fleet"]);
+        let body = self.send(self.req(Method::PUT, &url).json(fleet)).await?;
+        decode(&url, &body)
+    }
+
     // ----- events and orchestrator -----
 
     /// `GET /events`: one page of the event log, in log order.
@@ -557,6 +669,94 @@ fn decode<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, C
     })
 }
 
+/// An answer of the form `{"items": [...]}` (other fields, such as `next_cursor`, ignored).
+#[derive(Deserialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+/// The output of an agent's log as it comes, from [`Client::follow_agent_logs`].
+///
+/// Each [`LogStream::next_chunk`] answers the next piece of text (whole UTF-8 characters;
+/// not necessarily whole lines), or `None` once the coordinator closed the stream (it stopped,
+/// or the agent was removed).
+pub struct LogStream {
+    response: reqwest::Response,
+    base: String,
+    /// The bytes of a character split between two chunks.
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream")
+            .field("url", &self.response.url().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogStream {
+    /// The next piece of the log; `None` when the stream has ended.
+    pub async fn next_chunk(&mut self) -> Result<Option<String>, ClientError> {
+        while !self.done {
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| ClientError::from_reqwest(&self.base, &e))?;
+            match chunk {
+                Some(bytes) => {
+                    self.pending.extend_from_slice(&bytes);
+                    let text = take_utf8(&mut self.pending);
+                    if !text.is_empty() {
+                        return Ok(Some(text));
+                    }
+                }
+                None => {
+                    self.done = true;
+                    if !self.pending.is_empty() {
+                        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+                        self.pending.clear();
+                        return Ok(Some(rest));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Takes the text of `buf` up to an incomplete UTF-8 sequence at its end (kept in `buf` for
+/// the next chunk); invalid bytes become U+FFFD.
+fn take_utf8(buf: &mut Vec<u8>) -> String {
+    // An incomplete sequence is at most 3 bytes long: find where the last one starts.
+    let mut keep = 0;
+    for back in 1..=buf.len().min(3) {
+        let b = buf[buf.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back
+        }
+        let needed = if b & 0xE0 == 0xC0 {
+            2
+        } else if b & 0xF0 == 0xE0 {
+            3
+        } else if b & 0xF8 == 0xF0 {
+            4
+        } else {
+            1
+        };
+        if needed > back {
+            keep = back;
+        }
+        break;
+    }
+    let cut = buf.len() - keep;
+    let text = String::from_utf8_lossy(&buf[..cut]).into_owned();
+    buf.drain(..cut);
+    text
+}
+
 /// A wait as the API takes it: whole seconds, rounded up, at most 60.
 fn wait_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -598,6 +798,28 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn text_is_taken_up_to_a_split_character() {
+        let mut buf = b"abc\xC3".to_vec();
+        assert_eq!(take_utf8(&mut buf), "abc");
+        assert_eq!(buf, b"\xC3");
+        buf.extend_from_slice(b"\xA9!");
+        assert_eq!(take_utf8(&mut buf), "\u{e9}!");
+        assert!(buf.is_empty());
+        // A four-byte character split after two bytes, then after three.
+        let crab = "\u{1F980}".as_bytes();
+        let mut buf = crab[..2].to_vec();
+        assert_eq!(take_utf8(&mut buf), "");
+        buf.push(crab[2]);
+        assert_eq!(take_utf8(&mut buf), "");
+        buf.push(crab[3]);
+        assert_eq!(take_utf8(&mut buf), "\u{1F980}");
+        // Invalid bytes are replaced, not kept forever.
+        let mut buf = b"x\xFFy".to_vec();
+        assert_eq!(take_utf8(&mut buf), "x\u{FFFD}y");
+        assert!(buf.is_empty());
     }
 
     #[test]

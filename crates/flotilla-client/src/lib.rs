@@ -5,7 +5,10 @@
 //!   ([`flotilla_core::Task`], [`flotilla_core::api::SwarmView`], …).
 //! - [`ClientError`] tells, in one line, why a call failed.
 //! - [`worker::run_worker`] registers an agent and runs a [`worker::TaskHandler`] on every task
-//!   it takes, until shut down.
+//!   it takes, until shut down; [`worker::run_worker_registered`] does the same for an agent
+//!   that exists already (a managed agent in `daemon` mode).
+//! - Managed agents: [`Client::put_pool`], [`Client::spawn_agent`], [`Client::agent_lifecycle`],
+//!   [`Client::agent_logs`], [`Client::follow_agent_logs`] and [`Client::apply_fleet`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flotilla_client::ClientError> {
@@ -25,5 +28,5 @@ mod client;
 mod error;
 pub mod worker;
 
-pub use client::{Client, EventQuery, TaskQuery};
+pub use client::{Client, EventQuery, LogStream, TaskQuery};
 pub use error::ClientError;

@@ -1,5 +1,7 @@
 //! The worker loop of a connected agent: register, heartbeat, take tasks, run a handler on
-//! each, report the outcome, and unregister on shutdown.
+//! each, report the outcome, and unregister on shutdown ([`run_worker`]); or the same for an
+//! agent the coordinator created and manages, without registering or unregistering
+//! ([`run_worker_registered`]).
 //!
 //! A handler is anything implementing [`TaskHandler`]; every `Fn(Task) -> impl Future<Output =
 //! Result<Json, TaskFailure>>` closure does:
@@ -120,9 +122,10 @@ where
 /// How a worker registers and polls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {
-    /// The swarm to join (id or name).
+    /// The swarm to join (id or name); not used by [`run_worker_registered`].
     pub swarm: String,
-    /// The agent to register; its `max_concurrent_tasks` is replaced by `concurrency`.
+    /// The agent to register; its `max_concurrent_tasks` is replaced by `concurrency`. Not
+    /// used by [`run_worker_registered`].
     pub agent: AgentSpec,
     /// How many tasks run at once (at least 1).
     pub concurrency: usize,
@@ -208,14 +211,102 @@ pub async fn run_worker<H: TaskHandler>(
             Err(e) => return Err(e),
         }
     };
-    let agent_id = registration.agent_id;
     info!(
-        "registered agent {} ({agent_id}) in swarm {}; running up to {concurrency} task(s) at once",
-        registration.agent.name, config.swarm
+        "registered agent {} ({}) in swarm {}; running up to {concurrency} task(s) at once",
+        registration.agent.name, registration.agent_id, config.swarm
     );
+    work(
+        client.with_token(registration.token),
+        registration.agent_id,
+        Duration::from_millis(registration.heartbeat_interval_ms),
+        &config,
+        handler,
+        shutdown,
+        Ending::Unregister,
+    )
+    .await
+}
 
+/// Runs an agent that already exists, such as a managed agent in `daemon` mode that the
+/// coordinator started with `FLOTILLA_URL`, `FLOTILLA_AGENT_ID` and `FLOTILLA_TOKEN`:
+/// `agent_client` acts with the agent's own token.
+///
+/// It works as [`run_worker`] does, except that it does not register (`config.swarm` and
+/// `config.agent` are not used) and does not unregister when it stops: the coordinator manages
+/// the agent, and whatever it still held goes back to the queue when the coordinator sees its
+/// process end. It starts with a heartbeat, which tells the coordinator that the agent is up
+/// and learns the heartbeat interval.
+pub async fn run_worker_registered<H: TaskHandler>(
+    agent_client: Client,
+    agent_id: AgentId,
+    config: WorkerConfig,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WorkerStats, ClientError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = RetryBackoff::new();
+    let beat = Heartbeat {
+        running_tasks: Some(Vec::new()),
+        ..Heartbeat::default()
+    };
+    let ack = loop {
+        let attempt = tokio::select! {
+            biased;
+            _ = &mut shutdown => return Ok(WorkerStats { agent_id: Some(agent_id), ..WorkerStats::default() }),
+            r = agent_client.heartbeat(agent_id, &beat) => r,
+        };
+        match attempt {
+            Ok(ack) => break ack,
+            Err(e) if e.is_transient() => {
+                let wait = backoff.next_delay();
+                warn!("cannot reach the coordinator yet ({e}); retrying in {wait:?}");
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return Ok(WorkerStats { agent_id: Some(agent_id), ..WorkerStats::default() }),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    info!(
+        "running as agent {agent_id}; up to {} task(s) at once",
+        config.concurrency.max(1)
+    );
+    work(
+        agent_client,
+        agent_id,
+        Duration::from_millis(ack.heartbeat_interval_ms),
+        &config,
+        handler,
+        shutdown,
+        Ending::Leave,
+    )
+    .await
+}
+
+/// What a worker does with its agent when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Unregister it: its unfinished tasks go back to the queue at once.
+    Unregister,
+    /// Leave it registered: the coordinator manages it.
+    Leave,
+}
+
+/// The worker proper, once the agent exists: heartbeats, poll loops, shutdown.
+async fn work<H: TaskHandler, S: Future<Output = ()>>(
+    agent: Client,
+    agent_id: AgentId,
+    heartbeat_interval: Duration,
+    config: &WorkerConfig,
+    handler: H,
+    mut shutdown: std::pin::Pin<&mut S>,
+    ending: Ending,
+) -> Result<WorkerStats, ClientError> {
+    let concurrency = config.concurrency.max(1);
     let shared = Arc::new(Shared {
-        agent: client.with_token(registration.token),
+        agent,
         agent_id,
         fatal: std::sync::Mutex::new(None),
         fatal_notify: Notify::new(),
@@ -229,7 +320,7 @@ pub async fn run_worker<H: TaskHandler>(
     let (hb_stop_tx, hb_stop_rx) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat_loop(
         shared.clone(),
-        Duration::from_millis(registration.heartbeat_interval_ms),
+        heartbeat_interval,
         hb_stop_rx,
     ));
 
@@ -246,7 +337,10 @@ pub async fn run_worker<H: TaskHandler>(
     }
 
     tokio::select! {
-        _ = &mut shutdown => info!("stopping: finishing running tasks, then unregistering"),
+        _ = &mut shutdown => match ending {
+            Ending::Unregister => info!("stopping: finishing running tasks, then unregistering"),
+            Ending::Leave => info!("stopping: finishing running tasks"),
+        },
         _ = shared.fatal_notify.notified() => {}
     }
     stop_tx.send_replace(true);
@@ -269,9 +363,10 @@ pub async fn run_worker<H: TaskHandler>(
 
     let fatal = shared.fatal.lock().expect("not poisoned").take();
     // An agent whose token is refused or who is unknown was removed already.
-    if !fatal
-        .as_ref()
-        .is_some_and(|e| matches!(e.status(), Some(401 | 403 | 404)))
+    if ending == Ending::Unregister
+        && !fatal
+            .as_ref()
+            .is_some_and(|e| matches!(e.status(), Some(401 | 403 | 404)))
     {
         unregister(&shared).await;
     }
@@ -431,16 +526,21 @@ async fn run_one<H: TaskHandler>(shared: &Shared, handler: &Arc<H>, task: Task) 
         .expect("not poisoned")
         .insert(id, running.0.abort_handle());
     let joined = (&mut running.0).await;
-    shared.running.lock().expect("not poisoned").remove(&id);
     let outcome = match joined {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => Err(TaskFailure::retryable(format!(
             "the task handler panicked: {}",
             panic_message(e.into_panic())
         ))),
-        Err(_) => return,
+        Err(_) => {
+            shared.running.lock().expect("not poisoned").remove(&id);
+            return;
+        }
     };
     report(shared, id, attempt, outcome).await;
+    // Only now: until the report lands, heartbeats keep listing the task, so the coordinator
+    // does not take it for one whose hand-over was lost.
+    shared.running.lock().expect("not poisoned").remove(&id);
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -114,6 +114,8 @@ pub struct ResourceUsage {
     pub memory_mb: Option<f64>,
     /// Open network connections.
     pub active_connections: Option<u32>,
+    /// Open files (sampled from /proc for managed agents).
+    pub open_files: Option<u64>,
 }
 
 impl ResourceUsage {
@@ -173,8 +175,55 @@ pub struct Agent {
     pub last_heartbeat_at: Timestamp,
     /// Its lease: it holds its tasks until this instant unless it shows a sign of life.
     pub lease_until: Timestamp,
-    /// When it stopped (unregistered), if it did.
+    /// When it last stopped, if it did.
     pub stopped_at: Option<Timestamp>,
+    /// When it was unregistered (removed for good); such an agent is not restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<Timestamp>,
+    /// The process side of an agent that Flotilla starts itself; `null` for a connected agent.
+    #[serde(default)]
+    pub managed: Option<Managed>,
+}
+
+/// Whether a managed agent should be running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    /// Keep it running (restart it when asked).
+    #[default]
+    Running,
+    /// Keep it stopped.
+    Stopped,
+}
+
+/// The process side of a managed agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Managed {
+    /// Where its processes run.
+    pub runtime: crate::pool::RuntimeKind,
+    /// How it runs its command.
+    pub mode: crate::pool::AgentMode,
+    /// What was last asked of it.
+    pub desired: Desired,
+    /// The process (group) running it, in daemon mode while it runs.
+    pub pid: Option<u32>,
+    /// When its process was last started.
+    pub started_at: Option<Timestamp>,
+    /// How many times it was started.
+    pub starts: u32,
+    /// How its last process ended, e.g. `exited with code 3`.
+    pub last_exit: Option<String>,
+    /// Which limits the runtime could apply (rlimits, cgroup), in words.
+    pub limits_applied: Option<String>,
+}
+
+impl Agent {
+    /// Whether Flotilla runs this agent's process, in `exec` mode (one process per task).
+    pub fn is_exec(&self) -> bool {
+        self.managed
+            .as_ref()
+            .is_some_and(|m| m.mode == crate::pool::AgentMode::Exec)
+    }
 }
 
 /// What an agent gives to register.

@@ -188,3 +188,62 @@ pub struct ErrorDetail {
     /// What went wrong and what to do.
     pub message: String,
 }
+
+/// `PUT /fleet`: swarms and their pools, applied idempotently.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// The swarms.
+    #[serde(default)]
+    pub swarms: Vec<FleetSwarm>,
+}
+
+/// One swarm of a fleet document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSwarm {
+    /// Its name.
+    pub name: String,
+    /// Its description; left as it is when left out.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its topology; left as it is when left out (star for a new swarm).
+    #[serde(default)]
+    pub topology: Option<crate::swarm::Topology>,
+    /// Its configuration; left as it is when left out (defaults for a new swarm).
+    #[serde(default)]
+    pub config: Option<crate::swarm::SwarmConfig>,
+    /// Its pools.
+    #[serde(default)]
+    pub pools: Vec<crate::pool::PoolSpec>,
+}
+
+/// What applying a fleet document did to one thing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetChange {
+    /// `swarm`, `pool` or `agent`.
+    pub kind: String,
+    /// Its name (`swarm/pool` for pools).
+    pub name: String,
+    /// `created`, `updated`, `unchanged` or `spawned`.
+    pub action: String,
+    /// More, when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The answer to `PUT /fleet`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetApplied {
+    /// Every swarm, pool and spawned agent, in document order.
+    pub changes: Vec<FleetChange>,
+}
+
+/// The answer to `PUT /swarms/{swarm}/pools/{pool}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolPut {
+    /// What changed.
+    pub change: crate::fleet::PoolChange,
+    /// The pool now.
+    pub pool: crate::pool::Pool,
+}

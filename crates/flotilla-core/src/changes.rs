@@ -4,6 +4,7 @@
 use crate::agent::Agent;
 use crate::event::Event;
 use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::pool::Pool;
 use crate::swarm::Swarm;
 use crate::task::Task;
 
@@ -17,6 +18,10 @@ pub struct Changes {
     pub deleted_swarms: Vec<SwarmId>,
     /// Agents registered or changed (an unregistered agent appears once more, `stopped`).
     pub agents: Vec<Agent>,
+    /// Pools created or changed.
+    pub pools: Vec<Pool>,
+    /// Pools deleted: swarm and pool name.
+    pub deleted_pools: Vec<(SwarmId, String)>,
     /// Tasks submitted or changed.
     pub tasks: Vec<Task>,
     /// Events, in order.
@@ -29,6 +34,8 @@ impl Changes {
         self.swarms.is_empty()
             && self.deleted_swarms.is_empty()
             && self.agents.is_empty()
+            && self.pools.is_empty()
+            && self.deleted_pools.is_empty()
             && self.tasks.is_empty()
             && self.events.is_empty()
     }
@@ -38,6 +45,18 @@ impl Changes {
         self.swarms.extend(other.swarms);
         self.deleted_swarms.extend(other.deleted_swarms);
         self.agents.extend(other.agents);
+        // A pool deleted later must not come back through a row written earlier: the store
+        // applies deletions before upserts within one batch.
+        if !other.deleted_pools.is_empty() {
+            self.pools.retain(|p| {
+                !other
+                    .deleted_pools
+                    .iter()
+                    .any(|(s, n)| *s == p.swarm_id && *n == p.name)
+            });
+        }
+        self.pools.extend(other.pools);
+        self.deleted_pools.extend(other.deleted_pools);
         self.tasks.extend(other.tasks);
         self.events.extend(other.events);
     }
@@ -50,4 +69,14 @@ pub enum Effect {
     WakeAgent(AgentId),
     /// This task reached a terminal status: wake whoever waits for it.
     TaskFinished(TaskId),
+    /// Start this managed agent's process (or, in exec mode, its task loop).
+    StartAgent(AgentId),
+    /// Stop this managed agent's process; `true`: kill at once.
+    StopAgent(AgentId, bool),
+    /// Freeze this managed agent's processes.
+    PauseAgent(AgentId),
+    /// Thaw this managed agent's processes.
+    ResumeAgent(AgentId),
+    /// Stop, then start this managed agent; `true`: kill at once.
+    RestartAgent(AgentId, bool),
 }

@@ -28,6 +28,18 @@ pub enum EventKind {
     AgentFailed,
     /// An agent that had lost its lease showed a sign of life again.
     AgentRecovered,
+    /// A managed agent's process started.
+    AgentStarted,
+    /// A managed agent's process stopped as asked.
+    AgentStopped,
+    /// An agent was paused.
+    AgentPaused,
+    /// An agent was resumed.
+    AgentResumed,
+    /// A pool was created or changed.
+    PoolUpdated,
+    /// A pool was deleted.
+    PoolDeleted,
     /// A task was accepted.
     TaskSubmitted,
     /// A task's dependencies finished; it entered the queue.
@@ -64,6 +76,12 @@ impl EventKind {
             EventKind::AgentLeft => "agent_left",
             EventKind::AgentFailed => "agent_failed",
             EventKind::AgentRecovered => "agent_recovered",
+            EventKind::AgentStarted => "agent_started",
+            EventKind::AgentStopped => "agent_stopped",
+            EventKind::AgentPaused => "agent_paused",
+            EventKind::AgentResumed => "agent_resumed",
+            EventKind::PoolUpdated => "pool_updated",
+            EventKind::PoolDeleted => "pool_deleted",
             EventKind::TaskSubmitted => "task_submitted",
             EventKind::TaskUnblocked => "task_unblocked",
             EventKind::TaskAssigned => "task_assigned",

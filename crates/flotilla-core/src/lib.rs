@@ -17,20 +17,26 @@ pub mod event;
 pub mod fleet;
 pub mod ids;
 pub mod json;
+pub mod pool;
 pub mod queue;
 pub mod swarm;
 pub mod task;
 pub mod time;
 
 pub use agent::{
-    Agent, AgentRole, AgentSpec, AgentStatus, Heartbeat, ReportedHealth, ResourceUsage,
+    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Heartbeat, Managed, ReportedHealth,
+    ResourceUsage,
 };
 pub use changes::{Changes, Effect};
 pub use error::CoreError;
 pub use event::{Event, EventKind};
-pub use fleet::{Fleet, FleetLimits};
+pub use fleet::{Fleet, FleetLimits, StoredState};
 pub use ids::{AgentId, SwarmId, TaskId};
 pub use json::Json;
+pub use pool::{
+    AgentMode, AgentTemplate, LifecycleRequest, Operation, Pool, PoolSpec, ResourceLimits,
+    RuntimeKind,
+};
 pub use swarm::{DEFAULT_SWARM, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology};
 pub use task::{
     Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,

@@ -209,6 +209,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// A dependency did not succeed (dependency kind `success`).
     DependencyFailed,
+    /// The agent's process exited while the attempt ran.
+    AgentExited,
 }
 
 /// Why an attempt or a task failed.

@@ -1238,11 +1238,12 @@ fn restore_requeues_tasks_of_agents_that_are_gone() {
     let id = h.submit(TaskSpec::default());
     let a = h.agent("a", &[], 1);
     h.take(a).unwrap();
-    // The agent's row says it stopped (as if the store missed nothing but the task's row was
-    // written before the agent left): restore puts the task back without counting the attempt.
-    let mut stopped = h.store.agents[&a].clone();
-    stopped.status = AgentStatus::Stopped;
-    h.store.agents.insert(a, stopped);
+    // The agent's row says it was removed (as if the task's row was written before the agent
+    // left): restore puts the task back without counting the attempt.
+    let mut removed = h.store.agents[&a].clone();
+    removed.status = AgentStatus::Stopped;
+    removed.removed_at = Some(h.now);
+    h.store.agents.insert(a, removed);
     h.restart();
     assert!(h.fleet.agent(a).is_none());
     assert_eq!(h.status(id), TaskStatus::Queued);

@@ -431,6 +431,8 @@ impl Sim {
                         );
                     }
                 }
+                // The simulation drives connected agents only.
+                other => panic!("unexpected effect for connected agents: {other:?}"),
             }
         }
         (r, changes)
@@ -1635,7 +1637,14 @@ impl Sim {
         r.expect("force delete");
         assert_eq!(changes.deleted_swarms, vec![s.swarm]);
         assert!(changes.tasks.iter().all(|t| t.swarm_id != s.swarm));
-        assert!(changes.agents.iter().all(|a| a.swarm_id != s.swarm));
+        // The swarm's agents come once more, removed, so that the driver revokes their tokens.
+        assert!(
+            changes
+                .agents
+                .iter()
+                .filter(|a| a.swarm_id == s.swarm)
+                .all(|a| a.removed_at.is_some() && a.status == AgentStatus::Stopped)
+        );
         assert!(
             changes
                 .events

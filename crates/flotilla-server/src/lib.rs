@@ -11,8 +11,10 @@ pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod logs;
 pub mod routes;
 pub mod state;
+pub mod supervisor;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -123,6 +125,7 @@ pub struct Server {
     _lock: std::fs::File,
     http: JoinHandle<Result<(), std::io::Error>>,
     ticker: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
     writer_thread: std::thread::JoinHandle<()>,
 }
 
@@ -136,6 +139,8 @@ impl Server {
     /// flushes the store and returns.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
+        // Managed agents are stopped (gracefully) while the store still takes their exits.
+        let _ = self.supervisor.await;
         let served = self
             .http
             .await
@@ -177,25 +182,20 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let store_description = store.describe();
     let clock = Clock::new();
     let now = clock.now();
-    let tokens = TokenTable::new(snapshot.tokens);
+    let (stored, stored_tokens) = snapshot.into_parts();
+    let tokens = TokenTable::new(stored_tokens);
     let (admin_token, admin_token_created, admin_record) =
         auth::ensure_admin_token(dir, &tokens, now).map_err(dir_err)?;
     let mut tokens = tokens;
-    let mut fleet = Fleet::restore(
-        config.limits.clone(),
-        snapshot.swarms,
-        snapshot.agents,
-        snapshot.tasks,
-        snapshot.next_event_seq,
-        now,
-    );
+    let mut fleet = Fleet::restore(config.limits.clone(), stored, now);
     fleet.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
     // What restoring changed, and a new admin token, are stored before the first request.
     let first = Batch {
         changes: fleet.take_changes(),
         tokens: admin_record.iter().cloned().collect(),
     };
-    fleet.take_effects();
+    // Managed agents meant to run are started once the supervisor runs.
+    let restored_effects = fleet.take_effects();
     if !first.changes.is_empty() || !first.tokens.is_empty() {
         let committed = tokio::task::spawn_blocking(move || store.commit(&first).map(|_| store))
             .await
@@ -207,6 +207,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     }
     let (writer, writer_thread) = Writer::start(Box::new(store));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (supervisor, orders) = supervisor::Supervisor::channel();
     let state = AppState::new(Inner {
         fleet: Mutex::new(fleet),
         tokens: RwLock::new(tokens),
@@ -216,6 +217,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         waiters: Waiters::default(),
         store_description,
         shutdown: shutdown_rx.clone(),
+        supervisor,
+        data_dir: dir.clone(),
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -234,6 +237,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .await
     });
     let ticker = tokio::spawn(tick_loop(state.clone(), config.tick_interval));
+    let supervisor = tokio::spawn(supervisor::run(
+        state.clone(),
+        orders,
+        format!("http://{addr}"),
+    ));
+    state.run_effects(&restored_effects);
     tracing::info!(%addr, store = %state.store_description, "coordinator started");
     Ok(Server {
         addr,
@@ -245,6 +254,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         _lock: lock,
         http,
         ticker,
+        supervisor,
         writer_thread,
     })
 }

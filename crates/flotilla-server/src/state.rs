@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flotilla_core::{AgentId, Changes, CoreError, Effect, Fleet, TaskId, Timestamp};
 use flotilla_store::{Batch, SqliteReader, TokenRecord};
@@ -41,6 +42,10 @@ pub struct Inner {
     pub store_description: String,
     /// Flips to true when the server shuts down; long polls return at once.
     pub shutdown: watch::Receiver<bool>,
+    /// The supervisor of managed agents.
+    pub supervisor: crate::supervisor::Supervisor,
+    /// The data directory (managed agents' logs live in `logs/` there).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl std::ops::Deref for AppState {
@@ -76,37 +81,71 @@ impl AppState {
         &self,
         command: impl FnOnce(&mut Fleet, Timestamp) -> Result<(T, Vec<TokenRecord>), CoreError>,
     ) -> Result<T, ApiError> {
-        let (value, ack, effects) = {
+        if self.writer.has_failed() {
+            return Err(refused_since_failure());
+        }
+        let (value, pending) = {
             let mut fleet = self.fleet.lock();
             let now = self.now();
-            let result = command(&mut fleet, now);
-            let changes = fleet.take_changes();
-            let effects = fleet.take_effects();
-            let (value, mut tokens) = match result {
-                Ok(v) => v,
+            match command(&mut fleet, now) {
+                Ok((value, tokens)) => (value, self.hand_over(&mut fleet, tokens, now)),
                 Err(e) => {
-                    // A refused command changes nothing, but keep whatever was pending.
-                    debug_assert!(changes.is_empty());
-                    if !changes.is_empty() {
-                        self.writer.submit(Batch {
-                            changes,
-                            tokens: Vec::new(),
-                        });
-                    }
+                    // A refused command changes nothing.
+                    debug_assert!(fleet.take_changes().is_empty());
                     return Err(e.into());
                 }
-            };
-            tokens.extend(self.revoke_tokens_of_stopped_agents(&changes, now));
-            let ack = (!changes.is_empty() || !tokens.is_empty())
-                .then(|| self.writer.submit(Batch { changes, tokens }));
-            (value, ack, effects)
+            }
         };
-        if let Some(ack) = ack {
-            match ack.await {
+        self.settle(pending).await?;
+        Ok(value)
+    }
+
+    /// Commits whatever the fleet has pending (after a tick) and runs the effects.
+    pub async fn flush(&self, tick: bool) {
+        if self.writer.has_failed() {
+            return;
+        }
+        let pending = {
+            let mut fleet = self.fleet.lock();
+            let now = self.now();
+            if tick {
+                fleet.tick(now);
+            }
+            self.hand_over(&mut fleet, Vec::new(), now)
+        };
+        if let Err(e) = self.settle(pending).await {
+            tracing::warn!(error = %e.message, "could not persist the clock's changes");
+        }
+    }
+
+    /// Under the fleet lock: takes the fleet's changes and effects and hands the changes (with
+    /// these tokens) to the writer. With nothing to write, it notes the last batch handed over
+    /// before, so that the answer still waits for it.
+    fn hand_over(
+        &self,
+        fleet: &mut Fleet,
+        mut tokens: Vec<TokenRecord>,
+        now: Timestamp,
+    ) -> Pending {
+        let changes = fleet.take_changes();
+        let effects = fleet.take_effects();
+        tokens.extend(self.revoke_tokens_of_stopped_agents(&changes, now));
+        let wait = if changes.is_empty() && tokens.is_empty() {
+            Wait::Watermark(self.writer.last_submitted())
+        } else {
+            Wait::Ack(self.writer.submit(Batch { changes, tokens }))
+        };
+        Pending { wait, effects }
+    }
+
+    /// Out of the lock: waits until what was handed over is durable, then runs the effects.
+    async fn settle(&self, pending: Pending) -> Result<(), ApiError> {
+        match pending.wait {
+            Wait::Ack(ack) => match ack.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     return Err(ApiError::unavailable(format!(
-                        "the change could not be stored ({e}); it was not acknowledged, retry later"
+                        "the change could not be stored ({e}); its outcome is unknown until the store recovers: retry (with an idempotency key for submissions)"
                     )));
                 }
                 Err(_) => {
@@ -114,35 +153,21 @@ impl AppState {
                         "the coordinator is shutting down; retry shortly",
                     ));
                 }
+            },
+            Wait::Watermark(seq) => {
+                if !self
+                    .writer
+                    .wait_committed(seq, Duration::from_secs(10))
+                    .await
+                {
+                    return Err(ApiError::unavailable(
+                        "the store has not confirmed earlier changes; retry shortly",
+                    ));
+                }
             }
         }
-        self.run_effects(&effects);
-        Ok(value)
-    }
-
-    /// Commits whatever the fleet has pending (after a tick) and runs the effects.
-    pub async fn flush(&self, tick: bool) {
-        let (ack, effects) = {
-            let mut fleet = self.fleet.lock();
-            let now = self.now();
-            if tick {
-                fleet.tick(now);
-            }
-            let changes = fleet.take_changes();
-            let effects = fleet.take_effects();
-            if changes.is_empty() {
-                (None, effects)
-            } else {
-                let tokens = self.revoke_tokens_of_stopped_agents(&changes, now);
-                (Some(self.writer.submit(Batch { changes, tokens })), effects)
-            }
-        };
-        if let Some(ack) = ack
-            && !matches!(ack.await, Ok(Ok(())))
-        {
-            return;
-        }
-        self.run_effects(&effects);
+        self.run_effects(&pending.effects);
+        Ok(())
     }
 
     /// Agents that stopped (unregistered, replaced, swarm deleted) lose their tokens.
@@ -164,14 +189,45 @@ impl AppState {
         revoked
     }
 
-    fn run_effects(&self, effects: &[Effect]) {
+    /// Where a managed agent's log is.
+    pub fn log_path(&self, agent_name: &str) -> std::path::PathBuf {
+        self.data_dir.join("logs").join(format!("{agent_name}.log"))
+    }
+
+    /// Carries out effects once their changes are durable.
+    pub fn run_effects(&self, effects: &[Effect]) {
+        use crate::supervisor::Order;
         for effect in effects {
-            match effect {
-                Effect::WakeAgent(a) => self.waiters.wake_agent(*a),
-                Effect::TaskFinished(t) => self.waiters.wake_task(*t),
+            match *effect {
+                Effect::WakeAgent(a) => self.waiters.wake_agent(a),
+                Effect::TaskFinished(t) => self.waiters.wake_task(t),
+                Effect::StartAgent(a) => self.supervisor.send(Order::Start(a)),
+                Effect::StopAgent(a, force) => self.supervisor.send(Order::Stop(a, force)),
+                Effect::PauseAgent(a) => self.supervisor.send(Order::Pause(a)),
+                Effect::ResumeAgent(a) => self.supervisor.send(Order::Resume(a)),
+                Effect::RestartAgent(a, force) => self.supervisor.send(Order::Restart(a, force)),
             }
         }
     }
+}
+
+/// What a command handed to the writer, and what to do once it is durable.
+struct Pending {
+    wait: Wait,
+    effects: Vec<Effect>,
+}
+
+enum Wait {
+    /// The command's own batch.
+    Ack(crate::writer::Ack),
+    /// The command changed nothing: the batches before it.
+    Watermark(u64),
+}
+
+fn refused_since_failure() -> ApiError {
+    ApiError::unavailable(
+        "the store refused an earlier change, so this coordinator accepts no more: restart it to reload its state from the store",
+    )
 }
 
 /// Long polls waiting for an agent's next task or for a task to finish.

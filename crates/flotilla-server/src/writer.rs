@@ -4,27 +4,36 @@
 //! Callers send their batch while still holding the fleet lock, so batches reach the store in
 //! the order the fleet applied them; each caller then awaits its acknowledgement before
 //! answering its client. Under load many requests share one transaction (and one fsync);
-//! with no load a request waits for exactly one commit.
+//! with no load a request waits for exactly one commit. The store itself keeps the last row of
+//! each entity and writes swarm rows in order (renames), so batches are merged as they are.
 //!
-//! When a commit fails, the batch is kept and put in front of the next one: rows are whole
-//! entities, so writing an older row before a newer one is always correct, and events stay in
-//! order. The callers of the failed commit are told it failed (503); their change may still
-//! become durable with a later commit, like any request whose answer was lost.
+//! Every batch gets a sequence number, and [`Writer::committed`] tells the highest one that is
+//! durable: a command that changed nothing still waits for that watermark to reach the batches
+//! sent before it, so it never answers from state a crash could take back.
+//!
+//! Failures: a transient one (the file locked by another process, an I/O error, a full disk, a
+//! read-only file) keeps the batch and puts it in front of the next commit — rows are whole
+//! entities, so writing an older row before a newer one is always correct — and tells its
+//! callers it failed (503: the outcome is unknown until a later commit succeeds). Any other
+//! failure (a constraint the store refuses, corruption) means memory and store disagree in a way
+//! retrying cannot fix: the writer fails closed, refusing every later batch, until the
+//! coordinator is restarted and reloads the store.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flotilla_core::Changes;
 use flotilla_store::{Batch, Store, StoreError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// How many waiting batches one commit takes at most.
 const MAX_JOBS_PER_COMMIT: usize = 8192;
 
 struct Job {
+    seq: u64,
     batch: Batch,
     done: oneshot::Sender<Result<(), Arc<StoreError>>>,
 }
@@ -33,6 +42,9 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: Sender<Job>,
+    next_seq: Arc<AtomicU64>,
+    committed: watch::Receiver<u64>,
+    failed: Arc<AtomicBool>,
 }
 
 /// Waits for one batch to be durable.
@@ -42,24 +54,60 @@ impl Writer {
     /// Starts the writer thread on a store.
     pub fn start(store: Box<dyn Store>) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = channel();
+        let (committed_tx, committed) = watch::channel(0);
+        let failed = Arc::new(AtomicBool::new(false));
+        let thread_failed = failed.clone();
         let handle = std::thread::Builder::new()
             .name("flotilla-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, committed_tx, thread_failed))
             .expect("spawn the writer thread");
-        (Writer { tx }, handle)
+        let writer = Writer {
+            tx,
+            next_seq: Arc::new(AtomicU64::new(1)),
+            committed,
+            failed,
+        };
+        (writer, handle)
     }
 
-    /// Queues a batch; the returned receiver resolves once it is durable (or failed).
+    /// Queues a batch; the returned receiver resolves once it is durable (or failed). Call it
+    /// under the fleet lock, so that batches keep the order of the commands.
     pub fn submit(&self, batch: Batch) -> Ack {
         let (done, ack) = oneshot::channel();
-        if self.tx.send(Job { batch, done }).is_err() {
-            // The writer is gone (shutting down): the dropped sender makes the ack fail.
-        }
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        // A send error means the writer is gone (shutting down): the dropped sender fails the ack.
+        let _ = self.tx.send(Job { seq, batch, done });
         ack
+    }
+
+    /// The sequence number of the last batch submitted; read under the fleet lock, it covers
+    /// every change the fleet has made so far.
+    pub fn last_submitted(&self) -> u64 {
+        self.next_seq.load(Ordering::SeqCst) - 1
+    }
+
+    /// Waits until every batch up to `seq` is durable; false if that does not happen within
+    /// `within` (the store is failing).
+    pub async fn wait_committed(&self, seq: u64, within: Duration) -> bool {
+        let mut committed = self.committed.clone();
+        tokio::time::timeout(within, committed.wait_for(|c| *c >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the store refused a batch for a reason retrying cannot fix; the coordinator
+    /// must be restarted to reload the store.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 }
 
-fn run(mut store: Box<dyn Store>, rx: Receiver<Job>) {
+fn run(
+    mut store: Box<dyn Store>,
+    rx: Receiver<Job>,
+    committed: watch::Sender<u64>,
+    failed: Arc<AtomicBool>,
+) {
     let mut carried: Option<Batch> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -69,14 +117,24 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        if failed.load(Ordering::SeqCst) {
+            let refused = Arc::new(StoreError::Other(
+                "an earlier change was refused by the store; restart the coordinator to reload its state".into(),
+            ));
+            for job in jobs {
+                let _ = job.done.send(Err(refused.clone()));
+            }
+            continue;
+        }
         let mut batch = carried.take().unwrap_or_else(empty_batch);
         let mut waiters = Vec::with_capacity(jobs.len());
+        let mut last_seq = 0;
         for job in jobs {
             batch.changes.extend(job.batch.changes);
             batch.tokens.extend(job.batch.tokens);
             waiters.push(job.done);
+            last_seq = job.seq;
         }
-        dedupe(&mut batch);
         let mut result = store.commit(&batch);
         // A busy or briefly failing disk gets a few quick retries before callers hear of it.
         for delay_ms in [5, 50, 250] {
@@ -89,10 +147,21 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Job>) {
             }
         }
         let outcome = match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
+            Ok(()) => {
+                committed.send_replace(last_seq);
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => {
                 tracing::error!(error = %e, "commit failed; the batch will be retried with the next one");
                 carried = Some(batch);
+                Err(Arc::new(e))
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "the store refused a commit; refusing every change until the coordinator is restarted"
+                );
+                failed.store(true, Ordering::SeqCst);
                 Err(Arc::new(e))
             }
         };
@@ -108,9 +177,12 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Job>) {
     }
 }
 
-/// Errors worth a quick retry: a lock held briefly by another process, a passing I/O hiccup.
+/// Errors worth retrying: they go away without anyone changing the data.
 fn is_transient(e: &StoreError) -> bool {
-    matches!(e, StoreError::Locked(_) | StoreError::Io(_))
+    matches!(
+        e,
+        StoreError::Locked(_) | StoreError::Io(_) | StoreError::Full(_) | StoreError::ReadOnly(_)
+    )
 }
 
 fn empty_batch() -> Batch {
@@ -118,34 +190,4 @@ fn empty_batch() -> Batch {
         changes: Changes::default(),
         tokens: Vec::new(),
     }
-}
-
-/// Keeps only the last row of each entity (the newest state); events all stay, in order.
-fn dedupe(batch: &mut Batch) {
-    fn last_wins<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
-        if rows.len() < 2 {
-            return;
-        }
-        let mut seen = HashSet::with_capacity(rows.len());
-        let mut keep: Vec<T> = Vec::with_capacity(rows.len());
-        for row in rows.drain(..).rev() {
-            if seen.insert(key(&row)) {
-                keep.push(row);
-            }
-        }
-        keep.reverse();
-        *rows = keep;
-    }
-    let c = &mut batch.changes;
-    if !c.deleted_swarms.is_empty() {
-        // Rows of a swarm deleted later in the same commit must not be written back.
-        let gone: HashSet<_> = c.deleted_swarms.iter().copied().collect();
-        c.swarms.retain(|s| !gone.contains(&s.id));
-        c.agents.retain(|a| !gone.contains(&a.swarm_id));
-        c.tasks.retain(|t| !gone.contains(&t.swarm_id));
-    }
-    last_wins(&mut c.swarms, |s| s.id);
-    last_wins(&mut c.agents, |a| a.id);
-    last_wins(&mut c.tasks, |t| t.id);
-    last_wins(&mut batch.tokens, |t| t.id.clone());
 }

@@ -26,22 +26,26 @@ pub use sqlite::schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use token::{TokenRecord, TokenRole};
 
-use flotilla_core::{Agent, Swarm, Task};
+use flotilla_core::{Agent, Pool, StoredState, Swarm, Task};
 
 /// Durable state of the fleet. One writer at a time.
 pub trait Store: Send {
-    /// Loads what the coordinator needs at start: every swarm; every agent not `stopped`; every
-    /// task not in a terminal status plus the `retain_terminal` most recently finished terminal
-    /// ones; the next event seq; every token not revoked.
+    /// Loads what the coordinator needs at start: every swarm; every pool; every agent not
+    /// removed (unregistered), stopped ones included; every task not in a terminal status plus
+    /// the `retain_terminal` most recently finished terminal ones; the next event seq; every
+    /// token not revoked.
     fn load(&mut self, retain_terminal: usize) -> Result<Snapshot, StoreError>;
 
     /// Persists one batch atomically: all of it or, on error, nothing.
     ///
-    /// In order: tokens are upserted; deleted swarms are removed with their agents, tasks,
-    /// dependencies and their agents' tokens (their events stay in the log); swarms, agents and
-    /// tasks are upserted (rows of a swarm deleted in the same batch are skipped, and of several
-    /// rows for one agent or task only the last is written); tasks' dependencies are recorded;
-    /// events are appended.
+    /// In order: tokens are upserted; deleted swarms are removed with their pools, agents,
+    /// tasks, dependencies and their agents' tokens (their events stay in the log); swarms are
+    /// upserted; deleted pools are removed; pools, agents and tasks are upserted (rows of a swarm
+    /// deleted in the same batch are skipped, and of several rows for one pool, agent or task
+    /// only the last is written); tasks' dependencies are recorded; events are appended.
+    ///
+    /// Pools are deleted before they are upserted, so a pool both in `deleted_pools` and in
+    /// `pools` (deleted, then created again under the same name) is stored.
     ///
     /// A task's `swarm_id`, `created_at` and `idempotency_key` are fixed when it is first
     /// written (the core never changes them); every other field of a later row replaces the
@@ -73,7 +77,9 @@ impl Batch {
 pub struct Snapshot {
     /// Every swarm, oldest first.
     pub swarms: Vec<Swarm>,
-    /// Every agent not `stopped`, in registration order.
+    /// Every pool, by swarm id then name.
+    pub pools: Vec<Pool>,
+    /// Every agent not removed (stopped ones included), in registration order.
     pub agents: Vec<Agent>,
     /// Unfinished tasks in creation order, then the retained finished ones in the order they
     /// finished.
@@ -82,4 +88,28 @@ pub struct Snapshot {
     pub next_event_seq: u64,
     /// Every token not revoked, oldest first.
     pub tokens: Vec<TokenRecord>,
+}
+
+impl Snapshot {
+    /// Splits the snapshot into the state [`flotilla_core::Fleet::restore`] takes and the tokens.
+    pub fn into_parts(self) -> (StoredState, Vec<TokenRecord>) {
+        let Snapshot {
+            swarms,
+            pools,
+            agents,
+            tasks,
+            next_event_seq,
+            tokens,
+        } = self;
+        (
+            StoredState {
+                swarms,
+                pools,
+                agents,
+                tasks,
+                next_event_seq,
+            },
+            tokens,
+        )
+    }
 }

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use flotilla_core::{
-    AgentStatus, Changes, Dependency, DependencyKind, EventKind, Json, TaskState, TaskStatus,
+    AgentStatus, Changes, Dependency, DependencyKind, Desired, EventKind, Json, TaskState,
+    TaskStatus,
 };
 use flotilla_store::{Batch, EventFilter, Store, TokenRole};
 
@@ -21,6 +22,7 @@ fn an_empty_database_loads_empty_with_event_seq_one() {
     let (_dir, mut store) = open();
     let snapshot = store.load(100).unwrap();
     assert!(snapshot.swarms.is_empty() && snapshot.agents.is_empty());
+    assert!(snapshot.pools.is_empty());
     assert!(snapshot.tasks.is_empty() && snapshot.tokens.is_empty());
     assert_eq!(snapshot.next_event_seq, 1);
 }
@@ -86,37 +88,73 @@ fn load_returns_unfinished_tasks_and_the_most_recently_finished_ones() {
 }
 
 #[test]
-fn stopped_agents_are_not_loaded_but_the_reader_finds_them() {
-    let (_dir, mut store) = open();
+fn removed_agents_are_not_loaded_but_stopped_ones_are_and_the_reader_finds_both() {
+    let (dir, mut store) = open();
     let s = swarm(1, "alpha");
     let idle = agent(1, s.id, AgentStatus::Idle);
-    let mut leaving = agent(2, s.id, AgentStatus::Busy);
+    let mut leaving = bare_agent(2, s.id, AgentStatus::Busy);
+    let mut stopped_managed = agent(3, s.id, AgentStatus::Busy);
+    let mut removed_managed = agent(4, s.id, AgentStatus::Idle);
+    let mut stopped_connected = bare_agent(5, s.id, AgentStatus::Idle);
+    // Registered last (agents load in registration order).
+    stopped_connected.registered_at = ts(1_700_000_000_005);
     commit(
         &mut store,
         Changes {
             swarms: vec![s],
-            agents: vec![idle.clone(), leaving.clone()],
+            agents: vec![
+                idle.clone(),
+                leaving.clone(),
+                stopped_managed.clone(),
+                removed_managed.clone(),
+                stopped_connected.clone(),
+            ],
             ..Changes::default()
         },
     );
+    // A connected agent unregisters: stopped and removed.
     leaving.status = AgentStatus::Stopped;
     leaving.stopped_at = Some(ts(1_700_000_050_000));
+    leaving.removed_at = Some(ts(1_700_000_050_000));
+    // A managed agent is stopped on request: it stays in its pool.
+    stopped_managed.status = AgentStatus::Stopped;
+    stopped_managed.stopped_at = Some(ts(1_700_000_051_000));
+    stopped_managed.managed.as_mut().unwrap().desired = Desired::Stopped;
+    stopped_managed.managed.as_mut().unwrap().pid = None;
+    // A managed agent is removed from its pool.
+    removed_managed.status = AgentStatus::Stopped;
+    removed_managed.stopped_at = Some(ts(1_700_000_052_000));
+    removed_managed.removed_at = Some(ts(1_700_000_052_001));
+    // A connected agent whose lease ran out long ago, stopped but not unregistered.
+    stopped_connected.status = AgentStatus::Stopped;
+    stopped_connected.stopped_at = Some(ts(1_700_000_053_000));
     commit(
         &mut store,
         Changes {
-            agents: vec![leaving.clone()],
+            agents: vec![
+                leaving.clone(),
+                stopped_managed.clone(),
+                removed_managed.clone(),
+                stopped_connected.clone(),
+            ],
             ..Changes::default()
         },
     );
-    assert_eq!(store.load(0).unwrap().agents, vec![idle]);
+    let expected = vec![idle, stopped_managed, stopped_connected];
+    assert_eq!(store.load(0).unwrap().agents, expected);
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.get_agent(leaving.id).unwrap(), Some(leaving));
     assert_eq!(
-        store.reader().unwrap().get_agent(leaving.id).unwrap(),
-        Some(leaving)
+        reader.get_agent(removed_managed.id).unwrap(),
+        Some(removed_managed)
     );
+    drop(reader);
+    drop(store);
+    assert_eq!(reopen(&dir).load(0).unwrap().agents, expected);
 }
 
 #[test]
-fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
+fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events() {
     let (_dir, mut store) = open();
     let doomed = swarm(1, "doomed");
     let kept = swarm(2, "kept");
@@ -132,10 +170,16 @@ fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
     let mut e1 = event(1, doomed.id, EventKind::SwarmCreated);
     e1.task_id = Some(doomed_task.id);
     let e2 = event(2, kept.id, EventKind::SwarmCreated);
+    let doomed_pools = vec![
+        pool(doomed.id, "coder", Some(bare_template())),
+        pool(doomed.id, "tester", None),
+    ];
+    let kept_pool = pool(kept.id, "coder", None);
     store
         .commit(&Batch {
             changes: Changes {
                 swarms: vec![doomed.clone(), kept.clone()],
+                pools: [doomed_pools.clone(), vec![kept_pool.clone()]].concat(),
                 agents: vec![doomed_agent.clone(), kept_agent.clone()],
                 tasks: vec![doomed_task.clone(), kept_task.clone()],
                 events: vec![e1.clone(), e2.clone()],
@@ -149,7 +193,8 @@ fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
         .unwrap();
 
     // In the same batch as the deletion: a late row of the doomed swarm's task (it must not
-    // come back), a new agent of that swarm with its token, and a new swarm taking its name.
+    // come back), a late row of one of its pools and a new pool of it (neither must come back),
+    // a new agent of that swarm with its token, and a new swarm taking its name.
     let mut late_task = doomed_task.clone();
     late_task.state = TaskState::Cancelled {
         reason: Some("swarm deleted".to_owned()),
@@ -164,6 +209,11 @@ fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
             changes: Changes {
                 swarms: vec![successor.clone()],
                 deleted_swarms: vec![doomed.id],
+                pools: vec![
+                    pool(doomed.id, "coder", None),
+                    pool(doomed.id, "reviewer", None),
+                ],
+                deleted_pools: Vec::new(),
                 agents: vec![late_agent.clone()],
                 tasks: vec![late_task],
                 events: vec![e3.clone()],
@@ -173,7 +223,8 @@ fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
         .unwrap();
 
     let snapshot = store.load(1000).unwrap();
-    assert_eq!(snapshot.swarms, vec![kept.clone(), successor]);
+    assert_eq!(snapshot.swarms, vec![kept.clone(), successor.clone()]);
+    assert_eq!(snapshot.pools, vec![kept_pool.clone()]);
     assert_eq!(snapshot.agents, vec![kept_agent.clone()]);
     assert_eq!(snapshot.tasks, vec![kept_task.clone()]);
     let token_ids: Vec<_> = snapshot.tokens.iter().map(|t| t.id.as_str()).collect();
@@ -184,6 +235,9 @@ fn a_deleted_swarm_loses_its_agents_tasks_and_tokens_but_keeps_its_events() {
     assert_eq!(reader.get_task(doomed_task.id).unwrap(), None);
     assert_eq!(reader.get_agent(doomed_agent.id).unwrap(), None);
     assert_eq!(reader.get_agent(late_agent.id).unwrap(), None);
+    assert_eq!(reader.list_pools(doomed.id).unwrap(), vec![]);
+    assert_eq!(reader.list_pools(successor.id).unwrap(), vec![]);
+    assert_eq!(reader.list_pools(kept.id).unwrap(), vec![kept_pool]);
     assert_eq!(
         reader.list_events(&EventFilter::default(), 10).unwrap(),
         vec![e1, e2, e3]

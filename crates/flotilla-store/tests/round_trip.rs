@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use flotilla_core::{
-    AgentRole, AgentStatus, Changes, EventKind, ReportedHealth, SwarmStatus, Topology,
+    AgentMode, AgentRole, AgentStatus, Changes, Desired, EventKind, Managed, ReportedHealth,
+    ResourceUsage, RuntimeKind, SwarmStatus, Topology,
 };
 use flotilla_store::{EventFilter, Store, TokenRole};
 
@@ -123,16 +124,105 @@ fn agents_round_trip_in_every_status_role_and_health() {
     for a in &agents {
         assert_eq!(reader.get_agent(a.id).unwrap().as_ref(), Some(a));
     }
-    let live: Vec<_> = agents
-        .iter()
-        .filter(|a| a.status != AgentStatus::Stopped)
-        .cloned()
-        .collect();
     let mut loaded = store.load(0).unwrap().agents;
     loaded.sort_by_key(|a| a.id);
-    let mut expected = live;
+    let mut expected = agents;
     expected.sort_by_key(|a| a.id);
+    assert_eq!(loaded, expected, "stopped agents are loaded too");
+}
+
+#[test]
+fn managed_agents_round_trip_with_every_runtime_mode_and_desired_state() {
+    let (dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let mut agents = Vec::new();
+    let mut n = 0;
+    for runtime in [RuntimeKind::Process, RuntimeKind::Tmux] {
+        for mode in [AgentMode::Exec, AgentMode::Daemon] {
+            for desired in [Desired::Running, Desired::Stopped] {
+                n += 1;
+                // Every field set.
+                let mut full = agent(n, s.id, AgentStatus::Idle);
+                full.managed = Some(Managed {
+                    runtime,
+                    mode,
+                    desired,
+                    ..managed(n as u32)
+                });
+                agents.push(full);
+                // Every optional field unset.
+                let mut bare = bare_agent(100 + n, s.id, AgentStatus::Pending);
+                bare.managed = Some(Managed {
+                    runtime,
+                    mode,
+                    desired,
+                    ..Managed::default()
+                });
+                agents.push(bare);
+            }
+        }
+    }
+    // Resource usage with only the new field set, and with none.
+    let mut files_only = bare_agent(200, s.id, AgentStatus::Busy);
+    files_only.resource_usage = ResourceUsage {
+        open_files: Some(0),
+        ..ResourceUsage::default()
+    };
+    agents.push(files_only);
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s],
+            agents: agents.clone(),
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    for a in &agents {
+        assert_eq!(reader.get_agent(a.id).unwrap().as_ref(), Some(a));
+    }
+    let mut expected = agents;
+    expected.sort_by_key(|a| a.id);
+    let mut loaded = store.load(0).unwrap().agents;
+    loaded.sort_by_key(|a| a.id);
     assert_eq!(loaded, expected);
+    drop(reader);
+    drop(store);
+    let mut loaded = reopen(&dir).load(0).unwrap().agents;
+    loaded.sort_by_key(|a| a.id);
+    assert_eq!(loaded, expected);
+}
+
+#[test]
+fn a_removed_agent_round_trips_through_the_reader_and_can_lose_its_managed_part() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "alpha");
+    let mut a = agent(1, s.id, AgentStatus::Stopped);
+    a.removed_at = Some(ts(-1));
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s.clone()],
+            agents: vec![a.clone()],
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.get_agent(a.id).unwrap(), Some(a.clone()));
+    assert!(store.load(0).unwrap().agents.is_empty());
+
+    // A later row replaces both new columns, down to NULL.
+    a.removed_at = None;
+    a.managed = None;
+    commit(
+        &mut store,
+        Changes {
+            agents: vec![a.clone()],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(reader.get_agent(a.id).unwrap(), Some(a.clone()));
+    assert_eq!(store.load(0).unwrap().agents, vec![a]);
 }
 
 #[test]

@@ -1,16 +1,24 @@
-//! `flotilla agent list|show|remove`.
+//! `flotilla agent list|show|remove|spawn|start|stop|pause|resume|restart|attach|logs`.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use flotilla_client::Client;
 use flotilla_core::api::Page;
-use flotilla_core::{Agent, SwarmId};
+use flotilla_core::{Agent, AgentId, Operation, RuntimeKind, SwarmId};
 use serde::Serialize;
 
-use crate::cli::{AgentCommand, GlobalArgs};
+use crate::cli::{
+    AgentCommand, FindAgent, ForceLifecycleArgs, GlobalArgs, JsonFlag, LifecycleArgs,
+};
 use crate::config;
 use crate::output::{self, age, age_opt, key_values, now, table, when};
+
+/// The environment variable naming the tmux server socket that tmux-runtime agents run on
+/// (`tmux -S PATH`); the default server when unset.
+pub const TMUX_SOCKET_ENV: &str = "FLOTILLA_TMUX_SOCKET";
 
 /// Runs an `agent` subcommand.
 pub async fn run(global: &GlobalArgs, cmd: AgentCommand) -> Result<ExitCode> {
@@ -58,22 +66,260 @@ pub async fn run(global: &GlobalArgs, cmd: AgentCommand) -> Result<ExitCode> {
                 output::line(&agent_table(&agents, swarm_name))?;
             }
         }
-        AgentCommand::Show { id, out } => {
-            let agent = client.get_agent(id).await?;
+        AgentCommand::Show { agent, find, out } => {
+            let agent = resolve(&client, &agent, &find).await?;
             if out.json {
                 output::json(&agent)?;
             } else {
                 output::line(&describe(&agent))?;
             }
         }
-        AgentCommand::Remove { id } => {
-            client.remove_agent(id).await?;
+        AgentCommand::Remove { agent, find } => {
+            let agent = resolve(&client, &agent, &find).await?;
+            client.remove_agent(agent.id).await?;
             output::line(&format!(
-                "removed agent {id}; its tasks go back to the queue"
+                "removed agent {} ({}); its tasks go back to the queue",
+                agent.name, agent.id
             ))?;
+        }
+        AgentCommand::Spawn { swarm, pool, out } => {
+            let agent = client.spawn_agent(&swarm, &pool).await?;
+            if out.json {
+                output::json(&agent)?;
+            } else {
+                output::line(&format!(
+                    "spawned agent {} ({}) in pool {pool} of swarm {swarm}: {}",
+                    agent.name,
+                    agent.id,
+                    agent.status.as_str()
+                ))?;
+            }
+        }
+        AgentCommand::Start(a) => lifecycle(&client, a, Operation::Start).await?,
+        AgentCommand::Pause(a) => lifecycle(&client, a, Operation::Pause).await?,
+        AgentCommand::Resume(a) => lifecycle(&client, a, Operation::Resume).await?,
+        AgentCommand::Stop(a) => forced_lifecycle(&client, a, Operation::Stop).await?,
+        AgentCommand::Restart(a) => forced_lifecycle(&client, a, Operation::Restart).await?,
+        AgentCommand::Attach { agent, find } => {
+            let agent = resolve(&client, &agent, &find).await?;
+            return attach(&agent);
+        }
+        AgentCommand::Logs {
+            agent,
+            find,
+            follow,
+            tail,
+        } => {
+            let agent = resolve(&client, &agent, &find).await?;
+            if agent.managed.is_none() {
+                bail!(
+                    "{} is a connected agent: Flotilla did not start it and keeps no log of it",
+                    agent.name
+                );
+            }
+            if follow {
+                let mut stream = client.follow_agent_logs(agent.id, tail).await?;
+                let mut out = std::io::stdout();
+                while let Some(text) = stream.next_chunk().await? {
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                }
+            } else {
+                let text = client.agent_logs(agent.id, tail).await?;
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn lifecycle(client: &Client, a: LifecycleArgs, op: Operation) -> Result<()> {
+    let agent = resolve(client, &a.agent, &a.find).await?;
+    let after = client.agent_lifecycle(agent.id, op, false).await?;
+    report_lifecycle(&after, op, a.out)
+}
+
+async fn forced_lifecycle(client: &Client, a: ForceLifecycleArgs, op: Operation) -> Result<()> {
+    let agent = resolve(client, &a.agent, &a.find).await?;
+    let after = client.agent_lifecycle(agent.id, op, a.force).await?;
+    report_lifecycle(&after, op, a.out)
+}
+
+fn report_lifecycle(agent: &Agent, op: Operation, out: JsonFlag) -> Result<()> {
+    if out.json {
+        return output::json(agent);
+    }
+    let asked = match op {
+        Operation::Start => "start",
+        Operation::Stop => "stop",
+        Operation::Pause => "pause",
+        Operation::Resume => "resume",
+        Operation::Restart => "restart",
+    };
+    output::line(&format!(
+        "agent {} ({}): {asked} accepted; status now {}",
+        agent.name,
+        agent.id,
+        agent.status.as_str()
+    ))
+}
+
+/// Finds the agent that `text` names: an id, or a name looked up in `--swarm` (every swarm
+/// when it is not given).
+pub async fn resolve(client: &Client, text: &str, find: &FindAgent) -> Result<Agent> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<AgentId>() {
+        return Ok(client.get_agent(id).await?);
+    }
+    let swarms: Vec<(String, String)> = match &find.swarm {
+        Some(s) => vec![(s.clone(), s.clone())],
+        None => client
+            .list_swarms()
+            .await?
+            .into_iter()
+            .map(|v| (v.swarm.id.to_string(), v.swarm.name))
+            .collect(),
+    };
+    let mut found = Vec::new();
+    for (key, name) in &swarms {
+        for agent in client.list_agents(key, None, None).await? {
+            if agent.name == text {
+                found.push((name.clone(), agent));
+            }
+        }
+    }
+    pick(text, find.swarm.as_deref(), found)
+}
+
+/// The one agent among those named `text`, or an error saying why there is not exactly one.
+fn pick(text: &str, swarm: Option<&str>, mut found: Vec<(String, Agent)>) -> Result<Agent> {
+    match found.len() {
+        1 => Ok(found.pop().expect("one").1),
+        0 => match swarm {
+            Some(s) => bail!(
+                "no agent named {text:?} in swarm {s} (see `flotilla agent list --swarm {s}`)"
+            ),
+            None => bail!(
+                "no agent named {text:?} in any swarm (see `flotilla agent list`); give its name \
+                 or id"
+            ),
+        },
+        _ => {
+            let places: Vec<String> = found
+                .iter()
+                .map(|(s, a)| format!("{} in swarm {s}", a.id))
+                .collect();
+            bail!(
+                "{} agents are named {text:?} ({}): pass --swarm or the agent's id",
+                found.len(),
+                places.join(", ")
+            )
+        }
+    }
+}
+
+/// The tmux session of a tmux-runtime agent: `flotilla-NAME`, with `.` (and `:`) turned into
+/// `_` as tmux does (the same rule as `flotilla_runtime::tmux::session_name`).
+pub fn tmux_session(agent_name: &str) -> String {
+    format!("flotilla-{}", agent_name.replace(['.', ':'], "_"))
+}
+
+/// The tmux command line that attaches to `session`: `tmux [-S SOCKET] attach-session -t
+/// =SESSION`, or `switch-client` from inside tmux on the same server.
+pub fn tmux_attach_args(session: &str, socket: Option<&str>, inside_tmux: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(socket) = socket {
+        args.extend(["-S".to_owned(), socket.to_owned()]);
+    }
+    let verb = if inside_tmux && socket.is_none() {
+        "switch-client"
+    } else {
+        "attach-session"
+    };
+    args.extend([verb.to_owned(), "-t".to_owned(), format!("={session}")]);
+    args
+}
+
+/// Replaces this process with `tmux attach` to a tmux-runtime agent's session.
+fn attach(agent: &Agent) -> Result<ExitCode> {
+    let name = &agent.name;
+    let Some(managed) = &agent.managed else {
+        bail!(
+            "{name} is a connected agent, not one Flotilla started: it has no session to attach to"
+        );
+    };
+    if managed.runtime == RuntimeKind::Process {
+        bail!(
+            "{name} runs in the process runtime, which has no terminal to attach to; follow its \
+             output with `flotilla agent logs {name} --follow` (or set runtime = \"tmux\" in its \
+             pool's agent template)"
+        );
+    }
+    let session = tmux_session(name);
+    let socket = std::env::var(TMUX_SOCKET_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let mut base = std::process::Command::new("tmux");
+    if let Some(socket) = &socket {
+        base.args(["-S", socket]);
+    }
+    let probe = base
+        .args(["has-session", "-t", &format!("={session}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("cannot run tmux: it is not installed or not on PATH")
+        }
+        Err(e) => bail!("cannot run tmux: {e}"),
+        Ok(status) if !status.success() => {
+            let hint = if agent.is_exec() {
+                " (an exec-mode agent's session appears with its first task)"
+            } else {
+                ""
+            };
+            let on = match &socket {
+                Some(s) => format!("on the tmux server at {s}"),
+                None => format!(
+                    "on the default tmux server (set {TMUX_SOCKET_ENV} if the coordinator uses \
+                     another socket)"
+                ),
+            };
+            bail!(
+                "{name} has no tmux session {session} {on}; it is {}{hint}",
+                agent.status.as_str()
+            );
+        }
+        Ok(_) => {}
+    }
+    let inside = std::env::var_os("TMUX").is_some();
+    let args = tmux_attach_args(&session, socket.as_deref(), inside);
+    let mut cmd = std::process::Command::new("tmux");
+    cmd.args(&args);
+    if socket.is_some() {
+        // Attaching from inside another tmux server nests the client; tmux refuses unless
+        // TMUX is unset.
+        cmd.env_remove("TMUX");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        Err(err).context("cannot run tmux")
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd.status().context("cannot run tmux")?;
+        Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
 }
 
 fn json_name<T: Serialize>(v: &T) -> String {
@@ -138,6 +384,9 @@ fn describe(a: &Agent) -> String {
     if let Some(n) = usage.active_connections {
         usage_parts.push(format!("{n} connections"));
     }
+    if let Some(n) = usage.open_files {
+        usage_parts.push(format!("{n} open files"));
+    }
     let mut rows = vec![
         ("ID", a.id.to_string()),
         ("Name", a.name.clone()),
@@ -168,9 +417,167 @@ fn describe(a: &Agent) -> String {
     if a.stopped_at.is_some() {
         rows.push(("Stopped", age_opt(a.stopped_at, now)));
     }
+    rows.extend(managed_rows(a, now));
     let metadata = a.metadata.to_value();
     if !(metadata.is_null() || metadata.as_object().is_some_and(|m| m.is_empty())) {
         rows.push(("Metadata", output::pretty_json_text(a.metadata.get())));
     }
     key_values(&rows)
+}
+
+/// The rows of `agent show` about a managed agent's process; none for a connected agent.
+fn managed_rows(a: &Agent, now: flotilla_core::Timestamp) -> Vec<(&'static str, String)> {
+    let Some(m) = &a.managed else {
+        return vec![("Managed", "no (a connected agent)".to_owned())];
+    };
+    let mut rows = vec![
+        (
+            "Managed",
+            format!(
+                "{} runtime, {} mode",
+                json_name(&m.runtime),
+                json_name(&m.mode)
+            ),
+        ),
+        ("Desired", json_name(&m.desired)),
+        (
+            "PID",
+            m.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "Starts",
+            match m.started_at {
+                Some(at) => format!("{} (last {})", m.starts, age(at, now)),
+                None => m.starts.to_string(),
+            },
+        ),
+        (
+            "Last exit",
+            m.last_exit.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "Limits",
+            m.limits_applied.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    if m.runtime == RuntimeKind::Tmux {
+        rows.push((
+            "Session",
+            format!(
+                "{} (flotilla agent attach {})",
+                tmux_session(&a.name),
+                a.name
+            ),
+        ));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::{AgentMode, Desired, Managed};
+
+    fn agent(name: &str, managed: Option<Managed>) -> Agent {
+        let mut a: Agent = serde_json::from_value(serde_json::json!({
+            "id": "0190b6e4-0000-7000-8000-000000000001",
+            "swarm_id": "0190b6e4-0000-7000-8000-000000000002",
+            "name": name, "type": "echo", "capabilities": [], "max_concurrent_tasks": 1,
+            "role": "worker", "status": "idle", "reported_health": "healthy", "metadata": {},
+            "resource_usage": {"cpu_percent": 1.5, "memory_mb": 20.0, "open_files": 7},
+            "current_tasks": [], "tasks_completed": 2, "tasks_failed": 0,
+            "registered_at": "2020-01-01T00:00:00.000Z",
+            "last_heartbeat_at": "2020-01-01T00:00:00.000Z",
+            "lease_until": "2020-01-01T00:00:15.000Z", "stopped_at": null
+        }))
+        .unwrap();
+        a.managed = managed;
+        a
+    }
+
+    #[test]
+    fn show_tells_the_process_side_of_a_managed_agent() {
+        let m = Managed {
+            runtime: RuntimeKind::Tmux,
+            mode: AgentMode::Daemon,
+            desired: Desired::Running,
+            pid: Some(4242),
+            started_at: None,
+            starts: 2,
+            last_exit: Some("exited with code 3".into()),
+            limits_applied: Some("rlimit AS 256 MiB; cgroup cpu.max".into()),
+        };
+        let text = describe(&agent("echo-1", Some(m)));
+        assert!(text.contains("tmux runtime, daemon mode"), "{text}");
+        assert!(text.contains("4242"), "{text}");
+        assert!(text.contains("exited with code 3"), "{text}");
+        assert!(text.contains("rlimit AS 256 MiB"), "{text}");
+        assert!(text.contains("7 open files"), "{text}");
+        assert!(
+            text.contains("flotilla-echo-1 (flotilla agent attach echo-1)"),
+            "{text}"
+        );
+        let text = describe(&agent("ext", None));
+        assert!(text.contains("no (a connected agent)"), "{text}");
+    }
+
+    #[test]
+    fn names_resolve_to_exactly_one_agent() {
+        let one = agent("echo-1", None);
+        assert_eq!(
+            pick("echo-1", None, vec![("default".into(), one.clone())]).unwrap(),
+            one
+        );
+        let err = pick("nope", None, vec![]).unwrap_err().to_string();
+        assert!(
+            err.contains("no agent named \"nope\" in any swarm"),
+            "{err}"
+        );
+        let err = pick("nope", Some("b"), vec![]).unwrap_err().to_string();
+        assert!(err.contains("in swarm b"), "{err}");
+        let err = pick(
+            "echo-1",
+            None,
+            vec![("a".into(), one.clone()), ("b".into(), one.clone())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("2 agents are named \"echo-1\""), "{err}");
+        assert!(err.contains("pass --swarm or the agent's id"), "{err}");
+    }
+
+    #[test]
+    fn attach_runs_tmux_on_the_agents_session() {
+        assert_eq!(tmux_session("echo-1"), "flotilla-echo-1");
+        assert_eq!(tmux_session("a.b-c_d"), "flotilla-a_b-c_d");
+        assert_eq!(
+            tmux_attach_args("flotilla-echo-1", None, false),
+            ["attach-session", "-t", "=flotilla-echo-1"]
+        );
+        assert_eq!(
+            tmux_attach_args("flotilla-echo-1", Some("/tmp/s"), true),
+            ["-S", "/tmp/s", "attach-session", "-t", "=flotilla-echo-1"]
+        );
+        assert_eq!(
+            tmux_attach_args("flotilla-echo-1", None, true),
+            ["switch-client", "-t", "=flotilla-echo-1"]
+        );
+    }
+
+    #[test]
+    fn attach_refuses_process_runtime_and_connected_agents() {
+        let m = Managed {
+            runtime: RuntimeKind::Process,
+            ..Managed::default()
+        };
+        let err = attach(&agent("wordcount-1", Some(m)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("flotilla agent logs wordcount-1 --follow"),
+            "{err}"
+        );
+        let err = attach(&agent("ext", None)).unwrap_err().to_string();
+        assert!(err.contains("connected agent"), "{err}");
+    }
 }

@@ -8,6 +8,8 @@ use crate::cli::{Cli, Command};
 
 pub mod agent;
 pub mod bench;
+pub mod fleet;
+pub mod pool;
 pub mod run;
 pub mod serve;
 pub mod swarm;
@@ -19,6 +21,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let Cli { global, command } = cli;
     match command {
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Up(args) => fleet::up(&global, args).await,
+        Command::Apply(args) => fleet::apply(&global, args).await,
+        Command::Pool(cmd) => pool::run(&global, cmd).await,
         Command::Swarm(cmd) => swarm::run(&global, cmd).await,
         Command::Agent(cmd) => agent::run(&global, cmd).await,
         Command::Task(cmd) => task::run(&global, cmd).await,

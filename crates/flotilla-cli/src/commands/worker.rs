@@ -1,13 +1,20 @@
 //! `flotilla worker -- COMMAND [ARGS…]`: registers an agent and runs COMMAND once per task,
 //! with the payload on stdin; stdout becomes the result, a non-zero exit fails the attempt.
+//!
+//! With `--agent-from-env` it is the process of a managed agent in daemon mode: it acts as the
+//! agent named by `FLOTILLA_URL`, `FLOTILLA_AGENT_ID` and `FLOTILLA_TOKEN`, which the
+//! coordinator created, and neither registers nor unregisters it.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flotilla_client::worker::{TaskFailure, TaskHandler, WorkerConfig, run_worker};
-use flotilla_core::{AgentSpec, Json, Task};
+use flotilla_client::Client;
+use flotilla_client::worker::{
+    TaskFailure, TaskHandler, WorkerConfig, run_worker, run_worker_registered,
+};
+use flotilla_core::{AgentId, AgentSpec, Json, Task};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
@@ -22,15 +29,72 @@ pub const STDERR_TAIL: usize = 2048;
 /// The most stdout kept as a result (the API refuses bodies over 8 MiB anyway).
 pub const MAX_STDOUT: usize = 16 * 1024 * 1024;
 
+/// The variables a managed daemon-mode agent gets from the coordinator.
+pub const AGENT_ENV: [&str; 3] = ["FLOTILLA_URL", "FLOTILLA_AGENT_ID", "FLOTILLA_TOKEN"];
+
+/// The coordinator's URL, the agent and its token, from the environment of a managed agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFromEnv {
+    /// `FLOTILLA_URL`.
+    pub url: String,
+    /// `FLOTILLA_AGENT_ID`.
+    pub agent_id: AgentId,
+    /// `FLOTILLA_TOKEN`: the agent's own token.
+    pub token: String,
+}
+
+impl AgentFromEnv {
+    /// Reads the variables through `get` (`std::env::var` outside tests); every one is
+    /// required.
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<AgentFromEnv> {
+        let values: Vec<Option<String>> = AGENT_ENV
+            .iter()
+            .map(|name| {
+                get(name)
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            })
+            .collect();
+        let missing: Vec<&str> = AGENT_ENV
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(name, _)| *name)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "--agent-from-env needs {} in the environment; the coordinator sets them when \
+                 it starts a managed agent in daemon mode (to run a worker of your own, leave \
+                 out --agent-from-env)",
+                missing.join(", ")
+            );
+        }
+        let [url, id, token] = <[Option<String>; 3]>::try_from(values)
+            .expect("three variables")
+            .map(|v| v.expect("checked"));
+        let agent_id = id
+            .parse::<AgentId>()
+            .map_err(|_| anyhow::anyhow!("FLOTILLA_AGENT_ID={id:?} is not an agent id"))?;
+        Ok(AgentFromEnv {
+            url,
+            agent_id,
+            token,
+        })
+    }
+}
+
 /// Runs `flotilla worker`.
 pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> Result<ExitCode> {
-    let client = config::client(global)?;
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let program = resolve_program(program)?;
     let handler = CommandHandler {
         program,
         args: rest.to_vec(),
     };
+    if args.agent_from_env {
+        return run_as_managed(args, handler).await;
+    }
+    let client = config::client(global)?;
     let config = WorkerConfig {
         swarm: args.swarm,
         agent: AgentSpec {
@@ -42,7 +106,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> Result<ExitCode> {
             }))),
             ..AgentSpec::default()
         },
-        concurrency: args.concurrency as usize,
+        concurrency: args.concurrency.unwrap_or(1) as usize,
         poll_wait: args.poll_wait,
         shutdown_grace: args.shutdown_grace,
     };
@@ -50,6 +114,49 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> Result<ExitCode> {
     let stats = run_worker(client, config, handler, shutdown_signal(grace))
         .await
         .context("the worker stopped")?;
+    eprintln!(
+        "worker stopped: {} completed, {} failed, {} refused by the coordinator",
+        stats.completed, stats.failed, stats.rejected
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flotilla worker --agent-from-env`: the worker of a managed daemon-mode agent.
+async fn run_as_managed(args: WorkerArgs, handler: CommandHandler) -> Result<ExitCode> {
+    let env = AgentFromEnv::read(|name| std::env::var(name).ok())?;
+    let client = Client::new(&env.url, env.token.clone())
+        .with_context(|| "FLOTILLA_URL is not usable".to_owned())?;
+    let concurrency = match args.concurrency {
+        Some(n) => n as usize,
+        // The pool says how many tasks its agents hold at once.
+        None => match client.get_agent(env.agent_id).await {
+            Ok(agent) => agent.max_concurrent_tasks.max(1) as usize,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read agent {} ({e}); running one task at a time",
+                    env.agent_id
+                );
+                1
+            }
+        },
+    };
+    let config = WorkerConfig {
+        swarm: std::env::var("FLOTILLA_SWARM").unwrap_or_default(),
+        concurrency,
+        poll_wait: args.poll_wait,
+        shutdown_grace: args.shutdown_grace,
+        ..WorkerConfig::default()
+    };
+    let grace = args.shutdown_grace;
+    let stats = run_worker_registered(
+        client,
+        env.agent_id,
+        config,
+        handler,
+        shutdown_signal(grace),
+    )
+    .await
+    .context("the worker stopped")?;
     eprintln!(
         "worker stopped: {} completed, {} failed, {} refused by the coordinator",
         stats.completed, stats.failed, stats.rejected
@@ -71,7 +178,8 @@ async fn shutdown_signal(grace: Duration) {
     });
 }
 
-async fn wait_for_signal() {
+/// Resolves at the first Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -345,6 +453,44 @@ mod tests {
             program: resolve_program("sh").unwrap(),
             args: vec!["-c".into(), script.into()],
         }
+    }
+
+    #[test]
+    fn a_managed_agent_reads_its_identity_from_the_environment() {
+        let vars = |pairs: &[(&str, &str)]| {
+            let map: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |name: &str| map.get(name).cloned()
+        };
+        let id = "0190b6e4-0000-7000-8000-00000000000a";
+        let env = AgentFromEnv::read(vars(&[
+            ("FLOTILLA_URL", "http://127.0.0.1:7171"),
+            ("FLOTILLA_AGENT_ID", id),
+            ("FLOTILLA_TOKEN", "tok"),
+        ]))
+        .unwrap();
+        assert_eq!(env.agent_id.to_string(), id);
+        assert_eq!(env.token, "tok");
+        let err = AgentFromEnv::read(vars(&[
+            ("FLOTILLA_URL", "http://x"),
+            ("FLOTILLA_TOKEN", " "),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("needs FLOTILLA_AGENT_ID, FLOTILLA_TOKEN in the environment"),
+            "{err}"
+        );
+        let err = AgentFromEnv::read(vars(&[
+            ("FLOTILLA_URL", "http://x"),
+            ("FLOTILLA_AGENT_ID", "echo-1"),
+            ("FLOTILLA_TOKEN", "t"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is not an agent id"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Agent commands: register, unregister, heartbeat, and taking the next task.
 
 use super::{AgentEntry, Fleet, status_index};
-use crate::agent::{Agent, AgentSpec, AgentStatus, Heartbeat, normalize_capabilities};
+use crate::agent::{Agent, AgentSpec, AgentStatus, Desired, Heartbeat, normalize_capabilities};
 use crate::api::HeartbeatAck;
+use crate::changes::Effect;
 use crate::error::CoreError;
 use crate::event::EventKind;
 use crate::ids::{AgentId, TaskId};
@@ -68,8 +69,10 @@ impl Fleet {
             .find(|a| self.agents[*a].agent.name == name)
             .copied();
         if let Some(old) = same_name {
-            let status = self.agents[&old].agent.status;
-            if !matches!(status, AgentStatus::Unhealthy | AgentStatus::Failed) {
+            let old = &self.agents[&old].agent;
+            let status = old.status;
+            let replaceable = matches!(status, AgentStatus::Unhealthy | AgentStatus::Failed);
+            if old.managed.is_some() || !replaceable {
                 return Err(CoreError::conflict(format!(
                     "an agent named {name:?} is already registered in swarm {:?} ({}); \
                      choose another name or remove it first",
@@ -106,18 +109,31 @@ impl Fleet {
             last_heartbeat_at: now,
             lease_until: now + lease,
             stopped_at: None,
+            removed_at: None,
+            managed: None,
         };
         let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
-        let swarm = self.swarms.get_mut(&swarm_id).expect("resolved swarm");
+        self.insert_agent(agent, detail, now);
+        Ok(&self.agents[&id].agent)
+    }
+
+    /// Adds a new agent to the fleet and its swarm, with its lease timer when it needs one.
+    pub(super) fn insert_agent(&mut self, agent: Agent, detail: String, now: Timestamp) {
+        let (id, swarm_id, status) = (agent.id, agent.swarm_id, agent.status);
+        let swarm = self.swarms.get_mut(&swarm_id).expect("agent's swarm");
         swarm.agents.insert(id);
-        swarm.agent_counts[status_index(AgentStatus::Idle)] += 1;
-        self.timers.insert(now + lease, Timer::AgentLease(id));
+        swarm.agent_counts[status_index(status)] += 1;
+        let armed = needs_lease(&agent);
+        if armed {
+            self.timers.insert(agent.lease_until, Timer::AgentLease(id));
+        }
         self.agents.insert(
             id,
             AgentEntry {
                 agent,
                 wait_seq: None,
-                lease_timer_armed: true,
+                polling: false,
+                lease_timer_armed: armed,
                 persisted_heartbeat_at: now,
                 dirty: false,
             },
@@ -132,7 +148,6 @@ impl Fleet {
             detail,
         );
         self.refresh_swarm_status(swarm_id, now);
-        Ok(&self.agents[&id].agent)
     }
 
     /// Unregisters an agent. The tasks it holds go back to the queue without counting an
@@ -143,7 +158,7 @@ impl Fleet {
         };
         let held = entry.agent.current_tasks.clone();
         let swarm_id = entry.agent.swarm_id;
-        self.stop_waiting(id);
+        self.stop_polling(id);
         for task in held {
             self.requeue(task, "its agent left", now);
         }
@@ -155,7 +170,12 @@ impl Fleet {
         self.out.agents.retain(|a| *a != id);
         entry.agent.status = AgentStatus::Stopped;
         entry.agent.stopped_at = Some(now);
+        entry.agent.removed_at = Some(now);
         entry.agent.current_tasks.clear();
+        if entry.agent.managed.is_some() {
+            // Its process, if any, goes with it.
+            self.out.effects.push(Effect::StopAgent(id, false));
+        }
         let detail = format!("{} left", entry.agent.name);
         self.out.removed_agents.push(entry.agent);
         self.emit(now, EventKind::AgentLeft, swarm_id, Some(id), None, detail);
@@ -181,7 +201,11 @@ impl Fleet {
         entry.agent.lease_until = now + lease;
         let persist_due =
             now.since(entry.persisted_heartbeat_at) >= self.limits.heartbeat_persist_interval;
-        if entry.agent.status == AgentStatus::Unhealthy {
+        if entry.agent.status == AgentStatus::Starting {
+            // A managed daemon's first call: it is up.
+            self.set_agent_status(id, AgentStatus::Idle, now);
+            self.refresh_agent_status(id);
+        } else if entry.agent.status == AgentStatus::Unhealthy {
             let swarm_id = entry.agent.swarm_id;
             let silent = now.since(previous);
             if !entry.lease_timer_armed {
@@ -281,10 +305,11 @@ impl Fleet {
     pub fn take_task(&mut self, id: AgentId, now: Timestamp) -> Result<Option<Task>, CoreError> {
         self.touch(id, now)?;
         let agent = &self.agents[&id].agent;
-        if matches!(
-            agent.status,
-            AgentStatus::Paused | AgentStatus::Failed | AgentStatus::Recovering
-        ) {
+        let stopping = agent
+            .managed
+            .as_ref()
+            .is_some_and(|m| m.desired == Desired::Stopped);
+        if !matches!(agent.status, AgentStatus::Idle | AgentStatus::Busy) || stopping {
             return Ok(None);
         }
         let placed = agent
@@ -307,7 +332,9 @@ impl Fleet {
                 Ok(Some(self.tasks[&task].task.clone()))
             }
             None => {
-                let agent = &self.agents[&id].agent;
+                let entry = self.agents.get_mut(&id).expect("touched agent");
+                entry.polling = true;
+                let agent = &entry.agent;
                 if agent.current_tasks.len() < agent.max_concurrent_tasks as usize {
                     self.start_waiting(id);
                 }
@@ -318,6 +345,9 @@ impl Fleet {
 
     /// The agent no longer waits for a task (its poll ended).
     pub fn stop_polling(&mut self, id: AgentId) {
+        if let Some(e) = self.agents.get_mut(&id) {
+            e.polling = false;
+        }
         self.stop_waiting(id);
     }
 
@@ -327,7 +357,13 @@ impl Fleet {
         entry.task.attempts += 1;
         entry.task.progress = None;
         let attempt = entry.task.attempts;
-        let timeout_at = now + entry.task.timeout;
+        // A pool's task timeout caps the attempts of its agents.
+        let pool_cap = self
+            .template_of(agent)
+            .and_then(|(_, p)| p.template.as_ref()?.limits.task_timeout);
+        let entry = self.tasks.get_mut(&task).expect("task to start");
+        let timeout = pool_cap.map_or(entry.task.timeout, |c| c.min(entry.task.timeout));
+        let timeout_at = now + timeout;
         let swarm_id = entry.task.swarm_id;
         self.transition(
             task,
@@ -348,5 +384,17 @@ impl Fleet {
             Some(task),
             format!("attempt {attempt}"),
         );
+    }
+}
+
+/// Whether an agent's liveness depends on its lease: not while paused (its lease is held),
+/// not for exec-mode managed agents (the coordinator itself runs their processes and sees them
+/// exit), and not while a managed agent has no process (pending, stopped, failed).
+pub(super) fn needs_lease(agent: &Agent) -> bool {
+    match agent.status {
+        AgentStatus::Paused | AgentStatus::Pending | AgentStatus::Stopped | AgentStatus::Failed => {
+            false
+        }
+        _ => !agent.is_exec(),
     }
 }

@@ -11,6 +11,7 @@
 //! - the per-swarm counts of agents by status and of unfinished tasks by status are exact.
 
 mod agents;
+mod managed;
 mod swarms;
 mod tasks;
 mod timers;
@@ -18,6 +19,7 @@ mod timers;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+pub use managed::PoolChange;
 pub use tasks::{KnownTasks, Submission};
 
 use crate::agent::{Agent, AgentStatus};
@@ -26,11 +28,27 @@ use crate::changes::{Changes, Effect};
 use crate::error::CoreError;
 use crate::event::{Event, EventKind};
 use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::pool::Pool;
 use crate::queue::{QueueSlot, ReadyQueue};
 use crate::swarm::{Swarm, SwarmStatus};
 use crate::task::{Task, TaskState, TaskStatus};
 use crate::time::Timestamp;
 use timers::{Timer, Timers};
+
+/// What the store gives back to rebuild the fleet after a restart.
+#[derive(Clone, Debug, Default)]
+pub struct StoredState {
+    /// Every swarm.
+    pub swarms: Vec<Swarm>,
+    /// Every pool.
+    pub pools: Vec<Pool>,
+    /// Agents not removed.
+    pub agents: Vec<Agent>,
+    /// Unfinished tasks and the most recently finished ones.
+    pub tasks: Vec<Task>,
+    /// The sequence number of the next event.
+    pub next_event_seq: u64,
+}
 
 /// Limits the fleet enforces on what it accepts and keeps.
 #[derive(Clone, Debug)]
@@ -66,6 +84,7 @@ struct SwarmEntry {
     /// Agents with a poll open and a free slot, in the order they started waiting.
     waiting: BTreeMap<u64, AgentId>,
     agents: HashSet<AgentId>,
+    pools: BTreeMap<String, Pool>,
     agent_counts: [u64; AgentStatus::ALL.len()],
     task_counts: ActiveTaskCounts,
     dirty: bool,
@@ -74,8 +93,10 @@ struct SwarmEntry {
 #[derive(Debug)]
 struct AgentEntry {
     agent: Agent,
-    /// Its key in its swarm's `waiting` map while it waits.
+    /// Its key in its swarm's `waiting` map while it waits for a task with a free slot.
     wait_seq: Option<u64>,
+    /// It has a poll open (it may be full: it waits again when a slot frees).
+    polling: bool,
     lease_timer_armed: bool,
     persisted_heartbeat_at: Timestamp,
     dirty: bool,
@@ -97,6 +118,8 @@ struct Outbox {
     events: Vec<Event>,
     swarms: Vec<SwarmId>,
     agents: Vec<AgentId>,
+    pools: Vec<(SwarmId, String)>,
+    deleted_pools: Vec<(SwarmId, String)>,
     tasks: Vec<TaskId>,
     removed_agents: Vec<Agent>,
     deleted_swarms: Vec<SwarmId>,
@@ -187,24 +210,29 @@ impl Fleet {
     /// down); running tasks stay leased to their agents; queued tasks keep their order; blocked
     /// tasks are re-linked to their dependencies. Corrections made while restoring (a task
     /// whose agent is gone goes back to the queue) are recorded as changes to persist.
-    pub fn restore(
-        limits: FleetLimits,
-        swarms: Vec<Swarm>,
-        agents: Vec<Agent>,
-        mut tasks: Vec<Task>,
-        next_event_seq: u64,
-        now: Timestamp,
-    ) -> Fleet {
+    pub fn restore(limits: FleetLimits, stored: StoredState, now: Timestamp) -> Fleet {
+        let StoredState {
+            swarms,
+            pools,
+            agents,
+            mut tasks,
+            next_event_seq,
+        } = stored;
         let mut fleet = Fleet::new(limits);
         fleet.next_event_seq = next_event_seq.max(1);
         for swarm in swarms {
             fleet.insert_swarm(swarm);
         }
+        for pool in pools {
+            if let Some(s) = fleet.swarms.get_mut(&pool.swarm_id) {
+                s.pools.insert(pool.name.clone(), pool);
+            }
+        }
         for mut agent in agents {
             let Some(entry) = fleet.swarms.get_mut(&agent.swarm_id) else {
                 continue;
             };
-            if agent.status == AgentStatus::Stopped {
+            if agent.removed_at.is_some() {
                 continue;
             }
             let lease = entry.swarm.config.lease_duration();
@@ -212,7 +240,7 @@ impl Fleet {
             agent.current_tasks.clear();
             entry.agents.insert(agent.id);
             entry.agent_counts[status_index(agent.status)] += 1;
-            let armed = agent.status != AgentStatus::Unhealthy;
+            let armed = agent.status != AgentStatus::Unhealthy && agents::needs_lease(&agent);
             if armed {
                 fleet
                     .timers
@@ -224,6 +252,7 @@ impl Fleet {
                     persisted_heartbeat_at: agent.last_heartbeat_at,
                     agent,
                     wait_seq: None,
+                    polling: false,
                     lease_timer_armed: armed,
                     dirty: false,
                 },
@@ -327,6 +356,7 @@ impl Fleet {
             fleet.requeue(id, "its agent is no longer registered", now);
         }
         fleet.relink_blocked(blocked, now);
+        fleet.restored_managed(now);
         for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
             fleet.refresh_swarm_status(id, now);
         }
@@ -381,6 +411,7 @@ impl Fleet {
                 queue: ReadyQueue::new(),
                 waiting: BTreeMap::new(),
                 agents: HashSet::new(),
+                pools: BTreeMap::new(),
                 agent_counts: [0; AgentStatus::ALL.len()],
                 task_counts: ActiveTaskCounts::default(),
                 dirty: false,
@@ -416,6 +447,12 @@ impl Fleet {
         {
             e.dirty = true;
             self.out.swarms.push(id);
+        }
+    }
+
+    fn mark_pool(&mut self, swarm: SwarmId, name: &str) {
+        if !self.out.pools.iter().any(|(s, n)| *s == swarm && n == name) {
+            self.out.pools.push((swarm, name.to_owned()));
         }
     }
 
@@ -495,6 +532,23 @@ impl Fleet {
     /// change.
     fn transition(&mut self, id: TaskId, state: TaskState, now: Timestamp) {
         let entry = self.tasks.get_mut(&id).expect("task in transition");
+        // Timers watching the state it leaves are of no more use.
+        match entry.task.state {
+            TaskState::Running { timeout_at, .. } => {
+                self.timers
+                    .remove(timeout_at, Timer::TaskTimeout(id, entry.task.attempts));
+            }
+            TaskState::Queued {
+                run_after: Some(at),
+                ..
+            } => self.timers.remove(at, Timer::TaskRetry(id)),
+            _ => {}
+        }
+        if state.status().is_terminal()
+            && let Some(deadline) = entry.task.deadline
+        {
+            self.timers.remove(deadline, Timer::TaskDeadline(id));
+        }
         let old_holder = holder(&entry.task.state);
         let new_holder = holder(&state);
         let swarm_id = entry.task.swarm_id;
@@ -532,6 +586,21 @@ impl Fleet {
                 && let Some(agent) = self.agents.get_mut(&a)
             {
                 agent.agent.current_tasks.retain(|t| *t != id);
+                // A slot freed on an agent with a poll open: it waits for work again (if it
+                // is still in service).
+                let in_service =
+                    matches!(agent.agent.status, AgentStatus::Idle | AgentStatus::Busy)
+                        && agent
+                            .agent
+                            .managed
+                            .as_ref()
+                            .is_none_or(|m| m.desired == crate::agent::Desired::Running);
+                if agent.polling && agent.wait_seq.is_none() && in_service {
+                    self.start_waiting(a);
+                    if !self.out.dispatch.contains(&swarm_id) {
+                        self.out.dispatch.push(swarm_id);
+                    }
+                }
                 self.refresh_agent_status(a);
             }
             if let Some(a) = new_holder {
@@ -752,6 +821,12 @@ impl Fleet {
                 changes.swarms.push(e.swarm.clone());
             }
         }
+        for (swarm, name) in out.pools.drain(..) {
+            if let Some(p) = self.swarms.get(&swarm).and_then(|s| s.pools.get(&name)) {
+                changes.pools.push(p.clone());
+            }
+        }
+        changes.deleted_pools = std::mem::take(&mut out.deleted_pools);
         changes.agents = std::mem::take(&mut out.removed_agents);
         for id in out.agents.drain(..) {
             if let Some(e) = self.agents.get_mut(&id) {
@@ -768,7 +843,9 @@ impl Fleet {
         }
         if !changes.deleted_swarms.is_empty() {
             let gone: HashSet<SwarmId> = changes.deleted_swarms.iter().copied().collect();
-            changes.agents.retain(|a| !gone.contains(&a.swarm_id));
+            // Agent rows stay: the driver revokes the tokens of agents that stopped (the
+            // store skips rows of a swarm deleted in the same batch).
+            changes.pools.retain(|p| !gone.contains(&p.swarm_id));
             changes.tasks.retain(|t| !gone.contains(&t.swarm_id));
         }
         changes
@@ -952,6 +1029,20 @@ impl Fleet {
             }
             if e.agent.current_tasks.len() > e.agent.max_concurrent_tasks as usize {
                 return Err(format!("agent {id} holds more tasks than it may"));
+            }
+        }
+        for s in self.swarms.values() {
+            for a in s.waiting.values() {
+                match self.agents.get(a) {
+                    Some(e) if matches!(e.agent.status, AgentStatus::Idle | AgentStatus::Busy) => {}
+                    Some(e) => {
+                        return Err(format!(
+                            "agent {a} waits for work while {}",
+                            e.agent.status.as_str()
+                        ));
+                    }
+                    None => return Err(format!("removed agent {a} is still waiting for work")),
+                }
             }
         }
         let mut in_queues = 0;

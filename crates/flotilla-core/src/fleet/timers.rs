@@ -39,6 +39,11 @@ impl Timers {
         self.0.insert((at, timer));
     }
 
+    /// Forgets a timer that can no longer matter.
+    pub(super) fn remove(&mut self, at: Timestamp, timer: Timer) {
+        self.0.remove(&(at, timer));
+    }
+
     fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
         match self.0.first() {
             Some(&(at, _)) if at <= now => self.0.pop_first(),
@@ -79,10 +84,10 @@ impl Fleet {
         let Some(entry) = self.agents.get_mut(&id) else {
             return;
         };
-        if matches!(
-            entry.agent.status,
-            AgentStatus::Unhealthy | AgentStatus::Failed | AgentStatus::Stopped
-        ) {
+        // Unhealthy already, or not living by its lease (paused, exec-mode, no process): the
+        // timer is disarmed, and armed again by `arm_lease` when that changes.
+        if entry.agent.status == AgentStatus::Unhealthy || !super::agents::needs_lease(&entry.agent)
+        {
             entry.lease_timer_armed = false;
             return;
         }
@@ -95,6 +100,22 @@ impl Fleet {
         self.expire_agent(id, now);
     }
 
+    /// Gives an agent a fresh lease from `now` and makes sure its lease timer runs.
+    pub(super) fn arm_lease(&mut self, id: AgentId, now: Timestamp) {
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return;
+        };
+        let lease = self.swarms[&entry.agent.swarm_id]
+            .swarm
+            .config
+            .lease_duration();
+        entry.agent.lease_until = now + lease;
+        if !entry.lease_timer_armed {
+            entry.lease_timer_armed = true;
+            self.timers.insert(now + lease, Timer::AgentLease(id));
+        }
+    }
+
     /// An agent showed no sign of life for its whole lease: it is unhealthy and loses its tasks.
     fn expire_agent(&mut self, id: AgentId, now: Timestamp) {
         let (swarm_id, silent_for, held) = {
@@ -105,7 +126,7 @@ impl Fleet {
                 a.current_tasks.clone(),
             )
         };
-        self.stop_waiting(id);
+        self.stop_polling(id);
         self.set_agent_status(id, AgentStatus::Unhealthy, now);
         self.emit(
             now,

@@ -96,10 +96,12 @@ impl MemStore {
         for s in &changes.swarms {
             self.swarms.insert(s.id, s.clone());
         }
-        for a in &changes.agents {
+        // Like the SQLite store: rows of a swarm deleted in the same batch are skipped.
+        let gone = |swarm| changes.deleted_swarms.contains(&swarm);
+        for a in changes.agents.iter().filter(|a| !gone(a.swarm_id)) {
             self.agents.insert(a.id, a.clone());
         }
-        for t in &changes.tasks {
+        for t in changes.tasks.iter().filter(|t| !gone(t.swarm_id)) {
             if let Some(k) = &t.idempotency_key {
                 self.keys.entry((t.swarm_id, k.clone())).or_insert(t.id);
             }
@@ -118,7 +120,7 @@ impl MemStore {
         let mut agents: Vec<Agent> = self
             .agents
             .values()
-            .filter(|a| a.status != AgentStatus::Stopped)
+            .filter(|a| a.removed_at.is_none())
             .cloned()
             .collect();
         agents.sort_by_key(|a| (a.registered_at, a.id));
@@ -130,7 +132,14 @@ impl MemStore {
     /// Rebuilds a fleet from these rows, as a restarted coordinator would.
     pub fn restore(&self, limits: FleetLimits, now: Timestamp) -> Fleet {
         let (swarms, agents, tasks) = self.load();
-        Fleet::restore(limits, swarms, agents, tasks, self.next_event_seq, now)
+        let stored = flotilla_core::StoredState {
+            swarms,
+            pools: Vec::new(),
+            agents,
+            tasks,
+            next_event_seq: self.next_event_seq,
+        };
+        Fleet::restore(limits, stored, now)
     }
 
     /// What a driver passes to `submit_tasks` for tasks and keys the fleet no longer holds.

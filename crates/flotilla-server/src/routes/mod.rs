@@ -2,6 +2,7 @@
 //! run one core command through [`crate::state::AppState::apply`] or read, answer.
 
 mod agents;
+mod pools;
 mod swarms;
 mod system;
 mod tasks;
@@ -17,6 +18,26 @@ use serde::Deserialize;
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+pub use pools::apply_document;
+
+/// Spawns the agents that managed pools lack (after a removal, a crash of the coordinator…).
+pub async fn reconcile_pools(state: &AppState) {
+    let short = state.fleet.lock().pools_short_of_agents();
+    let missing: usize = short.iter().map(|(_, _, n)| *n as usize).sum();
+    if missing == 0 {
+        return;
+    }
+    let ids: Vec<flotilla_core::AgentId> = (0..missing)
+        .map(|_| flotilla_core::AgentId(uuid::Uuid::now_v7()))
+        .collect();
+    if let Err(e) = state
+        .apply(|f, now| pools::spawn_missing(f, &ids, now).map(|_| ()))
+        .await
+    {
+        tracing::warn!(error = %e.message, "could not spawn the agents pools lack");
+    }
+}
 
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -38,7 +59,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/swarms/{swarm}/tasks",
             post(tasks::submit).get(tasks::list_in_swarm),
         )
-        .route("/agents/{id}", get(agents::show).delete(agents::remove))
+        .route("/swarms/{swarm}/pools", get(pools::list))
+        .route(
+            "/swarms/{swarm}/pools/{pool}",
+            get(pools::show).put(pools::put).delete(pools::delete),
+        )
+        .route("/swarms/{swarm}/pools/{pool}/agents", post(pools::spawn))
+        .route("/fleet", axum::routing::put(pools::apply_fleet))
+        .route(
+            "/agents/{id}",
+            get(agents::show)
+                .delete(agents::remove)
+                .patch(pools::lifecycle),
+        )
+        .route("/agents/{id}/logs", get(pools::logs))
         .route("/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/agents/{id}/tasks/next", get(agents::next_task))
         .route("/tasks", get(tasks::list))
@@ -55,10 +89,26 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 `ok`, or 503 once the store has refused a change (restart needed).
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if state.writer.has_failed() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the store refused a change: restart the coordinator\n",
+        )
+            .into_response()
+    } else {
+        "ok".into_response()
+    }
 }
 
 /// `?wait=SECONDS` of long-polling endpoints.

@@ -61,48 +61,61 @@ pub async fn submit(
             ));
         }
     };
-    let (swarm_id, (dep_ids, keys)) = {
-        let fleet = state.fleet.lock();
-        let id = fleet.resolve_swarm(&swarm)?;
-        (id, fleet.submission_lookups(&swarm, &specs))
-    };
-    let mut known = KnownTasks::default();
-    if !dep_ids.is_empty() || !keys.is_empty() {
-        let (found, by_key) = read(&state, move |r| {
-            let found = r.get_tasks(&dep_ids)?;
-            let mut by_key = Vec::new();
-            for key in keys {
-                if let Some(t) = r.find_task_by_idempotency_key(swarm_id, &key)? {
-                    by_key.push((key, (t.id, t.status())));
-                }
-            }
-            Ok((found, by_key))
-        })
-        .await?;
-        // Only finished tasks leave memory; anything else read here is a stale row.
-        known.statuses = found
-            .into_iter()
-            .filter(|t| t.status().is_terminal())
-            .map(|t| (t.id, t.status()))
-            .collect();
-        known.idempotency = by_key.into_iter().collect();
-    }
+    let swarm_id = state.fleet.lock().resolve_swarm(&swarm)?;
     let ids: Vec<TaskId> = (0..specs.len())
         .map(|_| TaskId(uuid::Uuid::now_v7()))
         .collect();
-    let (outcome, mut tasks) = state
-        .apply(|f, now| {
-            let outcome = f.submit_tasks(&swarm, specs, &ids, &known, now)?;
-            let tasks: Vec<Option<Task>> =
-                outcome.iter().map(|s| f.task(s.task).cloned()).collect();
-            Ok((outcome, tasks))
-        })
-        .await?;
+    // What the submission needs from the store is looked up without the fleet lock; if a task
+    // left memory in between, the command finds a lookup missing and the handler looks again.
+    let mut looked_up: (Vec<TaskId>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut known = KnownTasks::default();
+    let (outcome, mut tasks) = loop {
+        let needed = state.fleet.lock().submission_lookups(&swarm, &specs);
+        let (new_ids, new_keys) = unseen(&needed, &looked_up);
+        if !new_ids.is_empty() || !new_keys.is_empty() {
+            let (found, by_key) =
+                lookup_stored(&state, swarm_id, new_ids.clone(), new_keys.clone()).await?;
+            // Only finished tasks leave memory; anything else read here is a stale row.
+            known.statuses.extend(
+                found
+                    .into_iter()
+                    .filter(|t| t.status().is_terminal())
+                    .map(|t| (t.id, t.status())),
+            );
+            known.idempotency.extend(by_key);
+            looked_up.0.extend(new_ids);
+            looked_up.1.extend(new_keys);
+        }
+        let attempt = state
+            .apply(|f, now| {
+                let (again_ids, again_keys) =
+                    unseen(&f.submission_lookups(&swarm, &specs), &looked_up);
+                if !again_ids.is_empty() || !again_keys.is_empty() {
+                    return Ok(None);
+                }
+                let outcome = f.submit_tasks(&swarm, specs.clone(), &ids, &known, now)?;
+                let tasks: Vec<Option<Task>> =
+                    outcome.iter().map(|s| f.task(s.task).cloned()).collect();
+                Ok(Some((outcome, tasks)))
+            })
+            .await?;
+        if let Some(done) = attempt {
+            break done;
+        }
+    };
     // An idempotent repeat of a task that has left memory is read from the store.
-    for (slot, s) in tasks.iter_mut().zip(&outcome) {
-        if slot.is_none() {
-            let id = s.task;
-            *slot = read(&state, move |r| r.get_task(id)).await?;
+    let gone: Vec<TaskId> = tasks
+        .iter()
+        .zip(&outcome)
+        .filter(|(slot, _)| slot.is_none())
+        .map(|(_, s)| s.task)
+        .collect();
+    if !gone.is_empty() {
+        let stored = read(&state, move |r| r.get_tasks(&gone)).await?;
+        for (slot, s) in tasks.iter_mut().zip(&outcome) {
+            if slot.is_none() {
+                *slot = stored.iter().find(|t| t.id == s.task).cloned();
+            }
         }
     }
     let tasks: Vec<Task> = tasks.into_iter().flatten().collect();
@@ -119,6 +132,51 @@ pub async fn submit(
         .next()
         .ok_or_else(|| ApiError::internal("submitted task vanished"))?;
     Ok((status, Json(task)).into_response())
+}
+
+/// The ids and keys of `needed` not in `seen`.
+fn unseen(
+    needed: &(Vec<TaskId>, Vec<String>),
+    seen: &(Vec<TaskId>, Vec<String>),
+) -> (Vec<TaskId>, Vec<String>) {
+    (
+        needed
+            .0
+            .iter()
+            .filter(|i| !seen.0.contains(i))
+            .copied()
+            .collect(),
+        needed
+            .1
+            .iter()
+            .filter(|k| !seen.1.contains(k))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Reads tasks by id, and by idempotency key in a swarm, from the store.
+async fn lookup_stored(
+    state: &AppState,
+    swarm: flotilla_core::SwarmId,
+    ids: Vec<TaskId>,
+    keys: Vec<String>,
+) -> ApiResult<(Vec<Task>, Vec<(String, (TaskId, TaskStatus))>)> {
+    read(state, move |r| {
+        let found = if ids.is_empty() {
+            Vec::new()
+        } else {
+            r.get_tasks(&ids)?
+        };
+        let mut by_key = Vec::new();
+        for key in keys {
+            if let Some(t) = r.find_task_by_idempotency_key(swarm, &key)? {
+                by_key.push((key, (t.id, t.status())));
+            }
+        }
+        Ok((found, by_key))
+    })
+    .await
 }
 
 /// Filters and paging of task lists.

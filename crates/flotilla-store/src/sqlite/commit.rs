@@ -5,6 +5,10 @@
 //! completed). Rows are whole, so only the last row of each id is written. Swarm rows are all
 //! written, in order: a rename chain within one batch is valid only step by step under the
 //! unique name.
+//!
+//! Pool names, unlike ids, can be used again: a pool deleted and created anew within one batch
+//! appears in both `deleted_pools` and `pools`. Deletions are applied first, so the pool rows
+//! (which the core emits only for pools that exist after its commands) are what remains.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -12,18 +16,19 @@ use std::hash::Hash;
 use flotilla_core::{AgentId, SwarmId, TaskId};
 use rusqlite::Transaction;
 
-use super::rows::{agent, event, id, swarm, task, token};
+use super::rows::{agent, event, id, pool, swarm, task, token};
 use crate::Batch;
 use crate::error::StoreError;
 
 /// Removes a swarm and everything that belongs to it except its events.
-const DELETE_SWARM: [&str; 5] = [
+const DELETE_SWARM: [&str; 6] = [
     "DELETE FROM task_dependencies
      WHERE task_id IN (SELECT id FROM swarm_tasks WHERE swarm_id = ?1)",
     "DELETE FROM swarm_tasks WHERE swarm_id = ?1",
     "DELETE FROM api_tokens
      WHERE agent_id IN (SELECT id FROM swarm_agents WHERE swarm_id = ?1)",
     "DELETE FROM swarm_agents WHERE swarm_id = ?1",
+    "DELETE FROM swarm_pools WHERE swarm_id = ?1",
     "DELETE FROM swarms WHERE id = ?1",
 ];
 
@@ -65,6 +70,24 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         }
     }
 
+    if !changes.deleted_pools.is_empty() {
+        let mut stmt = tx.prepare_cached(pool::DELETE)?;
+        for (swarm_id, name) in &changes.deleted_pools {
+            if live(swarm_id) {
+                pool::delete(&mut stmt, swarm_id, name)?;
+            }
+        }
+    }
+
+    if !changes.pools.is_empty() {
+        let mut stmt = tx.prepare_cached(pool::UPSERT)?;
+        for p in last_of_each(&changes.pools, |p| (p.swarm_id, p.name.as_str())) {
+            if live(&p.swarm_id) {
+                pool::upsert(&mut stmt, p)?;
+            }
+        }
+    }
+
     if !changes.agents.is_empty() {
         let mut stmt = tx.prepare_cached(agent::UPSERT)?;
         for a in last_of_each(&changes.agents, |a| a.id) {
@@ -97,12 +120,12 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
 }
 
 /// The last row of each key, in the order of those last rows.
-fn last_of_each<T, K: Eq + Hash>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+fn last_of_each<'a, T, K: Eq + Hash>(rows: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
     if rows.len() < 2 {
         return rows.iter().collect();
     }
     let mut seen = HashSet::with_capacity(rows.len());
-    let mut last: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
+    let mut last: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(*r))).collect();
     last.reverse();
     last
 }

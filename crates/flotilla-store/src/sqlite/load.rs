@@ -1,9 +1,9 @@
 //! Reading the [`Snapshot`] the coordinator starts from.
 
-use flotilla_core::{AgentStatus, TaskStatus};
+use flotilla_core::TaskStatus;
 use rusqlite::Connection;
 
-use super::rows::{self, agent, swarm, task, token};
+use super::rows::{self, agent, pool, swarm, task, token};
 use crate::Snapshot;
 use crate::error::StoreError;
 
@@ -19,12 +19,23 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
         swarm::from_row,
     )?;
 
+    let pools = rows::collect(
+        conn,
+        &format!(
+            "SELECT {} FROM swarm_pools ORDER BY swarm_id, name",
+            pool::COLUMNS
+        ),
+        [],
+        pool::from_row,
+    )?;
+
+    // Stopped agents are loaded too (a stopped managed agent stays in its pool, and a stopped
+    // connected agent may come back); only unregistered ones are not.
     let agents = rows::collect(
         conn,
         &format!(
-            "SELECT {} FROM swarm_agents WHERE status <> '{}' ORDER BY registered_at, id",
+            "SELECT {} FROM swarm_agents WHERE removed_at IS NULL ORDER BY registered_at, id",
             agent::COLUMNS,
-            AgentStatus::Stopped.as_str()
         ),
         [],
         agent::from_row,
@@ -74,6 +85,7 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
 
     Ok(Snapshot {
         swarms,
+        pools,
         agents,
         tasks,
         next_event_seq: max_seq as u64 + 1,

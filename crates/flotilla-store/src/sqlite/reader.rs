@@ -1,7 +1,7 @@
 //! [`SqliteReader`]: the reads the coordinator's memory cannot serve, on read-only connections.
 //!
 //! Task lists with filters and pages, tasks evicted from memory, idempotency keys of such tasks,
-//! stopped agents and the event log are read here. A reader is cheap to clone and may be used
+//! removed agents, a swarm's pools and the event log are read here. A reader is cheap to clone and may be used
 //! from many threads at once: each call borrows a connection from a shared pool (opening one
 //! when all are busy) and gives it back. In WAL mode, readers see the last committed state and
 //! neither wait for the writer nor make it wait.
@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use flotilla_core::api::Page;
-use flotilla_core::{Agent, AgentId, Event, EventKind, SwarmId, Task, TaskId, TaskStatus};
+use flotilla_core::{Agent, AgentId, Event, EventKind, Pool, SwarmId, Task, TaskId, TaskStatus};
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::cursor::TaskCursor;
 use super::open_read_only;
-use super::rows::{self, agent, event, id, task};
+use super::rows::{self, agent, event, id, pool, task};
 use crate::error::StoreError;
 
 /// Idle connections kept for later calls; more are opened under load and closed afterwards.
@@ -53,10 +53,11 @@ pub struct EventFilter {
 /// Reads the database on read-only connections of its own. Clones share the pool.
 #[derive(Clone)]
 pub struct SqliteReader {
-    pool: Arc<Pool>,
+    pool: Arc<Connections>,
 }
 
-struct Pool {
+/// The connections a reader and its clones share.
+struct Connections {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
@@ -75,7 +76,7 @@ impl SqliteReader {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let first = open_read_only(path)?;
         Ok(SqliteReader {
-            pool: Arc::new(Pool {
+            pool: Arc::new(Connections {
                 path: path.to_path_buf(),
                 idle: Mutex::new(vec![first]),
             }),
@@ -224,12 +225,23 @@ impl SqliteReader {
         Ok(Page { items, next_cursor })
     }
 
-    /// The agent with this id, stopped ones included.
+    /// The agent with this id, stopped and removed (unregistered) ones included.
     pub fn get_agent(&self, id: AgentId) -> Result<Option<Agent>, StoreError> {
         self.with(|conn| {
             let sql = format!("SELECT {} FROM swarm_agents WHERE id = ?1", agent::COLUMNS);
             let mut found = rows::collect(conn, &sql, [rows::id(&id)], agent::from_row)?;
             Ok(found.pop())
+        })
+    }
+
+    /// The pools of this swarm, by name.
+    pub fn list_pools(&self, swarm: SwarmId) -> Result<Vec<Pool>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM swarm_pools WHERE swarm_id = ?1 ORDER BY name",
+                pool::COLUMNS
+            );
+            rows::collect(conn, &sql, [id(&swarm)], pool::from_row)
         })
     }
 

@@ -4,11 +4,11 @@
 //! `IMMEDIATE` transaction, so two processes opening a new file at once cannot both create it.
 //! A file whose version is newer than this build knows is refused rather than misread.
 //!
-//! Table and column names follow the swarm PRD (`swarms`, `swarm_agents`, `swarm_tasks`,
-//! `task_dependencies`, `swarm_events`) where they fit. Instants are INTEGER milliseconds since
-//! the epoch, ids are UUID text, JSON documents are stored as the text they arrived as. There are
-//! no foreign keys: the core keeps the state consistent, and checking references on every upsert
-//! would cost the hot path for nothing.
+//! Table and column names follow the swarm PRD (`swarms`, `swarm_agents`, `swarm_pools`,
+//! `swarm_tasks`, `task_dependencies`, `swarm_events`) where they fit. Instants are INTEGER
+//! milliseconds since the epoch, ids are UUID text, JSON documents are stored as the text they
+//! arrived as. There are no foreign keys: the core keeps the state consistent, and checking
+//! references on every upsert would cost the hot path for nothing.
 //!
 //! Index choice is driven by the write path: every index costs each insert, and each update
 //! that sets its columns (a task is inserted once and updated a few times as it runs), so there
@@ -53,9 +53,27 @@ CREATE TABLE swarm_agents (
     registered_at         INTEGER NOT NULL,
     last_heartbeat_at     INTEGER NOT NULL,
     lease_until           INTEGER NOT NULL,
-    stopped_at            INTEGER
+    stopped_at            INTEGER,
+    -- Set when the agent was unregistered; such a row is kept for lookups but not loaded.
+    removed_at            INTEGER,
+    -- The process side of a managed agent, as JSON; NULL for a connected agent.
+    managed               TEXT
 );
 CREATE INDEX swarm_agents_swarm ON swarm_agents (swarm_id);
+
+CREATE TABLE swarm_pools (
+    swarm_id              TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    min_agents            INTEGER NOT NULL,
+    max_agents            INTEGER NOT NULL,
+    capabilities          TEXT NOT NULL,
+    max_concurrent_tasks  INTEGER NOT NULL,
+    -- The agent template of a managed pool, as JSON; NULL for a pool of connected agents.
+    template              TEXT,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL,
+    PRIMARY KEY (swarm_id, name)
+) WITHOUT ROWID;
 
 CREATE TABLE swarm_tasks (
     id                     TEXT PRIMARY KEY,

@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use flotilla_core::{
-    Agent, AgentId, AgentRole, AgentStatus, Backoff, Changes, Dependency, DependencyKind,
-    ErrorKind, Event, EventKind, Json, Progress, ReportedHealth, ResourceUsage, Swarm, SwarmConfig,
-    SwarmId, SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
+    Agent, AgentId, AgentMode, AgentRole, AgentStatus, AgentTemplate, Backoff, Changes, Dependency,
+    DependencyKind, Desired, ErrorKind, Event, EventKind, Json, Managed, Pool, Progress,
+    ReportedHealth, ResourceLimits, ResourceUsage, RuntimeKind, Swarm, SwarmConfig, SwarmId,
+    SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
 };
 use flotilla_store::{Batch, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
 use tempfile::TempDir;
@@ -81,7 +84,21 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
     }
 }
 
-/// An agent with every field set.
+/// The process side of a managed agent with every field set.
+pub fn managed(n: u32) -> Managed {
+    Managed {
+        runtime: RuntimeKind::Tmux,
+        mode: AgentMode::Daemon,
+        desired: Desired::Stopped,
+        pid: Some(u32::MAX - n),
+        started_at: Some(ts(-1_700_000_000_123)),
+        starts: u32::MAX - 1,
+        last_exit: Some("killed by signal 9 (SIGKILL): \"oom\"\n— ünïcode".to_owned()),
+        limits_applied: Some("rlimit AS=1 GiB, cgroup cpu.max=150000 100000".to_owned()),
+    }
+}
+
+/// An agent with every field set (but `removed_at`, so that `load` returns it): a managed one.
 pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
     Agent {
         id: agent_id(n),
@@ -98,6 +115,7 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
             cpu_percent: Some(0.1 + 0.2),
             memory_mb: Some(1.0 / 3.0),
             active_connections: Some(17),
+            open_files: Some(u64::MAX),
         },
         current_tasks: vec![task_id(1), task_id(2)],
         tasks_completed: u64::MAX - 1,
@@ -106,6 +124,8 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         last_heartbeat_at: ts(1_700_000_001_000),
         lease_until: ts(1_700_000_016_000),
         stopped_at: (status == AgentStatus::Stopped).then_some(ts(1_700_000_020_000)),
+        removed_at: None,
+        managed: Some(managed(n as u32)),
     }
 }
 
@@ -130,6 +150,71 @@ pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         last_heartbeat_at: ts(0),
         lease_until: ts(0),
         stopped_at: None,
+        removed_at: None,
+        managed: None,
+    }
+}
+
+/// Resource limits with every field set.
+pub fn full_limits() -> ResourceLimits {
+    ResourceLimits {
+        memory_bytes: Some(u64::MAX),
+        cpu_cores: Some(0.1 + 0.2),
+        cpu_time: Some(Duration::from_millis(86_400_001)),
+        task_timeout: Some(Duration::from_millis(100)),
+    }
+}
+
+/// An agent template with every field set.
+pub fn full_template(runtime: RuntimeKind, mode: AgentMode) -> AgentTemplate {
+    AgentTemplate {
+        command: "/usr/bin/env".to_owned(),
+        args: vec![
+            "python3".to_owned(),
+            "-c".to_owned(),
+            "print({{payload.text}})".to_owned(),
+            String::new(),
+            "spaces  and \"quotes\"".to_owned(),
+        ],
+        env: BTreeMap::from([
+            ("EMPTY".to_owned(), String::new()),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+            ("ÜNÏ".to_owned(), "cödé\n2".to_owned()),
+        ]),
+        workdir: Some("/srv/agents/ünïcode dir".to_owned()),
+        runtime,
+        mode,
+        limits: full_limits(),
+        stop_grace: Duration::from_millis(3_600_000),
+    }
+}
+
+/// An agent template with the least set.
+pub fn bare_template() -> AgentTemplate {
+    AgentTemplate {
+        command: "agent".to_owned(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        workdir: None,
+        runtime: RuntimeKind::default(),
+        mode: AgentMode::default(),
+        limits: ResourceLimits::default(),
+        stop_grace: Duration::ZERO,
+    }
+}
+
+/// A pool of `swarm` named `name`, with `template`.
+pub fn pool(swarm: SwarmId, name: &str, template: Option<AgentTemplate>) -> Pool {
+    Pool {
+        swarm_id: swarm,
+        name: name.to_owned(),
+        min_agents: u32::from(template.is_some()),
+        max_agents: u32::MAX,
+        capabilities: vec!["gpu".to_owned(), "rust".to_owned()],
+        max_concurrent_tasks: 7,
+        template,
+        created_at: ts(-5),
+        updated_at: ts(1_700_000_000_777),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `swarm_agents` table: one row per [`Agent`], stopped ones included.
+//! The `swarm_agents` table: one row per [`Agent`], stopped and removed ones included; the
+//! process side of a managed agent ([`flotilla_core::Managed`]) as JSON text.
 
 use flotilla_core::{Agent, AgentRole, ReportedHealth};
 use rusqlite::{Row, Statement};
@@ -11,8 +12,8 @@ pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, max_concurrent_tasks,
                           role, status, reported_health, metadata, resource_usage, current_tasks,
                           tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
-                          lease_until, stopped_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                          lease_until, stopped_at, removed_at, managed)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id,
     agent_type = excluded.agent_type,
@@ -30,13 +31,15 @@ ON CONFLICT (id) DO UPDATE SET
     registered_at = excluded.registered_at,
     last_heartbeat_at = excluded.last_heartbeat_at,
     lease_until = excluded.lease_until,
-    stopped_at = excluded.stopped_at";
+    stopped_at = excluded.stopped_at,
+    removed_at = excluded.removed_at,
+    managed = excluded.managed";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
     max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
     current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
-    lease_until, stopped_at";
+    lease_until, stopped_at, removed_at, managed";
 
 /// Binds `agent` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
@@ -64,6 +67,8 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), Stor
         agent.last_heartbeat_at.as_millis(),
         agent.lease_until.as_millis(),
         opt_ts(agent.stopped_at),
+        opt_ts(agent.removed_at),
+        agent.managed.as_ref().map(to_json),
     ])?;
     Ok(())
 }
@@ -90,6 +95,8 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         last_heartbeat_at: c.ts(15, "last_heartbeat_at")?,
         lease_until: c.ts(16, "lease_until")?,
         stopped_at: c.opt_ts(17, "stopped_at")?,
+        removed_at: c.opt_ts(18, "removed_at")?,
+        managed: c.opt_decode(19, "managed")?,
     })
 }
 
@@ -115,6 +122,12 @@ fn health_str(h: ReportedHealth) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_list_has_one_name_per_index_read() {
+        assert_eq!(COLUMNS.split(',').count(), 20);
+        assert_eq!(UPSERT.matches('?').count(), 20);
+    }
 
     #[test]
     fn enum_names_match_serde() {

@@ -11,6 +11,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod event;
+pub(crate) mod pool;
 pub(crate) mod swarm;
 pub(crate) mod task;
 pub(crate) mod token;

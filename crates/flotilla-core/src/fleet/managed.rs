@@ -1,0 +1,553 @@
+//! Pools and managed agents: agents whose processes Flotilla starts from a pool's template.
+//!
+//! The core decides; the driver's supervisor acts. A lifecycle command changes the agent's
+//! state and emits an effect (start, stop, pause, resume, restart); the supervisor carries it
+//! out with the runtime and reports back with [`Fleet::managed_started`] and
+//! [`Fleet::managed_exited`]. Process exits are reported at once, so a crashed agent's tasks go
+//! back to the queue without waiting for a lease to lapse.
+
+use super::Fleet;
+use crate::agent::{Agent, AgentStatus, Desired, Managed, ResourceUsage};
+use crate::changes::Effect;
+use crate::error::CoreError;
+use crate::event::EventKind;
+use crate::ids::{AgentId, SwarmId};
+use crate::json::Json;
+use crate::pool::{Operation, Pool, PoolSpec};
+use crate::swarm::DEFAULT_SWARM;
+use crate::task::{ErrorKind, TaskError, TaskState};
+use crate::time::Timestamp;
+
+/// What [`Fleet::put_pool`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolChange {
+    /// The pool is new.
+    Created,
+    /// The pool existed and changed.
+    Updated,
+    /// The pool existed as given.
+    Unchanged,
+}
+
+impl Fleet {
+    /// Creates or replaces a pool of a swarm. Managed agents already running keep their
+    /// process until restarted; new ones start from the new template.
+    pub fn put_pool(
+        &mut self,
+        swarm: &str,
+        spec: PoolSpec,
+        now: Timestamp,
+    ) -> Result<(PoolChange, &Pool), CoreError> {
+        let swarm_id = self.resolve_swarm(swarm)?;
+        let spec = spec.validated()?;
+        let name = spec.name.clone();
+        let entry = self.swarms.get_mut(&swarm_id).expect("resolved swarm");
+        let change = match entry.pools.get_mut(&name) {
+            Some(p)
+                if p.min_agents == spec.min_agents
+                    && p.max_agents == spec.max_agents
+                    && p.capabilities == spec.capabilities
+                    && p.max_concurrent_tasks == spec.max_concurrent_tasks
+                    && p.template == spec.template =>
+            {
+                PoolChange::Unchanged
+            }
+            Some(p) => {
+                p.min_agents = spec.min_agents;
+                p.max_agents = spec.max_agents;
+                p.capabilities = spec.capabilities;
+                p.max_concurrent_tasks = spec.max_concurrent_tasks;
+                p.template = spec.template;
+                p.updated_at = now;
+                PoolChange::Updated
+            }
+            None => {
+                let pool = Pool {
+                    swarm_id,
+                    name: name.clone(),
+                    min_agents: spec.min_agents,
+                    max_agents: spec.max_agents,
+                    capabilities: spec.capabilities,
+                    max_concurrent_tasks: spec.max_concurrent_tasks,
+                    template: spec.template,
+                    created_at: now,
+                    updated_at: now,
+                };
+                entry.pools.insert(name.clone(), pool);
+                PoolChange::Created
+            }
+        };
+        if change != PoolChange::Unchanged {
+            self.mark_pool(swarm_id, &name);
+            let verb = if change == PoolChange::Created {
+                "created"
+            } else {
+                "updated"
+            };
+            self.emit(
+                now,
+                EventKind::PoolUpdated,
+                swarm_id,
+                None,
+                None,
+                format!("pool {name:?} {verb}"),
+            );
+        }
+        Ok((change, &self.swarms[&swarm_id].pools[&name]))
+    }
+
+    /// Deletes a pool. Without `force` it must have no agents; with `force` its agents are
+    /// removed (managed ones stopped).
+    pub fn delete_pool(
+        &mut self,
+        swarm: &str,
+        name: &str,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
+        let swarm_id = self.resolve_swarm(swarm)?;
+        if !self.swarms[&swarm_id].pools.contains_key(name) {
+            return Err(CoreError::not_found(format!(
+                "pool {name:?} not found in swarm {swarm:?}"
+            )));
+        }
+        let members = self.pool_members(swarm_id, name);
+        if !members.is_empty() && !force {
+            return Err(CoreError::conflict(format!(
+                "pool {name:?} has {} agent(s); remove them first or delete with force (--force)",
+                members.len()
+            )));
+        }
+        for id in members {
+            self.unregister_agent(id, now)?;
+        }
+        self.swarms
+            .get_mut(&swarm_id)
+            .expect("swarm")
+            .pools
+            .remove(name);
+        self.out
+            .pools
+            .retain(|(s, n)| !(*s == swarm_id && n == name));
+        self.out.deleted_pools.push((swarm_id, name.to_owned()));
+        self.emit(
+            now,
+            EventKind::PoolDeleted,
+            swarm_id,
+            None,
+            None,
+            format!("pool {name:?} deleted"),
+        );
+        Ok(())
+    }
+
+    /// A swarm's pools, by name.
+    pub fn pools_of(&self, swarm: SwarmId) -> Vec<Pool> {
+        self.swarms
+            .get(&swarm)
+            .map(|s| s.pools.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The agents of a pool (its type), by id.
+    fn pool_members(&self, swarm: SwarmId, pool: &str) -> Vec<AgentId> {
+        let mut ids: Vec<AgentId> = self.swarms[&swarm]
+            .agents
+            .iter()
+            .filter(|a| self.agents[*a].agent.agent_type == pool)
+            .copied()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Managed pools with fewer agents meant to run than their `min_agents`, and how many
+    /// agents each lacks. The driver spawns them ([`Fleet::spawn_agent`]).
+    pub fn pools_short_of_agents(&self) -> Vec<(SwarmId, String, u32)> {
+        let mut short = Vec::new();
+        for (swarm_id, s) in &self.swarms {
+            for pool in s
+                .pools
+                .values()
+                .filter(|p| p.is_managed() && p.min_agents > 0)
+            {
+                let running = s
+                    .agents
+                    .iter()
+                    .map(|a| &self.agents[a].agent)
+                    .filter(|a| a.agent_type == pool.name)
+                    .filter(|a| {
+                        a.managed
+                            .as_ref()
+                            .is_some_and(|m| m.desired == Desired::Running)
+                    })
+                    .count() as u32;
+                if running < pool.min_agents {
+                    short.push((*swarm_id, pool.name.clone(), pool.min_agents - running));
+                }
+            }
+        }
+        short.sort();
+        short
+    }
+
+    /// Creates a managed agent in a pool from its template, and asks for it to be started.
+    /// Its name is `<pool>-<n>` (prefixed with the swarm's name outside the default swarm, so
+    /// that names, and tmux sessions, are unique on the machine).
+    pub fn spawn_agent(
+        &mut self,
+        swarm: &str,
+        pool: &str,
+        id: AgentId,
+        now: Timestamp,
+    ) -> Result<&Agent, CoreError> {
+        let swarm_id = self.resolve_swarm(swarm)?;
+        let s = &self.swarms[&swarm_id];
+        let Some(p) = s.pools.get(pool) else {
+            return Err(CoreError::not_found(format!(
+                "pool {pool:?} not found in swarm {:?}; create it with `flotilla apply FLEET.toml`",
+                s.swarm.name
+            )));
+        };
+        let Some(template) = &p.template else {
+            return Err(CoreError::conflict(format!(
+                "pool {pool:?} has no agent template, so Flotilla cannot start its agents; connect agents to it instead"
+            )));
+        };
+        let members = self.pool_members(swarm_id, pool).len();
+        if members >= p.max_agents as usize {
+            return Err(CoreError::conflict(format!(
+                "pool {pool:?} already has its maximum of {} agents",
+                p.max_agents
+            )));
+        }
+        if s.agents.len() >= s.swarm.config.max_agents as usize {
+            return Err(CoreError::conflict(format!(
+                "swarm {:?} already has its maximum of {} agents",
+                s.swarm.name, s.swarm.config.max_agents
+            )));
+        }
+        if self.agents.contains_key(&id) {
+            return Err(CoreError::conflict(format!("agent id {id} is taken")));
+        }
+        let prefix = if s.swarm.name == DEFAULT_SWARM {
+            pool.to_owned()
+        } else {
+            format!("{}-{pool}", s.swarm.name)
+        };
+        let taken: std::collections::HashSet<&str> = s
+            .agents
+            .iter()
+            .map(|a| self.agents[a].agent.name.as_str())
+            .collect();
+        let name = (1..)
+            .map(|n| format!("{prefix}-{n}"))
+            .find(|n| !taken.contains(n.as_str()))
+            .expect("a free name");
+        let agent = Agent {
+            id,
+            swarm_id,
+            name,
+            agent_type: pool.to_owned(),
+            capabilities: p.capabilities.clone(),
+            max_concurrent_tasks: p.max_concurrent_tasks,
+            role: Default::default(),
+            status: AgentStatus::Pending,
+            reported_health: Default::default(),
+            metadata: Json::empty_object(),
+            resource_usage: Default::default(),
+            current_tasks: Vec::new(),
+            tasks_completed: 0,
+            tasks_failed: 0,
+            registered_at: now,
+            last_heartbeat_at: now,
+            lease_until: now,
+            stopped_at: None,
+            removed_at: None,
+            managed: Some(Managed {
+                runtime: template.runtime,
+                mode: template.mode,
+                ..Managed::default()
+            }),
+        };
+        let detail = format!("{} spawned from pool {pool:?}", agent.name);
+        self.insert_agent(agent, detail, now);
+        self.out.effects.push(Effect::StartAgent(id));
+        Ok(&self.agents[&id].agent)
+    }
+
+    /// The template a managed agent is started from (its pool's).
+    pub fn template_of(&self, id: AgentId) -> Option<(&Agent, &Pool)> {
+        let agent = &self.agents.get(&id)?.agent;
+        agent.managed.as_ref()?;
+        let pool = self
+            .swarms
+            .get(&agent.swarm_id)?
+            .pools
+            .get(&agent.agent_type)?;
+        pool.template.as_ref()?;
+        Some((agent, pool))
+    }
+
+    /// Starts, stops, pauses, resumes or restarts an agent. Pause and resume work for every
+    /// agent (a paused agent takes no task and keeps its lease); the others only for managed
+    /// agents.
+    pub fn lifecycle(
+        &mut self,
+        id: AgentId,
+        operation: Operation,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<&Agent, CoreError> {
+        let Some(entry) = self.agents.get(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        let agent = &entry.agent;
+        let (swarm_id, status, name) = (agent.swarm_id, agent.status, agent.name.clone());
+        let managed = agent.managed.is_some();
+        let desired = agent.managed.as_ref().map(|m| m.desired);
+        let refuse = |what: &str| {
+            Err(CoreError::conflict(format!(
+                "agent {name} is {}; it cannot be {what}",
+                status.as_str()
+            )))
+        };
+        match operation {
+            Operation::Pause => {
+                if !matches!(
+                    status,
+                    AgentStatus::Idle | AgentStatus::Busy | AgentStatus::Starting
+                ) {
+                    return refuse("paused");
+                }
+                self.stop_polling(id);
+                self.set_agent_status(id, AgentStatus::Paused, now);
+                if managed {
+                    self.out.effects.push(Effect::PauseAgent(id));
+                }
+                self.emit(
+                    now,
+                    EventKind::AgentPaused,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    String::new(),
+                );
+            }
+            Operation::Resume => {
+                if status != AgentStatus::Paused {
+                    return refuse("resumed (only a paused agent can)");
+                }
+                self.set_agent_status(id, AgentStatus::Idle, now);
+                self.refresh_agent_status(id);
+                self.arm_lease(id, now);
+                if managed {
+                    self.out.effects.push(Effect::ResumeAgent(id));
+                }
+                self.emit(
+                    now,
+                    EventKind::AgentResumed,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    String::new(),
+                );
+                self.dispatch(now);
+            }
+            Operation::Start | Operation::Stop | Operation::Restart if !managed => {
+                return Err(CoreError::conflict(format!(
+                    "agent {name} is a connected agent, not started by Flotilla; only pause, resume and remove apply to it"
+                )));
+            }
+            Operation::Start => {
+                let stopped = matches!(status, AgentStatus::Stopped | AgentStatus::Failed);
+                if !stopped && desired == Some(Desired::Running) {
+                    return refuse("started (it is not stopped)");
+                }
+                self.set_desired(id, Desired::Running);
+                if stopped {
+                    self.set_agent_status(id, AgentStatus::Pending, now);
+                }
+                self.out.effects.push(Effect::StartAgent(id));
+            }
+            Operation::Stop => {
+                if matches!(status, AgentStatus::Stopped) && desired == Some(Desired::Stopped) {
+                    return refuse("stopped");
+                }
+                self.stop_polling(id);
+                self.set_desired(id, Desired::Stopped);
+                if matches!(status, AgentStatus::Failed | AgentStatus::Pending) {
+                    // No process to stop.
+                    self.set_agent_status(id, AgentStatus::Stopped, now);
+                    self.entry_mut(id).agent.stopped_at = Some(now);
+                }
+                self.out.effects.push(Effect::StopAgent(id, force));
+            }
+            Operation::Restart => {
+                self.stop_polling(id);
+                self.set_desired(id, Desired::Running);
+                self.out.effects.push(Effect::RestartAgent(id, force));
+            }
+        }
+        self.mark_agent(id);
+        Ok(&self.agents[&id].agent)
+    }
+
+    fn entry_mut(&mut self, id: AgentId) -> &mut super::AgentEntry {
+        self.agents.get_mut(&id).expect("agent present")
+    }
+
+    fn set_desired(&mut self, id: AgentId, desired: Desired) {
+        if let Some(m) = self.entry_mut(id).agent.managed.as_mut() {
+            m.desired = desired;
+        }
+    }
+
+    /// The supervisor started a managed agent's process (daemon mode: `pid` is its process
+    /// group) or, in exec mode, its task loop. A daemon is `starting` until its first call; an
+    /// exec-mode agent is `idle` at once.
+    pub fn managed_started(
+        &mut self,
+        id: AgentId,
+        pid: Option<u32>,
+        limits_applied: Option<String>,
+        now: Timestamp,
+    ) -> Result<&Agent, CoreError> {
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        let Some(m) = entry.agent.managed.as_mut() else {
+            return Err(CoreError::conflict(format!("agent {id} is not managed")));
+        };
+        m.pid = pid;
+        m.started_at = Some(now);
+        m.starts += 1;
+        m.limits_applied = limits_applied;
+        let exec = entry.agent.is_exec();
+        let (swarm_id, detail) = (
+            entry.agent.swarm_id,
+            pid.map(|p| format!("pid {p}")).unwrap_or_default(),
+        );
+        entry.agent.stopped_at = None;
+        entry.agent.last_heartbeat_at = now;
+        let status = if exec {
+            AgentStatus::Idle
+        } else {
+            AgentStatus::Starting
+        };
+        self.set_agent_status(id, status, now);
+        self.refresh_agent_status(id);
+        self.arm_lease(id, now);
+        self.mark_agent(id);
+        self.emit(
+            now,
+            EventKind::AgentStarted,
+            swarm_id,
+            Some(id),
+            None,
+            detail,
+        );
+        self.dispatch(now);
+        Ok(&self.agents[&id].agent)
+    }
+
+    /// A managed agent's process exited (or, in exec mode, its task loop ended), described
+    /// in words. `expected`: the supervisor stopped it (a stop or a restart), so the agent is
+    /// `stopped` and its tasks go back to the queue without costing an attempt. Otherwise it
+    /// is `failed`: its running tasks fail their attempt (`agent_exited`, retried) and its
+    /// placed ones go back to the queue.
+    pub fn managed_exited(
+        &mut self,
+        id: AgentId,
+        exit: String,
+        expected: bool,
+        now: Timestamp,
+    ) -> Result<&Agent, CoreError> {
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        let Some(m) = entry.agent.managed.as_mut() else {
+            return Err(CoreError::conflict(format!("agent {id} is not managed")));
+        };
+        m.pid = None;
+        m.last_exit = Some(exit.clone());
+        entry.agent.stopped_at = Some(now);
+        let (swarm_id, held) = (entry.agent.swarm_id, entry.agent.current_tasks.clone());
+        self.stop_polling(id);
+        for task in held {
+            match self.tasks[&task].task.state {
+                TaskState::Running { .. } if !expected => {
+                    let attempt = self.tasks[&task].task.attempts;
+                    let error = TaskError {
+                        kind: ErrorKind::AgentExited,
+                        message: format!("the agent's process {exit} while the task ran"),
+                        retryable: true,
+                        agent_id: Some(id),
+                        attempt: Some(attempt),
+                    };
+                    self.fail_attempt(task, error, now);
+                }
+                _ => self.requeue(task, "its agent stopped", now),
+            }
+        }
+        let (status, kind) = if expected {
+            (AgentStatus::Stopped, EventKind::AgentStopped)
+        } else {
+            (AgentStatus::Failed, EventKind::AgentFailed)
+        };
+        self.set_agent_status(id, status, now);
+        self.mark_agent(id);
+        self.emit(
+            now,
+            kind,
+            swarm_id,
+            Some(id),
+            None,
+            format!("process {exit}"),
+        );
+        self.dispatch(now);
+        Ok(&self.agents[&id].agent)
+    }
+
+    /// Records resource usage sampled from a managed agent's processes (persisted with the
+    /// agent's next write, like heartbeats).
+    pub fn record_usage(&mut self, id: AgentId, usage: ResourceUsage) {
+        if let Some(e) = self.agents.get_mut(&id) {
+            e.agent.resource_usage = usage;
+        }
+    }
+
+    /// Settles managed agents after a restore.
+    pub(super) fn restored_managed(&mut self, now: Timestamp) {
+        // After a restart no managed process is known to run: the supervisor starts those
+        // meant to run; their held tasks go back to the queue without costing an attempt.
+        let ids: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|e| e.agent.managed.is_some())
+            .map(|e| e.agent.id)
+            .collect();
+        for id in ids {
+            let held = self.agents[&id].agent.current_tasks.clone();
+            for task in held {
+                self.requeue(
+                    task,
+                    "the coordinator restarted while its managed agent ran it",
+                    now,
+                );
+            }
+            let desired = self.agents[&id].agent.managed.as_ref().map(|m| m.desired);
+            let status = self.agents[&id].agent.status;
+            if desired == Some(Desired::Running) {
+                self.set_agent_status(id, AgentStatus::Pending, now);
+                self.out.effects.push(Effect::StartAgent(id));
+            } else if status != AgentStatus::Stopped {
+                self.set_agent_status(id, AgentStatus::Stopped, now);
+            }
+            // `managed.pid` is kept: the supervisor makes sure that process group is gone
+            // before it starts a new one.
+            self.mark_agent(id);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Pools: the agents of one type inside a swarm, and, for managed pools, the template from
+//! which Flotilla starts them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::normalize_capabilities;
+use crate::error::CoreError;
+use crate::ids::SwarmId;
+use crate::swarm::validate_name;
+use crate::time::{Timestamp, serde_ms};
+
+/// Where a managed agent's process runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// A child process of the coordinator, in its own process group.
+    #[default]
+    Process,
+    /// A tmux session named `flotilla-<agent name>`, which a user can attach to.
+    Tmux,
+}
+
+/// How a managed agent runs its command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    /// The command runs once per task: payload on stdin, result on stdout.
+    #[default]
+    Exec,
+    /// The command is one long process per agent that speaks the agent protocol itself.
+    Daemon,
+}
+
+/// Resource limits of a managed agent's processes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceLimits {
+    /// Address-space limit (rlimit) and `memory.max` (cgroup v2, where available), in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU share in cores (`cpu.max`, cgroup v2, where available).
+    pub cpu_cores: Option<f64>,
+    /// CPU time per process (rlimit), in milliseconds.
+    #[serde(rename = "cpu_time_ms", with = "serde_ms::option")]
+    pub cpu_time: Option<Duration>,
+    /// Wall-clock limit of one task attempt on this pool's agents; a task with a shorter
+    /// timeout of its own keeps it.
+    #[serde(rename = "task_timeout_ms", with = "serde_ms::option")]
+    pub task_timeout: Option<Duration>,
+}
+
+/// How Flotilla starts the agents of a managed pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTemplate {
+    /// The program, looked up on `PATH` when it has no `/`.
+    pub command: String,
+    /// Its arguments. In `exec` mode, `{{payload.field}}`, `{{payload}}`, `{{task.id}}`,
+    /// `{{task.type}}` and `{{task.attempt}}` are replaced inside each argument (never
+    /// through a shell).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the coordinator's own when left out.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `process` (default) or `tmux`.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// `exec` (default) or `daemon`.
+    #[serde(default)]
+    pub mode: AgentMode,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: ResourceLimits,
+    /// How long a stop waits after SIGTERM before SIGKILL.
+    #[serde(rename = "stop_grace_ms", with = "serde_ms", default = "default_grace")]
+    pub stop_grace: Duration,
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl AgentTemplate {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if self.command.trim().is_empty() {
+            return Err(CoreError::invalid("agent.command must not be empty"));
+        }
+        if self.args.len() > 1000 || self.env.len() > 1000 {
+            return Err(CoreError::invalid(
+                "agent.args and agent.env take at most 1000 entries each",
+            ));
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(CoreError::invalid(format!(
+                    "agent.env: {key:?} is not a valid environment variable name"
+                )));
+            }
+        }
+        if self.command.contains('\0')
+            || self
+                .args
+                .iter()
+                .chain(self.env.values())
+                .any(|a| a.contains('\0'))
+        {
+            return Err(CoreError::invalid(
+                "agent.command, args and env must not contain NUL bytes",
+            ));
+        }
+        let l = &self.limits;
+        if l.memory_bytes.is_some_and(|m| m < 1024 * 1024) {
+            return Err(CoreError::invalid(
+                "agent.limits.memory must be at least 1 MiB",
+            ));
+        }
+        if l.cpu_cores
+            .is_some_and(|c| !c.is_finite() || c <= 0.0 || c > 1024.0)
+        {
+            return Err(CoreError::invalid(
+                "agent.limits.cpu must be a number of cores above 0",
+            ));
+        }
+        if l.task_timeout
+            .is_some_and(|t| t < Duration::from_millis(100))
+        {
+            return Err(CoreError::invalid(
+                "agent.limits.task_timeout must be at least 100 ms",
+            ));
+        }
+        if self.stop_grace > Duration::from_secs(3600) {
+            return Err(CoreError::invalid(
+                "agent.stop_grace must be at most 1 hour",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A pool of a swarm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Its swarm.
+    pub swarm_id: SwarmId,
+    /// Its name, which is also the type of its agents (coder, tester, … or a custom name).
+    pub name: String,
+    /// Flotilla keeps at least this many managed agents running.
+    pub min_agents: u32,
+    /// No more agents than this are spawned in it.
+    pub max_agents: u32,
+    /// Capabilities of the agents it starts.
+    pub capabilities: Vec<String>,
+    /// Tasks one of its agents may hold at once.
+    pub max_concurrent_tasks: u32,
+    /// How its agents are started; a pool without one only groups connected agents.
+    pub template: Option<AgentTemplate>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Pool {
+    /// Whether Flotilla starts its agents.
+    pub fn is_managed(&self) -> bool {
+        self.template.is_some()
+    }
+}
+
+/// What a caller gives to create or replace a pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Its name (the agents' type).
+    pub name: String,
+    /// Managed agents kept running (0 by default).
+    #[serde(default)]
+    pub min_agents: u32,
+    /// At most this many agents (100 by default).
+    #[serde(default = "default_max")]
+    pub max_agents: u32,
+    /// Capabilities of the agents it starts.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Tasks one agent may hold at once (1 by default).
+    #[serde(default = "one")]
+    pub max_concurrent_tasks: u32,
+    /// The agent template of a managed pool.
+    #[serde(default, rename = "agent")]
+    pub template: Option<AgentTemplate>,
+}
+
+fn default_max() -> u32 {
+    100
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl PoolSpec {
+    /// Checks every field and normalises the capabilities.
+    pub fn validated(mut self) -> Result<PoolSpec, CoreError> {
+        validate_name("pool", &self.name)?;
+        if self.max_agents == 0 || self.min_agents > self.max_agents {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: min_agents ({}) must not exceed max_agents ({}), which must be at least 1",
+                self.name, self.min_agents, self.max_agents
+            )));
+        }
+        if self.max_agents > 10_000 {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: max_agents must be at most 10000",
+                self.name
+            )));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_tasks) {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: max_concurrent_tasks must be between 1 and 10000",
+                self.name
+            )));
+        }
+        self.capabilities = normalize_capabilities(self.capabilities)?;
+        if let Some(t) = &self.template {
+            t.validate()
+                .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;
+        } else if self.min_agents > 0 {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: min_agents needs an agent template (an `agent` section) to start agents from",
+                self.name
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// What a lifecycle request asks of a managed agent (`PATCH /agents/{id}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Start its process (it was stopped or failed).
+    Start,
+    /// Stop its process: SIGTERM, a grace period, then SIGKILL (at once with `force`).
+    Stop,
+    /// Freeze its processes (SIGSTOP); it takes no tasks and keeps its lease.
+    Pause,
+    /// Thaw its processes (SIGCONT).
+    Resume,
+    /// Stop, then start.
+    Restart,
+}
+
+/// The body of `PATCH /agents/{id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRequest {
+    /// What to do.
+    pub operation: Operation,
+    /// With `stop` or `restart`: kill at once instead of waiting for a graceful exit.
+    #[serde(default)]
+    pub force: bool,
+}

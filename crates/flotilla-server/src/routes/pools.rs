@@ -1,0 +1,361 @@
+//! `/swarms/{swarm}/pools`, `/fleet` and managed agents' lifecycle and logs.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flotilla_core::api::{FleetApplied, FleetChange, FleetSpec, Page, PoolPut};
+use flotilla_core::fleet::PoolChange;
+use flotilla_core::{
+    Agent, AgentId, CoreError, LifecycleRequest, Pool, PoolSpec, SwarmId, SwarmSpec, SwarmUpdate,
+};
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, parse_id};
+use crate::state::AppState;
+
+/// `GET /swarms/{swarm}/pools`
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+) -> ApiResult<Json<Page<Pool>>> {
+    who.require_admin()?;
+    let fleet = state.fleet.lock();
+    let id = fleet.resolve_swarm(&swarm)?;
+    Ok(Json(Page {
+        items: fleet.pools_of(id),
+        next_cursor: None,
+    }))
+}
+
+/// `GET /swarms/{swarm}/pools/{pool}`
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((swarm, pool)): Path<(String, String)>,
+) -> ApiResult<Json<Pool>> {
+    who.require_admin()?;
+    let fleet = state.fleet.lock();
+    let id = fleet.resolve_swarm(&swarm)?;
+    fleet
+        .pools_of(id)
+        .into_iter()
+        .find(|p| p.name == pool)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("pool {pool:?} not found in swarm {swarm:?}")))
+}
+
+/// `PUT /swarms/{swarm}/pools/{pool}`
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((swarm, pool)): Path<(String, String)>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    who.require_admin()?;
+    let mut body = match body {
+        serde_json::Value::Object(map) => map,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object: a pool spec",
+            ));
+        }
+    };
+    match body.get("name") {
+        Some(serde_json::Value::String(n)) if *n != pool => {
+            return Err(ApiError::bad_request(format!(
+                "the body names pool {n:?} but the path names {pool:?}"
+            )));
+        }
+        _ => {
+            body.insert("name".into(), serde_json::Value::String(pool.clone()));
+        }
+    }
+    let spec: PoolSpec = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("invalid pool spec: {e}")))?;
+    let ids = spawn_ids(64);
+    let put = state
+        .apply(|f, now| {
+            let (change, pool) = f.put_pool(&swarm, spec, now)?;
+            let put = PoolPut {
+                change,
+                pool: pool.clone(),
+            };
+            spawn_missing(f, &ids, now)?;
+            Ok(put)
+        })
+        .await?;
+    let status = if put.change == PoolChange::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(put)).into_response())
+}
+
+/// `?force=` of `DELETE /swarms/{swarm}/pools/{pool}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /swarms/{swarm}/pools/{pool}`
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((swarm, pool)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ForceQuery>,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    state
+        .apply(|f, now| f.delete_pool(&swarm, &pool, q.force, now))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /swarms/{swarm}/pools/{pool}/agents`: a new managed agent.
+pub async fn spawn(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((swarm, pool)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Agent>)> {
+    who.require_admin()?;
+    let id = AgentId(uuid::Uuid::now_v7());
+    let agent = state
+        .apply(|f, now| f.spawn_agent(&swarm, &pool, id, now).cloned())
+        .await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+/// `PATCH /agents/{id}`: start, stop, pause, resume, restart.
+pub async fn lifecycle(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<LifecycleRequest>,
+) -> ApiResult<Json<Agent>> {
+    who.require_admin()?;
+    let id: AgentId = parse_id(&id)?;
+    let agent = state
+        .apply(|f, now| f.lifecycle(id, req.operation, req.force, now).cloned())
+        .await?;
+    Ok(Json(agent))
+}
+
+/// Fresh agent ids for spawning, generated before taking the fleet lock.
+fn spawn_ids(n: usize) -> Vec<AgentId> {
+    (0..n).map(|_| AgentId(uuid::Uuid::now_v7())).collect()
+}
+
+/// Spawns the agents managed pools lack (up to `ids.len()` of them); returns their names.
+pub fn spawn_missing(
+    f: &mut flotilla_core::Fleet,
+    ids: &[AgentId],
+    now: flotilla_core::Timestamp,
+) -> Result<Vec<(SwarmId, String)>, CoreError> {
+    let mut ids = ids.iter();
+    let mut spawned = Vec::new();
+    for (swarm, pool, missing) in f.pools_short_of_agents() {
+        for _ in 0..missing {
+            let Some(id) = ids.next() else {
+                return Ok(spawned);
+            };
+            let name = f
+                .spawn_agent(&swarm.to_string(), &pool, *id, now)?
+                .name
+                .clone();
+            spawned.push((swarm, name));
+        }
+    }
+    Ok(spawned)
+}
+
+/// `PUT /fleet`
+pub async fn apply_fleet(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(doc): ApiJson<FleetSpec>,
+) -> ApiResult<Json<FleetApplied>> {
+    who.require_admin()?;
+    Ok(Json(apply_document(&state, doc).await?))
+}
+
+/// Applies a fleet document: creates or updates its swarms, creates or replaces its pools,
+/// spawns the agents managed pools lack. All or nothing: everything is checked first.
+pub async fn apply_document(state: &AppState, doc: FleetSpec) -> ApiResult<FleetApplied> {
+    // Check every part before changing anything, so that a bad pool leaves no half-applied file.
+    let mut pools_checked = Vec::new();
+    for s in &doc.swarms {
+        flotilla_core::swarm::validate_name("swarm", &s.name)?;
+        if let Some(c) = &s.config {
+            c.validate()
+                .map_err(|e| CoreError::invalid(format!("swarm {:?}: {e}", s.name)))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &s.pools {
+            if !names.insert(p.name.clone()) {
+                return Err(CoreError::invalid(format!(
+                    "swarm {:?}: pool {:?} appears twice",
+                    s.name, p.name
+                ))
+                .into());
+            }
+            pools_checked.push(
+                p.clone()
+                    .validated()
+                    .map_err(|e| CoreError::invalid(format!("swarm {:?}: {e}", s.name)))?,
+            );
+        }
+    }
+    let total_min: usize = pools_checked.iter().map(|p| p.min_agents as usize).sum();
+    let ids = spawn_ids(total_min);
+    let swarm_ids: Vec<SwarmId> = doc
+        .swarms
+        .iter()
+        .map(|_| SwarmId(uuid::Uuid::now_v7()))
+        .collect();
+    let changes = state
+        .apply(|f, now| {
+            let mut changes = Vec::new();
+            for (s, new_id) in doc.swarms.into_iter().zip(swarm_ids) {
+                let action = match f.swarm(&s.name) {
+                    Err(_) => {
+                        let spec = SwarmSpec {
+                            name: s.name.clone(),
+                            description: s.description.clone().unwrap_or_default(),
+                            topology: s.topology.unwrap_or_default(),
+                            config: s.config.clone().unwrap_or_default(),
+                        };
+                        f.create_swarm(new_id, spec, now)?;
+                        "created"
+                    }
+                    Ok(current) => {
+                        let differs = s
+                            .description
+                            .as_ref()
+                            .is_some_and(|d| *d != current.description)
+                            || s.topology.is_some_and(|t| t != current.topology)
+                            || s.config.as_ref().is_some_and(|c| *c != current.config);
+                        if differs {
+                            let update = SwarmUpdate {
+                                name: None,
+                                description: s.description.clone(),
+                                topology: s.topology,
+                                config: s.config.clone(),
+                            };
+                            f.update_swarm(&s.name, update, now)?;
+                            "updated"
+                        } else {
+                            "unchanged"
+                        }
+                    }
+                };
+                changes.push(FleetChange {
+                    kind: "swarm".into(),
+                    name: s.name.clone(),
+                    action: action.into(),
+                    detail: None,
+                });
+                for p in s.pools {
+                    let name = format!("{}/{}", s.name, p.name);
+                    let managed = p.template.is_some();
+                    let (change, pool) = f.put_pool(&s.name, p, now)?;
+                    let detail = managed.then(|| {
+                        let t = pool.template.as_ref().expect("managed");
+                        format!(
+                            "managed, {} agents min; {} mode, {} runtime",
+                            pool.min_agents,
+                            serde_json::to_value(t.mode)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                            serde_json::to_value(t.runtime)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                        )
+                    });
+                    let action = match change {
+                        PoolChange::Created => "created",
+                        PoolChange::Updated => "updated",
+                        PoolChange::Unchanged => "unchanged",
+                    };
+                    changes.push(FleetChange {
+                        kind: "pool".into(),
+                        name,
+                        action: action.into(),
+                        detail,
+                    });
+                }
+            }
+            for (swarm, agent) in spawn_missing(f, &ids, now)? {
+                let swarm_name = f
+                    .swarm_by_id(swarm)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                changes.push(FleetChange {
+                    kind: "agent".into(),
+                    name: format!("{swarm_name}/{agent}"),
+                    action: "spawned".into(),
+                    detail: None,
+                });
+            }
+            Ok(changes)
+        })
+        .await?;
+    Ok(FleetApplied { changes })
+}
+
+/// `?tail=&follow=` of `GET /agents/{id}/logs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /agents/{id}/logs`: the last lines of a managed agent's log, and with `follow`, what
+/// it writes next.
+pub async fn logs(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Response> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    let name = match state.fleet.lock().agent(id) {
+        Some(a) if a.managed.is_some() => a.name.clone(),
+        Some(a) => {
+            return Err(ApiError::conflict(format!(
+                "agent {} is a connected agent: Flotilla does not run it, so it keeps no logs of it",
+                a.name
+            )));
+        }
+        None => return Err(ApiError::not_found(format!("agent {id} not found"))),
+    };
+    let path = state.log_path(&name);
+    let tail = q.tail.unwrap_or(200).min(100_000);
+    let head = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || crate::logs::tail_lines(&path, tail))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?
+    };
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        return Ok((text_plain, head.text).into_response());
+    }
+    let stream = crate::logs::follow(path, head, state.shutdown.clone());
+    Ok((text_plain, Body::from_stream(stream)).into_response())
+}

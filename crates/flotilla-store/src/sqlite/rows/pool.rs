@@ -1,0 +1,82 @@
+//! The `swarm_pools` table: one row per [`Pool`], keyed by swarm and name; the agent template of
+//! a managed pool as JSON text.
+
+use flotilla_core::{Pool, SwarmId};
+use rusqlite::{Row, Statement};
+
+use super::{Cols, id, strings_json, to_json};
+use crate::error::StoreError;
+
+/// Inserts or replaces a pool by swarm and name.
+pub(crate) const UPSERT: &str = "\
+INSERT INTO swarm_pools (swarm_id, name, min_agents, max_agents, capabilities,
+                         max_concurrent_tasks, template, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (swarm_id, name) DO UPDATE SET
+    min_agents = excluded.min_agents,
+    max_agents = excluded.max_agents,
+    capabilities = excluded.capabilities,
+    max_concurrent_tasks = excluded.max_concurrent_tasks,
+    template = excluded.template,
+    created_at = excluded.created_at,
+    updated_at = excluded.updated_at";
+
+/// Removes one pool.
+pub(crate) const DELETE: &str = "DELETE FROM swarm_pools WHERE swarm_id = ?1 AND name = ?2";
+
+/// The columns [`from_row`] reads, in order.
+pub(crate) const COLUMNS: &str = "swarm_id, name, min_agents, max_agents, capabilities, \
+                                  max_concurrent_tasks, template, created_at, updated_at";
+
+/// Binds `pool` to a prepared [`UPSERT`] and runs it.
+pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreError> {
+    stmt.execute((
+        id(&pool.swarm_id),
+        &pool.name,
+        pool.min_agents,
+        pool.max_agents,
+        strings_json(&pool.capabilities),
+        pool.max_concurrent_tasks,
+        pool.template.as_ref().map(to_json),
+        pool.created_at.as_millis(),
+        pool.updated_at.as_millis(),
+    ))?;
+    Ok(())
+}
+
+/// Binds a pool's key to a prepared [`DELETE`] and runs it.
+pub(crate) fn delete(
+    stmt: &mut Statement<'_>,
+    swarm: &SwarmId,
+    name: &str,
+) -> Result<(), StoreError> {
+    stmt.execute((id(swarm), name))?;
+    Ok(())
+}
+
+/// Decodes a row of [`COLUMNS`].
+pub(crate) fn from_row(row: &Row<'_>) -> Result<Pool, StoreError> {
+    let c = Cols::new(row, "swarm_pools");
+    Ok(Pool {
+        swarm_id: c.id(0, "swarm_id")?,
+        name: c.string(1, "name")?,
+        min_agents: c.int(2, "min_agents")?,
+        max_agents: c.int(3, "max_agents")?,
+        capabilities: c.strings(4, "capabilities")?,
+        max_concurrent_tasks: c.int(5, "max_concurrent_tasks")?,
+        template: c.opt_decode(6, "template")?,
+        created_at: c.ts(7, "created_at")?,
+        updated_at: c.ts(8, "updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_list_has_one_name_per_index_read() {
+        assert_eq!(COLUMNS.split(',').count(), 9);
+        assert_eq!(UPSERT.matches('?').count(), 9);
+    }
+}

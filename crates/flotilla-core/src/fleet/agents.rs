@@ -201,8 +201,12 @@ impl Fleet {
         entry.agent.lease_until = now + lease;
         let persist_due =
             now.since(entry.persisted_heartbeat_at) >= self.limits.heartbeat_persist_interval;
-        if entry.agent.status == AgentStatus::Starting {
-            // A managed daemon's first call: it is up.
+        if matches!(
+            entry.agent.status,
+            AgentStatus::Starting | AgentStatus::Pending
+        ) && entry.agent.managed.is_some()
+        {
+            // A managed daemon's first call (it may come before its start is recorded): it is up.
             self.set_agent_status(id, AgentStatus::Idle, now);
             self.refresh_agent_status(id);
         } else if entry.agent.status == AgentStatus::Unhealthy {
@@ -310,6 +314,8 @@ impl Fleet {
             .as_ref()
             .is_some_and(|m| m.desired == Desired::Stopped);
         if !matches!(agent.status, AgentStatus::Idle | AgentStatus::Busy) || stopping {
+            // Its poll stays noted: it waits for work once it is back in service.
+            self.agents.get_mut(&id).expect("touched agent").polling = true;
             return Ok(None);
         }
         let placed = agent

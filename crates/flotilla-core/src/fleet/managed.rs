@@ -162,8 +162,10 @@ impl Fleet {
         ids
     }
 
-    /// Managed pools with fewer agents meant to run than their `min_agents`, and how many
-    /// agents each lacks. The driver spawns them ([`Fleet::spawn_agent`]).
+    /// Managed pools with fewer managed agents than their `min_agents`, and how many each
+    /// lacks. The driver spawns them ([`Fleet::spawn_agent`]). A stopped or failed agent still
+    /// counts: a user's stop is not undone behind their back, and restarting failed agents is
+    /// the health policy's decision.
     pub fn pools_short_of_agents(&self) -> Vec<(SwarmId, String, u32)> {
         let mut short = Vec::new();
         for (swarm_id, s) in &self.swarms {
@@ -172,19 +174,14 @@ impl Fleet {
                 .values()
                 .filter(|p| p.is_managed() && p.min_agents > 0)
             {
-                let running = s
+                let members = s
                     .agents
                     .iter()
                     .map(|a| &self.agents[a].agent)
-                    .filter(|a| a.agent_type == pool.name)
-                    .filter(|a| {
-                        a.managed
-                            .as_ref()
-                            .is_some_and(|m| m.desired == Desired::Running)
-                    })
+                    .filter(|a| a.agent_type == pool.name && a.managed.is_some())
                     .count() as u32;
-                if running < pool.min_agents {
-                    short.push((*swarm_id, pool.name.clone(), pool.min_agents - running));
+                if members < pool.min_agents {
+                    short.push((*swarm_id, pool.name.clone(), pool.min_agents - members));
                 }
             }
         }
@@ -431,7 +428,11 @@ impl Fleet {
         );
         entry.agent.stopped_at = None;
         entry.agent.last_heartbeat_at = now;
-        let status = if exec {
+        let heard_from = matches!(
+            self.agents[&id].agent.status,
+            AgentStatus::Idle | AgentStatus::Busy
+        );
+        let status = if exec || heard_from {
             AgentStatus::Idle
         } else {
             AgentStatus::Starting

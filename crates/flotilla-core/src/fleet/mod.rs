@@ -586,21 +586,8 @@ impl Fleet {
                 && let Some(agent) = self.agents.get_mut(&a)
             {
                 agent.agent.current_tasks.retain(|t| *t != id);
-                // A slot freed on an agent with a poll open: it waits for work again (if it
-                // is still in service).
-                let in_service =
-                    matches!(agent.agent.status, AgentStatus::Idle | AgentStatus::Busy)
-                        && agent
-                            .agent
-                            .managed
-                            .as_ref()
-                            .is_none_or(|m| m.desired == crate::agent::Desired::Running);
-                if agent.polling && agent.wait_seq.is_none() && in_service {
-                    self.start_waiting(a);
-                    if !self.out.dispatch.contains(&swarm_id) {
-                        self.out.dispatch.push(swarm_id);
-                    }
-                }
+                // A slot freed: an agent with a poll open waits for work again.
+                self.rejoin_if_polling(a);
                 self.refresh_agent_status(a);
             }
             if let Some(a) = new_holder {
@@ -627,6 +614,29 @@ impl Fleet {
         }
         self.mark_agent(id);
         self.refresh_swarm_status(swarm_id, now);
+        self.rejoin_if_polling(id);
+    }
+
+    /// An agent with a poll open that is in service (idle or busy, not being stopped) and has
+    /// a free slot waits for work: its poll may have come while it was full, paused or not yet
+    /// started.
+    fn rejoin_if_polling(&mut self, id: AgentId) {
+        let Some(entry) = self.agents.get(&id) else {
+            return;
+        };
+        let a = &entry.agent;
+        let in_service = matches!(a.status, AgentStatus::Idle | AgentStatus::Busy)
+            && a.managed
+                .as_ref()
+                .is_none_or(|m| m.desired == crate::agent::Desired::Running)
+            && a.current_tasks.len() < a.max_concurrent_tasks as usize;
+        if entry.polling && entry.wait_seq.is_none() && in_service {
+            let swarm_id = a.swarm_id;
+            self.start_waiting(id);
+            if !self.out.dispatch.contains(&swarm_id) {
+                self.out.dispatch.push(swarm_id);
+            }
+        }
     }
 
     /// Idle or busy, by whether the agent holds tasks; other statuses are left alone.

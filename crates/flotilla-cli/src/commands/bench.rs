@@ -32,6 +32,8 @@ pub enum Scenario {
     Assign,
     /// End-to-end tasks per second through the HTTP API with durable SQLite.
     Throughput,
+    /// Managed agents: spawn N exec-mode agents running a trivial command, one task each.
+    Spawn,
     /// Every scenario.
     All,
 }
@@ -174,10 +176,158 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         out.insert("throughput".into(), serde_json::to_value(&report)?);
     }
+    if matches!(args.scenario, Scenario::Spawn | Scenario::All) {
+        let agents = args.agents.unwrap_or(1_000);
+        let report = spawn(agents, Duration::from_secs(args.timeout)).await?;
+        if !args.json {
+            print_spawn(&report);
+        }
+        out.insert("spawn".into(), serde_json::to_value(&report)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// Results of `spawn`.
+#[derive(Debug, Serialize)]
+pub struct SpawnReport {
+    /// Exec-mode agents spawned.
+    pub agents: usize,
+    /// From applying the pool to every agent idle.
+    pub spawn_seconds: f64,
+    /// From submitting one task per agent to the last completed (one `true` process each).
+    pub tasks_seconds: f64,
+    /// Both.
+    pub total_seconds: f64,
+    /// Peak resident memory of this process (coordinator, supervisor and the benchmark's own
+    /// client), in MiB.
+    pub peak_rss_mib: f64,
+    /// Resident memory before the coordinator started, in MiB.
+    pub base_rss_mib: f64,
+}
+
+/// Peak and current resident memory of this process, in MiB, from /proc/self/status.
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Spawns `agents` exec-mode managed agents running `true`, and runs one task on each.
+pub async fn spawn(agents: usize, timeout: Duration) -> Result<SpawnReport> {
+    let base_rss_mib = rss_mib().1;
+    let dir = tempfile::tempdir().context("create a temporary data directory")?;
+    let mut config = flotilla_server::ServerConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse()?;
+    let server = flotilla_server::start(config).await?;
+    let admin = Client::new(&server.url(), server.admin_token.clone())?;
+    let pool: flotilla_core::PoolSpec = serde_json::from_value(serde_json::json!({
+        "name": "bench",
+        "min_agents": agents,
+        "max_agents": agents,
+        "capabilities": ["bench"],
+        "agent": {"command": "true", "mode": "exec", "runtime": "process"}
+    }))?;
+    let t0 = Instant::now();
+    admin.put_pool("default", &pool).await?;
+    loop {
+        let idle = admin
+            .list_agents(
+                "default",
+                Some(flotilla_core::AgentStatus::Idle),
+                Some("bench"),
+            )
+            .await?
+            .len();
+        if idle >= agents {
+            break;
+        }
+        if t0.elapsed() > timeout {
+            bail!("only {idle} of {agents} agents were idle within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spawn_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let specs: Vec<TaskSpec> = (0..agents)
+        .map(|_| TaskSpec {
+            required_capabilities: vec!["bench".to_owned()],
+            ..TaskSpec::default()
+        })
+        .collect();
+    let mut pending: Vec<TaskId> = Vec::with_capacity(agents);
+    for chunk in specs.chunks(1000) {
+        pending.extend(
+            admin
+                .submit_tasks("default", chunk)
+                .await?
+                .into_iter()
+                .map(|t| t.id),
+        );
+    }
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for chunk in pending.chunks(5000) {
+            let found = admin.lookup_tasks(chunk).await?;
+            for t in found.items {
+                match t.status() {
+                    flotilla_core::TaskStatus::Completed => {}
+                    s if s.is_terminal() => bail!("task {} ended {s}: {:?}", t.id, t.state),
+                    _ => still.push(t.id),
+                }
+            }
+        }
+        pending = still;
+        if t0.elapsed() > timeout {
+            bail!("{} tasks unfinished within {timeout:?}", pending.len());
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let tasks_seconds = t1.elapsed().as_secs_f64();
+    let peak_rss_mib = rss_mib().0;
+    server.shutdown().await?;
+    Ok(SpawnReport {
+        agents,
+        spawn_seconds,
+        tasks_seconds,
+        total_seconds: spawn_seconds + tasks_seconds,
+        peak_rss_mib,
+        base_rss_mib,
+    })
+}
+
+fn print_spawn(r: &SpawnReport) {
+    println!(
+        "spawn ({} exec-mode managed agents running `true`, one task each)",
+        r.agents
+    );
+    println!(
+        "  spawn until all idle           {:>8.2} s",
+        r.spawn_seconds
+    );
+    println!(
+        "  one task on each               {:>8.2} s",
+        r.tasks_seconds
+    );
+    println!(
+        "  total                          {:>8.2} s",
+        r.total_seconds
+    );
+    println!(
+        "  peak memory (whole process)    {:>8.1} MiB (before start: {:.1} MiB)",
+        r.peak_rss_mib, r.base_rss_mib
+    );
 }
 
 const CAPABILITIES: [&str; 4] = ["python", "rust", "browser", "gpu"];

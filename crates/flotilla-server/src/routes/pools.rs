@@ -78,7 +78,8 @@ pub async fn put(
     }
     let spec: PoolSpec = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::bad_request(format!("invalid pool spec: {e}")))?;
-    let ids = spawn_ids(64);
+    // Enough ids for this pool's agents (and a few for other pools short of theirs).
+    let ids = spawn_ids(spec.min_agents as usize + 16);
     let put = state
         .apply(|f, now| {
             let (change, pool) = f.put_pool(&swarm, spec, now)?;

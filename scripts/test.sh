@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flotilla/target}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
+# The runtime's and managed agents' tests drive real tmux sessions.
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "== installing tmux"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q tmux >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q tmux >/dev/null); \
+  else sudo apt-get install -y -q tmux >/dev/null; fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -530,7 +530,7 @@ impl Client {
     }
 
     /// `PUT /fleet` (admin): applies a fleet document (swarms and their pools) idempotently;
-    /// answers what changed, in document order.
+    /// answers what changed, swarms and pools in document order, then the agents it started.
     pub async fn apply_fleet(&self, fleet: &FleetSpec) -> Result<FleetApplied, ClientError> {
         let url = self.url(&["fleet"]);
         let body = self.send(self.req(Method::PUT, &url).json(fleet)).await?;

@@ -235,7 +235,7 @@ pub struct FleetChange {
 /// The answer to `PUT /fleet`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FleetApplied {
-    /// Every swarm, pool and spawned agent, in document order.
+    /// Every swarm and pool in document order, then every agent started to fill the pools.
     pub changes: Vec<FleetChange>,
 }
 

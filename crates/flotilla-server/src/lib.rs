@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often the clock drives the fleet (leases, timeouts, retries).
     pub tick_interval: Duration,
+    /// The `flotilla` binary that daemon-mode agents find in `FLOTILLA_BIN` (the running
+    /// executable when `None`; tests that embed the coordinator name the real binary here).
+    pub flotilla_bin: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -64,6 +67,7 @@ impl ServerConfig {
             limits: FleetLimits::default(),
             max_body_bytes: 8 * 1024 * 1024,
             tick_interval: Duration::from_millis(20),
+            flotilla_bin: None,
         }
     }
 }
@@ -219,6 +223,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         shutdown: shutdown_rx.clone(),
         supervisor,
         data_dir: dir.clone(),
+        flotilla_bin: config
+            .flotilla_bin
+            .clone()
+            .or_else(|| std::env::current_exe().ok()),
     });
     let listener = TcpListener::bind(config.listen)
         .await

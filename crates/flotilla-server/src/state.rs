@@ -46,6 +46,8 @@ pub struct Inner {
     pub supervisor: crate::supervisor::Supervisor,
     /// The data directory (managed agents' logs live in `logs/` there).
     pub data_dir: std::path::PathBuf,
+    /// What daemon-mode agents get as `FLOTILLA_BIN`.
+    pub flotilla_bin: Option<std::path::PathBuf>,
 }
 
 impl std::ops::Deref for AppState {

@@ -272,6 +272,10 @@ async fn run_agent(
             }
         };
         groups.lock().clear();
+        // An exec-mode agent's session holds its log pane between tasks: close it too.
+        if template.runtime == RuntimeKind::Tmux {
+            let _ = rt::tmux::kill_session(&agent.name).await;
+        }
         match outcome {
             Ended::Restart => continue,
             Ended::Done => return,
@@ -337,7 +341,7 @@ async fn run_daemon(
         ("FLOTILLA_SWARM".to_owned(), swarm),
     ]);
     let mut env = env;
-    if let Ok(exe) = std::env::current_exe() {
+    if let Some(exe) = &state.flotilla_bin {
         env.insert("FLOTILLA_BIN".to_owned(), exe.display().to_string());
     }
     let spec = command_spec(template, env);

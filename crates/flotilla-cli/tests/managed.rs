@@ -164,7 +164,12 @@ async fn payload_values_reach_the_command_verbatim_never_through_a_shell() {
     exec_pool(&h, "default", "calc", 1, json!({})).await;
     let marker = h.path("pwned");
     let m = marker.display();
+    let precious = h.path("precious");
+    std::fs::create_dir(&precious).unwrap();
+    let p = precious.display();
     let nasty = [
+        format!("; rm -rf {p}"),
+        format!("$(rm -rf {p})"),
         format!("; touch {m}"),
         format!("$(touch {m})"),
         format!("`touch {m}`"),
@@ -185,6 +190,7 @@ async fn payload_values_reach_the_command_verbatim_never_through_a_shell() {
         assert_eq!(t["result"].as_str(), Some(arg.as_str()), "{t:#}");
     }
     assert!(!marker.exists(), "a payload value was run by a shell");
+    assert!(precious.exists(), "a payload value was run by a shell");
     h.finish().await;
 }
 
@@ -400,6 +406,27 @@ async fn daemon_agents_stop_start_and_restart_as_asked() {
     let t = h.finished(id, LONG).await;
     assert_eq!(t["result"], json!({"hello": "world"}), "{t:#}");
 
+    // Its resource usage is sampled from /proc (every 2 s) and shown on the agent.
+    let a = h
+        .agent_until(agent, "resource usage to be sampled", SHORT, |a| {
+            a["resource_usage"]["memory_mb"]
+                .as_f64()
+                .is_some_and(|m| m > 0.0)
+                && a["resource_usage"]["open_files"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0)
+        })
+        .await;
+    assert!(a["resource_usage"]["cpu_percent"].is_number(), "{a:#}");
+    let out = h.cli(&["agent", "show", a["name"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(&pid.to_string()), "{shown}");
+
     // A graceful stop (from the CLI, by name): SIGTERM, the worker exits, the agent is
     // stopped and nothing is left.
     let name = a["name"].as_str().unwrap().to_owned();
@@ -535,6 +562,42 @@ async fn tmux_agents_run_in_sessions_a_user_can_attach_to() {
     assert!(tmux.has_session(&session), "no tmux session {session}");
     let id = h.submit("default", json!({"payload": "via tmux"})).await;
     assert_eq!(h.finished(id, LONG).await["result"], "via tmux");
+
+    // `flotilla agent attach NAME` puts a terminal (here a pseudo-terminal from `script`) on
+    // the session; detaching gives the terminal back and attach exits 0.
+    let mut attach = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{FLOTILLA} agent attach {name}"),
+            "/dev/null",
+        ])
+        .env("FLOTILLA_URL", h.server().url())
+        .env("FLOTILLA_TOKEN", &h.server().admin_token)
+        .env("FLOTILLA_TMUX_SOCKET", &tmux.socket)
+        .env("TERM", "xterm")
+        .env_remove("TMUX")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script runs");
+    wait_until("a client on the agent's session", SHORT, || {
+        let clients = tmux.run(&["list-clients", "-t", &format!("={session}")]);
+        match clients {
+            Some(c) if !c.trim().is_empty() => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    tmux.run(&["detach-client", "-s", &format!("={session}")])
+        .expect("detach");
+    let status = poll("attach to exit", SHORT, || {
+        std::future::ready(match attach.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await;
+    assert!(status.success(), "attach exited {status}");
     h.admin
         .agent_lifecycle(agent, Operation::Stop, false)
         .await

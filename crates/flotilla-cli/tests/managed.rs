@@ -540,9 +540,17 @@ async fn a_crashed_daemon_is_noticed_at_once_not_after_missed_heartbeats() {
     assert_eq!(t["status"], "queued", "retried later: {t:#}");
     assert_eq!(t["last_error"]["retryable"], true);
     let a = h.agent(agent).await;
-    assert_eq!(a["status"], "failed", "{a:#}");
     assert_eq!(a["managed"]["last_exit"], "killed by SIGKILL", "{a:#}");
     assert!(a["current_tasks"].as_array().unwrap().is_empty(), "{a:#}");
+    assert_eq!(a["health"]["reason"], "process_exited", "{a:#}");
+    // Recovery restarts it after its backoff (1 s for a first restart), and it is healthy.
+    let a = h
+        .agent_until(agent, "the agent to be restarted", LONG, |a| {
+            a["managed"]["starts"] == 2 && a["status"] == "idle"
+        })
+        .await;
+    assert_eq!(a["health"]["state"], "healthy", "{a:#}");
+    assert_eq!(a["health"]["recovery"]["restarts"], 1, "{a:#}");
     h.finish().await;
 }
 

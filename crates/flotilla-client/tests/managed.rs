@@ -200,6 +200,7 @@ fn agent(status: AgentStatus) -> Agent {
             starts: 1,
             ..Managed::default()
         }),
+        health: Default::default(),
     }
 }
 

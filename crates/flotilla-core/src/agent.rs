@@ -183,6 +183,9 @@ pub struct Agent {
     /// The process side of an agent that Flotilla starts itself; `null` for a connected agent.
     #[serde(default)]
     pub managed: Option<Managed>,
+    /// The coordinator's judgement of its health, with its history, breaker and recovery.
+    #[serde(default)]
+    pub health: crate::health::AgentHealth,
 }
 
 /// Whether a managed agent should be running.

@@ -24,7 +24,7 @@ pub enum EventKind {
     AgentJoined,
     /// An agent unregistered.
     AgentLeft,
-    /// An agent lost its lease (missed heartbeats).
+    /// An agent went down (missed heartbeats, its process exited, memory over its limit).
     AgentFailed,
     /// An agent that had lost its lease showed a sign of life again.
     AgentRecovered,
@@ -36,6 +36,18 @@ pub enum EventKind {
     AgentPaused,
     /// An agent was resumed.
     AgentResumed,
+    /// The coordinator's judgement of an agent's health changed.
+    AgentHealthChanged,
+    /// An agent's circuit breaker opened, half-opened or closed.
+    AgentBreaker,
+    /// A restart of a failed managed agent was scheduled.
+    AgentRecovering,
+    /// Alert: an agent is degraded.
+    AlertWarning,
+    /// Alert: an agent is unhealthy, or recovery gave up on it.
+    AlertCritical,
+    /// Alert: an agent is healthy again.
+    AlertRecovery,
     /// A pool was created or changed.
     PoolUpdated,
     /// A pool was deleted.
@@ -80,6 +92,12 @@ impl EventKind {
             EventKind::AgentStopped => "agent_stopped",
             EventKind::AgentPaused => "agent_paused",
             EventKind::AgentResumed => "agent_resumed",
+            EventKind::AgentHealthChanged => "agent_health_changed",
+            EventKind::AgentBreaker => "agent_breaker",
+            EventKind::AgentRecovering => "agent_recovering",
+            EventKind::AlertWarning => "alert_warning",
+            EventKind::AlertCritical => "alert_critical",
+            EventKind::AlertRecovery => "alert_recovery",
             EventKind::PoolUpdated => "pool_updated",
             EventKind::PoolDeleted => "pool_deleted",
             EventKind::TaskSubmitted => "task_submitted",

@@ -15,6 +15,7 @@ pub mod dag;
 pub mod error;
 pub mod event;
 pub mod fleet;
+pub mod health;
 pub mod ids;
 pub mod json;
 pub mod pool;
@@ -31,6 +32,9 @@ pub use changes::{Changes, Effect};
 pub use error::CoreError;
 pub use event::{Event, EventKind};
 pub use fleet::{Fleet, FleetLimits, StoredState};
+pub use health::{
+    AgentHealth, Breaker, HealthPolicy, HealthReason, HealthState, HealthTransition, RecoveryPolicy,
+};
 pub use ids::{AgentId, SwarmId, TaskId};
 pub use json::Json;
 pub use pool::{

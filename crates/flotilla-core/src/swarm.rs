@@ -73,6 +73,10 @@ pub struct SwarmConfig {
     pub task_timeout: Duration,
     /// Default maximum attempts of a task, when the task does not set it.
     pub task_max_attempts: u32,
+    /// When an agent counts as degraded or unhealthy.
+    pub health: crate::health::HealthPolicy,
+    /// How managed agents that fail are recovered.
+    pub recovery: crate::health::RecoveryPolicy,
 }
 
 impl Default for SwarmConfig {
@@ -84,6 +88,8 @@ impl Default for SwarmConfig {
             heartbeat_miss_limit: 3,
             task_timeout: Duration::from_secs(300),
             task_max_attempts: 3,
+            health: Default::default(),
+            recovery: Default::default(),
         }
     }
 }
@@ -129,6 +135,8 @@ impl SwarmConfig {
                 "config.task_max_attempts must be between 1 and 100",
             ));
         }
+        self.health.validate()?;
+        self.recovery.validate()?;
         Ok(())
     }
 }

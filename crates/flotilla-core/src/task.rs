@@ -211,6 +211,9 @@ pub enum ErrorKind {
     DependencyFailed,
     /// The agent's process exited while the attempt ran.
     AgentExited,
+    /// The coordinator judged the agent unhealthy (memory over its limit, for one) and took
+    /// the attempt back.
+    AgentUnhealthy,
 }
 
 /// Why an attempt or a task failed.

@@ -495,7 +495,7 @@ impl Sim {
                     self.current.remove(&task);
                     if e.detail.contains("past its timeout") {
                         self.stats.retries_after_timeout += 1;
-                    } else if e.detail.contains("stopped heartbeating") {
+                    } else if e.detail.contains("missed heartbeats") {
                         self.stats.retries_after_lease += 1;
                     }
                 }

@@ -130,18 +130,22 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
     };
     match order {
         Order::Start(id) => {
-            if running(agents, &id) {
-                return;
-            }
+            // A start while the last run is still ending (a stop or a kill by recovery in
+            // progress) comes after it: dropping its control channel stops it if it was not
+            // already stopping.
+            let previous = agents
+                .remove(&id)
+                .filter(|h| !h.join.is_finished())
+                .map(|h| h.join);
             let (control, rx) = mpsc::unbounded_channel();
             let groups: Groups = Arc::new(Mutex::new(Vec::new()));
-            let join = tokio::spawn(run_agent(
-                state.clone(),
-                url.to_owned(),
-                id,
-                rx,
-                groups.clone(),
-            ));
+            let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
+            let join = tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                run.await
+            });
             agents.insert(
                 id,
                 Handle {
@@ -187,7 +191,7 @@ fn sample(state: &AppState, agents: &HashMap<AgentId, Handle>, sampler: &mut rt:
         return;
     }
     let usage = sampler.sample(&all);
-    let mut fleet = state.fleet.lock();
+    let mut sampled = Vec::with_capacity(groups.len());
     for (id, gs) in groups {
         let mut total = ResourceUsage {
             cpu_percent: Some(0.0),
@@ -202,8 +206,21 @@ fn sample(state: &AppState, agents: &HashMap<AgentId, Handle>, sampler: &mut rt:
                 *total.open_files.as_mut().expect("set") += u.open_files;
             }
         }
-        fleet.record_usage(id, total);
+        sampled.push((id, total));
     }
+    // Usage can change an agent's health (memory over its limit takes it down): a command
+    // like any other, persisted, off the supervisor's loop.
+    let state = state.clone();
+    tokio::spawn(async move {
+        let _ = state
+            .apply(|f, now| {
+                for (id, usage) in sampled {
+                    f.record_usage(id, usage, now);
+                }
+                Ok(())
+            })
+            .await;
+    });
 }
 
 /// The runtime's command for a template, with extra environment.
@@ -551,7 +568,7 @@ async fn exec_runner(
                 Err(_) => return,
             }
         };
-        run_task(&state, id, &template, &log, task, &groups).await;
+        run_task(&state, id, &template, &log, task, &groups, &stop).await;
     }
 }
 
@@ -563,6 +580,7 @@ async fn run_task(
     log: &rt::LogSpec,
     task: Task,
     groups: &Groups,
+    stopping: &watch::Receiver<bool>,
 ) {
     let payload = task.payload.to_value();
     let vars = rt::TaskVars {
@@ -649,6 +667,11 @@ async fn run_task(
         }
     };
     groups.lock().retain(|m| m.pgid != outcome.pgid);
+    if *stopping.borrow() && !outcome.exit.success() {
+        // Killed by a stop of its agent: the task goes back to the queue without costing an
+        // attempt (`managed_exited`), not failed by the signal.
+        return;
+    }
     if outcome.timed_out {
         // The core's own timer fails the attempt (kind `timeout`) at the same instant.
         return;

@@ -111,6 +111,7 @@ impl Fleet {
             stopped_at: None,
             removed_at: None,
             managed: None,
+            health: Default::default(),
         };
         let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
         self.insert_agent(agent, detail, now);
@@ -226,6 +227,14 @@ impl Fleet {
                 None,
                 format!("heard from again after {:.1}s", silent.as_secs_f64()),
             );
+            self.set_health(
+                id,
+                crate::health::HealthState::Healthy,
+                None,
+                String::new(),
+                now,
+            );
+            self.judge(id, now);
         } else if persist_due {
             self.mark_agent(id);
         }
@@ -251,9 +260,18 @@ impl Fleet {
             self.mark_agent(id);
         }
         let entry = self.agents.get_mut(&id).expect("touched agent");
+        let reported = heartbeat.status.is_some();
+        let usage = heartbeat.resource_usage.is_some();
         if let Some(u) = heartbeat.resource_usage {
             entry.agent.resource_usage = u;
         }
+        if usage {
+            self.check_usage(id, now);
+        } else if reported {
+            self.judge(id, now);
+        }
+        // Its capacity may have changed with its word.
+        self.rejoin_if_polling(id);
         let revoked_tasks = match heartbeat.running_tasks {
             Some(listed) => self.reconcile(id, &listed, now),
             None => Vec::new(),
@@ -325,7 +343,7 @@ impl Fleet {
             .find(|t| matches!(self.tasks[t].task.state, TaskState::Assigned { .. }));
         let next = match placed {
             Some(t) => Some(t),
-            None if agent.current_tasks.len() < agent.max_concurrent_tasks as usize => self.swarms
+            None if agent.current_tasks.len() < super::health::capacity(agent) => self.swarms
                 [&agent.swarm_id]
                 .queue
                 .peek_for(&agent.capabilities)
@@ -341,7 +359,7 @@ impl Fleet {
                 let entry = self.agents.get_mut(&id).expect("touched agent");
                 entry.polling = true;
                 let agent = &entry.agent;
-                if agent.current_tasks.len() < agent.max_concurrent_tasks as usize {
+                if agent.current_tasks.len() < super::health::capacity(agent) {
                     self.start_waiting(id);
                 }
                 Ok(None)
@@ -382,6 +400,7 @@ impl Fleet {
         );
         self.timers
             .insert(timeout_at, Timer::TaskTimeout(task, attempt));
+        self.watch_attempt(task, attempt, agent, now);
         self.emit(
             now,
             EventKind::TaskStarted,
@@ -398,9 +417,11 @@ impl Fleet {
 /// exit), and not while a managed agent has no process (pending, stopped, failed).
 pub(super) fn needs_lease(agent: &Agent) -> bool {
     match agent.status {
-        AgentStatus::Paused | AgentStatus::Pending | AgentStatus::Stopped | AgentStatus::Failed => {
-            false
-        }
+        AgentStatus::Paused
+        | AgentStatus::Pending
+        | AgentStatus::Stopped
+        | AgentStatus::Failed
+        | AgentStatus::Recovering => false,
         _ => !agent.is_exec(),
     }
 }

@@ -15,7 +15,6 @@ use crate::ids::{AgentId, SwarmId};
 use crate::json::Json;
 use crate::pool::{Operation, Pool, PoolSpec};
 use crate::swarm::DEFAULT_SWARM;
-use crate::task::{ErrorKind, TaskError, TaskState};
 use crate::time::Timestamp;
 
 /// What [`Fleet::put_pool`] did.
@@ -178,7 +177,12 @@ impl Fleet {
                     .agents
                     .iter()
                     .map(|a| &self.agents[a].agent)
-                    .filter(|a| a.agent_type == pool.name && a.managed.is_some())
+                    // One that recovery gave up on is replaced.
+                    .filter(|a| {
+                        a.agent_type == pool.name
+                            && a.managed.is_some()
+                            && !a.health.recovery.gave_up
+                    })
                     .count() as u32;
                 if members < pool.min_agents {
                     short.push((*swarm_id, pool.name.clone(), pool.min_agents - members));
@@ -267,6 +271,7 @@ impl Fleet {
                 mode: template.mode,
                 ..Managed::default()
             }),
+            health: Default::default(),
         };
         let detail = format!("{} spawned from pool {pool:?}", agent.name);
         self.insert_agent(agent, detail, now);
@@ -363,7 +368,8 @@ impl Fleet {
                     return refuse("started (it is not stopped)");
                 }
                 self.set_desired(id, Desired::Running);
-                if stopped {
+                self.reset_recovery(id);
+                if stopped || status == AgentStatus::Recovering {
                     self.set_agent_status(id, AgentStatus::Pending, now);
                 }
                 self.out.effects.push(Effect::StartAgent(id));
@@ -374,7 +380,11 @@ impl Fleet {
                 }
                 self.stop_polling(id);
                 self.set_desired(id, Desired::Stopped);
-                if matches!(status, AgentStatus::Failed | AgentStatus::Pending) {
+                self.reset_recovery(id);
+                if matches!(
+                    status,
+                    AgentStatus::Failed | AgentStatus::Pending | AgentStatus::Recovering
+                ) {
                     // No process to stop.
                     self.set_agent_status(id, AgentStatus::Stopped, now);
                     self.entry_mut(id).agent.stopped_at = Some(now);
@@ -384,6 +394,7 @@ impl Fleet {
             Operation::Restart => {
                 self.stop_polling(id);
                 self.set_desired(id, Desired::Running);
+                self.reset_recovery(id);
                 self.out.effects.push(Effect::RestartAgent(id, force));
             }
         }
@@ -441,6 +452,23 @@ impl Fleet {
         self.refresh_agent_status(id);
         self.arm_lease(id, now);
         self.mark_agent(id);
+        // A fresh process: what was judged of the last one no longer holds.
+        if let Some(e) = self.agents.get_mut(&id) {
+            let h = &mut e.agent.health;
+            h.stuck = None;
+            h.breaker = crate::health::Breaker::Closed;
+            h.consecutive_failures = 0;
+            e.agent.resource_usage = Default::default();
+        }
+        if self.agents[&id].agent.health.state != crate::health::HealthState::Healthy {
+            self.set_health(
+                id,
+                crate::health::HealthState::Healthy,
+                None,
+                String::new(),
+                now,
+            );
+        }
         self.emit(
             now,
             EventKind::AgentStarted,
@@ -474,34 +502,34 @@ impl Fleet {
         m.pid = None;
         m.last_exit = Some(exit.clone());
         entry.agent.stopped_at = Some(now);
-        let (swarm_id, held) = (entry.agent.swarm_id, entry.agent.current_tasks.clone());
+        let (swarm_id, held, status) = (
+            entry.agent.swarm_id,
+            entry.agent.current_tasks.clone(),
+            entry.agent.status,
+        );
+        if status == AgentStatus::Recovering || entry.agent.health.recovery.gave_up {
+            // Killed by recovery, which already took its tasks back and decides what is next.
+            self.mark_agent(id);
+            return Ok(&self.agents[&id].agent);
+        }
+        if !expected {
+            self.agent_down(
+                id,
+                crate::health::HealthReason::ProcessExited,
+                format!("its process {exit}"),
+                now,
+            );
+            return Ok(&self.agents[&id].agent);
+        }
         self.stop_polling(id);
         for task in held {
-            match self.tasks[&task].task.state {
-                TaskState::Running { .. } if !expected => {
-                    let attempt = self.tasks[&task].task.attempts;
-                    let error = TaskError {
-                        kind: ErrorKind::AgentExited,
-                        message: format!("the agent's process {exit} while the task ran"),
-                        retryable: true,
-                        agent_id: Some(id),
-                        attempt: Some(attempt),
-                    };
-                    self.fail_attempt(task, error, now);
-                }
-                _ => self.requeue(task, "its agent stopped", now),
-            }
+            self.requeue(task, "its agent stopped", now);
         }
-        let (status, kind) = if expected {
-            (AgentStatus::Stopped, EventKind::AgentStopped)
-        } else {
-            (AgentStatus::Failed, EventKind::AgentFailed)
-        };
-        self.set_agent_status(id, status, now);
+        self.set_agent_status(id, AgentStatus::Stopped, now);
         self.mark_agent(id);
         self.emit(
             now,
-            kind,
+            EventKind::AgentStopped,
             swarm_id,
             Some(id),
             None,
@@ -513,10 +541,12 @@ impl Fleet {
 
     /// Records resource usage sampled from a managed agent's processes (persisted with the
     /// agent's next write, like heartbeats).
-    pub fn record_usage(&mut self, id: AgentId, usage: ResourceUsage) {
+    pub fn record_usage(&mut self, id: AgentId, usage: ResourceUsage, now: Timestamp) {
         if let Some(e) = self.agents.get_mut(&id) {
             e.agent.resource_usage = usage;
         }
+        self.check_usage(id, now);
+        self.dispatch(now);
     }
 
     /// Settles managed agents after a restore.

@@ -11,6 +11,7 @@
 //! - the per-swarm counts of agents by status and of unfinished tasks by status are exact.
 
 mod agents;
+mod health;
 mod managed;
 mod swarms;
 mod tasks;
@@ -629,7 +630,7 @@ impl Fleet {
             && a.managed
                 .as_ref()
                 .is_none_or(|m| m.desired == crate::agent::Desired::Running)
-            && a.current_tasks.len() < a.max_concurrent_tasks as usize;
+            && a.current_tasks.len() < health::capacity(a);
         if entry.polling && entry.wait_seq.is_none() && in_service {
             let swarm_id = a.swarm_id;
             self.start_waiting(id);
@@ -723,8 +724,7 @@ impl Fleet {
                     break;
                 }
                 let agent = &self.agents[&agent_id].agent;
-                let free =
-                    (agent.max_concurrent_tasks as usize).saturating_sub(agent.current_tasks.len());
+                let free = health::capacity(agent).saturating_sub(agent.current_tasks.len());
                 let found = if free > 0 {
                     swarm.queue.peek_for(&agent.capabilities)
                 } else {

@@ -555,6 +555,7 @@ impl Fleet {
         entry.task.progress = Some(progress);
         entry.task.updated_at = now;
         self.mark_task(task);
+        self.progress_seen(agent, task, now);
         Ok(&self.tasks[&task].task)
     }
 
@@ -587,6 +588,10 @@ impl Fleet {
         if let Some(a) = self.agents.get_mut(&agent) {
             a.agent.tasks_completed += 1;
         }
+        let ran_for = match self.tasks[&task].task.state {
+            TaskState::Running { started_at, .. } => Some(now.since(started_at)),
+            _ => None,
+        };
         let swarm_id = self.tasks[&task].task.swarm_id;
         let state = TaskState::Completed {
             agent_id: agent,
@@ -602,6 +607,7 @@ impl Fleet {
             String::new(),
         );
         self.finish(task, state, now);
+        self.record_outcome(agent, task, true, ran_for, now);
         // Dependents it released go to waiting agents now, not at the next tick.
         self.dispatch(now);
         Ok(&self.tasks[&task].task)
@@ -627,7 +633,12 @@ impl Fleet {
             agent_id: Some(agent),
             attempt: Some(self.tasks[&task].task.attempts),
         };
+        let ran_for = match self.tasks[&task].task.state {
+            TaskState::Running { started_at, .. } => Some(now.since(started_at)),
+            _ => None,
+        };
         self.fail_attempt(task, error, now);
+        self.record_outcome(agent, task, false, ran_for, now);
         self.dispatch(now);
         Ok(&self.tasks[&task].task)
     }

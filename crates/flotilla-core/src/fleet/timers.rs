@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 
 use super::Fleet;
 use crate::agent::AgentStatus;
-use crate::event::EventKind;
 use crate::ids::{AgentId, TaskId};
 use crate::task::{ErrorKind, TaskError, TaskState};
 use crate::time::Timestamp;
@@ -28,6 +27,14 @@ pub(super) enum Timer {
     TaskDeadline(TaskId),
     /// The task was placed on the agent at that instant; it may not have been taken.
     AssignExpiry(TaskId, AgentId, Timestamp),
+    /// The agent's open circuit breaker may half-open.
+    BreakerHalfOpen(AgentId),
+    /// A scheduled restart of the managed agent may be due.
+    AgentRestart(AgentId),
+    /// The attempt may be running far longer than its agent's usual time.
+    SlowTask(TaskId, u32),
+    /// The attempt may have reported no progress for too long.
+    NoProgress(TaskId, u32),
 }
 
 /// The pending timers, soonest first.
@@ -69,6 +76,10 @@ impl Fleet {
                 Timer::TaskRetry(id) => self.retry_timer(id, now),
                 Timer::TaskDeadline(id) => self.deadline_timer(id, now),
                 Timer::AssignExpiry(id, agent, at) => self.assign_expiry_timer(id, agent, at, now),
+                Timer::BreakerHalfOpen(id) => self.breaker_timer(id, now),
+                Timer::AgentRestart(id) => self.restart_timer(id, now),
+                Timer::SlowTask(id, attempt) => self.slow_task_timer(id, attempt, now),
+                Timer::NoProgress(id, attempt) => self.no_progress_timer(id, attempt, now),
             }
         }
         self.evict(now);
@@ -116,49 +127,19 @@ impl Fleet {
         }
     }
 
-    /// An agent showed no sign of life for its whole lease: it is unhealthy and loses its tasks.
+    /// An agent showed no sign of life for its whole lease: it is down (unhealthy, its tasks
+    /// taken back; a managed one is killed and restarted).
     fn expire_agent(&mut self, id: AgentId, now: Timestamp) {
-        let (swarm_id, silent_for, held) = {
-            let a = &self.agents[&id].agent;
-            (
-                a.swarm_id,
-                now.since(a.last_heartbeat_at),
-                a.current_tasks.clone(),
-            )
-        };
-        self.stop_polling(id);
-        self.set_agent_status(id, AgentStatus::Unhealthy, now);
-        self.emit(
-            now,
-            EventKind::AgentFailed,
-            swarm_id,
-            Some(id),
-            None,
+        let silent_for = now.since(self.agents[&id].agent.last_heartbeat_at);
+        self.agent_down(
+            id,
+            crate::health::HealthReason::MissedHeartbeats,
             format!(
-                "missed heartbeats: no sign of life for {:.1}s; {} task(s) taken back",
-                silent_for.as_secs_f64(),
-                held.len()
+                "missed heartbeats: no sign of life for {:.1}s",
+                silent_for.as_secs_f64()
             ),
+            now,
         );
-        for task in held {
-            match self.tasks[&task].task.state {
-                TaskState::Running { .. } => {
-                    let attempt = self.tasks[&task].task.attempts;
-                    let error = TaskError {
-                        kind: ErrorKind::LeaseExpired,
-                        message: format!(
-                            "agent {id} stopped heartbeating (no sign of life for {:.1}s)",
-                            silent_for.as_secs_f64()
-                        ),
-                        retryable: true,
-                        agent_id: Some(id),
-                        attempt: Some(attempt),
-                    };
-                    self.fail_attempt(task, error, now);
-                }
-                _ => self.requeue(task, "its agent stopped heartbeating before taking it", now),
-            }
-        }
     }
 
     fn timeout_timer(&mut self, id: TaskId, attempt: u32, now: Timestamp) {
@@ -190,7 +171,9 @@ impl Fleet {
         if let Some(a) = self.agents.get_mut(&agent_id) {
             a.agent.tasks_failed += 1;
         }
+        let ran_for = now.since(started_at);
         self.fail_attempt(id, error, now);
+        self.record_outcome(agent_id, id, false, Some(ran_for), now);
     }
 
     fn retry_timer(&mut self, id: TaskId, now: Timestamp) {

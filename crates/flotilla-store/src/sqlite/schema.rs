@@ -151,8 +151,14 @@ CREATE TABLE api_tokens (
 );
 "#;
 
+/// Migration 2: the coordinator's judgement of each agent's health (state, history, circuit
+/// breaker, recovery ladder), as JSON; NULL reads as healthy.
+const MIGRATION_2: &str = r#"
+ALTER TABLE swarm_agents ADD COLUMN health TEXT;
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -76,6 +76,16 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
             heartbeat_miss_limit: 4,
             task_timeout: Duration::from_millis(60_001),
             task_max_attempts: 7,
+            health: flotilla_core::HealthPolicy {
+                error_rate_threshold: 0.25,
+                progress_timeout: Some(Duration::from_millis(9_000)),
+                memory_limit_mb: Some(512.0),
+                ..Default::default()
+            },
+            recovery: flotilla_core::RecoveryPolicy {
+                give_up_after: 9,
+                ..Default::default()
+            },
         },
         status: SwarmStatus::Degraded,
         leader_agent_id: Some(agent_id(n)),
@@ -126,6 +136,47 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         stopped_at: (status == AgentStatus::Stopped).then_some(ts(1_700_000_020_000)),
         removed_at: None,
         managed: Some(managed(n as u32)),
+        health: full_health(),
+    }
+}
+
+/// A health record with every part set: a history, an open breaker, a recovery under way.
+pub fn full_health() -> flotilla_core::AgentHealth {
+    use flotilla_core::health::{Outcome, RecoveryState};
+    use flotilla_core::{Breaker, HealthReason, HealthState, HealthTransition};
+    flotilla_core::AgentHealth {
+        state: HealthState::Degraded,
+        reason: Some(HealthReason::CircuitOpen),
+        detail: "circuit breaker open after 5 failed tasks in a row".to_owned(),
+        since: Some(ts(1_700_000_002_000)),
+        history: [HealthTransition {
+            at: ts(1_700_000_002_000),
+            from: HealthState::Healthy,
+            to: HealthState::Degraded,
+            reason: Some(HealthReason::CircuitOpen),
+            detail: "x".to_owned(),
+        }]
+        .into(),
+        breaker: Breaker::Open {
+            until: ts(1_700_000_032_000),
+        },
+        consecutive_failures: 5,
+        outcomes: [Outcome {
+            at: ts(1_700_000_001_500),
+            ok: false,
+        }]
+        .into(),
+        typical_task_ms: Some(1234.5),
+        timed_tasks: 7,
+        stuck: Some((task_id(1), HealthReason::SlowTask)),
+        recovery: RecoveryState {
+            restarts: 2,
+            next_at: Some(ts(1_700_000_004_000)),
+            rollback: false,
+            last_restart_at: Some(ts(1_700_000_000_500)),
+            gave_up: false,
+        },
+        latest_checkpoint: Some("ckpt-1".to_owned()),
     }
 }
 
@@ -152,6 +203,7 @@ pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         stopped_at: None,
         removed_at: None,
         managed: None,
+        health: Default::default(),
     }
 }
 

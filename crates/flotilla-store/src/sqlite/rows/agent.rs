@@ -12,8 +12,9 @@ pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, max_concurrent_tasks,
                           role, status, reported_health, metadata, resource_usage, current_tasks,
                           tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
-                          lease_until, stopped_at, removed_at, managed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                          lease_until, stopped_at, removed_at, managed, health)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+        ?21)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id,
     agent_type = excluded.agent_type,
@@ -33,13 +34,14 @@ ON CONFLICT (id) DO UPDATE SET
     lease_until = excluded.lease_until,
     stopped_at = excluded.stopped_at,
     removed_at = excluded.removed_at,
-    managed = excluded.managed";
+    managed = excluded.managed,
+    health = excluded.health";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
     max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
     current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
-    lease_until, stopped_at, removed_at, managed";
+    lease_until, stopped_at, removed_at, managed, health";
 
 /// Binds `agent` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
@@ -69,6 +71,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), Stor
         opt_ts(agent.stopped_at),
         opt_ts(agent.removed_at),
         agent.managed.as_ref().map(to_json),
+        to_json(&agent.health),
     ])?;
     Ok(())
 }
@@ -97,6 +100,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         stopped_at: c.opt_ts(17, "stopped_at")?,
         removed_at: c.opt_ts(18, "removed_at")?,
         managed: c.opt_decode(19, "managed")?,
+        health: c.opt_decode(20, "health")?.unwrap_or_default(),
     })
 }
 
@@ -125,8 +129,8 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 20);
-        assert_eq!(UPSERT.matches('?').count(), 20);
+        assert_eq!(COLUMNS.split(',').count(), 21);
+        assert_eq!(UPSERT.matches('?').count(), 21);
     }
 
     #[test]

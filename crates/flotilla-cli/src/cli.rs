@@ -78,8 +78,27 @@ pub enum Command {
     Run(RunArgs),
     /// Register as an agent and run a command for every task taken.
     Worker(WorkerArgs),
+    /// Show the newest alerts: agents degraded (warning), down or given up on (critical), and
+    /// healthy again (recovery).
+    Alerts(AlertsArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
+}
+
+/// `flotilla alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Only this swarm's alerts.
+    #[arg(long)]
+    pub swarm: Option<String>,
+    /// Only these levels (repeat or comma-separate): warning, critical, recovery.
+    #[arg(long, value_delimiter = ',', value_parser = ["warning", "critical", "recovery"])]
+    pub level: Vec<String>,
+    /// How many of the newest to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub out: JsonFlag,
 }
 
 /// `--json`.

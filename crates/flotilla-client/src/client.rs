@@ -570,6 +570,40 @@ impl Client {
         self.get_json(&url).await
     }
 
+    /// `GET /agents/{id}/status`: the coordinator's judgement of an agent's health.
+    pub async fn agent_status(
+        &self,
+        agent: AgentId,
+    ) -> Result<flotilla_core::api::AgentStatusView, ClientError> {
+        self.get_json(&self.url(&["agents", &agent.to_string(), "status"]))
+            .await
+    }
+
+    /// `GET /alerts`: the newest `limit` alerts (oldest first), of a swarm and of some levels
+    /// (`warning`, `critical`, `recovery`) if given.
+    pub async fn alerts(
+        &self,
+        swarm: Option<&str>,
+        levels: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Page<Event>, ClientError> {
+        let mut url = self.url(&["alerts"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = swarm {
+                q.append_pair("swarm", s);
+            }
+            if !levels.is_empty() {
+                q.append_pair("level", &levels.join(","));
+            }
+            if let Some(l) = limit {
+                q.append_pair("limit", &l.to_string());
+            }
+        }
+        strip_empty_query(&mut url);
+        self.get_json(&url).await
+    }
+
     /// `GET /orchestrator`: the coordinator's version, uptime and counts.
     pub async fn orchestrator(&self) -> Result<OrchestratorInfo, ClientError> {
         self.get_json(&self.url(&["orchestrator"])).await

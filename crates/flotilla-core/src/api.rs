@@ -247,3 +247,81 @@ pub struct PoolPut {
     /// The pool now.
     pub pool: crate::pool::Pool,
 }
+
+/// The answer to `GET /agents/{id}/status`: how an agent is doing, as the coordinator judges
+/// it, with the recent history of that judgement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatusView {
+    /// The agent.
+    pub agent_id: crate::ids::AgentId,
+    /// Its name.
+    pub name: String,
+    /// Its lifecycle status.
+    pub status: crate::agent::AgentStatus,
+    /// Healthy, degraded or unhealthy.
+    pub health: crate::health::HealthState,
+    /// Why, when not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::health::HealthReason>,
+    /// What was seen, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// What the agent says of itself in its heartbeats.
+    pub reported_health: crate::agent::ReportedHealth,
+    /// Its circuit breaker: `closed`, `open` (with `until`) or `half_open`.
+    pub breaker: crate::health::Breaker,
+    /// Task failures in a row.
+    pub consecutive_failures: u32,
+    /// Failed share of its tasks within the swarm's error-rate window.
+    pub error_rate: f64,
+    /// How many tasks that share is drawn from.
+    pub recent_tasks: usize,
+    /// Its usual time for a successful task, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typical_task_ms: Option<f64>,
+    /// Where it is on the recovery ladder (managed agents).
+    pub recovery: crate::health::RecoveryState,
+    /// Its last sign of life.
+    pub last_heartbeat_at: Timestamp,
+    /// When its lease runs out without another.
+    pub lease_until: Timestamp,
+    /// Its resource usage.
+    pub resource_usage: crate::agent::ResourceUsage,
+    /// The last health transitions, oldest first.
+    pub history: Vec<crate::health::HealthTransition>,
+}
+
+impl AgentStatusView {
+    /// The view of `agent` at `now`, its error rate counted over `window`.
+    pub fn of(agent: &crate::agent::Agent, window: std::time::Duration, now: Timestamp) -> Self {
+        let h = &agent.health;
+        let since = Timestamp::from_millis(
+            now.as_millis()
+                .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let (error_rate, recent_tasks) = h.error_rate(since);
+        AgentStatusView {
+            agent_id: agent.id,
+            name: agent.name.clone(),
+            status: agent.status,
+            health: h.state,
+            reason: h.reason,
+            detail: h.detail.clone(),
+            since: h.since,
+            reported_health: agent.reported_health,
+            breaker: h.breaker,
+            consecutive_failures: h.consecutive_failures,
+            error_rate,
+            recent_tasks,
+            typical_task_ms: h.typical_task_ms,
+            recovery: h.recovery.clone(),
+            last_heartbeat_at: agent.last_heartbeat_at,
+            lease_until: agent.lease_until,
+            resource_usage: agent.resource_usage.clone(),
+            history: h.history.iter().cloned().collect(),
+        }
+    }
+}

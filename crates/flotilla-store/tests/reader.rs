@@ -283,8 +283,12 @@ fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
             ..EventFilter::default()
         },
         EventFilter {
-            kind: Some(EventKind::TaskStarted),
+            kinds: vec![EventKind::TaskStarted],
             after: 10,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            kinds: vec![EventKind::TaskStarted, EventKind::TaskCompleted],
             ..EventFilter::default()
         },
         EventFilter {
@@ -298,10 +302,11 @@ fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
         },
         EventFilter {
             swarm: Some(swarm_id(1)),
-            kind: Some(EventKind::TaskCompleted),
+            kinds: vec![EventKind::TaskCompleted],
             agent: Some(agent_id(1)),
             task: Some(task_id(3)),
             after: 0,
+            latest: false,
         },
         EventFilter {
             after: 60,
@@ -313,7 +318,7 @@ fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
             .iter()
             .filter(|e| e.seq > filter.after)
             .filter(|e| filter.swarm.is_none_or(|s| e.swarm_id == s))
-            .filter(|e| filter.kind.is_none_or(|k| e.kind == k))
+            .filter(|e| filter.kinds.is_empty() || filter.kinds.contains(&e.kind))
             .filter(|e| filter.agent.is_none_or(|a| e.agent_id == Some(a)))
             .filter(|e| filter.task.is_none_or(|t| e.task_id == Some(t)))
             .cloned()
@@ -328,6 +333,16 @@ fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
             limited,
             expected[..expected.len().min(3)],
             "{filter:?} limit 3"
+        );
+        let latest = EventFilter {
+            latest: true,
+            ..filter.clone()
+        };
+        let newest = reader.list_events(&latest, 3).unwrap();
+        assert_eq!(
+            newest,
+            expected[expected.len().saturating_sub(3)..],
+            "{filter:?} latest 3"
         );
     }
 }

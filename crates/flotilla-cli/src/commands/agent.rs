@@ -394,7 +394,9 @@ fn describe(a: &Agent) -> String {
         ("Type", a.agent_type.clone()),
         ("Role", json_name(&a.role)),
         ("Status", a.status.as_str().to_owned()),
-        ("Health", json_name(&a.reported_health)),
+        ("Health", health_line(a, now)),
+        ("Reports", json_name(&a.reported_health)),
+        ("Breaker", breaker_line(a, now)),
         ("Capabilities", list(a.capabilities.clone())),
         (
             "Tasks",
@@ -418,11 +420,77 @@ fn describe(a: &Agent) -> String {
         rows.push(("Stopped", age_opt(a.stopped_at, now)));
     }
     rows.extend(managed_rows(a, now));
+    if !a.health.history.is_empty() {
+        let lines: Vec<String> = a
+            .health
+            .history
+            .iter()
+            .rev()
+            .take(10)
+            .map(|t| {
+                let why = t
+                    .reason
+                    .map(|r| format!(" ({})", r.as_str()))
+                    .unwrap_or_default();
+                let words = if t.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.detail)
+                };
+                format!(
+                    "{} {} -> {}{why}{words}",
+                    age(t.at, now),
+                    t.from.as_str(),
+                    t.to.as_str()
+                )
+            })
+            .collect();
+        rows.push(("History", lines.join("\n")));
+    }
     let metadata = a.metadata.to_value();
     if !(metadata.is_null() || metadata.as_object().is_some_and(|m| m.is_empty())) {
         rows.push(("Metadata", output::pretty_json_text(a.metadata.get())));
     }
     key_values(&rows)
+}
+
+/// `healthy`, or `degraded (error_rate) for 2m: 3 of its last 4 tasks failed`.
+fn health_line(a: &Agent, now: flotilla_core::Timestamp) -> String {
+    let h = &a.health;
+    let mut s = h.state.as_str().to_owned();
+    if let Some(r) = h.reason {
+        s.push_str(&format!(" ({})", r.as_str()));
+    }
+    if let Some(since) = h.since {
+        s.push_str(&format!(" since {}", age(since, now)));
+    }
+    if !h.detail.is_empty() {
+        s.push_str(&format!(": {}", h.detail));
+    }
+    let r = &h.recovery;
+    if r.gave_up {
+        s.push_str("; recovery gave up");
+    } else if let Some(at) = r.next_at {
+        s.push_str(&format!(
+            "; restart {} due {}",
+            r.restarts + 1,
+            when(at, now)
+        ));
+    } else if r.restarts > 0 {
+        s.push_str(&format!("; {} restart(s) in a row", r.restarts));
+    }
+    s
+}
+
+/// `closed`, `open until …` or `half-open`, with the failures in a row.
+fn breaker_line(a: &Agent, now: flotilla_core::Timestamp) -> String {
+    let h = &a.health;
+    let state = match h.breaker {
+        flotilla_core::Breaker::Closed => "closed".to_owned(),
+        flotilla_core::Breaker::Open { until } => format!("open until {}", when(until, now)),
+        flotilla_core::Breaker::HalfOpen => "half-open (one trial task)".to_owned(),
+    };
+    format!("{state}; {} failure(s) in a row", h.consecutive_failures)
 }
 
 /// The rows of `agent show` about a managed agent's process; none for a connected agent.

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 
 pub mod agent;
+pub mod alerts;
 pub mod bench;
 pub mod fleet;
 pub mod pool;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Task(cmd) => task::run(&global, cmd).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Worker(args) => worker::run(&global, args).await,
+        Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

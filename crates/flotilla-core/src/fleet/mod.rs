@@ -247,6 +247,15 @@ impl Fleet {
                     .timers
                     .insert(agent.lease_until, Timer::AgentLease(agent.id));
             }
+            // The health timers: an open breaker half-opens, a scheduled restart happens.
+            if let crate::health::Breaker::Open { until } = agent.health.breaker {
+                fleet.timers.insert(until, Timer::BreakerHalfOpen(agent.id));
+            }
+            if let Some(at) = agent.health.recovery.next_at {
+                fleet.timers.insert(at, Timer::AgentRestart(agent.id));
+            }
+            // Slow and silent tasks are watched again from their next attempt.
+            agent.health.stuck = None;
             fleet.agents.insert(
                 agent.id,
                 AgentEntry {

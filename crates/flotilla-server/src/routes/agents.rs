@@ -116,6 +116,40 @@ pub async fn show(
         .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))
 }
 
+/// `GET /agents/{id}/status`: the coordinator's judgement of the agent's health, with its
+/// history, breaker, error rate and recovery.
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<flotilla_core::api::AgentStatusView>> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    let now = state.now();
+    let window = |f: &flotilla_core::Fleet, a: &Agent| {
+        f.swarm_by_id(a.swarm_id)
+            .map_or(std::time::Duration::from_secs(300), |s| {
+                s.config.health.error_rate_window
+            })
+    };
+    {
+        let fleet = state.fleet.lock();
+        if let Some(a) = fleet.agent(id) {
+            let w = window(&fleet, a);
+            return Ok(Json(flotilla_core::api::AgentStatusView::of(a, w, now)));
+        }
+    }
+    let reader = state.reader.clone();
+    let stored = tokio::task::spawn_blocking(move || reader.get_agent(id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??
+        .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
+    let w = window(&state.fleet.lock(), &stored);
+    Ok(Json(flotilla_core::api::AgentStatusView::of(
+        &stored, w, now,
+    )))
+}
+
 /// `DELETE /agents/{id}`
 pub async fn remove(
     State(state): State<AppState>,

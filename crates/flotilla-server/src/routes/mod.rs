@@ -73,6 +73,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .patch(pools::lifecycle),
         )
         .route("/agents/{id}/logs", get(pools::logs))
+        .route("/agents/{id}/status", get(agents::status))
+        .route("/alerts", get(system::alerts))
         .route("/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/agents/{id}/tasks/next", get(agents::next_task))
         .route("/tasks", get(tasks::list))

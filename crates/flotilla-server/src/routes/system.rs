@@ -43,12 +43,12 @@ pub async fn events(
 ) -> ApiResult<Json<Page<Event>>> {
     who.require_admin()?;
     let limit = check_limit(q.limit)?;
-    let kind = match q.kind.as_deref() {
-        None => None,
-        Some(k) => Some(
-            serde_json::from_value::<EventKind>(serde_json::Value::String(k.to_owned()))
-                .map_err(|_| ApiError::bad_request(format!("unknown event type {k:?}")))?,
-        ),
+    let kinds = match q.kind.as_deref() {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|k| parse_kind(k.trim()))
+            .collect::<Result<Vec<_>, _>>()?,
     };
     let after = match (&q.cursor, q.after) {
         (Some(c), _) => c.parse::<u64>().map_err(|_| {
@@ -61,10 +61,11 @@ pub async fn events(
             Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
             None => None,
         },
-        kind,
+        kinds,
         agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
         task: q.task.as_deref().map(parse_id::<TaskId>).transpose()?,
         after,
+        latest: false,
     };
     let reader = state.reader.clone();
     let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
@@ -74,6 +75,74 @@ pub async fn events(
         .then(|| items.last().map(|e| e.seq.to_string()))
         .flatten();
     Ok(Json(Page { items, next_cursor }))
+}
+
+fn parse_kind(k: &str) -> Result<EventKind, ApiError> {
+    serde_json::from_value::<EventKind>(serde_json::Value::String(k.to_owned()))
+        .map_err(|_| ApiError::bad_request(format!("unknown event type {k:?}")))
+}
+
+/// Filters of `GET /alerts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    #[serde(default)]
+    swarm: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    /// `warning`, `critical` or `recovery` (comma-separated); all three by default.
+    #[serde(default)]
+    level: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /alerts`: the newest alerts (warning: an agent is degraded; critical: unhealthy or
+/// given up on; recovery: healthy again), oldest first.
+pub async fn alerts(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(q): ApiQuery<AlertQuery>,
+) -> ApiResult<Json<Page<Event>>> {
+    who.require_admin()?;
+    let limit = check_limit(q.limit)?;
+    let kinds = match q.level.as_deref() {
+        None => vec![
+            EventKind::AlertWarning,
+            EventKind::AlertCritical,
+            EventKind::AlertRecovery,
+        ],
+        Some(list) => list
+            .split(',')
+            .map(|l| match l.trim() {
+                "warning" => Ok(EventKind::AlertWarning),
+                "critical" => Ok(EventKind::AlertCritical),
+                "recovery" => Ok(EventKind::AlertRecovery),
+                other => Err(ApiError::bad_request(format!(
+                    "unknown alert level {other:?}; expected warning, critical or recovery"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let filter = EventFilter {
+        swarm: match q.swarm {
+            Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
+            None => None,
+        },
+        kinds,
+        agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
+        task: None,
+        after: 0,
+        latest: true,
+    };
+    let reader = state.reader.clone();
+    let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// `GET /orchestrator`

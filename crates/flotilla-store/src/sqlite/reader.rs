@@ -40,14 +40,17 @@ pub struct TaskFilter {
 pub struct EventFilter {
     /// Only this swarm's events.
     pub swarm: Option<SwarmId>,
-    /// Only events of this kind.
-    pub kind: Option<EventKind>,
+    /// Only events of these kinds (every kind when empty).
+    pub kinds: Vec<EventKind>,
     /// Only events involving this agent.
     pub agent: Option<AgentId>,
     /// Only events involving this task.
     pub task: Option<TaskId>,
     /// Only events with a seq greater than this (0 for the whole log).
     pub after: u64,
+    /// The newest `limit` matching events (still answered in log order) instead of the
+    /// oldest.
+    pub latest: bool,
 }
 
 /// Reads the database on read-only connections of its own. Clones share the pool.
@@ -259,9 +262,13 @@ impl SqliteReader {
             sql.push_str(" AND swarm_id = ?");
             params.push(Value::Text(swarm.to_string()));
         }
-        if let Some(kind) = filter.kind {
-            sql.push_str(" AND event_type = ?");
-            params.push(Value::Text(kind.as_str().to_owned()));
+        if !filter.kinds.is_empty() {
+            sql.push_str(" AND event_type IN (");
+            for (i, kind) in filter.kinds.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                params.push(Value::Text(kind.as_str().to_owned()));
+            }
+            sql.push(')');
         }
         if let Some(agent) = filter.agent {
             sql.push_str(" AND agent_id = ?");
@@ -271,16 +278,24 @@ impl SqliteReader {
             sql.push_str(" AND task_id = ?");
             params.push(Value::Text(task.to_string()));
         }
-        sql.push_str(" ORDER BY seq LIMIT ?");
+        sql.push_str(if filter.latest {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        });
         params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        self.with(|conn| {
+        let mut events = self.with(|conn| {
             rows::collect(
                 conn,
                 &sql,
                 rusqlite::params_from_iter(params),
                 event::from_row,
             )
-        })
+        })?;
+        if filter.latest {
+            events.reverse();
+        }
+        Ok(events)
     }
 }
 

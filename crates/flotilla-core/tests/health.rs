@@ -1,0 +1,463 @@
+//! Health, the circuit breaker and the recovery ladder, through the core's public API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, ms, secs, spec};
+use flotilla_core::pool::{AgentMode, AgentTemplate, ResourceLimits, RuntimeKind};
+use flotilla_core::{
+    AgentId, AgentStatus, Breaker, Effect, ErrorKind, EventKind, FleetLimits, HealthPolicy,
+    HealthReason, HealthState, PoolSpec, RecoveryPolicy, ResourceUsage, SwarmConfig, TaskSpec,
+    TaskState, TaskStatus,
+};
+
+fn config(health: HealthPolicy, recovery: RecoveryPolicy) -> SwarmConfig {
+    SwarmConfig {
+        health,
+        recovery,
+        ..SwarmConfig::default()
+    }
+}
+
+fn health(h: &Harness, a: AgentId) -> flotilla_core::AgentHealth {
+    h.fleet.agent(a).unwrap().health.clone()
+}
+
+/// Runs one task on `a` to the end, succeeding or failing, taking `took`.
+fn run_one(h: &mut Harness, a: AgentId, ok: bool, took: Duration) {
+    let id = h.submit(spec("t", 5));
+    let t = h.take(a).expect("a task");
+    assert_eq!(t.id, id);
+    h.advance(took);
+    if ok {
+        h.complete(a, id, t.attempts).unwrap();
+    } else {
+        h.fail(a, id, t.attempts, false).unwrap();
+    }
+}
+
+fn alerts(h: &Harness) -> Vec<EventKind> {
+    h.events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::AlertWarning | EventKind::AlertCritical | EventKind::AlertRecovery
+            )
+        })
+        .map(|e| e.kind)
+        .collect()
+}
+
+#[test]
+fn the_breaker_opens_after_failures_in_a_row_half_opens_after_its_cooldown_and_closes_on_success() {
+    let policy = HealthPolicy {
+        breaker_failures: 3,
+        breaker_cooldown: secs(10),
+        error_rate_min_tasks: 100, // keep the error rate out of this test
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 2);
+    for _ in 0..3 {
+        run_one(&mut h, a, false, ms(10));
+    }
+    let hl = health(&h, a);
+    assert!(matches!(hl.breaker, Breaker::Open { .. }), "{hl:?}");
+    assert_eq!(hl.state, HealthState::Degraded);
+    assert_eq!(hl.reason, Some(HealthReason::CircuitOpen));
+    // Open: a new task is not given to it, however long it asks.
+    let waiting = h.submit(spec("w", 5));
+    assert_eq!(h.take(a), None);
+    h.advance(secs(9));
+    assert_eq!(h.status(waiting), TaskStatus::Queued);
+    // Half-open after the cooldown: one trial task (of its two slots).
+    let other = h.submit(spec("w2", 5));
+    h.advance(secs(1));
+    assert_eq!(health(&h, a).breaker, Breaker::HalfOpen);
+    let trial = h.take(a).expect("one trial task");
+    assert_eq!(trial.id, waiting);
+    assert_eq!(h.take(a), None, "only one task while half-open");
+    assert_eq!(h.status(other), TaskStatus::Queued);
+    h.complete(a, trial.id, trial.attempts).unwrap();
+    let hl = health(&h, a);
+    assert_eq!(hl.breaker, Breaker::Closed);
+    assert_eq!(hl.state, HealthState::Healthy);
+    // Closed: both slots again; the other task went to it at once.
+    assert_eq!(h.fleet.agent(a).unwrap().current_tasks, vec![other]);
+    assert_eq!(
+        alerts(&h),
+        [EventKind::AlertWarning, EventKind::AlertRecovery]
+    );
+    assert_eq!(
+        h.count(EventKind::AgentBreaker),
+        3,
+        "open, half-open, closed"
+    );
+    let history: Vec<_> = hl
+        .history
+        .iter()
+        .map(|t| (t.from, t.to, t.reason))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (
+                HealthState::Healthy,
+                HealthState::Degraded,
+                Some(HealthReason::CircuitOpen)
+            ),
+            (
+                HealthState::Degraded,
+                HealthState::Healthy,
+                Some(HealthReason::CircuitOpen)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_trial_opens_the_breaker_again() {
+    let policy = HealthPolicy {
+        breaker_failures: 2,
+        breaker_cooldown: secs(5),
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    run_one(&mut h, a, false, ms(1));
+    run_one(&mut h, a, false, ms(1));
+    h.advance(secs(5));
+    assert_eq!(health(&h, a).breaker, Breaker::HalfOpen);
+    run_one(&mut h, a, false, ms(1));
+    match health(&h, a).breaker {
+        Breaker::Open { until } => assert_eq!(until, h.now + secs(5)),
+        other => panic!("expected open, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_high_error_rate_degrades_an_agent_until_it_does_better() {
+    let policy = HealthPolicy {
+        error_rate_threshold: 0.5,
+        error_rate_min_tasks: 4,
+        breaker_failures: 0,
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    run_one(&mut h, a, false, ms(1));
+    run_one(&mut h, a, true, ms(1));
+    run_one(&mut h, a, false, ms(1));
+    assert_eq!(
+        health(&h, a).state,
+        HealthState::Healthy,
+        "3 outcomes: too few"
+    );
+    run_one(&mut h, a, true, ms(1));
+    let hl = health(&h, a);
+    assert_eq!(hl.state, HealthState::Degraded);
+    assert_eq!(hl.reason, Some(HealthReason::ErrorRate));
+    assert!(hl.detail.contains("2 of its last 4"), "{}", hl.detail);
+    // Degraded agents still work.
+    run_one(&mut h, a, true, ms(1));
+    assert_eq!(health(&h, a).state, HealthState::Healthy, "2 of 5 failed");
+}
+
+#[test]
+fn missed_heartbeats_take_an_agents_tasks_back_at_once_and_a_heartbeat_brings_it_back() {
+    let mut h = Harness::new();
+    let a = h.agent("a", &[], 1);
+    let b = h.agent("b", &[], 1);
+    let id = h.submit(spec("t", 5));
+    let t = h.take(a).unwrap();
+    assert_eq!(t.id, id);
+    // b keeps heartbeating; a falls silent for its lease (5 s × 3).
+    for _ in 0..3 {
+        h.advance(secs(5));
+        h.heartbeat(b).unwrap();
+    }
+    let hl = health(&h, a);
+    assert_eq!(h.agent_status(a), AgentStatus::Unhealthy);
+    assert_eq!(hl.state, HealthState::Unhealthy);
+    assert_eq!(hl.reason, Some(HealthReason::MissedHeartbeats));
+    // The attempt failed (lease expired) and the task is queued for its retry.
+    assert_eq!(
+        h.task(id).last_error.as_ref().unwrap().kind,
+        ErrorKind::LeaseExpired
+    );
+    assert!(alerts(&h).contains(&EventKind::AlertCritical));
+    // a comes back.
+    assert_eq!(h.heartbeat(a).unwrap(), AgentStatus::Idle);
+    assert_eq!(health(&h, a).state, HealthState::Healthy);
+    assert_eq!(alerts(&h).last(), Some(&EventKind::AlertRecovery));
+}
+
+#[test]
+fn a_task_far_slower_than_usual_degrades_its_agent_until_it_ends() {
+    let policy = HealthPolicy {
+        slow_task_factor: 3.0,
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    // Its usual time: 2 s.
+    for _ in 0..3 {
+        run_one(&mut h, a, true, secs(2));
+    }
+    assert!((health(&h, a).typical_task_ms.unwrap() - 2000.0).abs() < 1.0);
+    let id = h.submit(spec("slow", 5));
+    let t = h.take(a).unwrap();
+    h.advance(secs(5));
+    assert_eq!(health(&h, a).state, HealthState::Healthy, "5 s < 3 × 2 s");
+    h.heartbeat(a).unwrap();
+    h.advance(secs(2));
+    let hl = health(&h, a);
+    assert_eq!(hl.state, HealthState::Degraded);
+    assert_eq!(hl.reason, Some(HealthReason::SlowTask));
+    h.heartbeat(a).unwrap();
+    h.complete(a, id, t.attempts).unwrap();
+    assert_eq!(health(&h, a).state, HealthState::Healthy);
+}
+
+#[test]
+fn a_task_silent_past_the_progress_timeout_degrades_its_agent_until_it_reports() {
+    let policy = HealthPolicy {
+        slow_task_factor: 0.0,
+        progress_timeout: Some(secs(20)),
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    // No progress for 20 s: degraded; progress: healthy again.
+    let id = h.submit(spec("silent", 5));
+    let t = h.take(a).unwrap();
+    for _ in 0..4 {
+        h.advance(secs(5));
+        h.heartbeat(a).unwrap();
+    }
+    let hl = health(&h, a);
+    assert_eq!(hl.reason, Some(HealthReason::NoProgress), "{hl:?}");
+    let progress = flotilla_core::Progress {
+        percent: Some(10.0),
+        ..Default::default()
+    };
+    h.fleet.report_progress(a, id, progress, h.now).unwrap();
+    h.settle();
+    assert_eq!(health(&h, a).state, HealthState::Healthy);
+    h.complete(a, id, t.attempts).unwrap();
+}
+
+// ----- managed agents -----
+
+fn managed_harness(recovery: RecoveryPolicy, memory: Option<u64>) -> (Harness, AgentId) {
+    let mut h = Harness::with(
+        FleetLimits::default(),
+        config(HealthPolicy::default(), recovery),
+    );
+    let pool = PoolSpec {
+        name: "coder".to_owned(),
+        min_agents: 1,
+        max_agents: 5,
+        capabilities: Vec::new(),
+        max_concurrent_tasks: 1,
+        template: Some(AgentTemplate {
+            command: "coder".to_owned(),
+            args: Vec::new(),
+            env: Default::default(),
+            workdir: None,
+            runtime: RuntimeKind::Process,
+            mode: AgentMode::Daemon,
+            limits: ResourceLimits {
+                memory_bytes: memory,
+                ..Default::default()
+            },
+            stop_grace: secs(1),
+        }),
+    };
+    let swarm = h.swarm.clone();
+    h.fleet.put_pool(&swarm, pool, h.now).unwrap();
+    let id = AgentId(h.uuid());
+    h.fleet.spawn_agent(&swarm, "coder", id, h.now).unwrap();
+    h.settle();
+    assert_eq!(h.effects, vec![Effect::StartAgent(id)]);
+    started(&mut h, id);
+    (h, id)
+}
+
+fn started(h: &mut Harness, id: AgentId) {
+    h.fleet
+        .managed_started(id, Some(4242), None, h.now)
+        .unwrap();
+    h.settle();
+    // A daemon is idle once it calls in.
+    h.heartbeat(id).unwrap();
+}
+
+fn crash(h: &mut Harness, id: AgentId) {
+    h.fleet
+        .managed_exited(id, "killed by SIGKILL".to_owned(), false, h.now)
+        .unwrap();
+    h.settle();
+}
+
+#[test]
+fn a_crashed_managed_agent_loses_its_task_at_once_and_is_restarted_with_backoff() {
+    let recovery = RecoveryPolicy {
+        backoff_initial: secs(1),
+        backoff_max: secs(3),
+        stable_after: secs(60),
+        give_up_after: 4,
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    let task = h.submit(TaskSpec {
+        backoff: Some(flotilla_core::Backoff {
+            initial: ms(1),
+            max: ms(1),
+        }),
+        ..spec("t", 5)
+    });
+    assert_eq!(h.take(a).unwrap().id, task);
+    crash(&mut h, a);
+    // At once: the attempt failed (agent_exited), the agent recovers, nothing waits on a lease.
+    assert_eq!(
+        h.task(task).last_error.as_ref().unwrap().kind,
+        ErrorKind::AgentExited
+    );
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    let hl = health(&h, a);
+    assert_eq!(hl.reason, Some(HealthReason::ProcessExited));
+    assert_eq!(hl.recovery.next_at, Some(h.now + secs(1)));
+    // The backoff doubles, capped: 1 s, 2 s, 3 s, 3 s.
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let due = health(&h, a)
+            .recovery
+            .next_at
+            .expect("a restart is scheduled");
+        waits.push(due.since(h.now));
+        h.advance_to(due);
+        assert_eq!(h.effects, vec![Effect::StartAgent(a)]);
+        assert_eq!(h.agent_status(a), AgentStatus::Pending);
+        started(&mut h, a);
+        assert_eq!(health(&h, a).state, HealthState::Healthy);
+        crash(&mut h, a);
+    }
+    assert_eq!(waits, [secs(1), secs(2), secs(3), secs(3)]);
+    // The fifth crash in a row: recovery gives up; the pool is short of an agent again.
+    let hl = health(&h, a);
+    assert!(hl.recovery.gave_up, "{hl:?}");
+    assert_eq!(hl.reason, Some(HealthReason::GaveUp));
+    assert_eq!(h.agent_status(a), AgentStatus::Failed);
+    assert_eq!(
+        h.fleet.pools_short_of_agents(),
+        vec![(h.swarm_id, "coder".to_owned(), 1)]
+    );
+    // A user's start begins the ladder again.
+    h.fleet
+        .lifecycle(a, flotilla_core::Operation::Start, false, h.now)
+        .unwrap();
+    h.settle();
+    assert_eq!(h.effects, vec![Effect::StartAgent(a)]);
+    assert!(!health(&h, a).recovery.gave_up);
+    assert_eq!(health(&h, a).recovery.restarts, 0);
+}
+
+#[test]
+fn a_stable_run_resets_the_count_of_restarts_in_a_row() {
+    let recovery = RecoveryPolicy {
+        stable_after: secs(30),
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    crash(&mut h, a);
+    let due = health(&h, a).recovery.next_at.unwrap();
+    h.advance_to(due);
+    started(&mut h, a);
+    crash(&mut h, a);
+    assert_eq!(
+        health(&h, a).recovery.next_at,
+        Some(h.now + secs(2)),
+        "second restart in a row: 2 s"
+    );
+    let due = health(&h, a).recovery.next_at.unwrap();
+    h.advance_to(due);
+    started(&mut h, a);
+    for _ in 0..7 {
+        h.advance(secs(5));
+        h.heartbeat(a).unwrap();
+    }
+    crash(&mut h, a);
+    assert_eq!(
+        health(&h, a).recovery.next_at,
+        Some(h.now + secs(1)),
+        "after 35 s of running, the count starts over"
+    );
+}
+
+#[test]
+fn a_managed_agent_over_its_memory_limit_is_killed_and_restarted() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), Some(100 * 1024 * 1024));
+    let task = h.submit(spec("t", 5));
+    assert_eq!(h.take(a).unwrap().id, task);
+    let usage = |mb: f64| ResourceUsage {
+        memory_mb: Some(mb),
+        ..ResourceUsage::default()
+    };
+    h.fleet.record_usage(a, usage(95.0), h.now);
+    h.settle();
+    let hl = health(&h, a);
+    assert_eq!(
+        (hl.state, hl.reason),
+        (HealthState::Degraded, Some(HealthReason::Memory))
+    );
+    assert!(matches!(h.task(task).state, TaskState::Running { .. }));
+    h.fleet.record_usage(a, usage(130.0), h.now);
+    h.settle();
+    let hl = health(&h, a);
+    assert_eq!(
+        (hl.state, hl.reason),
+        (HealthState::Unhealthy, Some(HealthReason::Memory))
+    );
+    assert!(hl.detail.contains("130 MiB"), "{}", hl.detail);
+    // Its process is killed at once, its task taken back, a restart scheduled.
+    assert_eq!(h.effects, vec![Effect::StopAgent(a, true)]);
+    assert_eq!(
+        h.task(task).last_error.as_ref().unwrap().kind,
+        ErrorKind::AgentUnhealthy
+    );
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    // The kill is reported as an expected exit: recovery stays in charge.
+    h.fleet
+        .managed_exited(a, "killed by SIGKILL".to_owned(), true, h.now)
+        .unwrap();
+    h.settle();
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    h.advance(secs(1));
+    assert_eq!(h.effects, vec![Effect::StartAgent(a)]);
+}
+
+#[test]
+fn health_survives_a_restart_of_the_coordinator() {
+    let policy = HealthPolicy {
+        breaker_failures: 2,
+        breaker_cooldown: secs(60),
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    run_one(&mut h, a, false, ms(1));
+    run_one(&mut h, a, false, ms(1));
+    let before = health(&h, a);
+    assert!(matches!(before.breaker, Breaker::Open { .. }));
+    h.restart();
+    assert_eq!(health(&h, a), before);
+    // The open breaker still keeps tasks away, and still half-opens on time.
+    h.submit(spec("x", 5));
+    assert_eq!(h.take(a), None);
+    h.advance(secs(60));
+    assert_eq!(health(&h, a).breaker, Breaker::HalfOpen);
+    assert!(h.take(a).is_some());
+}

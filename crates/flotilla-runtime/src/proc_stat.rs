@@ -14,6 +14,8 @@ pub(crate) struct ProcStat {
     pub state: u8,
     pub ppid: u32,
     pub pgrp: u32,
+    /// The session id.
+    pub session: u32,
     /// User and system CPU time, in clock ticks.
     pub utime: u64,
     pub stime: u64,
@@ -40,7 +42,8 @@ pub(crate) fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
     let state = *field(0)?.as_bytes().first()?;
     let ppid = field(0)?.parse().ok()?; // field 4
     let pgrp = field(0)?.parse().ok()?; // field 5
-    let utime = field(8)?.parse().ok()?; // field 14
+    let session = field(0)?.parse().ok()?; // field 6
+    let utime = field(7)?.parse().ok()?; // field 14
     let stime = field(0)?.parse().ok()?; // field 15
     let starttime = field(6)?.parse().ok()?; // field 22
     let rss: i64 = field(1)?.parse().ok()?; // field 24
@@ -49,6 +52,7 @@ pub(crate) fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
         state,
         ppid,
         pgrp,
+        session,
         utime,
         stime,
         starttime,
@@ -120,7 +124,7 @@ mod tests {
 
     #[test]
     fn parses_stat_with_awkward_command_names() {
-        let text = "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 \
+        let text = "4242 (a) b (c)) S 1 4240 4239 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 \
                     98765 1234567 321 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
         let stat = parse_stat(4242, text).unwrap();
         assert_eq!(
@@ -130,6 +134,7 @@ mod tests {
                 state: b'S',
                 ppid: 1,
                 pgrp: 4240,
+                session: 4239,
                 utime: 17,
                 stime: 5,
                 starttime: 98765,

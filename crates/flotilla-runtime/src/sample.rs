@@ -1,7 +1,8 @@
 //! Resource usage of agents' process groups, read from `/proc`.
 //!
 //! One [`Sampler::sample`] call scans `/proc` once, whatever the number of groups asked about,
-//! and sums every live process whose process group is one of them. CPU% is measured over the
+//! and sums every live process whose process group, or session, is one of them (an agent leads
+//! its session; its commands may run in process groups of their own). CPU% is measured over the
 //! interval since the previous call (utime + stime ticks, `CLK_TCK` from `sysconf`; 100% is one
 //! core), so a group's first sample reports 0. Processes that ended during the interval take
 //! their CPU time with them. RSS is the sum of the processes' resident sets (shared pages count
@@ -90,21 +91,30 @@ impl Sampler {
         let mut used_ticks: HashMap<u32, u64> = HashMap::new();
         let previous = self.previous.take();
         proc_stat::for_each_process(&self.proc_root, |stat| {
-            if !stat.is_live() || !wanted.contains(&stat.pgrp) {
+            if !stat.is_live() {
                 return;
             }
+            // A group asked about, or the session it leads: an agent's commands may run in
+            // process groups of their own (a worker's task, a shell's job) inside its session.
+            let key = if wanted.contains(&stat.pgrp) {
+                stat.pgrp
+            } else if wanted.contains(&stat.session) {
+                stat.session
+            } else {
+                return;
+            };
             let total = stat.utime + stat.stime;
             ticks.insert((stat.pid, stat.starttime), total);
-            if let Some(prev) = previous.as_ref().filter(|p| p.groups.contains(&stat.pgrp)) {
+            if let Some(prev) = previous.as_ref().filter(|p| p.groups.contains(&key)) {
                 // A process new since the previous sample used all its ticks in the interval.
                 let before = prev
                     .ticks
                     .get(&(stat.pid, stat.starttime))
                     .copied()
                     .unwrap_or(0);
-                *used_ticks.entry(stat.pgrp).or_default() += total.saturating_sub(before);
+                *used_ticks.entry(key).or_default() += total.saturating_sub(before);
             }
-            let group = usage.entry(stat.pgrp).or_default();
+            let group = usage.entry(key).or_default();
             group.processes += 1;
             group.rss_bytes += stat.rss_pages * self.page_size;
             group.open_files += count_fds(&self.proc_root, stat.pid);
@@ -156,5 +166,33 @@ mod tests {
         }
         let second = sampler.sample(&[pgid]);
         assert!(second[&pgid].cpu_percent > 5.0, "{:?}", second[&pgid]);
+    }
+
+    #[test]
+    fn counts_the_process_groups_inside_a_session_it_leads() {
+        // A session leader whose background job runs in a process group of its own (`set -m`).
+        let mut leader = std::process::Command::new("setsid")
+            .args(["sh", "-c", "set -m; sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let sid = leader.id();
+        let mut sampler = Sampler::new();
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = sampler.sample(&[sid]).get(&sid).map_or(0, |u| u.processes);
+            if seen >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(sid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-s", &sid.to_string()])
+            .status();
+        let _ = leader.wait();
+        assert_eq!(seen, 2, "the shell and its job in another group");
     }
 }

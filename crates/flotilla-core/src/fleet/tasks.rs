@@ -767,8 +767,9 @@ impl Fleet {
 
     // ----- rules shared by commands and timers -----
 
-    /// Ends the current attempt with an error: retried after its backoff while attempts
-    /// remain and the error is retryable, else `dead` (out of attempts) or `failed`.
+    /// Ends the current attempt with an error: retried while attempts remain and the error is
+    /// retryable (after the task's backoff, or at once when its agent failed rather than the
+    /// task), else `dead` (out of attempts) or `failed`.
     pub(super) fn fail_attempt(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
         let t = &self.tasks[&task].task;
         let (swarm_id, attempts, max, backoff) =
@@ -795,7 +796,17 @@ impl Fleet {
                 now,
             );
         } else {
-            let delay = Backoff::delay(&backoff, attempts);
+            // When the agent failed (it died, went silent, was judged unhealthy), not the
+            // task, another agent may take it at once: no backoff.
+            let agent_failed = matches!(
+                error.kind,
+                ErrorKind::AgentExited | ErrorKind::LeaseExpired | ErrorKind::AgentUnhealthy
+            );
+            let delay = if agent_failed {
+                Duration::ZERO
+            } else {
+                Backoff::delay(&backoff, attempts)
+            };
             let run_after = (!delay.is_zero()).then(|| now + delay);
             self.emit(
                 now,

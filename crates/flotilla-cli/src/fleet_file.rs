@@ -7,6 +7,24 @@
 //! heartbeat_interval = "5s"         # heartbeat_interval, heartbeat_miss_limit, task_timeout,
 //! task_max_attempts = 3             # task_max_attempts, min_agents, max_agents
 //!
+//! [swarms.default.health]           # when an agent is degraded or unhealthy (all optional)
+//! error_rate_threshold = 0.5        # degraded when this share of recent tasks failed…
+//! error_rate_window = "5m"          # …within this window…
+//! error_rate_min_tasks = 4          # …counting from this many tasks
+//! breaker_failures = 5              # failures in a row that stop new tasks (0: never)
+//! breaker_cooldown = "30s"          # then one trial task
+//! slow_task_factor = 5              # degraded when a task runs 5× its usual time (0: off)
+//! progress_timeout = "2m"           # degraded when a task reports no progress this long
+//! memory_limit = "1GiB"             # unhealthy above (degraded from 90%); managed agents
+//!                                   # default to their template's memory limit
+//!
+//! [swarms.default.recovery]         # how failed managed agents come back (all optional)
+//! restart = true
+//! backoff_initial = "1s"            # doubling with each restart in a row…
+//! backoff_max = "1m"                # …up to this
+//! stable_after = "1m"               # running this long resets the count
+//! give_up_after = 5                 # then `failed`, and the pool starts a replacement
+//!
 //! [swarms.default.pools.wordcount]
 //! min_agents = 3                    # managed agents kept running (0)
 //! max_agents = 10                   # (100)
@@ -173,7 +191,27 @@ const SWARM_KEYS: &[&str] = &[
     "task_max_attempts",
     "min_agents",
     "max_agents",
+    "health",
+    "recovery",
     "pools",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "error_rate_threshold",
+    "error_rate_window",
+    "error_rate_min_tasks",
+    "breaker_failures",
+    "breaker_cooldown",
+    "slow_task_factor",
+    "progress_timeout",
+    "memory_limit",
+];
+const RECOVERY_KEYS: &[&str] = &[
+    "restart",
+    "backoff_initial",
+    "backoff_max",
+    "stable_after",
+    "rollback_after",
+    "give_up_after",
 ];
 const POOL_KEYS: &[&str] = &[
     "min_agents",
@@ -329,6 +367,14 @@ impl Cx<'_> {
                         config.max_agents = n;
                     }
                 }
+                "health" => {
+                    config_given = true;
+                    self.health(v, &kp, &mut config.health);
+                }
+                "recovery" => {
+                    config_given = true;
+                    self.recovery(v, &kp, &mut config.recovery);
+                }
                 "pools" => {
                     let Some(pools) = self.table(v, &kp) else {
                         continue;
@@ -361,6 +407,116 @@ impl Cx<'_> {
             swarm.config = Some(config);
         }
         Some(swarm)
+    }
+
+    /// `[swarms.NAME.health]`: when an agent counts as degraded or unhealthy.
+    fn health(&mut self, value: &Value<'_>, path: &str, h: &mut flotilla_core::HealthPolicy) {
+        let Some(table) = self.table(value, path) else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            let kp = join(path, k.get_ref());
+            match key_name(k) {
+                "error_rate_threshold" => {
+                    if let Some(x) = self.number(v, &kp) {
+                        if !(x > 0.0 && x <= 1.0) {
+                            self.err(v.span(), &kp, "must be above 0 and at most 1, e.g. 0.5");
+                        }
+                        h.error_rate_threshold = x;
+                    }
+                }
+                "error_rate_window" => {
+                    if let Some(d) = self.duration(v, &kp) {
+                        if d < Duration::from_secs(1) {
+                            self.err(v.span(), &kp, "must be at least 1s");
+                        }
+                        h.error_rate_window = d;
+                    }
+                }
+                "error_rate_min_tasks" => {
+                    if let Some(n) = self.count(v, &kp, 1, 10_000) {
+                        h.error_rate_min_tasks = n;
+                    }
+                }
+                "breaker_failures" => {
+                    if let Some(n) = self.count(v, &kp, 0, 10_000) {
+                        h.breaker_failures = n;
+                    }
+                }
+                "breaker_cooldown" => {
+                    if let Some(d) = self.duration(v, &kp) {
+                        if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+                            self.err(v.span(), &kp, "must be between 100ms and 24h");
+                        }
+                        h.breaker_cooldown = d;
+                    }
+                }
+                "slow_task_factor" => {
+                    if let Some(x) = self.number(v, &kp) {
+                        if !(x == 0.0 || x >= 1.0) {
+                            self.err(v.span(), &kp, "must be 0 (off) or at least 1, e.g. 5");
+                        }
+                        h.slow_task_factor = x;
+                    }
+                }
+                "progress_timeout" => {
+                    if let Some(d) = self.duration(v, &kp) {
+                        if d < Duration::from_millis(100) {
+                            self.err(v.span(), &kp, "must be at least 100ms");
+                        }
+                        h.progress_timeout = Some(d);
+                    }
+                }
+                "memory_limit" => {
+                    if let Some(bytes) = self.size(v, &kp) {
+                        if bytes < 1024 * 1024 {
+                            self.err(v.span(), &kp, "must be at least 1MiB");
+                        }
+                        h.memory_limit_mb = Some(bytes as f64 / (1024.0 * 1024.0));
+                    }
+                }
+                _ => self.unknown(k, path, HEALTH_KEYS),
+            }
+        }
+    }
+
+    /// `[swarms.NAME.recovery]`: how failed managed agents are restarted.
+    fn recovery(&mut self, value: &Value<'_>, path: &str, r: &mut flotilla_core::RecoveryPolicy) {
+        let Some(table) = self.table(value, path) else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            let kp = join(path, k.get_ref());
+            match key_name(k) {
+                "restart" => match v.get_ref() {
+                    DeValue::Boolean(b) => r.restart = *b,
+                    _ => self.mismatch(v, &kp, "true or false"),
+                },
+                "backoff_initial" | "backoff_max" | "stable_after" => {
+                    if let Some(d) = self.duration(v, &kp) {
+                        if d < Duration::from_millis(10) || d > Duration::from_secs(86_400) {
+                            self.err(v.span(), &kp, "must be between 10ms and 24h");
+                        }
+                        match key_name(k) {
+                            "backoff_initial" => r.backoff_initial = d,
+                            "backoff_max" => r.backoff_max = d,
+                            _ => r.stable_after = d,
+                        }
+                    }
+                }
+                "rollback_after" => {
+                    if let Some(n) = self.count(v, &kp, 0, 1000) {
+                        r.rollback_after = n;
+                    }
+                }
+                "give_up_after" => {
+                    if let Some(n) = self.count(v, &kp, 1, 1000) {
+                        r.give_up_after = n;
+                    }
+                }
+                _ => self.unknown(k, path, RECOVERY_KEYS),
+            }
+        }
     }
 
     fn pool(&mut self, parent: &str, key: &Key<'_>, value: &Value<'_>) -> Option<PoolSpec> {
@@ -1313,5 +1469,59 @@ agent.cpu = 2
             let spec = load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(!spec.swarms.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn health_and_recovery_policies_are_read_and_checked() {
+        let spec = ok(r#"
+[swarms.s.health]
+error_rate_threshold = 0.25
+error_rate_window = "10m"
+breaker_failures = 3
+breaker_cooldown = "45s"
+slow_task_factor = 0
+progress_timeout = "90s"
+memory_limit = "1GiB"
+
+[swarms.s.recovery]
+restart = true
+backoff_initial = "2s"
+backoff_max = "5m"
+stable_after = "10m"
+give_up_after = 8
+"#);
+        let c = spec.swarms[0].config.as_ref().unwrap();
+        assert_eq!(c.health.error_rate_threshold, 0.25);
+        assert_eq!(c.health.error_rate_window, Duration::from_secs(600));
+        assert_eq!(c.health.breaker_failures, 3);
+        assert_eq!(c.health.breaker_cooldown, Duration::from_secs(45));
+        assert_eq!(c.health.slow_task_factor, 0.0);
+        assert_eq!(c.health.progress_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.health.memory_limit_mb, Some(1024.0));
+        assert_eq!(c.recovery.backoff_initial, Duration::from_secs(2));
+        assert_eq!(c.recovery.backoff_max, Duration::from_secs(300));
+        assert_eq!(c.recovery.stable_after, Duration::from_secs(600));
+        assert_eq!(c.recovery.give_up_after, 8);
+        // Untouched fields keep their defaults.
+        assert_eq!(c.health.error_rate_min_tasks, 4);
+
+        let e = error("[swarms.s.health]\nbreaker_cooldwn = \"1s\"\n");
+        assert!(
+            e.contains("fleet.toml:2:1: swarms.s.health.breaker_cooldwn"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean \"breaker_cooldown\""), "{e}");
+        let e = error("[swarms.s.recovery]\nrestart = \"yes\"\n");
+        assert!(
+            e.starts_with("fleet.toml:2:11: swarms.s.recovery.restart"),
+            "{e}"
+        );
+        let e = error("[swarms.s.health]\nerror_rate_threshold = 2\n");
+        assert!(e.contains("at most 1"), "{e}");
+        let e = error("[swarms.s.recovery]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n");
+        assert!(
+            e.contains("backoff_initial_ms must be at least 10 and at most backoff_max_ms"),
+            "{e}"
+        );
     }
 }

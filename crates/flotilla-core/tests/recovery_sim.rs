@@ -601,7 +601,7 @@ fn a_day_of_failures_across_a_thousand_agents() {
     let seed = std::env::var("FLOTILLA_SIM_SEED")
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0x0da7_0f_fa11);
+        .unwrap_or(0x000d_a70f_fa11);
     let mut sim = Sim::new(seed);
     sim.run_until(DAY_MS);
     // The failures stop; an hour later everything has ended.

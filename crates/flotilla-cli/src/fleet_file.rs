@@ -210,7 +210,6 @@ const RECOVERY_KEYS: &[&str] = &[
     "backoff_initial",
     "backoff_max",
     "stable_after",
-    "rollback_after",
     "give_up_after",
 ];
 const POOL_KEYS: &[&str] = &[
@@ -502,11 +501,6 @@ impl Cx<'_> {
                             "backoff_max" => r.backoff_max = d,
                             _ => r.stable_after = d,
                         }
-                    }
-                }
-                "rollback_after" => {
-                    if let Some(n) = self.count(v, &kp, 0, 1000) {
-                        r.rollback_after = n;
                     }
                 }
                 "give_up_after" => {

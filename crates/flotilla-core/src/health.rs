@@ -147,10 +147,8 @@ pub struct Outcome {
 pub struct RecoveryState {
     /// Restarts in a row without a stable period between them.
     pub restarts: u32,
-    /// When the next restart (or rollback) is due, while one is scheduled.
+    /// When the next restart is due, while one is scheduled.
     pub next_at: Option<Timestamp>,
-    /// Whether the scheduled step rolls back to the last checkpoint first.
-    pub rollback: bool,
     /// When recovery last started the agent.
     pub last_restart_at: Option<Timestamp>,
     /// Recovery gave up: the agent stays `failed` and its pool starts a replacement.
@@ -187,9 +185,6 @@ pub struct AgentHealth {
     pub stuck: Option<(crate::ids::TaskId, HealthReason)>,
     /// Its recovery ladder (managed agents).
     pub recovery: RecoveryState,
-    /// Its latest checkpoint, which a rollback restores.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latest_checkpoint: Option<String>,
 }
 
 impl AgentHealth {
@@ -298,8 +293,8 @@ impl HealthPolicy {
     }
 }
 
-/// How a swarm recovers its managed agents: restart with exponential backoff; after some
-/// restarts in a row, roll back to the last checkpoint first; after more, give up.
+/// How a swarm recovers its managed agents: restart with exponential backoff; after too many
+/// restarts in a row, give up.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryPolicy {
@@ -314,9 +309,6 @@ pub struct RecoveryPolicy {
     /// Running this long after a restart resets the count of restarts in a row.
     #[serde(rename = "stable_after_ms", with = "serde_ms")]
     pub stable_after: Duration,
-    /// From this many restarts in a row, roll back to the last checkpoint before restarting
-    /// (0: never).
-    pub rollback_after: u32,
     /// After this many restarts in a row, give up: the agent stays failed and its pool starts
     /// a replacement.
     pub give_up_after: u32,
@@ -329,7 +321,6 @@ impl Default for RecoveryPolicy {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             stable_after: Duration::from_secs(60),
-            rollback_after: 3,
             give_up_after: 5,
         }
     }

@@ -12,6 +12,9 @@
 //!   ([`limits`]); each start reports what was enforced as [`AppliedLimits`].
 //! - Output goes to size-rotated logs ([`logs`]); [`Sampler`] reads groups' CPU, memory and
 //!   open files from `/proc`; [`render_args`] fills argv templates from a task, without a shell.
+//! - Workspace checkpoints ([`checkpoint`]): [`checkpoint::snapshot`] records an agent's working
+//!   directory (a commit on a private git ref, or a `.tar.gz` outside git),
+//!   [`checkpoint::restore`] rolls it back, [`checkpoint::discard`] deletes the snapshot.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flotilla_runtime::RuntimeError> {
@@ -31,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 mod error;
 pub mod exec;
 pub mod limits;
@@ -43,6 +47,7 @@ mod supervised;
 pub mod template;
 pub mod tmux;
 
+pub use checkpoint::{CheckpointError, RestoreReport, WorkspaceSnapshot};
 pub use error::{RuntimeError, TemplateError};
 pub use exec::{ExecOutcome, ExecRequest, TaskGroup, run_once, run_once_with};
 pub use limits::{AppliedLimits, CgroupHandle, Cgroups};

@@ -172,11 +172,9 @@ pub fn full_health() -> flotilla_core::AgentHealth {
         recovery: RecoveryState {
             restarts: 2,
             next_at: Some(ts(1_700_000_004_000)),
-            rollback: false,
             last_restart_at: Some(ts(1_700_000_000_500)),
             gave_up: false,
         },
-        latest_checkpoint: Some("ckpt-1".to_owned()),
     }
 }
 

@@ -394,9 +394,110 @@ async fn bad_input_gets_a_clear_4xx() {
         .post("/swarms/default/agents", json!({"metadata": [1, 2]}))
         .await;
     Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    // Health and alerts.
+    let (s, v) = h.get("/alerts?level=loud").await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warning, critical or recovery")
+    );
+    let (s, v) = h.get("/alerts?swarm=nope").await;
+    Harness::assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let (s, v) = h.get("/events?type=task_completed,nonsense").await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, v) = h.get("/agents/xyz/status").await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, v) = h
+        .get("/agents/0190b6e4-0000-7000-8000-000000000001/status")
+        .await;
+    Harness::assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let (s, v) = h
+        .post(
+            "/swarms",
+            json!({"name": "y", "config": {"health": {"error_rate_threshold": 3}}}),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, v) = h
+        .post(
+            "/swarms",
+            json!({"name": "y", "config": {"recovery": {"give_up_after": 0}}}),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, v) = h
+        .post(
+            "/swarms",
+            json!({"name": "y", "config": {"health": {"nope": 1}}}),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
     // Nothing was accepted by any of it.
     let (_, list) = h.get("/tasks").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+    let (s, _) = h.get("/swarms/y").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_agents_status_and_alerts_follow_its_failures() {
+    let h = Harness::start().await;
+    let (s, _) = h
+        .post(
+            "/swarms",
+            json!({"name": "b", "config": {"health": {"breaker_failures": 2}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (agent, token) = h.register("b", json!({"name": "flaky"})).await;
+    for _ in 0..2 {
+        let t = h
+            .submit("b", json!({"payload": 1, "max_attempts": 1}))
+            .await;
+        let task = h.next(&agent, &token, 5.0).await.expect("a task");
+        assert_eq!(task["id"], t["id"]);
+        let (s, _) = h
+            .call_as(
+                &token,
+                Method::POST,
+                &format!("/tasks/{}/fail", t["id"].as_str().unwrap()),
+                Some(json!({"error": "no", "retryable": false})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // The agent may read its own status.
+    let (s, v) = h
+        .call_as(
+            &token,
+            Method::GET,
+            &format!("/agents/{agent}/status"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["health"], "degraded", "{v}");
+    assert_eq!(v["reason"], "circuit_open", "{v}");
+    assert_eq!(v["breaker"]["state"], "open", "{v}");
+    assert_eq!(v["consecutive_failures"], 2);
+    assert_eq!(v["error_rate"], 1.0);
+    assert_eq!(v["recent_tasks"], 2);
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    // An open breaker: no task for it, though one is waiting.
+    h.submit("b", json!({"payload": 2})).await;
+    assert!(h.next(&agent, &token, 0.3).await.is_none());
+    let (_, alerts) = h.get("/alerts?swarm=b").await;
+    let items = alerts["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{alerts}");
+    assert_eq!(items[0]["type"], "alert_warning");
+    assert_eq!(items[0]["agent_id"], agent);
+    let (_, none) = h.get("/alerts?swarm=b&level=critical").await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "{none}");
+    // Only the admin reads alerts.
+    let (s, _) = h.call_as(&token, Method::GET, "/alerts", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -78,6 +78,9 @@ pub enum Command {
     Run(RunArgs),
     /// Register as an agent and run a command for every task taken.
     Worker(WorkerArgs),
+    /// Take, list, show and delete an agent's checkpoints, and roll it back to one.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Show the newest alerts: agents degraded (warning), down or given up on (critical), and
     /// healthy again (recovery).
     Alerts(AlertsArgs),
@@ -382,6 +385,62 @@ pub enum AgentCommand {
         /// How many lines of the end to print first.
         #[arg(long, default_value_t = 200, value_name = "LINES")]
         tail: usize,
+    },
+}
+
+/// `flotilla checkpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Take a checkpoint of an agent: its reported state, its tasks, its workspace.
+    Create {
+        /// Its id or name.
+        agent: String,
+        /// What this checkpoint is.
+        description: Option<String>,
+        #[command(flatten)]
+        find: FindAgent,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an agent's checkpoints, newest first.
+    List {
+        /// Its id or name.
+        agent: String,
+        #[command(flatten)]
+        find: FindAgent,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show one checkpoint whole.
+    Show {
+        /// Its agent's id or name.
+        agent: String,
+        /// The checkpoint's id.
+        checkpoint: String,
+        #[command(flatten)]
+        find: FindAgent,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Delete a checkpoint (and its saved workspace).
+    Delete {
+        /// Its agent's id or name.
+        agent: String,
+        /// The checkpoint's id.
+        checkpoint: String,
+        #[command(flatten)]
+        find: FindAgent,
+    },
+    /// Stop a managed agent, restore a checkpoint's workspace and state, and start it again.
+    Rollback {
+        /// Its id or name.
+        agent: String,
+        /// The checkpoint's id [default: its latest].
+        checkpoint: Option<String>,
+        #[command(flatten)]
+        find: FindAgent,
+        #[command(flatten)]
+        out: JsonFlag,
     },
 }
 

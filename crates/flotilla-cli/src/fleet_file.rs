@@ -23,6 +23,8 @@
 //! backoff_initial = "1s"            # doubling with each restart in a row…
 //! backoff_max = "1m"                # …up to this
 //! stable_after = "1m"               # running this long resets the count
+//! rollback_after = 3                # from the 4th restart in a row, roll back to the latest
+//!                                   # checkpoint first (0: never)
 //! give_up_after = 5                 # then `failed`, and the pool starts a replacement
 //!
 //! [swarms.default.pools.wordcount]
@@ -43,6 +45,11 @@
 //! cpu_time = "10m"           # CPU time per process
 //! task_timeout = "30s"       # wall clock of one task attempt
 //! stop_grace = "10s"         # SIGTERM, then SIGKILL after this long
+//!
+//! [swarms.default.pools.wordcount.checkpoints]   # optional
+//! keep = 10                  # checkpoints kept per agent
+//! after_each_task = false    # one after every completed task
+//! every = "15m"              # one this often while an agent runs
 //! ```
 //!
 //! Everything is checked here, before anything is sent: unknown keys, types, units, durations,
@@ -210,6 +217,7 @@ const RECOVERY_KEYS: &[&str] = &[
     "backoff_initial",
     "backoff_max",
     "stable_after",
+    "rollback_after",
     "give_up_after",
 ];
 const POOL_KEYS: &[&str] = &[
@@ -218,7 +226,9 @@ const POOL_KEYS: &[&str] = &[
     "capabilities",
     "max_concurrent_tasks",
     "agent",
+    "checkpoints",
 ];
+const CHECKPOINT_KEYS: &[&str] = &["keep", "after_each_task", "every"];
 const AGENT_KEYS: &[&str] = &[
     "command",
     "args",
@@ -503,12 +513,52 @@ impl Cx<'_> {
                         }
                     }
                 }
+                "rollback_after" => {
+                    if let Some(n) = self.count(v, &kp, 0, 1000) {
+                        r.rollback_after = n;
+                    }
+                }
                 "give_up_after" => {
                     if let Some(n) = self.count(v, &kp, 1, 1000) {
                         r.give_up_after = n;
                     }
                 }
                 _ => self.unknown(k, path, RECOVERY_KEYS),
+            }
+        }
+    }
+
+    /// `[swarms.S.pools.P.checkpoints]`: how the pool's agents are checkpointed.
+    fn checkpoint_policy(
+        &mut self,
+        value: &Value<'_>,
+        path: &str,
+        c: &mut flotilla_core::CheckpointPolicy,
+    ) {
+        let Some(table) = self.table(value, path) else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            let kp = join(path, k.get_ref());
+            match key_name(k) {
+                "keep" => {
+                    if let Some(n) = self.count(v, &kp, 1, 1000) {
+                        c.keep = n;
+                    }
+                }
+                "after_each_task" => match v.get_ref() {
+                    DeValue::Boolean(b) => c.after_each_task = *b,
+                    _ => self.mismatch(v, &kp, "true or false"),
+                },
+                "every" => {
+                    if let Some(d) = self.duration(v, &kp) {
+                        if d < Duration::from_secs(1) {
+                            self.err(v.span(), &kp, "must be at least 1s");
+                        }
+                        c.every = Some(d);
+                    }
+                }
+                _ => self.unknown(k, path, CHECKPOINT_KEYS),
             }
         }
     }
@@ -527,6 +577,7 @@ impl Cx<'_> {
             capabilities: Vec::new(),
             max_concurrent_tasks: 1,
             template: None,
+            checkpoints: Default::default(),
         };
         let mut min_at = None;
         for (k, v) in table.iter() {
@@ -557,6 +608,7 @@ impl Cx<'_> {
                     }
                 }
                 "agent" => pool.template = self.template(&kp, k, v),
+                "checkpoints" => self.checkpoint_policy(v, &kp, &mut pool.checkpoints),
                 _ => self.unknown(k, &path, POOL_KEYS),
             }
         }

@@ -482,9 +482,104 @@ impl Client {
         force: bool,
     ) -> Result<Agent, ClientError> {
         let url = self.url(&["agents", &agent.to_string()]);
-        let req = LifecycleRequest { operation, force };
+        let req = LifecycleRequest {
+            operation,
+            force,
+            checkpoint: None,
+        };
         let body = self.send(self.req(Method::PATCH, &url).json(&req)).await?;
         decode(&url, &body)
+    }
+
+    /// `PATCH /agents/{id}` with `rollback` (admin): stops a managed agent, restores a
+    /// checkpoint (its latest when `None`) and starts it again.
+    pub async fn rollback_agent(
+        &self,
+        agent: AgentId,
+        checkpoint: Option<flotilla_core::CheckpointId>,
+    ) -> Result<Agent, ClientError> {
+        let url = self.url(&["agents", &agent.to_string()]);
+        let req = LifecycleRequest {
+            operation: Operation::Rollback,
+            force: false,
+            checkpoint,
+        };
+        let body = self.send(self.req(Method::PATCH, &url).json(&req)).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /agents/{id}/checkpoints`: takes a checkpoint of an agent (its reported state,
+    /// its tasks, its workspace).
+    pub async fn create_checkpoint(
+        &self,
+        agent: AgentId,
+        description: Option<&str>,
+    ) -> Result<flotilla_core::Checkpoint, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "checkpoints"]);
+        let spec = flotilla_core::CheckpointSpec {
+            description: description.map(str::to_owned),
+        };
+        let body = self.send(self.req(Method::POST, &url).json(&spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /agents/{id}/checkpoints`: an agent's checkpoints, newest first.
+    pub async fn list_checkpoints(
+        &self,
+        agent: AgentId,
+    ) -> Result<Vec<flotilla_core::Checkpoint>, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "checkpoints"]);
+        let page: Page<flotilla_core::Checkpoint> = self.get_json(&url).await?;
+        Ok(page.items)
+    }
+
+    /// `GET /agents/{id}/checkpoints/{checkpoint}`.
+    pub async fn get_checkpoint(
+        &self,
+        agent: AgentId,
+        checkpoint: flotilla_core::CheckpointId,
+    ) -> Result<flotilla_core::Checkpoint, ClientError> {
+        let url = self.url(&[
+            "agents",
+            &agent.to_string(),
+            "checkpoints",
+            &checkpoint.to_string(),
+        ]);
+        self.get_json(&url).await
+    }
+
+    /// `DELETE /agents/{id}/checkpoints/{checkpoint}`.
+    pub async fn delete_checkpoint(
+        &self,
+        agent: AgentId,
+        checkpoint: flotilla_core::CheckpointId,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&[
+            "agents",
+            &agent.to_string(),
+            "checkpoints",
+            &checkpoint.to_string(),
+        ]);
+        self.send(self.req(Method::DELETE, &url)).await.map(drop)
+    }
+
+    /// `PUT /agents/{id}/state`: the state document an agent reports about itself (kept in
+    /// its checkpoints, given back on rollback).
+    pub async fn put_agent_state(
+        &self,
+        agent: AgentId,
+        state: &serde_json::Value,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "state"]);
+        self.send(self.req(Method::PUT, &url).json(state))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /agents/{id}/state`: the state an agent last reported.
+    pub async fn get_agent_state(&self, agent: AgentId) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "state"]);
+        self.get_json(&url).await
     }
 
     /// `GET /agents/{id}/logs?tail=`: the last `tail` lines of a managed agent's log.

@@ -167,6 +167,7 @@ fn pool() -> Pool {
         capabilities: vec!["text".into()],
         max_concurrent_tasks: 1,
         template: Some(template()),
+        checkpoints: Default::default(),
         created_at: ts(1_000),
         updated_at: ts(2_000),
     }
@@ -201,6 +202,7 @@ fn agent(status: AgentStatus) -> Agent {
             ..Managed::default()
         }),
         health: Default::default(),
+        checkpoints: Vec::new(),
     }
 }
 
@@ -239,6 +241,7 @@ async fn pools_are_listed_read_put_and_deleted() {
         capabilities: vec!["text".into()],
         max_concurrent_tasks: 1,
         template: Some(template()),
+        checkpoints: Default::default(),
     };
     let put = client.put_pool("default", &spec).await.unwrap();
     assert_eq!(put.pool, p);
@@ -341,6 +344,7 @@ async fn a_fleet_is_applied_with_one_put() {
                 capabilities: vec![],
                 max_concurrent_tasks: 1,
                 template: Some(template()),
+                checkpoints: Default::default(),
             }],
         }],
     };

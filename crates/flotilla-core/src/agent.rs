@@ -186,6 +186,9 @@ pub struct Agent {
     /// The coordinator's judgement of its health, with its history, breaker and recovery.
     #[serde(default)]
     pub health: crate::health::AgentHealth,
+    /// Its checkpoints, oldest first (the whole rows are in the store).
+    #[serde(default)]
+    pub checkpoints: Vec<crate::checkpoint::CheckpointRef>,
 }
 
 /// Whether a managed agent should be running.

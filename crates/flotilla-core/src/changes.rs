@@ -26,6 +26,12 @@ pub struct Changes {
     pub tasks: Vec<Task>,
     /// Events, in order.
     pub events: Vec<Event>,
+    /// Checkpoints taken.
+    pub checkpoints: Vec<crate::checkpoint::Checkpoint>,
+    /// Checkpoints deleted (evicted or asked for).
+    pub deleted_checkpoints: Vec<crate::ids::CheckpointId>,
+    /// Agents' reported state documents, with when they were reported.
+    pub agent_states: Vec<(AgentId, crate::json::Json, crate::time::Timestamp)>,
 }
 
 impl Changes {
@@ -38,6 +44,9 @@ impl Changes {
             && self.deleted_pools.is_empty()
             && self.tasks.is_empty()
             && self.events.is_empty()
+            && self.checkpoints.is_empty()
+            && self.deleted_checkpoints.is_empty()
+            && self.agent_states.is_empty()
     }
 
     /// Appends another set of changes after this one.
@@ -59,6 +68,13 @@ impl Changes {
         self.deleted_pools.extend(other.deleted_pools);
         self.tasks.extend(other.tasks);
         self.events.extend(other.events);
+        if !other.deleted_checkpoints.is_empty() {
+            self.checkpoints
+                .retain(|c| !other.deleted_checkpoints.contains(&c.id));
+        }
+        self.checkpoints.extend(other.checkpoints);
+        self.deleted_checkpoints.extend(other.deleted_checkpoints);
+        self.agent_states.extend(other.agent_states);
     }
 }
 
@@ -79,4 +95,8 @@ pub enum Effect {
     ResumeAgent(AgentId),
     /// Stop, then start this managed agent; `true`: kill at once.
     RestartAgent(AgentId, bool),
+    /// Stop this managed agent, restore the checkpoint (workspace and state), start it.
+    RollbackAgent(AgentId, crate::ids::CheckpointId),
+    /// Take a checkpoint of this agent (its pool's policy asks for one).
+    CheckpointAgent(AgentId, crate::checkpoint::CheckpointTrigger),
 }

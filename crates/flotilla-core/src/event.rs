@@ -48,6 +48,12 @@ pub enum EventKind {
     AlertCritical,
     /// Alert: an agent is healthy again.
     AlertRecovery,
+    /// A checkpoint of an agent was taken.
+    CheckpointCreated,
+    /// A checkpoint was deleted (asked for, or evicted by retention).
+    CheckpointDeleted,
+    /// An agent is being rolled back to a checkpoint.
+    AgentRollback,
     /// A pool was created or changed.
     PoolUpdated,
     /// A pool was deleted.
@@ -98,6 +104,9 @@ impl EventKind {
             EventKind::AlertWarning => "alert_warning",
             EventKind::AlertCritical => "alert_critical",
             EventKind::AlertRecovery => "alert_recovery",
+            EventKind::CheckpointCreated => "checkpoint_created",
+            EventKind::CheckpointDeleted => "checkpoint_deleted",
+            EventKind::AgentRollback => "agent_rollback",
             EventKind::PoolUpdated => "pool_updated",
             EventKind::PoolDeleted => "pool_deleted",
             EventKind::TaskSubmitted => "task_submitted",

@@ -309,6 +309,9 @@ pub struct RecoveryPolicy {
     /// Running this long after a restart resets the count of restarts in a row.
     #[serde(rename = "stable_after_ms", with = "serde_ms")]
     pub stable_after: Duration,
+    /// From this many restarts in a row, roll back to the agent's latest checkpoint before
+    /// restarting (0: never; agents without a checkpoint just restart).
+    pub rollback_after: u32,
     /// After this many restarts in a row, give up: the agent stays failed and its pool starts
     /// a replacement.
     pub give_up_after: u32,
@@ -321,6 +324,7 @@ impl Default for RecoveryPolicy {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             stable_after: Duration::from_secs(60),
+            rollback_after: 3,
             give_up_after: 5,
         }
     }

@@ -65,3 +65,8 @@ id_type!(
     TaskId,
     "task"
 );
+id_type!(
+    /// Identifies a checkpoint of an agent.
+    CheckpointId,
+    "checkpoint"
+);

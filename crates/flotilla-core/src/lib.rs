@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod api;
 pub mod changes;
+pub mod checkpoint;
 pub mod dag;
 pub mod error;
 pub mod event;
@@ -29,13 +30,16 @@ pub use agent::{
     ResourceUsage,
 };
 pub use changes::{Changes, Effect};
+pub use checkpoint::{
+    Checkpoint, CheckpointPolicy, CheckpointRef, CheckpointSpec, CheckpointTrigger,
+};
 pub use error::CoreError;
 pub use event::{Event, EventKind};
 pub use fleet::{Fleet, FleetLimits, StoredState};
 pub use health::{
     AgentHealth, Breaker, HealthPolicy, HealthReason, HealthState, HealthTransition, RecoveryPolicy,
 };
-pub use ids::{AgentId, SwarmId, TaskId};
+pub use ids::{AgentId, CheckpointId, SwarmId, TaskId};
 pub use json::Json;
 pub use pool::{
     AgentMode, AgentTemplate, LifecycleRequest, Operation, Pool, PoolSpec, ResourceLimits,

@@ -161,6 +161,9 @@ pub struct Pool {
     pub max_concurrent_tasks: u32,
     /// How its agents are started; a pool without one only groups connected agents.
     pub template: Option<AgentTemplate>,
+    /// How its agents' checkpoints are taken and kept.
+    #[serde(default)]
+    pub checkpoints: crate::checkpoint::CheckpointPolicy,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -195,6 +198,9 @@ pub struct PoolSpec {
     /// The agent template of a managed pool.
     #[serde(default, rename = "agent")]
     pub template: Option<AgentTemplate>,
+    /// How its agents' checkpoints are taken and kept.
+    #[serde(default)]
+    pub checkpoints: crate::checkpoint::CheckpointPolicy,
 }
 
 fn default_max() -> u32 {
@@ -228,6 +234,9 @@ impl PoolSpec {
             )));
         }
         self.capabilities = normalize_capabilities(self.capabilities)?;
+        self.checkpoints
+            .validate()
+            .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;
         if let Some(t) = &self.template {
             t.validate()
                 .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;
@@ -245,6 +254,8 @@ impl PoolSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// Stop, restore a checkpoint (workspace and state), start.
+    Rollback,
     /// Start its process (it was stopped or failed).
     Start,
     /// Stop its process: SIGTERM, a grace period, then SIGKILL (at once with `force`).
@@ -266,4 +277,7 @@ pub struct LifecycleRequest {
     /// With `stop` or `restart`: kill at once instead of waiting for a graceful exit.
     #[serde(default)]
     pub force: bool,
+    /// With `rollback`: the checkpoint (the latest when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::ids::CheckpointId>,
 }

@@ -275,6 +275,7 @@ fn managed_harness(recovery: RecoveryPolicy, memory: Option<u64>) -> (Harness, A
             },
             stop_grace: secs(1),
         }),
+        checkpoints: Default::default(),
     };
     let swarm = h.swarm.clone();
     h.fleet.put_pool(&swarm, pool, h.now).unwrap();
@@ -460,4 +461,126 @@ fn health_survives_a_restart_of_the_coordinator() {
     h.advance(secs(60));
     assert_eq!(health(&h, a).breaker, Breaker::HalfOpen);
     assert!(h.take(a).is_some());
+}
+
+// ----- checkpoints -----
+
+fn checkpoint(h: &mut Harness, a: AgentId, n: u128) -> flotilla_core::CheckpointId {
+    let id = flotilla_core::CheckpointId(uuid::Uuid::from_u128(0xc0de_0000 + n));
+    let swarm_id = h.fleet.agent(a).unwrap().swarm_id;
+    let c = flotilla_core::Checkpoint {
+        id,
+        agent_id: a,
+        swarm_id,
+        created_at: h.now,
+        trigger: flotilla_core::CheckpointTrigger::Manual,
+        description: format!("n{n}"),
+        state: None,
+        tasks: h.fleet.task_context(a).unwrap(),
+        workspace: Some(flotilla_core::Json::from_value(
+            &serde_json::json!({"n": n as u64}),
+        )),
+        workspace_error: None,
+    };
+    let evicted = h.fleet.record_checkpoint(c, h.now).unwrap();
+    h.settle();
+    assert!(evicted.len() <= 1);
+    id
+}
+
+#[test]
+fn checkpoints_are_kept_to_the_pools_number_and_rolled_back_to_on_request() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), None);
+    // The pool keeps 10 by default: the 11th evicts the first, whose workspace is handed back.
+    let first = checkpoint(&mut h, a, 0);
+    for n in 1..10 {
+        checkpoint(&mut h, a, n);
+    }
+    assert_eq!(h.fleet.agent(a).unwrap().checkpoints.len(), 10);
+    let swarm_id = h.fleet.agent(a).unwrap().swarm_id;
+    let c = flotilla_core::Checkpoint {
+        id: flotilla_core::CheckpointId(uuid::Uuid::from_u128(0xc0de_00ff)),
+        agent_id: a,
+        swarm_id,
+        created_at: h.now,
+        trigger: flotilla_core::CheckpointTrigger::AfterTask,
+        description: String::new(),
+        state: None,
+        tasks: Vec::new(),
+        workspace: None,
+        workspace_error: None,
+    };
+    let evicted = h.fleet.record_checkpoint(c, h.now).unwrap();
+    h.settle();
+    assert_eq!(
+        evicted,
+        vec![flotilla_core::Json::from_value(
+            &serde_json::json!({"n": 0})
+        )]
+    );
+    assert_eq!(h.last.deleted_checkpoints, vec![first]);
+    assert!(
+        !h.fleet
+            .agent(a)
+            .unwrap()
+            .checkpoints
+            .iter()
+            .any(|c| c.id == first)
+    );
+    // Rollback to a named one, to the latest, to an unknown one.
+    let named = h.fleet.agent(a).unwrap().checkpoints[3].id;
+    assert_eq!(h.fleet.rollback(a, Some(named), h.now).unwrap(), named);
+    h.settle();
+    assert_eq!(h.effects, vec![Effect::RollbackAgent(a, named)]);
+    let latest = h.fleet.agent(a).unwrap().checkpoints.last().unwrap().id;
+    assert_eq!(h.fleet.rollback(a, None, h.now).unwrap(), latest);
+    h.settle();
+    let unknown = flotilla_core::CheckpointId(uuid::Uuid::from_u128(1));
+    let r = h.fleet.rollback(a, Some(unknown), h.now);
+    let e = h.refused(r);
+    assert!(matches!(e, flotilla_core::CoreError::NotFound(_)), "{e:?}");
+    // Deleting hands back the workspace; a connected agent cannot be rolled back.
+    let gone = h.fleet.delete_checkpoint(a, named, h.now).unwrap();
+    h.settle();
+    assert_eq!(
+        gone,
+        Some(flotilla_core::Json::from_value(
+            &serde_json::json!({"n": 4})
+        ))
+    );
+    let c = h.agent("connected", &[], 1);
+    let r = h.fleet.rollback(c, None, h.now);
+    let e = h.refused(r);
+    assert!(matches!(e, flotilla_core::CoreError::Conflict(_)), "{e:?}");
+    assert!(e.to_string().contains("connected"), "{e}");
+}
+
+#[test]
+fn from_the_rollback_rung_a_crashing_agent_is_rolled_back_before_it_restarts() {
+    let recovery = RecoveryPolicy {
+        backoff_initial: secs(1),
+        backoff_max: secs(1),
+        rollback_after: 2,
+        give_up_after: 5,
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    let cp = checkpoint(&mut h, a, 1);
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        crash(&mut h, a);
+        h.advance(secs(1));
+        starts.push(h.effects.clone());
+        started(&mut h, a);
+    }
+    assert_eq!(
+        starts,
+        [
+            vec![Effect::StartAgent(a)],
+            vec![Effect::StartAgent(a)],
+            vec![Effect::RollbackAgent(a, cp)],
+            vec![Effect::RollbackAgent(a, cp)],
+        ]
+    );
+    assert_eq!(h.count(EventKind::AgentRollback), 2);
 }

@@ -181,6 +181,7 @@ impl Sim {
                 },
                 stop_grace: Duration::from_secs(1),
             }),
+            checkpoints: Default::default(),
         };
         sim.fleet.put_pool(SWARM, pool, now).unwrap();
         sim.reconcile();
@@ -253,7 +254,8 @@ impl Sim {
                         self.at(0, Ev::Poll(i, e));
                     }
                 }
-                Effect::StartAgent(id) => {
+                // No checkpoints in this simulation: rollback is a start.
+                Effect::StartAgent(id) | Effect::RollbackAgent(id, _) => {
                     let i = self.by_id[&id];
                     let e = self.agents[i].epoch;
                     self.at(200, Ev::ProcUp(i, e));
@@ -269,7 +271,10 @@ impl Sim {
                     let e = a.epoch;
                     self.at(50, Ev::ProcDown(i, e));
                 }
-                Effect::TaskFinished(_) | Effect::PauseAgent(_) | Effect::ResumeAgent(_) => {}
+                Effect::TaskFinished(_)
+                | Effect::PauseAgent(_)
+                | Effect::ResumeAgent(_)
+                | Effect::CheckpointAgent(..) => {}
             }
         }
         self.steps += 1;

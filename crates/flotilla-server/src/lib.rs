@@ -8,6 +8,7 @@
 //! [`routes`] the API.
 
 pub mod auth;
+pub mod checkpoints;
 pub mod clock;
 pub mod error;
 pub mod extract;

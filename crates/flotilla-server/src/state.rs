@@ -208,6 +208,10 @@ impl AppState {
                 Effect::PauseAgent(a) => self.supervisor.send(Order::Pause(a)),
                 Effect::ResumeAgent(a) => self.supervisor.send(Order::Resume(a)),
                 Effect::RestartAgent(a, force) => self.supervisor.send(Order::Restart(a, force)),
+                Effect::RollbackAgent(a, c) => self.supervisor.send(Order::Rollback(a, c)),
+                Effect::CheckpointAgent(a, trigger) => {
+                    self.supervisor.send(Order::Checkpoint(a, trigger))
+                }
             }
         }
     }

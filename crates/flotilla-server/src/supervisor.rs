@@ -43,6 +43,10 @@ pub enum Order {
     Resume(AgentId),
     /// Stop, then start; `true`: stop at once.
     Restart(AgentId, bool),
+    /// Stop, restore the checkpoint, start.
+    Rollback(AgentId, flotilla_core::CheckpointId),
+    /// Take a checkpoint.
+    Checkpoint(AgentId, flotilla_core::CheckpointTrigger),
 }
 
 /// The supervisor's mailbox.
@@ -96,6 +100,8 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
     let mut sample_every = tokio::time::interval(Duration::from_secs(2));
     let mut reconcile_every = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = state.shutdown.clone();
+    // Interval checkpoints asked for and not yet recorded, with when they were asked for.
+    let mut checkpointing: HashMap<AgentId, std::time::Instant> = HashMap::new();
     // Its own future, so the watch guard `wait_for` returns never lives across an await.
     let stopping = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -111,6 +117,14 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
             _ = reconcile_every.tick() => {
                 agents.retain(|_, h| !h.join.is_finished());
                 crate::routes::reconcile_pools(&state).await;
+                let due = state.fleet.lock().checkpoints_due(state.now());
+                checkpointing.retain(|id, at| due.contains(id) && at.elapsed() < Duration::from_secs(60));
+                for id in due {
+                    if let std::collections::hash_map::Entry::Vacant(e) = checkpointing.entry(id) {
+                        e.insert(std::time::Instant::now());
+                        handle(&state, &url, &mut agents, Order::Checkpoint(id, flotilla_core::CheckpointTrigger::Interval));
+                    }
+                }
             }
             _ = &mut stopping => break,
         }
@@ -158,6 +172,46 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
         Order::Stop(id, force) => send(agents, id, Control::Stop { force }),
         Order::Pause(id) => send(agents, id, Control::Pause),
         Order::Resume(id) => send(agents, id, Control::Resume),
+        Order::Rollback(id, checkpoint) => {
+            // Like a start after the current run ends, with the checkpoint restored between.
+            let previous = agents.remove(&id).filter(|h| !h.join.is_finished());
+            if let Some(h) = &previous {
+                let _ = h.control.send(Control::Stop { force: false });
+            }
+            let previous = previous.map(|h| h.join);
+            let (control, rx) = mpsc::unbounded_channel();
+            let groups: Groups = Arc::new(Mutex::new(Vec::new()));
+            let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
+            let state = state.clone();
+            let join = tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                match crate::checkpoints::restore(&state, id, checkpoint).await {
+                    Ok(words) => tracing::info!(agent = %id, %checkpoint, "rolled back: {words}"),
+                    Err(e) => {
+                        tracing::warn!(agent = %id, %checkpoint, error = %e, "rollback failed; starting it as it is")
+                    }
+                }
+                run.await
+            });
+            agents.insert(
+                id,
+                Handle {
+                    control,
+                    join,
+                    groups,
+                },
+            );
+        }
+        Order::Checkpoint(id, trigger) => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::checkpoints::take(&state, id, None, trigger).await {
+                    tracing::warn!(agent = %id, error = %e.message, "automatic checkpoint failed");
+                }
+            });
+        }
         Order::Restart(id, force) => {
             if running(agents, &id) {
                 send(agents, id, Control::Restart { force });

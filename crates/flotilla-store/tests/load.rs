@@ -217,6 +217,7 @@ fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events(
                 agents: vec![late_agent.clone()],
                 tasks: vec![late_task],
                 events: vec![e3.clone()],
+                ..Changes::default()
             },
             tokens: vec![token("a3", TokenRole::Agent, Some(late_agent.id))],
         })

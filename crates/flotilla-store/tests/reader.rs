@@ -378,3 +378,81 @@ fn readers_work_from_many_threads_and_see_later_commits() {
         }
     });
 }
+
+#[test]
+fn checkpoints_and_agent_states_round_trip_and_go_with_their_swarm() {
+    let (_dir, mut store) = open();
+    let s = swarm(1, "ckpt");
+    let a = agent(1, s.id, flotilla_core::AgentStatus::Idle);
+    let checkpoint = |n: u128, at: i64| {
+        flotilla_core::Checkpoint {
+        id: flotilla_core::CheckpointId(uuid::Uuid::from_u128(0xc0_0000 + n)),
+        agent_id: a.id,
+        swarm_id: s.id,
+        created_at: ts(at),
+        trigger: flotilla_core::CheckpointTrigger::Interval,
+        description: format!("ünïcode \"{n}\""),
+        state: (n == 1).then(|| Json::parse(r#"{"step": 1, "deep": [1, {"x": null}]}"#).unwrap()),
+        tasks: vec![flotilla_core::checkpoint::TaskContext {
+            task_id: task_id(9),
+            task_type: "code".to_owned(),
+            attempt: 2,
+            payload: Json::parse(r#"{"prompt": "fix it"}"#).unwrap(),
+            progress: None,
+        }],
+        workspace: (n == 2)
+            .then(|| Json::parse(r#"{"kind":"git","repo":"/r","commit":"abc","reference":"refs/flotilla/checkpoints/x/y"}"#).unwrap()),
+        workspace_error: (n == 3).then(|| "git failed".to_owned()),
+    }
+    };
+    let (c1, c2, c3) = (checkpoint(1, 100), checkpoint(2, 200), checkpoint(3, 300));
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s.clone()],
+            agents: vec![a.clone()],
+            checkpoints: vec![c1.clone(), c2.clone(), c3.clone()],
+            agent_states: vec![
+                (a.id, Json::parse(r#"{"v": 1}"#).unwrap(), ts(5)),
+                (a.id, Json::parse(r#"{"v": 2}"#).unwrap(), ts(6)),
+            ],
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.get_checkpoint(c1.id).unwrap(), Some(c1.clone()));
+    assert_eq!(
+        reader.list_checkpoints(a.id).unwrap(),
+        vec![c3.clone(), c2.clone(), c1.clone()],
+        "newest first"
+    );
+    let (state, at) = reader.get_agent_state(a.id).unwrap().unwrap();
+    assert_eq!(
+        (state.get(), at),
+        (r#"{"v": 2}"#, ts(6)),
+        "the last state wins"
+    );
+    // Taken and deleted in one batch: gone.
+    let c4 = checkpoint(4, 400);
+    commit(
+        &mut store,
+        Changes {
+            checkpoints: vec![c4.clone()],
+            deleted_checkpoints: vec![c1.id, c4.id],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(reader.get_checkpoint(c1.id).unwrap(), None);
+    assert_eq!(reader.get_checkpoint(c4.id).unwrap(), None);
+    assert_eq!(reader.list_checkpoints(a.id).unwrap().len(), 2);
+    // A deleted swarm takes its agents' checkpoints and states with it.
+    commit(
+        &mut store,
+        Changes {
+            deleted_swarms: vec![s.id],
+            ..Changes::default()
+        },
+    );
+    assert!(reader.list_checkpoints(a.id).unwrap().is_empty());
+    assert_eq!(reader.get_agent_state(a.id).unwrap(), None);
+}

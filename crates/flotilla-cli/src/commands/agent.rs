@@ -157,6 +157,7 @@ fn report_lifecycle(agent: &Agent, op: Operation, out: JsonFlag) -> Result<()> {
         Operation::Pause => "pause",
         Operation::Resume => "resume",
         Operation::Restart => "restart",
+        Operation::Rollback => "rollback",
     };
     output::line(&format!(
         "agent {} ({}): {asked} accepted; status now {}",

@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command};
 pub mod agent;
 pub mod alerts;
 pub mod bench;
+pub mod checkpoint;
 pub mod fleet;
 pub mod pool;
 pub mod run;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Task(cmd) => task::run(&global, cmd).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Worker(args) => worker::run(&global, args).await,
+        Command::Checkpoint(cmd) => checkpoint::run(&global, cmd).await,
         Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }

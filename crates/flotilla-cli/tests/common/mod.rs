@@ -43,6 +43,11 @@ impl Harness {
     /// Takes the test lock, starts a coordinator on a fresh data directory.
     pub async fn start() -> Harness {
         let serial = SERIAL.lock().await;
+        // `RUST_LOG=flotilla_server=debug cargo test …` shows the coordinator's log.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let marker = format!("e2e-{}", uuid::Uuid::now_v7().simple());
         let server = start_server(dir.path()).await;

@@ -112,6 +112,7 @@ impl Fleet {
             removed_at: None,
             managed: None,
             health: Default::default(),
+            checkpoints: Vec::new(),
         };
         let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
         self.insert_agent(agent, detail, now);

@@ -586,13 +586,38 @@ impl Fleet {
         if !due || entry.agent.status != AgentStatus::Recovering || !wanted {
             return;
         }
+        let rollback_after = self.swarms[&entry.agent.swarm_id]
+            .swarm
+            .config
+            .recovery
+            .rollback_after;
+        let latest = entry.agent.checkpoints.last().map(|c| c.id);
         let r = &mut entry.agent.health.recovery;
         r.next_at = None;
+        let rung = r.restarts;
         r.restarts += 1;
         r.last_restart_at = Some(now);
+        let swarm_id = entry.agent.swarm_id;
         self.set_agent_status(id, AgentStatus::Pending, now);
         self.mark_agent(id);
-        self.out.effects.push(Effect::StartAgent(id));
+        match latest {
+            // Restarting alone has not helped: back to the last known good state first.
+            Some(checkpoint) if rollback_after > 0 && rung >= rollback_after => {
+                self.emit(
+                    now,
+                    EventKind::AgentRollback,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    format!(
+                        "restart {} in a row: rolling back to checkpoint {checkpoint} first",
+                        rung + 1
+                    ),
+                );
+                self.out.effects.push(Effect::RollbackAgent(id, checkpoint));
+            }
+            _ => self.out.effects.push(Effect::StartAgent(id)),
+        }
     }
 
     /// A user started or stopped a managed agent: the ladder starts over.

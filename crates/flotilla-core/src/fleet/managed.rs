@@ -48,7 +48,8 @@ impl Fleet {
                     && p.max_agents == spec.max_agents
                     && p.capabilities == spec.capabilities
                     && p.max_concurrent_tasks == spec.max_concurrent_tasks
-                    && p.template == spec.template =>
+                    && p.template == spec.template
+                    && p.checkpoints == spec.checkpoints =>
             {
                 PoolChange::Unchanged
             }
@@ -58,6 +59,7 @@ impl Fleet {
                 p.capabilities = spec.capabilities;
                 p.max_concurrent_tasks = spec.max_concurrent_tasks;
                 p.template = spec.template;
+                p.checkpoints = spec.checkpoints;
                 p.updated_at = now;
                 PoolChange::Updated
             }
@@ -70,6 +72,7 @@ impl Fleet {
                     capabilities: spec.capabilities,
                     max_concurrent_tasks: spec.max_concurrent_tasks,
                     template: spec.template,
+                    checkpoints: spec.checkpoints,
                     created_at: now,
                     updated_at: now,
                 };
@@ -272,6 +275,7 @@ impl Fleet {
                 ..Managed::default()
             }),
             health: Default::default(),
+            checkpoints: Vec::new(),
         };
         let detail = format!("{} spawned from pool {pool:?}", agent.name);
         self.insert_agent(agent, detail, now);
@@ -390,6 +394,9 @@ impl Fleet {
                     self.entry_mut(id).agent.stopped_at = Some(now);
                 }
                 self.out.effects.push(Effect::StopAgent(id, force));
+            }
+            Operation::Rollback => {
+                self.rollback(id, None, now)?;
             }
             Operation::Restart => {
                 self.stop_polling(id);

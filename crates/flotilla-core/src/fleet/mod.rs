@@ -11,6 +11,7 @@
 //! - the per-swarm counts of agents by status and of unfinished tasks by status are exact.
 
 mod agents;
+mod checkpoints;
 mod health;
 mod managed;
 mod swarms;
@@ -126,6 +127,9 @@ struct Outbox {
     deleted_swarms: Vec<SwarmId>,
     effects: Vec<Effect>,
     dispatch: Vec<SwarmId>,
+    checkpoints: Vec<crate::checkpoint::Checkpoint>,
+    deleted_checkpoints: Vec<crate::ids::CheckpointId>,
+    agent_states: Vec<(AgentId, crate::json::Json, Timestamp)>,
 }
 
 /// The state of the whole fleet. See the module documentation.
@@ -832,6 +836,9 @@ impl Fleet {
         let mut changes = Changes {
             deleted_swarms: std::mem::take(&mut out.deleted_swarms),
             events: std::mem::take(&mut out.events),
+            checkpoints: std::mem::take(&mut out.checkpoints),
+            deleted_checkpoints: std::mem::take(&mut out.deleted_checkpoints),
+            agent_states: std::mem::take(&mut out.agent_states),
             ..Changes::default()
         };
         for id in out.swarms.drain(..) {

@@ -608,6 +608,17 @@ impl Fleet {
         );
         self.finish(task, state, now);
         self.record_outcome(agent, task, true, ran_for, now);
+        if self
+            .template_of(agent)
+            .is_some_and(|(_, p)| p.checkpoints.after_each_task)
+        {
+            self.out
+                .effects
+                .push(crate::changes::Effect::CheckpointAgent(
+                    agent,
+                    crate::checkpoint::CheckpointTrigger::AfterTask,
+                ));
+        }
         // Dependents it released go to waiting agents now, not at the next tick.
         self.dispatch(now);
         Ok(&self.tasks[&task].task)

@@ -2,6 +2,7 @@
 //! run one core command through [`crate::state::AppState::apply`] or read, answer.
 
 mod agents;
+mod checkpoints;
 mod pools;
 mod swarms;
 mod system;
@@ -74,6 +75,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/agents/{id}/logs", get(pools::logs))
         .route("/agents/{id}/status", get(agents::status))
+        .route(
+            "/agents/{id}/state",
+            get(checkpoints::get_state).put(checkpoints::put_state),
+        )
+        .route(
+            "/agents/{id}/checkpoints",
+            post(checkpoints::create).get(checkpoints::list),
+        )
+        .route(
+            "/agents/{id}/checkpoints/{checkpoint}",
+            get(checkpoints::show).delete(checkpoints::delete),
+        )
         .route("/alerts", get(system::alerts))
         .route("/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/agents/{id}/tasks/next", get(agents::next_task))

@@ -144,8 +144,19 @@ pub async fn lifecycle(
 ) -> ApiResult<Json<Agent>> {
     who.require_admin()?;
     let id: AgentId = parse_id(&id)?;
+    if req.checkpoint.is_some() && req.operation != flotilla_core::Operation::Rollback {
+        return Err(ApiError::bad_request(
+            "checkpoint goes only with the rollback operation",
+        ));
+    }
     let agent = state
-        .apply(|f, now| f.lifecycle(id, req.operation, req.force, now).cloned())
+        .apply(|f, now| {
+            if req.operation == flotilla_core::Operation::Rollback {
+                f.rollback(id, req.checkpoint, now)?;
+                return Ok(f.agent(id).expect("rolled back agent").clone());
+            }
+            f.lifecycle(id, req.operation, req.force, now).cloned()
+        })
         .await?;
     Ok(Json(agent))
 }

@@ -16,12 +16,15 @@ use std::hash::Hash;
 use flotilla_core::{AgentId, SwarmId, TaskId};
 use rusqlite::Transaction;
 
-use super::rows::{agent, event, id, pool, swarm, task, token};
+use super::rows::{agent, checkpoint, event, id, pool, swarm, task, token};
 use crate::Batch;
 use crate::error::StoreError;
 
 /// Removes a swarm and everything that belongs to it except its events.
-const DELETE_SWARM: [&str; 6] = [
+const DELETE_SWARM: [&str; 8] = [
+    "DELETE FROM agent_checkpoints WHERE swarm_id = ?1",
+    "DELETE FROM agent_states
+     WHERE agent_id IN (SELECT id FROM swarm_agents WHERE swarm_id = ?1)",
     "DELETE FROM task_dependencies
      WHERE task_id IN (SELECT id FROM swarm_tasks WHERE swarm_id = ?1)",
     "DELETE FROM swarm_tasks WHERE swarm_id = ?1",
@@ -107,6 +110,26 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
                     task::insert_dependencies(&mut deps, t)?;
                 }
             }
+        }
+    }
+
+    // A checkpoint deleted in this batch may have been taken in it too: deletions go last.
+    if !changes.checkpoints.is_empty() {
+        let mut stmt = tx.prepare_cached(checkpoint::UPSERT)?;
+        for c in changes.checkpoints.iter().filter(|c| live(&c.swarm_id)) {
+            checkpoint::upsert(&mut stmt, c)?;
+        }
+    }
+    if !changes.deleted_checkpoints.is_empty() {
+        let mut stmt = tx.prepare_cached(checkpoint::DELETE)?;
+        for c in &changes.deleted_checkpoints {
+            checkpoint::delete(&mut stmt, c)?;
+        }
+    }
+    if !changes.agent_states.is_empty() {
+        let mut stmt = tx.prepare_cached(checkpoint::UPSERT_STATE)?;
+        for (agent, state, at) in last_of_each(&changes.agent_states, |s| s.0) {
+            checkpoint::upsert_state(&mut stmt, agent, state, *at)?;
         }
     }
 

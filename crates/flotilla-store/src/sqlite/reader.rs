@@ -237,6 +237,61 @@ impl SqliteReader {
         })
     }
 
+    /// One checkpoint.
+    pub fn get_checkpoint(
+        &self,
+        checkpoint: flotilla_core::CheckpointId,
+    ) -> Result<Option<flotilla_core::Checkpoint>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM agent_checkpoints WHERE id = ?1",
+                rows::checkpoint::COLUMNS
+            );
+            let mut found = rows::collect(
+                conn,
+                &sql,
+                [rows::id(&checkpoint)],
+                rows::checkpoint::from_row,
+            )?;
+            Ok(found.pop())
+        })
+    }
+
+    /// An agent's checkpoints, newest first.
+    pub fn list_checkpoints(
+        &self,
+        agent: AgentId,
+    ) -> Result<Vec<flotilla_core::Checkpoint>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM agent_checkpoints WHERE agent_id = ?1
+                 ORDER BY created_at DESC, id DESC",
+                rows::checkpoint::COLUMNS
+            );
+            rows::collect(conn, &sql, [rows::id(&agent)], rows::checkpoint::from_row)
+        })
+    }
+
+    /// The state an agent last reported, with when.
+    pub fn get_agent_state(
+        &self,
+        agent: AgentId,
+    ) -> Result<Option<(flotilla_core::Json, flotilla_core::Timestamp)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT state, updated_at FROM agent_states WHERE agent_id = ?1")?;
+            let mut rows = stmt.query([rows::id(&agent)])?;
+            let Some(row) = rows.next()? else {
+                return Ok(None);
+            };
+            let text: String = row.get(0)?;
+            let at: i64 = row.get(1)?;
+            let state = flotilla_core::Json::parse(&text)
+                .map_err(|e| StoreError::bad_value("agent_states.state", e))?;
+            Ok(Some((state, flotilla_core::Timestamp::from_millis(at))))
+        })
+    }
+
     /// The pools of this swarm, by name.
     pub fn list_pools(&self, swarm: SwarmId) -> Result<Vec<Pool>, StoreError> {
         self.with(|conn| {

@@ -157,8 +157,35 @@ const MIGRATION_2: &str = r#"
 ALTER TABLE swarm_agents ADD COLUMN health TEXT;
 "#;
 
+/// Migration 3: checkpoints (the whole rows; the agent keeps a short index of its own, and a
+/// pool its checkpoint policy) and agents' reported state documents.
+const MIGRATION_3: &str = r#"
+ALTER TABLE swarm_agents ADD COLUMN checkpoints TEXT;
+ALTER TABLE swarm_pools ADD COLUMN checkpoints TEXT;
+
+CREATE TABLE agent_checkpoints (
+    id               TEXT PRIMARY KEY,
+    agent_id         TEXT NOT NULL,
+    swarm_id         TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    trigger          TEXT NOT NULL,
+    description      TEXT NOT NULL,
+    state            TEXT,
+    tasks            TEXT NOT NULL,
+    workspace        TEXT,
+    workspace_error  TEXT
+);
+CREATE INDEX agent_checkpoints_agent ON agent_checkpoints (agent_id, created_at);
+
+CREATE TABLE agent_states (
+    agent_id    TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -137,6 +137,17 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         removed_at: None,
         managed: Some(managed(n as u32)),
         health: full_health(),
+        checkpoints: vec![flotilla_core::CheckpointRef {
+            id: flotilla_core::CheckpointId(uuid::Uuid::from_u128(77)),
+            created_at: ts(1_700_000_000_100),
+            trigger: flotilla_core::CheckpointTrigger::AfterTask,
+            workspace: Some(
+                flotilla_core::Json::parse(
+                    r#"{"kind":"archive","path":"/x.tar.gz","bytes":1,"files":1}"#,
+                )
+                .unwrap(),
+            ),
+        }],
     }
 }
 
@@ -202,6 +213,7 @@ pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         removed_at: None,
         managed: None,
         health: Default::default(),
+        checkpoints: Vec::new(),
     }
 }
 
@@ -263,6 +275,11 @@ pub fn pool(swarm: SwarmId, name: &str, template: Option<AgentTemplate>) -> Pool
         capabilities: vec!["gpu".to_owned(), "rust".to_owned()],
         max_concurrent_tasks: 7,
         template,
+        checkpoints: flotilla_core::CheckpointPolicy {
+            keep: 3,
+            after_each_task: true,
+            every: Some(Duration::from_secs(900)),
+        },
         created_at: ts(-5),
         updated_at: ts(1_700_000_000_777),
     }

@@ -12,9 +12,9 @@ pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, max_concurrent_tasks,
                           role, status, reported_health, metadata, resource_usage, current_tasks,
                           tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
-                          lease_until, stopped_at, removed_at, managed, health)
+                          lease_until, stopped_at, removed_at, managed, health, checkpoints)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-        ?21)
+        ?21, ?22)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id,
     agent_type = excluded.agent_type,
@@ -35,13 +35,14 @@ ON CONFLICT (id) DO UPDATE SET
     stopped_at = excluded.stopped_at,
     removed_at = excluded.removed_at,
     managed = excluded.managed,
-    health = excluded.health";
+    health = excluded.health,
+    checkpoints = excluded.checkpoints";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
     max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
     current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
-    lease_until, stopped_at, removed_at, managed, health";
+    lease_until, stopped_at, removed_at, managed, health, checkpoints";
 
 /// Binds `agent` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
@@ -72,6 +73,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), Stor
         opt_ts(agent.removed_at),
         agent.managed.as_ref().map(to_json),
         to_json(&agent.health),
+        (!agent.checkpoints.is_empty()).then(|| to_json(&agent.checkpoints)),
     ])?;
     Ok(())
 }
@@ -101,6 +103,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         removed_at: c.opt_ts(18, "removed_at")?,
         managed: c.opt_decode(19, "managed")?,
         health: c.opt_decode(20, "health")?.unwrap_or_default(),
+        checkpoints: c.opt_decode(21, "checkpoints")?.unwrap_or_default(),
     })
 }
 
@@ -129,8 +132,8 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 21);
-        assert_eq!(UPSERT.matches('?').count(), 21);
+        assert_eq!(COLUMNS.split(',').count(), 22);
+        assert_eq!(UPSERT.matches('?').count(), 22);
     }
 
     #[test]

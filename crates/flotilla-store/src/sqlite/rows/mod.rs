@@ -10,6 +10,7 @@
 //! core produces.
 
 pub(crate) mod agent;
+pub(crate) mod checkpoint;
 pub(crate) mod event;
 pub(crate) mod pool;
 pub(crate) mod swarm;
@@ -65,6 +66,12 @@ impl Ident for AgentId {
 }
 
 impl Ident for TaskId {
+    fn uuid(&self) -> &Uuid {
+        self.as_uuid()
+    }
+}
+
+impl Ident for flotilla_core::CheckpointId {
     fn uuid(&self) -> &Uuid {
         self.as_uuid()
     }
@@ -206,6 +213,25 @@ impl<'a, 'r> Cols<'a, 'r> {
     pub(crate) fn json(&self, i: usize, name: &str) -> Result<flotilla_core::Json, StoreError> {
         let text = self.str(i, name)?;
         flotilla_core::Json::parse(text).map_err(|e| self.bad(name, e))
+    }
+
+    /// A JSON document kept as text, or `None` for NULL.
+    pub(crate) fn opt_json(
+        &self,
+        i: usize,
+        name: &str,
+    ) -> Result<Option<flotilla_core::Json>, StoreError> {
+        match self.opt_str(i, name)? {
+            None => Ok(None),
+            Some(text) => flotilla_core::Json::parse(text)
+                .map(Some)
+                .map_err(|e| self.bad(name, e)),
+        }
+    }
+
+    /// A string or NULL.
+    pub(crate) fn opt_string(&self, i: usize, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.opt_str(i, name)?.map(str::to_owned))
     }
 
     /// A JSON document decoded into `T`.

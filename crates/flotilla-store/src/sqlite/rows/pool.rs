@@ -10,8 +10,8 @@ use crate::error::StoreError;
 /// Inserts or replaces a pool by swarm and name.
 pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_pools (swarm_id, name, min_agents, max_agents, capabilities,
-                         max_concurrent_tasks, template, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         max_concurrent_tasks, template, created_at, updated_at, checkpoints)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (swarm_id, name) DO UPDATE SET
     min_agents = excluded.min_agents,
     max_agents = excluded.max_agents,
@@ -19,14 +19,16 @@ ON CONFLICT (swarm_id, name) DO UPDATE SET
     max_concurrent_tasks = excluded.max_concurrent_tasks,
     template = excluded.template,
     created_at = excluded.created_at,
-    updated_at = excluded.updated_at";
+    updated_at = excluded.updated_at,
+    checkpoints = excluded.checkpoints";
 
 /// Removes one pool.
 pub(crate) const DELETE: &str = "DELETE FROM swarm_pools WHERE swarm_id = ?1 AND name = ?2";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "swarm_id, name, min_agents, max_agents, capabilities, \
-                                  max_concurrent_tasks, template, created_at, updated_at";
+                                  max_concurrent_tasks, template, created_at, updated_at, \
+                                  checkpoints";
 
 /// Binds `pool` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreError> {
@@ -40,6 +42,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreE
         pool.template.as_ref().map(to_json),
         pool.created_at.as_millis(),
         pool.updated_at.as_millis(),
+        to_json(&pool.checkpoints),
     ))?;
     Ok(())
 }
@@ -67,6 +70,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Pool, StoreError> {
         template: c.opt_decode(6, "template")?,
         created_at: c.ts(7, "created_at")?,
         updated_at: c.ts(8, "updated_at")?,
+        checkpoints: c.opt_decode(9, "checkpoints")?.unwrap_or_default(),
     })
 }
 
@@ -76,7 +80,7 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 9);
-        assert_eq!(UPSERT.matches('?').count(), 9);
+        assert_eq!(COLUMNS.split(',').count(), 10);
+        assert_eq!(UPSERT.matches('?').count(), 10);
     }
 }

@@ -1,0 +1,146 @@
+//! `/agents/{id}/checkpoints` and `/agents/{id}/state`: an agent's checkpoints, and the state
+//! document it reports about itself. Rollback is `PATCH /agents/{id}` (`pools::lifecycle`).
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use flotilla_core::api::Page;
+use flotilla_core::{AgentId, Checkpoint, CheckpointId, CheckpointSpec, CheckpointTrigger};
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, OptionalJson, parse_id};
+use crate::state::AppState;
+
+/// `POST /agents/{id}/checkpoints` (the agent itself or an admin).
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    OptionalJson(spec): OptionalJson<CheckpointSpec>,
+) -> ApiResult<impl IntoResponse> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    let checkpoint =
+        crate::checkpoints::take(&state, id, spec.description, CheckpointTrigger::Manual).await?;
+    Ok((StatusCode::CREATED, Json(checkpoint)))
+}
+
+/// `GET /agents/{id}/checkpoints`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<Checkpoint>>> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    known_agent(&state, id).await?;
+    let reader = state.reader.clone();
+    let items = tokio::task::spawn_blocking(move || reader.list_checkpoints(id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// `GET /agents/{id}/checkpoints/{checkpoint}`
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((id, checkpoint)): Path<(String, String)>,
+) -> ApiResult<Json<Checkpoint>> {
+    let id: AgentId = parse_id(&id)?;
+    let checkpoint: CheckpointId = parse_id(&checkpoint)?;
+    who.require_agent(id)?;
+    let reader = state.reader.clone();
+    let found = tokio::task::spawn_blocking(move || reader.get_checkpoint(checkpoint))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    match found {
+        Some(c) if c.agent_id == id => Ok(Json(c)),
+        _ => Err(ApiError::not_found(format!(
+            "agent {id} has no checkpoint {checkpoint}"
+        ))),
+    }
+}
+
+/// `DELETE /agents/{id}/checkpoints/{checkpoint}` (admin)
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((id, checkpoint)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    let id: AgentId = parse_id(&id)?;
+    let checkpoint: CheckpointId = parse_id(&checkpoint)?;
+    let workspace = state
+        .apply(|f, now| f.delete_checkpoint(id, checkpoint, now))
+        .await?;
+    crate::checkpoints::discard_all(workspace.into_iter().collect());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /agents/{id}/state` (the agent itself or an admin): any JSON document.
+pub async fn put_state(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<StatusCode> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    let doc = flotilla_core::Json::from_value(&body);
+    state
+        .apply(|f, now| f.put_agent_state(id, doc, now))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The answer to `GET /agents/{id}/state`.
+#[derive(Serialize)]
+struct StateView {
+    state: flotilla_core::Json,
+    updated_at: flotilla_core::Timestamp,
+}
+
+/// `GET /agents/{id}/state`
+pub async fn get_state(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id: AgentId = parse_id(&id)?;
+    who.require_agent(id)?;
+    let reader = state.reader.clone();
+    let found = tokio::task::spawn_blocking(move || reader.get_agent_state(id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    match found {
+        Some((doc, at)) => Ok(Json(StateView {
+            state: doc,
+            updated_at: at,
+        })),
+        None => Err(ApiError::not_found(format!(
+            "agent {id} has reported no state (PUT /agents/{id}/state)"
+        ))),
+    }
+}
+
+/// 404 unless the agent is known (in memory or in the store).
+async fn known_agent(state: &AppState, id: AgentId) -> Result<(), ApiError> {
+    if state.fleet.lock().agent(id).is_some() {
+        return Ok(());
+    }
+    let reader = state.reader.clone();
+    let stored = tokio::task::spawn_blocking(move || reader.get_agent(id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    stored
+        .map(drop)
+        .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))
+}

@@ -584,3 +584,45 @@ fn from_the_rollback_rung_a_crashing_agent_is_rolled_back_before_it_restarts() {
     );
     assert_eq!(h.count(EventKind::AgentRollback), 2);
 }
+
+#[test]
+fn interval_checkpoints_fall_due_from_the_start_then_from_the_last_one() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), None);
+    let swarm = h.swarm.clone();
+    let mut pool = h.fleet.pools_of(h.swarm_id)[0].clone();
+    pool.checkpoints.every = Some(secs(60));
+    let spec = PoolSpec {
+        name: pool.name.clone(),
+        min_agents: pool.min_agents,
+        max_agents: pool.max_agents,
+        capabilities: pool.capabilities.clone(),
+        max_concurrent_tasks: pool.max_concurrent_tasks,
+        template: pool.template.clone(),
+        checkpoints: pool.checkpoints.clone(),
+    };
+    h.fleet.put_pool(&swarm, spec, h.now).unwrap();
+    h.settle();
+    // Time passes with the agent heartbeating.
+    let live = |h: &mut Harness, s: u64| {
+        for _ in 0..s {
+            h.advance(secs(1));
+            h.heartbeat(a).unwrap();
+        }
+    };
+    live(&mut h, 59);
+    assert!(h.fleet.checkpoints_due(h.now).is_empty());
+    live(&mut h, 1);
+    assert_eq!(h.fleet.checkpoints_due(h.now), vec![a]);
+    checkpoint(&mut h, a, 1);
+    assert!(h.fleet.checkpoints_due(h.now).is_empty());
+    live(&mut h, 59);
+    assert!(h.fleet.checkpoints_due(h.now).is_empty());
+    live(&mut h, 1);
+    assert_eq!(h.fleet.checkpoints_due(h.now), vec![a]);
+    // Not while it is paused (nor stopped).
+    h.fleet
+        .lifecycle(a, flotilla_core::Operation::Pause, false, h.now)
+        .unwrap();
+    h.settle();
+    assert!(h.fleet.checkpoints_due(h.now).is_empty());
+}

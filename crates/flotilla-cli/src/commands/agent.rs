@@ -342,6 +342,12 @@ pub fn agent_table(agents: &[Agent], swarm_name: impl Fn(SwarmId) -> String) -> 
                 swarm_name(a.swarm_id),
                 a.agent_type.clone(),
                 a.status.as_str().to_owned(),
+                match a.health.reason {
+                    Some(r) if a.health.state != flotilla_core::HealthState::Healthy => {
+                        format!("{} ({})", a.health.state.as_str(), r.as_str())
+                    }
+                    _ => a.health.state.as_str().to_owned(),
+                },
                 format!("{}/{}", a.current_tasks.len(), a.max_concurrent_tasks),
                 a.tasks_completed.to_string(),
                 a.tasks_failed.to_string(),
@@ -356,6 +362,7 @@ pub fn agent_table(agents: &[Agent], swarm_name: impl Fn(SwarmId) -> String) -> 
             "SWARM",
             "TYPE",
             "STATUS",
+            "HEALTH",
             "TASKS",
             "DONE",
             "FAILED",
@@ -588,6 +595,32 @@ mod tests {
         );
         let text = describe(&agent("ext", None));
         assert!(text.contains("no (a connected agent)"), "{text}");
+    }
+
+    #[test]
+    fn list_and_show_tell_an_agents_health() {
+        let mut a = agent("flaky-1", None);
+        a.health.state = flotilla_core::HealthState::Degraded;
+        a.health.reason = Some(flotilla_core::HealthReason::ErrorRate);
+        a.health.detail = "3 of its last 4 tasks failed".into();
+        a.health.consecutive_failures = 2;
+        a.health.history.push_back(flotilla_core::HealthTransition {
+            at: a.registered_at,
+            from: flotilla_core::HealthState::Healthy,
+            to: flotilla_core::HealthState::Degraded,
+            reason: Some(flotilla_core::HealthReason::ErrorRate),
+            detail: "3 of its last 4 tasks failed".into(),
+        });
+        let table = agent_table(std::slice::from_ref(&a), |_| "default".into());
+        assert!(table.contains("HEALTH"), "{table}");
+        assert!(table.contains("degraded (error_rate)"), "{table}");
+        let text = describe(&a);
+        assert!(
+            text.contains("degraded (error_rate)") && text.contains("3 of its last 4 tasks failed"),
+            "{text}"
+        );
+        assert!(text.contains("closed; 2 failure(s) in a row"), "{text}");
+        assert!(text.contains("healthy -> degraded (error_rate)"), "{text}");
     }
 
     #[test]

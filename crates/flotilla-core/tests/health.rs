@@ -626,3 +626,46 @@ fn interval_checkpoints_fall_due_from_the_start_then_from_the_last_one() {
     h.settle();
     assert!(h.fleet.checkpoints_due(h.now).is_empty());
 }
+
+#[test]
+fn a_restored_fleet_restarts_recovering_agents_and_leaves_given_up_ones_failed() {
+    let recovery = RecoveryPolicy {
+        backoff_initial: secs(10),
+        backoff_max: secs(10),
+        give_up_after: 1,
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    crash(&mut h, a);
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    h.restart();
+    assert_eq!(h.agent_status(a), AgentStatus::Pending);
+    assert!(
+        h.effects.contains(&Effect::StartAgent(a)),
+        "{:?}",
+        h.effects
+    );
+    assert_eq!(health(&h, a).recovery.next_at, None);
+    // The old restart timer finds nothing to do.
+    h.advance(secs(10));
+    assert!(
+        !h.effects.contains(&Effect::StartAgent(a)),
+        "{:?}",
+        h.effects
+    );
+    started(&mut h, a);
+    // The restore's start is not a rung of the ladder: the next crash gets its restart, the
+    // one after that (one restart in a row already) gives up.
+    crash(&mut h, a);
+    h.advance(secs(10));
+    started(&mut h, a);
+    crash(&mut h, a);
+    assert!(health(&h, a).recovery.gave_up);
+    h.restart();
+    assert_eq!(h.agent_status(a), AgentStatus::Failed);
+    assert!(
+        !h.effects.contains(&Effect::StartAgent(a)),
+        "{:?}",
+        h.effects
+    );
+}

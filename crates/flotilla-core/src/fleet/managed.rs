@@ -577,7 +577,17 @@ impl Fleet {
             }
             let desired = self.agents[&id].agent.managed.as_ref().map(|m| m.desired);
             let status = self.agents[&id].agent.status;
-            if desired == Some(Desired::Running) {
+            let gave_up = self.agents[&id].agent.health.recovery.gave_up;
+            if gave_up {
+                // Recovery gave up on it (and its pool replaced it): it stays failed.
+                if status != AgentStatus::Failed {
+                    self.set_agent_status(id, AgentStatus::Failed, now);
+                }
+            } else if desired == Some(Desired::Running) {
+                // A restart that was waiting for its backoff happens now.
+                if let Some(e) = self.agents.get_mut(&id) {
+                    e.agent.health.recovery.next_at = None;
+                }
                 self.set_agent_status(id, AgentStatus::Pending, now);
                 self.out.effects.push(Effect::StartAgent(id));
             } else if status != AgentStatus::Stopped {

@@ -150,11 +150,7 @@ async fn exec_agents_run_one_process_per_task_and_report_what_it_printed() {
         .map(|a| a["tasks_failed"].as_u64().unwrap())
         .sum();
     assert_eq!((completed, failed), (3, 2), "{agents:#?}");
-    wait_until("no process of the test left", SHORT, || {
-        let left = marked(&h.marker);
-        if left.is_empty() { Ok(()) } else { Err(left) }
-    })
-    .await;
+    h.no_processes_left().await;
     h.finish().await;
 }
 
@@ -258,11 +254,7 @@ async fn a_pool_task_timeout_limits_tasks_without_a_shorter_one() {
         .await;
     let t = h.finished(id, LONG).await;
     assert_eq!(t["last_error"]["kind"], "timeout", "{t:#}");
-    wait_until("no process left", SHORT, || {
-        let left = marked(&h.marker);
-        if left.is_empty() { Ok(()) } else { Err(left) }
-    })
-    .await;
+    h.no_processes_left().await;
     h.finish().await;
 }
 
@@ -345,11 +337,7 @@ async fn pausing_an_agent_freezes_its_task_which_keeps_its_lease() {
     assert_eq!(t["status"], "queued", "{t:#}");
     assert_eq!(t["attempts"], 0, "{t:#}");
     assert!(t["agent_id"].is_null(), "{t:#}");
-    wait_until("no process left", SHORT, || {
-        let left = marked(&h.marker);
-        if left.is_empty() { Ok(()) } else { Err(left) }
-    })
-    .await;
+    h.no_processes_left().await;
     h.finish().await;
 }
 
@@ -442,11 +430,7 @@ async fn daemon_agents_stop_start_and_restart_as_asked() {
         })
         .await;
     assert!(a["managed"]["last_exit"].is_string(), "{a:#}");
-    wait_until("the daemon's processes to be gone", SHORT, || {
-        let left = marked(&h.marker);
-        if left.is_empty() { Ok(()) } else { Err(left) }
-    })
-    .await;
+    h.no_processes_left().await;
     // A stopped agent takes no task, and a stopped pool member is not replaced.
     let queued = h.submit("default", json!({"payload": 1})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

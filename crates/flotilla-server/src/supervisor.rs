@@ -143,66 +143,12 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
         agents.get(id).is_some_and(|h| !h.join.is_finished())
     };
     match order {
-        Order::Start(id) => {
-            // A start while the last run is still ending (a stop or a kill by recovery in
-            // progress) comes after it: dropping its control channel stops it if it was not
-            // already stopping.
-            let previous = agents
-                .remove(&id)
-                .filter(|h| !h.join.is_finished())
-                .map(|h| h.join);
-            let (control, rx) = mpsc::unbounded_channel();
-            let groups: Groups = Arc::new(Mutex::new(Vec::new()));
-            let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
-            let join = tokio::spawn(async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                run.await
-            });
-            agents.insert(
-                id,
-                Handle {
-                    control,
-                    join,
-                    groups,
-                },
-            );
-        }
+        Order::Start(id) => start_after_current(state, url, agents, id, None),
         Order::Stop(id, force) => send(agents, id, Control::Stop { force }),
         Order::Pause(id) => send(agents, id, Control::Pause),
         Order::Resume(id) => send(agents, id, Control::Resume),
         Order::Rollback(id, checkpoint) => {
-            // Like a start after the current run ends, with the checkpoint restored between.
-            let previous = agents.remove(&id).filter(|h| !h.join.is_finished());
-            if let Some(h) = &previous {
-                let _ = h.control.send(Control::Stop { force: false });
-            }
-            let previous = previous.map(|h| h.join);
-            let (control, rx) = mpsc::unbounded_channel();
-            let groups: Groups = Arc::new(Mutex::new(Vec::new()));
-            let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
-            let state = state.clone();
-            let join = tokio::spawn(async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                match crate::checkpoints::restore(&state, id, checkpoint).await {
-                    Ok(words) => tracing::info!(agent = %id, %checkpoint, "rolled back: {words}"),
-                    Err(e) => {
-                        tracing::warn!(agent = %id, %checkpoint, error = %e, "rollback failed; starting it as it is")
-                    }
-                }
-                run.await
-            });
-            agents.insert(
-                id,
-                Handle {
-                    control,
-                    join,
-                    groups,
-                },
-            );
+            start_after_current(state, url, agents, id, Some(checkpoint))
         }
         Order::Checkpoint(id, trigger) => {
             let state = state.clone();
@@ -220,6 +166,49 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
             }
         }
     }
+}
+
+/// Starts an agent's run once its current one (if any) has ended, restoring a checkpoint in
+/// between when asked (rollback). Dropping the current run's control channel stops it
+/// gracefully if it was not already stopping (a stop, or a kill by recovery, in progress).
+fn start_after_current(
+    state: &AppState,
+    url: &str,
+    agents: &mut HashMap<AgentId, Handle>,
+    id: AgentId,
+    restore: Option<flotilla_core::CheckpointId>,
+) {
+    let previous = agents
+        .remove(&id)
+        .filter(|h| !h.join.is_finished())
+        .map(|h| h.join);
+    let (control, rx) = mpsc::unbounded_channel();
+    let groups: Groups = Arc::new(Mutex::new(Vec::new()));
+    let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
+    let state = state.clone();
+    let join = tokio::spawn(async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        if let Some(checkpoint) = restore {
+            match crate::checkpoints::restore(&state, id, checkpoint).await {
+                Ok(words) => tracing::info!(agent = %id, %checkpoint, "rolled back: {words}"),
+                Err(e) => tracing::warn!(
+                    agent = %id, %checkpoint, error = %e,
+                    "rollback failed; starting it as it is"
+                ),
+            }
+        }
+        run.await
+    });
+    agents.insert(
+        id,
+        Handle {
+            control,
+            join,
+            groups,
+        },
+    );
 }
 
 fn send(agents: &HashMap<AgentId, Handle>, id: AgentId, control: Control) {

@@ -239,6 +239,19 @@ impl Harness {
             .expect("flotilla runs")
     }
 
+    /// Waits until no process of this test is left.
+    pub async fn no_processes_left(&self) {
+        wait_until(
+            "no process of the test left",
+            Duration::from_secs(10),
+            || {
+                let left = marked(&self.marker);
+                if left.is_empty() { Ok(()) } else { Err(left) }
+            },
+        )
+        .await;
+    }
+
     /// The status of an agent read straight from the coordinator's memory (no HTTP): for
     /// watching short-lived states.
     pub fn status_in_memory(&self, id: AgentId) -> Option<String> {

@@ -67,14 +67,25 @@ pub async fn events(
         after,
         latest: false,
     };
-    let reader = state.reader.clone();
-    let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let items = read_events(&state, filter, limit).await?;
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|e| e.seq.to_string()))
         .flatten();
     Ok(Json(Page { items, next_cursor }))
+}
+
+/// Reads events from the store, off the async threads.
+async fn read_events(
+    state: &AppState,
+    filter: EventFilter,
+    limit: usize,
+) -> Result<Vec<Event>, ApiError> {
+    let reader = state.reader.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??,
+    )
 }
 
 fn parse_kind(k: &str) -> Result<EventKind, ApiError> {
@@ -135,10 +146,7 @@ pub async fn alerts(
         after: 0,
         latest: true,
     };
-    let reader = state.reader.clone();
-    let items = tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let items = read_events(&state, filter, limit).await?;
     Ok(Json(Page {
         items,
         next_cursor: None,

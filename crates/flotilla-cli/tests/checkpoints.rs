@@ -82,6 +82,7 @@ async fn rollback_restores_a_git_workspace_and_state_without_touching_the_users_
         json!({
             "name": "coder",
             "min_agents": 1,
+            "max_agents": 1,
             "agent": h.template(json!({
                 "command": FLOTILLA,
                 "args": ["worker", "--agent-from-env", "--", "sh", "-c",
@@ -229,6 +230,7 @@ async fn a_pool_can_checkpoint_after_each_task_keeping_the_last_few_as_archives(
         json!({
             "name": "scribe",
             "min_agents": 1,
+            "max_agents": 1,
             "checkpoints": {"keep": 2, "after_each_task": true},
             "agent": h.template(json!({
                 "command": script.to_str().unwrap(),
@@ -313,5 +315,37 @@ async fn a_pool_can_checkpoint_after_each_task_keeping_the_last_few_as_archives(
     let v: Value =
         serde_json::to_value(h.admin.get_checkpoint(agent, older.id).await.unwrap()).unwrap();
     assert_eq!(v["workspace"]["kind"], "archive", "{v:#}");
+
+    // A pool whose agents may share the directory: the workspace is not saved, and says why
+    // (restoring one agent would undo the others' work).
+    h.put_pool(
+        "default",
+        json!({
+            "name": "shared",
+            "min_agents": 1,
+            "max_agents": 2,
+            "agent": h.template(json!({
+                "command": script.to_str().unwrap(),
+                "workdir": work.to_str().unwrap(),
+            })),
+        }),
+    )
+    .await;
+    let s = poll("the shared pool's agent", LONG, || async {
+        let agents = h.agents("default", "shared").await;
+        match agents.as_slice() {
+            [a] if a["status"] == "idle" => Ok(a.clone()),
+            _ => Err(agents),
+        }
+    })
+    .await;
+    let c = h
+        .admin
+        .create_checkpoint(id_of(&s), Some("shared"))
+        .await
+        .unwrap();
+    assert!(c.workspace.is_none());
+    let why = c.workspace_error.unwrap();
+    assert!(why.contains("max_agents to 1"), "{why}");
     h.finish().await;
 }

@@ -153,6 +153,10 @@ pub struct RecoveryState {
     pub last_restart_at: Option<Timestamp>,
     /// Recovery gave up: the agent stays `failed` and its pool starts a replacement.
     pub gave_up: bool,
+    /// A rollback to this checkpoint is under way: the agent takes no task and no checkpoint
+    /// until it starts again, and the checkpoint is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<crate::ids::CheckpointId>,
 }
 
 /// The coordinator's view of an agent's health.
@@ -266,19 +270,27 @@ impl HealthPolicy {
                 "config.health.breaker_cooldown_ms must be between 100 and 86400000",
             ));
         }
-        if !(self.slow_task_factor == 0.0
-            || (self.slow_task_factor.is_finite() && self.slow_task_factor >= 1.0))
-        {
+        if !(self.slow_task_factor == 0.0 || (1.0..=1000.0).contains(&self.slow_task_factor)) {
             return Err(CoreError::invalid(
-                "config.health.slow_task_factor must be 0 (off) or at least 1",
+                "config.health.slow_task_factor must be 0 (off) or from 1 to 1000",
+            ));
+        }
+        if self.error_rate_window > Duration::from_secs(30 * 86_400) {
+            return Err(CoreError::invalid(
+                "config.health.error_rate_window_ms must be at most 30 days",
+            ));
+        }
+        if self.error_rate_min_tasks > 10_000 || self.breaker_failures > 10_000 {
+            return Err(CoreError::invalid(
+                "config.health.error_rate_min_tasks and breaker_failures must be at most 10000",
             ));
         }
         if self
             .progress_timeout
-            .is_some_and(|t| t < Duration::from_millis(100))
+            .is_some_and(|t| t < Duration::from_millis(100) || t > Duration::from_secs(7 * 86_400))
         {
             return Err(CoreError::invalid(
-                "config.health.progress_timeout_ms must be at least 100",
+                "config.health.progress_timeout_ms must be between 100 and 604800000 (7 days)",
             ));
         }
         if self

@@ -669,3 +669,199 @@ fn a_restored_fleet_restarts_recovering_agents_and_leaves_given_up_ones_failed()
         h.effects
     );
 }
+
+// ----- regressions found in review -----
+
+#[test]
+fn a_users_restart_of_a_recovering_agent_starts_it_and_a_failed_start_climbs_the_ladder() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), None);
+    crash(&mut h, a);
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    h.fleet
+        .lifecycle(a, flotilla_core::Operation::Restart, false, h.now)
+        .unwrap();
+    h.settle();
+    assert_eq!(h.effects, vec![Effect::RestartAgent(a, false)]);
+    assert_eq!(h.agent_status(a), AgentStatus::Pending);
+    // The start fails: that is a failure like any other, with its restart scheduled.
+    h.fleet
+        .managed_exited(a, "could not be started: ENOENT".into(), false, h.now)
+        .unwrap();
+    h.settle();
+    assert_eq!(h.agent_status(a), AgentStatus::Recovering);
+    let due = health(&h, a)
+        .recovery
+        .next_at
+        .expect("a restart is scheduled");
+    h.advance_to(due);
+    assert_eq!(h.effects, vec![Effect::StartAgent(a)]);
+}
+
+#[test]
+fn an_agent_given_up_on_is_replaced_even_in_a_full_pool_and_only_a_few_are_kept() {
+    let recovery = RecoveryPolicy {
+        give_up_after: 1,
+        backoff_initial: secs(1),
+        backoff_max: secs(1),
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    let swarm = h.swarm.clone();
+    // A pool of exactly one.
+    let mut pool = h.fleet.pools_of(h.swarm_id)[0].clone();
+    pool.max_agents = 1;
+    let spec = PoolSpec {
+        name: pool.name.clone(),
+        min_agents: 1,
+        max_agents: 1,
+        capabilities: Vec::new(),
+        max_concurrent_tasks: 1,
+        template: pool.template.clone(),
+        checkpoints: Default::default(),
+    };
+    h.fleet.put_pool(&swarm, spec, h.now).unwrap();
+    h.settle();
+    let mut current = a;
+    let mut given_up = Vec::new();
+    for _ in 0..5 {
+        crash(&mut h, current);
+        h.advance(secs(1));
+        started(&mut h, current);
+        crash(&mut h, current);
+        assert!(health(&h, current).recovery.gave_up);
+        given_up.push(current);
+        assert_eq!(h.fleet.pools_short_of_agents().len(), 1);
+        let id = AgentId(h.uuid());
+        h.fleet.spawn_agent(&swarm, "coder", id, h.now).unwrap();
+        h.settle();
+        started(&mut h, id);
+        current = id;
+    }
+    // The three most recent stay for inspection; older ones were removed.
+    let members: Vec<AgentId> = h
+        .fleet
+        .agents_of(h.swarm_id, None, Some("coder"))
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    for old in &given_up[..2] {
+        assert!(!members.contains(old), "{old} should have been removed");
+    }
+    for kept in &given_up[2..] {
+        assert!(members.contains(kept), "{kept} should be kept");
+    }
+    assert!(members.contains(&current));
+}
+
+#[test]
+fn a_connected_agent_over_its_memory_stays_down_until_a_sample_shows_it_under() {
+    let policy = HealthPolicy {
+        memory_limit_mb: Some(100.0),
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    let beat = |mb: f64| flotilla_core::Heartbeat {
+        resource_usage: Some(ResourceUsage {
+            memory_mb: Some(mb),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = h.fleet.heartbeat(a, beat(150.0), h.now).map(|x| x.status);
+    h.after(r).unwrap();
+    assert_eq!(h.agent_status(a), AgentStatus::Unhealthy);
+    let task = h.submit(TaskSpec {
+        max_attempts: Some(2),
+        ..spec("t", 5)
+    });
+    // Its calls keep its lease but do not bring it back, nor give it work.
+    assert!(h.take(a).is_none());
+    h.heartbeat(a).unwrap();
+    assert_eq!(h.agent_status(a), AgentStatus::Unhealthy);
+    assert_eq!(h.status(task), TaskStatus::Queued);
+    // Under its limit again: back, and the task is its.
+    let r = h.fleet.heartbeat(a, beat(60.0), h.now).map(|x| x.status);
+    h.after(r).unwrap();
+    assert_eq!(h.agent_status(a), AgentStatus::Busy);
+    assert_eq!(health(&h, a).state, HealthState::Healthy);
+    assert_eq!(h.task(task).attempts, 0);
+}
+
+#[test]
+fn a_slow_task_that_leaves_its_agent_clears_the_verdict_and_later_ones_are_still_seen() {
+    let policy = HealthPolicy {
+        slow_task_factor: 3.0,
+        ..HealthPolicy::default()
+    };
+    let mut h = Harness::with(FleetLimits::default(), config(policy, Default::default()));
+    let a = h.agent("a", &[], 1);
+    for _ in 0..3 {
+        run_one(&mut h, a, true, secs(2));
+    }
+    let id = h.submit(spec("slow", 5));
+    h.take(a).unwrap();
+    h.advance(secs(7));
+    assert_eq!(health(&h, a).reason, Some(HealthReason::SlowTask));
+    h.cancel(id).unwrap();
+    assert_eq!(
+        health(&h, a).state,
+        HealthState::Healthy,
+        "the slow task is gone"
+    );
+    h.heartbeat(a).unwrap();
+    let id = h.submit(spec("slow again", 5));
+    h.take(a).unwrap();
+    h.advance(secs(7));
+    h.heartbeat(a).unwrap();
+    assert_eq!(health(&h, a).reason, Some(HealthReason::SlowTask));
+    let _ = id;
+}
+
+#[test]
+fn absurd_health_settings_are_refused() {
+    for bad in [
+        HealthPolicy {
+            slow_task_factor: 1e300,
+            ..HealthPolicy::default()
+        },
+        HealthPolicy {
+            error_rate_window: Duration::from_secs(400 * 86_400),
+            ..HealthPolicy::default()
+        },
+        HealthPolicy {
+            progress_timeout: Some(Duration::from_secs(u64::MAX / 4)),
+            ..HealthPolicy::default()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn while_a_rollback_is_under_way_the_agent_takes_no_task_and_its_target_stays() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), None);
+    let target = checkpoint(&mut h, a, 1);
+    h.fleet.rollback(a, Some(target), h.now).unwrap();
+    h.settle();
+    let t = h.submit(spec("t", 5));
+    assert!(h.take(a).is_none(), "no task while being rolled back");
+    assert_eq!(h.status(t), TaskStatus::Queued);
+    // Retention does not evict the target (keep the newest 10 of 12), nor can it be deleted.
+    for n in 2..14 {
+        checkpoint(&mut h, a, n);
+    }
+    let refs = &h.fleet.agent(a).unwrap().checkpoints;
+    assert!(refs.iter().any(|c| c.id == target));
+    let r = h.fleet.delete_checkpoint(a, target, h.now);
+    let e = h.refused(r);
+    assert!(e.to_string().contains("being restored"), "{e}");
+    // Back: it works again, and the target is an ordinary checkpoint.
+    h.fleet
+        .managed_exited(a, "terminated".into(), true, h.now)
+        .unwrap();
+    h.settle();
+    started(&mut h, a);
+    assert_eq!(h.take(a).map(|x| x.id), Some(t));
+    assert!(h.fleet.delete_checkpoint(a, target, h.now).is_ok());
+}

@@ -25,11 +25,23 @@ fn archive_dir(state: &AppState) -> PathBuf {
     state.data_dir.join("checkpoints")
 }
 
-/// The working directory of a managed agent, if its template names one.
-fn workdir_of(state: &AppState, agent: AgentId) -> Option<PathBuf> {
+/// The working directory of a managed agent, if its template names one; an error when the
+/// pool's agents may share it (restoring one agent's checkpoint would undo the others' work).
+fn workdir_of(state: &AppState, agent: AgentId) -> Result<Option<PathBuf>, String> {
     let fleet = state.fleet.lock();
-    let (_, pool) = fleet.template_of(agent)?;
-    pool.template.as_ref()?.workdir.as_ref().map(PathBuf::from)
+    let Some((_, pool)) = fleet.template_of(agent) else {
+        return Ok(None);
+    };
+    let Some(dir) = pool.template.as_ref().and_then(|t| t.workdir.as_ref()) else {
+        return Ok(None);
+    };
+    if pool.max_agents > 1 {
+        return Err(format!(
+            "pool {:?} may run up to {} agents in the one working directory {dir}: set its max_agents to 1 (a pool per workspace) to checkpoint it",
+            pool.name, pool.max_agents
+        ));
+    }
+    Ok(Some(PathBuf::from(dir)))
 }
 
 /// Takes a checkpoint of `agent`.
@@ -59,8 +71,9 @@ pub async fn take(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     let id = CheckpointId(uuid::Uuid::now_v7());
     let (workspace, workspace_error) = match workdir_of(state, agent) {
-        None => (None, None),
-        Some(dir) => {
+        Ok(None) => (None, None),
+        Err(why) => (None, Some(why)),
+        Ok(Some(dir)) => {
             let label = format!("{name}/{id}");
             let message = format!("flotilla checkpoint {id} of agent {name}: {description}");
             match ws::snapshot(&dir, &label, &archive_dir(state), &message).await {
@@ -150,7 +163,7 @@ pub async fn restore(
     if let Some(w) = &found.workspace {
         let snap: WorkspaceSnapshot =
             serde_json::from_str(w.get()).map_err(|e| format!("workspace: {e}"))?;
-        let dir = workdir_of(state, agent)
+        let dir = workdir_of(state, agent)?
             .ok_or("the agent's template has no working directory to restore into")?;
         let report = ws::restore(&dir, &snap)
             .await

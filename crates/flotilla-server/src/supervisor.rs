@@ -74,7 +74,6 @@ enum Control {
     Stop { force: bool },
     Pause,
     Resume,
-    Restart { force: bool },
 }
 
 struct Handle {
@@ -139,9 +138,6 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
 }
 
 fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, order: Order) {
-    let running = |agents: &HashMap<AgentId, Handle>, id: &AgentId| {
-        agents.get(id).is_some_and(|h| !h.join.is_finished())
-    };
     match order {
         Order::Start(id) => start_after_current(state, url, agents, id, None),
         Order::Stop(id, force) => send(agents, id, Control::Stop { force }),
@@ -159,11 +155,10 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
             });
         }
         Order::Restart(id, force) => {
-            if running(agents, &id) {
-                send(agents, id, Control::Restart { force });
-            } else {
-                handle(state, url, agents, Order::Start(id));
-            }
+            // Stop the current run (if it is not already stopping), then start once it ended:
+            // a restart asked while recovery kills the process is not lost.
+            send(agents, id, Control::Stop { force });
+            start_after_current(state, url, agents, id, None);
         }
     }
 }
@@ -306,46 +301,41 @@ async fn run_agent(
     mut control: mpsc::UnboundedReceiver<Control>,
     groups: Groups,
 ) {
-    loop {
-        let Some((agent, template)) = ({
-            let fleet = state.fleet.lock();
-            fleet
-                .template_of(id)
-                .map(|(a, p)| (a.clone(), p.template.clone().expect("managed pool")))
-        }) else {
-            return;
-        };
-        // A process group left by a coordinator that died must not run beside the new one.
-        if let Some(pid) = agent.managed.as_ref().and_then(|m| m.pid) {
-            rt::kill_leftover_group(pid, &agent.name);
-        }
-        if template.runtime == RuntimeKind::Tmux {
-            let _ = rt::tmux::kill_session(&agent.name).await;
-        }
-        let log = rt::LogSpec::new(state.log_path(&agent.name));
-        let outcome = match template.mode {
-            AgentMode::Daemon => {
-                run_daemon(&state, &url, &agent, &template, &log, &mut control, &groups).await
-            }
-            AgentMode::Exec => {
-                run_exec(&state, &agent, &template, &log, &mut control, &groups).await
-            }
-        };
-        groups.lock().clear();
-        // An exec-mode agent's session holds its log pane between tasks: close it too.
-        if template.runtime == RuntimeKind::Tmux {
-            let _ = rt::tmux::kill_session(&agent.name).await;
-        }
-        match outcome {
-            Ended::Restart => continue,
-            Ended::Done => return,
-        }
+    let Some((agent, template)) = ({
+        let fleet = state.fleet.lock();
+        fleet
+            .template_of(id)
+            .map(|(a, p)| (a.clone(), p.template.clone().expect("managed pool")))
+    }) else {
+        return;
+    };
+    // Stopped before this run began (a stop while a restore or an earlier run was ending).
+    if agent
+        .managed
+        .as_ref()
+        .is_some_and(|m| m.desired == flotilla_core::Desired::Stopped)
+    {
+        return;
     }
-}
-
-enum Ended {
-    Done,
-    Restart,
+    // A process group left by a coordinator that died must not run beside the new one.
+    if let Some(pid) = agent.managed.as_ref().and_then(|m| m.pid) {
+        rt::kill_leftover_group(pid, &agent.name);
+    }
+    if template.runtime == RuntimeKind::Tmux {
+        let _ = rt::tmux::kill_session(&agent.name).await;
+    }
+    let log = rt::LogSpec::new(state.log_path(&agent.name));
+    match template.mode {
+        AgentMode::Daemon => {
+            run_daemon(&state, &url, &agent, &template, &log, &mut control, &groups).await
+        }
+        AgentMode::Exec => run_exec(&state, &agent, &template, &log, &mut control, &groups).await,
+    }
+    groups.lock().clear();
+    // An exec-mode agent's session holds its log pane between tasks: close it too.
+    if template.runtime == RuntimeKind::Tmux {
+        let _ = rt::tmux::kill_session(&agent.name).await;
+    }
 }
 
 async fn run_daemon(
@@ -356,7 +346,7 @@ async fn run_daemon(
     log: &rt::LogSpec,
     control: &mut mpsc::UnboundedReceiver<Control>,
     groups: &Groups,
-) -> Ended {
+) {
     let id = agent.id;
     // A fresh token at every start: the secret of the last one is not kept.
     let (secret, hash) = new_token();
@@ -385,7 +375,7 @@ async fn run_daemon(
             false,
         )
         .await;
-        return Ended::Done;
+        return;
     }
     let swarm = state
         .fleet
@@ -410,7 +400,7 @@ async fn run_daemon(
         Ok(p) => p,
         Err(e) => {
             exited(state, id, format!("could not be started: {e}"), false).await;
-            return Ended::Done;
+            return;
         }
     };
     groups.lock().push(Member {
@@ -429,7 +419,7 @@ async fn run_daemon(
     {
         // Removed meanwhile.
         process.stop(Duration::ZERO).await;
-        return Ended::Done;
+        return;
     }
     loop {
         tokio::select! {
@@ -437,24 +427,18 @@ async fn run_daemon(
                 // Reap it, and clear what is left of it (cgroup, tmux session).
                 process.stop(Duration::ZERO).await;
                 exited(state, id, exit.describe(), false).await;
-                return Ended::Done;
+                return;
             }
             c = control.recv() => match c {
                 None | Some(Control::Stop { force: false }) => {
                     let exit = process.stop(template.stop_grace).await;
                     exited(state, id, exit.describe(), true).await;
-                    return Ended::Done;
+                    return;
                 }
                 Some(Control::Stop { force: true }) => {
                     let exit = process.stop(Duration::ZERO).await;
                     exited(state, id, exit.describe(), true).await;
-                    return Ended::Done;
-                }
-                Some(Control::Restart { force }) => {
-                    let grace = if force { Duration::ZERO } else { template.stop_grace };
-                    let exit = process.stop(grace).await;
-                    exited(state, id, exit.describe(), true).await;
-                    return Ended::Restart;
+                    return;
                 }
                 Some(Control::Pause) => {
                     if let Err(e) = process.pause() {
@@ -480,7 +464,7 @@ async fn run_exec(
     log: &rt::LogSpec,
     control: &mut mpsc::UnboundedReceiver<Control>,
     groups: &Groups,
-) -> Ended {
+) {
     let id = agent.id;
     if state
         .apply(|f, now| {
@@ -497,7 +481,7 @@ async fn run_exec(
         .await
         .is_err()
     {
-        return Ended::Done;
+        return;
     }
     // `paused` freezes the runners between tasks; `stop` ends them.
     let (paused_tx, paused_rx) = watch::channel(false);
@@ -519,28 +503,15 @@ async fn run_exec(
             let _ = task.signal(sig);
         }
     };
-    let (grace, restart) = loop {
+    let grace = loop {
         match control.recv().await {
-            None => break (template.stop_grace, false),
+            None => break template.stop_grace,
             Some(Control::Stop { force }) => {
-                break (
-                    if force {
-                        Duration::ZERO
-                    } else {
-                        template.stop_grace
-                    },
-                    false,
-                );
-            }
-            Some(Control::Restart { force }) => {
-                break (
-                    if force {
-                        Duration::ZERO
-                    } else {
-                        template.stop_grace
-                    },
-                    true,
-                );
+                break if force {
+                    Duration::ZERO
+                } else {
+                    template.stop_grace
+                };
             }
             Some(Control::Pause) => {
                 let _ = paused_tx.send(true);
@@ -568,7 +539,6 @@ async fn run_exec(
         runners.shutdown().await;
     }
     exited(state, id, "stopped".to_owned(), true).await;
-    if restart { Ended::Restart } else { Ended::Done }
 }
 
 /// One task at a time: take, run, report, until stopped.

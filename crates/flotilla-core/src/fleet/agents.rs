@@ -211,7 +211,9 @@ impl Fleet {
             // A managed daemon's first call (it may come before its start is recorded): it is up.
             self.set_agent_status(id, AgentStatus::Idle, now);
             self.refresh_agent_status(id);
-        } else if entry.agent.status == AgentStatus::Unhealthy {
+        } else if entry.agent.status == AgentStatus::Unhealthy
+            && entry.agent.health.reason != Some(crate::health::HealthReason::Memory)
+        {
             let swarm_id = entry.agent.swarm_id;
             let silent = now.since(previous);
             if !entry.lease_timer_armed {

@@ -83,7 +83,18 @@ impl Fleet {
             workspace: checkpoint.workspace.clone(),
         });
         let excess = entry.agent.checkpoints.len().saturating_sub(keep);
-        let evicted: Vec<CheckpointRef> = entry.agent.checkpoints.drain(..excess).collect();
+        // The checkpoint a rollback in progress restores is kept until it is restored.
+        let pinned = entry.agent.health.recovery.rollback_to;
+        let mut evicted = Vec::new();
+        let mut kept = Vec::new();
+        for c in entry.agent.checkpoints.drain(..) {
+            if evicted.len() < excess && Some(c.id) != pinned {
+                evicted.push(c);
+            } else {
+                kept.push(c);
+            }
+        }
+        entry.agent.checkpoints = kept;
         let detail = format!(
             "checkpoint {} ({}){}",
             checkpoint.id,
@@ -141,6 +152,12 @@ impl Fleet {
                 entry.agent.name
             )));
         };
+        if entry.agent.health.recovery.rollback_to == Some(checkpoint) {
+            return Err(CoreError::conflict(format!(
+                "checkpoint {checkpoint} is being restored to agent {}; delete it once it is back",
+                entry.agent.name
+            )));
+        }
         let gone = entry.agent.checkpoints.remove(at);
         let swarm_id = entry.agent.swarm_id;
         self.mark_agent(id);
@@ -170,6 +187,7 @@ impl Fleet {
                     let Some(m) = &a.managed else { continue };
                     if a.agent_type != pool.name
                         || !matches!(a.status, AgentStatus::Idle | AgentStatus::Busy)
+                        || a.health.recovery.rollback_to.is_some()
                     {
                         continue;
                     }
@@ -237,6 +255,10 @@ impl Fleet {
             m.desired = Desired::Running;
         }
         self.reset_recovery(id);
+        // Until it is back it takes no task and no checkpoint, and the target stays.
+        if let Some(e) = self.agents.get_mut(&id) {
+            e.agent.health.recovery.rollback_to = Some(target);
+        }
         if matches!(
             status,
             AgentStatus::Stopped | AgentStatus::Failed | AgentStatus::Recovering

@@ -28,7 +28,7 @@ use crate::time::Timestamp;
 /// How many tasks an agent may hold now: none while its breaker is open or it says it is
 /// unhealthy, one while the breaker is half-open.
 pub(super) fn capacity(a: &Agent) -> usize {
-    if a.reported_health == ReportedHealth::Unhealthy {
+    if a.reported_health == ReportedHealth::Unhealthy || a.health.recovery.rollback_to.is_some() {
         return 0;
     }
     match a.health.breaker {
@@ -214,6 +214,28 @@ impl Fleet {
             return;
         };
         let a = &entry.agent;
+        if a.status == AgentStatus::Unhealthy && a.health.reason == Some(HealthReason::Memory) {
+            // A connected agent taken down for its memory comes back when a sample shows it
+            // under its limit again (its heartbeats alone do not bring it back).
+            if !matches!(self.memory_verdict(a), Some((HealthState::Unhealthy, _))) {
+                let swarm_id = a.swarm_id;
+                self.set_agent_status(id, AgentStatus::Idle, now);
+                self.refresh_agent_status(id);
+                self.arm_lease(id, now);
+                self.set_health(id, HealthState::Healthy, None, String::new(), now);
+                self.judge(id, now);
+                self.emit(
+                    now,
+                    EventKind::AgentRecovered,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    "memory back under its limit".to_owned(),
+                );
+                self.dispatch(now);
+            }
+            return;
+        }
         if !matches!(a.status, AgentStatus::Idle | AgentStatus::Busy) {
             return;
         }
@@ -341,7 +363,8 @@ impl Fleet {
             && let Some(typical) = h.typical_task_ms
         {
             let after =
-                Duration::from_secs_f64((typical * policy.slow_task_factor / 1000.0).max(1.0));
+                Duration::try_from_secs_f64((typical * policy.slow_task_factor / 1000.0).max(1.0))
+                    .unwrap_or(Duration::from_secs(365 * 86_400));
             self.timers
                 .insert(now + after, Timer::SlowTask(task, attempt));
         }
@@ -369,7 +392,7 @@ impl Fleet {
             return;
         };
         if let Some(e) = self.agents.get_mut(&agent)
-            && e.agent.health.stuck.is_none()
+            && !holds_stuck(&e.agent)
         {
             e.agent.health.stuck = Some((task, HealthReason::SlowTask));
             self.judge(agent, now);
@@ -403,8 +426,19 @@ impl Fleet {
             return;
         }
         let e = self.agents.get_mut(&agent).expect("agent");
-        if e.agent.health.stuck.is_none() {
+        if !holds_stuck(&e.agent) {
             e.agent.health.stuck = Some((task, HealthReason::NoProgress));
+            self.judge(agent, now);
+        }
+    }
+
+    /// A task left its agent (finished, requeued, cancelled, taken back): if it was the one
+    /// that made the agent degraded, the agent is judged again.
+    pub(super) fn task_left(&mut self, agent: AgentId, task: TaskId, now: Timestamp) {
+        if let Some(e) = self.agents.get_mut(&agent)
+            && e.agent.health.stuck.is_some_and(|(t, _)| t == task)
+        {
+            e.agent.health.stuck = None;
             self.judge(agent, now);
         }
     }
@@ -544,6 +578,7 @@ impl Fleet {
                 detail,
                 now,
             );
+            self.prune_given_up(id, now);
             return;
         }
         let n = r.restarts;
@@ -565,6 +600,26 @@ impl Fleet {
                 wait.as_secs_f64()
             ),
         );
+    }
+
+    /// Keeps the last few agents recovery gave up on in `id`'s pool, for inspection; older
+    /// ones are removed, so that a template that always fails does not pile up failed agents.
+    fn prune_given_up(&mut self, id: AgentId, now: Timestamp) {
+        const KEPT: usize = 3;
+        let a = &self.agents[&id].agent;
+        let (swarm_id, pool) = (a.swarm_id, a.agent_type.clone());
+        let mut given_up: Vec<(Timestamp, AgentId)> = self.swarms[&swarm_id]
+            .agents
+            .iter()
+            .map(|x| &self.agents[x].agent)
+            .filter(|x| x.agent_type == pool && x.managed.is_some() && x.health.recovery.gave_up)
+            .map(|x| (x.health.since.unwrap_or(x.registered_at), x.id))
+            .collect();
+        given_up.sort();
+        let excess = given_up.len().saturating_sub(KEPT);
+        for (_, old) in given_up.into_iter().take(excess) {
+            let _ = self.unregister_agent(old, now);
+        }
     }
 
     /// A scheduled restart is due.
@@ -629,6 +684,13 @@ impl Fleet {
             r.gave_up = false;
         }
     }
+}
+
+/// Whether the agent still holds the task that made it degraded (a stale marker is not).
+fn holds_stuck(a: &Agent) -> bool {
+    a.health
+        .stuck
+        .is_some_and(|(t, _)| a.current_tasks.contains(&t))
 }
 
 fn stuck_detail(reason: HealthReason, task: TaskId, typical_ms: Option<f64>) -> String {

@@ -219,7 +219,12 @@ impl Fleet {
                 "pool {pool:?} has no agent template, so Flotilla cannot start its agents; connect agents to it instead"
             )));
         };
-        let members = self.pool_members(swarm_id, pool).len();
+        // Agents recovery gave up on are replaced: they do not count.
+        let members = self
+            .pool_members(swarm_id, pool)
+            .iter()
+            .filter(|a| !self.agents[*a].agent.health.recovery.gave_up)
+            .count();
         if members >= p.max_agents as usize {
             return Err(CoreError::conflict(format!(
                 "pool {pool:?} already has its maximum of {} agents",
@@ -402,6 +407,16 @@ impl Fleet {
                 self.stop_polling(id);
                 self.set_desired(id, Desired::Running);
                 self.reset_recovery(id);
+                if matches!(
+                    status,
+                    AgentStatus::Stopped
+                        | AgentStatus::Failed
+                        | AgentStatus::Recovering
+                        | AgentStatus::Pending
+                ) {
+                    // No process of its own is running: a restart is a start.
+                    self.set_agent_status(id, AgentStatus::Pending, now);
+                }
                 self.out.effects.push(Effect::RestartAgent(id, force));
             }
         }
@@ -463,6 +478,7 @@ impl Fleet {
         if let Some(e) = self.agents.get_mut(&id) {
             let h = &mut e.agent.health;
             h.stuck = None;
+            h.recovery.rollback_to = None;
             h.breaker = crate::health::Breaker::Closed;
             h.consecutive_failures = 0;
             e.agent.resource_usage = Default::default();

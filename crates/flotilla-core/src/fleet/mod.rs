@@ -603,6 +603,7 @@ impl Fleet {
                 // A slot freed: an agent with a poll open waits for work again.
                 self.rejoin_if_polling(a);
                 self.refresh_agent_status(a);
+                self.task_left(a, id, now);
             }
             if let Some(a) = new_holder {
                 self.hold(a, id);

@@ -608,10 +608,9 @@ impl Fleet {
         );
         self.finish(task, state, now);
         self.record_outcome(agent, task, true, ran_for, now);
-        if self
-            .template_of(agent)
-            .is_some_and(|(_, p)| p.checkpoints.after_each_task)
-        {
+        if self.template_of(agent).is_some_and(|(a, p)| {
+            p.checkpoints.after_each_task && a.health.recovery.rollback_to.is_none()
+        }) {
             self.out
                 .effects
                 .push(crate::changes::Effect::CheckpointAgent(

@@ -185,6 +185,7 @@ pub fn full_health() -> flotilla_core::AgentHealth {
             next_at: Some(ts(1_700_000_004_000)),
             last_restart_at: Some(ts(1_700_000_000_500)),
             gave_up: false,
+            rollback_to: Some(flotilla_core::CheckpointId(uuid::Uuid::from_u128(77))),
         },
     }
 }

@@ -111,6 +111,15 @@ async fn stop_kills_the_group_and_the_session() {
         .start("stubborn", &sh("exec sleep 100"), &log)
         .await
         .unwrap();
+    // Once it runs `sleep` (a signal sent while the pane's process is still being set up can
+    // be lost, and the stop would then end in SIGKILL after its grace).
+    let pgid = again.pgid();
+    common::eventually("the pane to run sleep", || {
+        group_members(pgid).into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })
+    })
+    .await;
     assert_eq!(
         again.stop(Duration::from_secs(10)).await.describe(),
         "killed by SIGTERM"

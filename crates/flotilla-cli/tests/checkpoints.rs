@@ -212,6 +212,16 @@ async fn rollback_restores_a_git_workspace_and_state_without_touching_the_users_
     let out = h.cli(&["checkpoint", "show", &name, "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a checkpoint id"));
+    // An agent removed with its pool takes its checkpoints, and their refs, with it.
+    ok(&h.cli(&["checkpoint", "create", &name, "last"]));
+    assert!(!git(&repo, &["for-each-ref", "refs/flotilla"]).is_empty());
+    h.admin.delete_pool("default", "coder", true).await.unwrap();
+    wait_until("the removed agent's refs to be deleted", LONG, || {
+        let refs = git(&repo, &["for-each-ref", "refs/flotilla"]);
+        if refs.is_empty() { Ok(()) } else { Err(refs) }
+    })
+    .await;
+    assert_eq!(user_git_state(&repo), before);
     h.finish().await;
 }
 

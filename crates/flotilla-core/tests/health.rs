@@ -865,3 +865,21 @@ fn while_a_rollback_is_under_way_the_agent_takes_no_task_and_its_target_stays() 
     assert_eq!(h.take(a).map(|x| x.id), Some(t));
     assert!(h.fleet.delete_checkpoint(a, target, h.now).is_ok());
 }
+
+#[test]
+fn a_removed_agents_checkpoints_go_with_it_and_their_workspaces_are_handed_back() {
+    let (mut h, a) = managed_harness(RecoveryPolicy::default(), None);
+    let one = checkpoint(&mut h, a, 1);
+    let two = checkpoint(&mut h, a, 2);
+    h.fleet.unregister_agent(a, h.now).unwrap();
+    let discards = h.fleet.take_discards();
+    h.settle();
+    assert_eq!(h.last.deleted_checkpoints, vec![one, two]);
+    assert_eq!(
+        discards,
+        vec![
+            flotilla_core::Json::from_value(&serde_json::json!({"n": 1})),
+            flotilla_core::Json::from_value(&serde_json::json!({"n": 2})),
+        ]
+    );
+}

@@ -131,13 +131,18 @@ impl AppState {
     ) -> Pending {
         let changes = fleet.take_changes();
         let effects = fleet.take_effects();
+        let discards = fleet.take_discards();
         tokens.extend(self.revoke_tokens_of_stopped_agents(&changes, now));
         let wait = if changes.is_empty() && tokens.is_empty() {
             Wait::Watermark(self.writer.last_submitted())
         } else {
             Wait::Ack(self.writer.submit(Batch { changes, tokens }))
         };
-        Pending { wait, effects }
+        Pending {
+            wait,
+            effects,
+            discards,
+        }
     }
 
     /// Out of the lock: waits until what was handed over is durable, then runs the effects.
@@ -169,6 +174,7 @@ impl AppState {
             }
         }
         self.run_effects(&pending.effects);
+        crate::checkpoints::discard_all(pending.discards);
         Ok(())
     }
 
@@ -221,6 +227,8 @@ impl AppState {
 struct Pending {
     wait: Wait,
     effects: Vec<Effect>,
+    /// Workspace snapshots of removed checkpoints, discarded once durable.
+    discards: Vec<flotilla_core::Json>,
 }
 
 enum Wait {

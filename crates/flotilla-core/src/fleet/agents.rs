@@ -174,6 +174,11 @@ impl Fleet {
         entry.agent.stopped_at = Some(now);
         entry.agent.removed_at = Some(now);
         entry.agent.current_tasks.clear();
+        // Its checkpoints go with it.
+        for c in entry.agent.checkpoints.drain(..) {
+            self.out.deleted_checkpoints.push(c.id);
+            self.out.discards.extend(c.workspace);
+        }
         if entry.agent.managed.is_some() {
             // Its process, if any, goes with it.
             self.out.effects.push(Effect::StopAgent(id, false));

@@ -130,6 +130,7 @@ struct Outbox {
     checkpoints: Vec<crate::checkpoint::Checkpoint>,
     deleted_checkpoints: Vec<crate::ids::CheckpointId>,
     agent_states: Vec<(AgentId, crate::json::Json, Timestamp)>,
+    discards: Vec<crate::json::Json>,
 }
 
 /// The state of the whole fleet. See the module documentation.
@@ -876,6 +877,12 @@ impl Fleet {
             changes.tasks.retain(|t| !gone.contains(&t.swarm_id));
         }
         changes
+    }
+
+    /// Takes the workspace snapshots of checkpoints that went with their agent (removed), for
+    /// the driver to discard once the changes are durable.
+    pub fn take_discards(&mut self) -> Vec<crate::json::Json> {
+        std::mem::take(&mut self.out.discards)
     }
 
     /// Takes the effects to carry out once the changes are durable.

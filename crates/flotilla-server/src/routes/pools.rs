@@ -179,10 +179,15 @@ pub fn spawn_missing(
             let Some(id) = ids.next() else {
                 return Ok(spawned);
             };
-            let name = f
-                .spawn_agent(&swarm.to_string(), &pool, *id, now)?
-                .name
-                .clone();
+            // A pool that cannot take more (its swarm is full) is left short, and the others
+            // still get theirs; the refusal changed nothing.
+            let name = match f.spawn_agent(&swarm.to_string(), &pool, *id, now) {
+                Ok(a) => a.name.clone(),
+                Err(e) => {
+                    tracing::warn!(%swarm, %pool, error = %e, "cannot spawn the agents a pool lacks");
+                    break;
+                }
+            };
             spawned.push((swarm, name));
         }
     }

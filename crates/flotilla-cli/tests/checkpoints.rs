@@ -171,6 +171,15 @@ async fn rollback_restores_a_git_workspace_and_state_without_touching_the_users_
         .map(|e| e.kind)
         .collect();
     let pos = |k| kinds.iter().position(|x| *x == k).unwrap();
+    // Two rollback events: asked for, then restored (with what was written).
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::AgentRollback)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
     assert!(pos(EventKind::CheckpointCreated) < pos(EventKind::AgentRollback));
     assert!(
         pos(EventKind::AgentRollback)
@@ -326,6 +335,27 @@ async fn a_pool_can_checkpoint_after_each_task_keeping_the_last_few_as_archives(
         serde_json::to_value(h.admin.get_checkpoint(agent, older.id).await.unwrap()).unwrap();
     assert_eq!(v["workspace"]["kind"], "archive", "{v:#}");
 
+    // A checkpoint whose archive is gone: the agent still starts, and the failure is told.
+    let newer = &list[0];
+    let archive = v_path(&h.admin.get_checkpoint(agent, newer.id).await.unwrap());
+    std::fs::remove_file(&archive).unwrap();
+    h.admin.rollback_agent(agent, Some(newer.id)).await.unwrap();
+    h.agent_until(agent, "the agent back", LONG, |a| {
+        a["managed"]["starts"] == 3 && a["status"] == "idle"
+    })
+    .await;
+    let alerts = poll("the failed restore's alert", LONG, || async {
+        let page = h.admin.alerts(None, &["warning"], None).await.unwrap();
+        let hit = page
+            .items
+            .iter()
+            .any(|e| e.detail.contains("could not be restored"));
+        if hit { Ok(()) } else { Err(page.items) }
+    })
+    .await;
+    let () = alerts;
+    assert_eq!(log, read(&work, "log.txt"), "nothing was restored");
+
     // A pool whose agents may share the directory: the workspace is not saved, and says why
     // (restoring one agent would undo the others' work).
     h.put_pool(
@@ -358,4 +388,12 @@ async fn a_pool_can_checkpoint_after_each_task_keeping_the_last_few_as_archives(
     let why = c.workspace_error.unwrap();
     assert!(why.contains("max_agents to 1"), "{why}");
     h.finish().await;
+}
+
+/// The archive path of a checkpoint's workspace.
+fn v_path(c: &flotilla_core::Checkpoint) -> std::path::PathBuf {
+    c.workspace.as_ref().unwrap().to_value()["path"]
+        .as_str()
+        .unwrap()
+        .into()
 }

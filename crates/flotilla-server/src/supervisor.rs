@@ -186,13 +186,13 @@ fn start_after_current(
             let _ = previous.await;
         }
         if let Some(checkpoint) = restore {
-            match crate::checkpoints::restore(&state, id, checkpoint).await {
-                Ok(words) => tracing::info!(agent = %id, %checkpoint, "rolled back: {words}"),
-                Err(e) => tracing::warn!(
-                    agent = %id, %checkpoint, error = %e,
-                    "rollback failed; starting it as it is"
-                ),
+            let outcome = crate::checkpoints::restore(&state, id, checkpoint).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(agent = %id, %checkpoint, error = %e, "rollback failed; starting it as it is");
             }
+            let _ = state
+                .apply(|f, now| f.rollback_restored(id, checkpoint, outcome, now))
+                .await;
         }
         run.await
     });

@@ -173,6 +173,53 @@ impl Fleet {
         Ok(gone.workspace)
     }
 
+    /// Records how the restore of a rollback went (the driver restores, then starts the agent
+    /// either way): an event, and a warning alert when it failed.
+    pub fn rollback_restored(
+        &mut self,
+        id: AgentId,
+        checkpoint: CheckpointId,
+        outcome: Result<String, String>,
+        now: Timestamp,
+    ) -> Result<(), CoreError> {
+        let Some(entry) = self.agents.get(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        let (swarm_id, name) = (entry.agent.swarm_id, entry.agent.name.clone());
+        match outcome {
+            Ok(words) => self.emit(
+                now,
+                EventKind::AgentRollback,
+                swarm_id,
+                Some(id),
+                None,
+                format!("checkpoint {checkpoint}: {words}"),
+            ),
+            Err(why) => {
+                let detail = format!(
+                    "checkpoint {checkpoint} could not be restored ({why}); started as it was"
+                );
+                self.emit(
+                    now,
+                    EventKind::AgentRollback,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    detail.clone(),
+                );
+                self.emit(
+                    now,
+                    EventKind::AlertWarning,
+                    swarm_id,
+                    Some(id),
+                    None,
+                    format!("agent {name}: {detail}"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Managed agents in service whose pool takes a checkpoint every so often and whose last
     /// one (or start) is at least that old.
     pub fn checkpoints_due(&self, now: Timestamp) -> Vec<AgentId> {

@@ -397,3 +397,53 @@ fn v_path(c: &flotilla_core::Checkpoint) -> std::path::PathBuf {
         .unwrap()
         .into()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_can_checkpoint_its_agents_on_a_schedule() {
+    let h = Harness::start().await;
+    let work = h.path("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("notes.txt"), "v1\n").unwrap();
+    h.put_pool(
+        "default",
+        json!({
+            "name": "ticker",
+            "min_agents": 1,
+            "max_agents": 1,
+            "checkpoints": {"keep": 3, "every_ms": 1000},
+            "agent": h.template(json!({"command": "true", "workdir": work.to_str().unwrap()})),
+        }),
+    )
+    .await;
+    let a = poll("the agent", LONG, || async {
+        let agents = h.agents("default", "ticker").await;
+        match agents.as_slice() {
+            [a] if a["status"] == "idle" => Ok(a.clone()),
+            _ => Err(agents),
+        }
+    })
+    .await;
+    let agent = id_of(&a);
+    // About one a second, never more than `keep`, each an archive of the directory.
+    let list = poll("three interval checkpoints", LONG, || async {
+        let list = h.admin.list_checkpoints(agent).await.unwrap();
+        if list.len() == 3 {
+            Ok(list)
+        } else {
+            Err(list.len())
+        }
+    })
+    .await;
+    assert!(list.iter().all(|c| c.trigger.as_str() == "interval"));
+    let gaps: Vec<i64> = list
+        .windows(2)
+        .map(|w| w[0].created_at.as_millis() - w[1].created_at.as_millis())
+        .collect();
+    assert!(gaps.iter().all(|g| *g >= 1000), "{gaps:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = h.admin.list_checkpoints(agent).await.unwrap();
+    assert_eq!(later.len(), 3, "retention keeps 3");
+    assert!(later[0].created_at > list[0].created_at, "they keep coming");
+    assert!(v_path(&later[0]).exists());
+    h.finish().await;
+}

@@ -1508,13 +1508,14 @@ agent.cpu = 2
     fn the_example_fleet_files_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         for name in ["quickstart.toml", "claude-code.toml"] {
-            let path = dir.join(name);
-            if !path.exists() {
-                continue;
-            }
-            let spec = load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let spec = load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
             assert!(!spec.swarms.is_empty(), "{name}");
         }
+        let code = load(&dir.join("claude-code.toml")).unwrap();
+        let config = code.swarms[0].config.as_ref().unwrap();
+        assert_eq!(config.recovery.rollback_after, 2);
+        assert_eq!(config.health.breaker_failures, 3);
+        assert!(code.swarms[0].pools[0].checkpoints.after_each_task);
     }
 
     #[test]

@@ -59,6 +59,14 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         }
     }
 
+    // Before the swarm deletions, which remove the states of their agents with them.
+    if !changes.agent_states.is_empty() {
+        let mut stmt = tx.prepare_cached(checkpoint::UPSERT_STATE)?;
+        for (agent, state, at) in last_of_each(&changes.agent_states, |s| s.0) {
+            checkpoint::upsert_state(&mut stmt, agent, state, *at)?;
+        }
+    }
+
     for swarm_id in &changes.deleted_swarms {
         let swarm_id = id(swarm_id);
         for sql in DELETE_SWARM {
@@ -124,12 +132,6 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         let mut stmt = tx.prepare_cached(checkpoint::DELETE)?;
         for c in &changes.deleted_checkpoints {
             checkpoint::delete(&mut stmt, c)?;
-        }
-    }
-    if !changes.agent_states.is_empty() {
-        let mut stmt = tx.prepare_cached(checkpoint::UPSERT_STATE)?;
-        for (agent, state, at) in last_of_each(&changes.agent_states, |s| s.0) {
-            checkpoint::upsert_state(&mut stmt, agent, state, *at)?;
         }
     }
 

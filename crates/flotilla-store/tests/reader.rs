@@ -455,4 +455,24 @@ fn checkpoints_and_agent_states_round_trip_and_go_with_their_swarm() {
     );
     assert!(reader.list_checkpoints(a.id).unwrap().is_empty());
     assert_eq!(reader.get_agent_state(a.id).unwrap(), None);
+    // Also when the state and the deletion come in the same batch.
+    let s2 = swarm(2, "ckpt2");
+    let b = agent(2, s2.id, flotilla_core::AgentStatus::Idle);
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![s2.clone()],
+            agents: vec![b.clone()],
+            ..Changes::default()
+        },
+    );
+    commit(
+        &mut store,
+        Changes {
+            agent_states: vec![(b.id, Json::parse("{}").unwrap(), ts(7))],
+            deleted_swarms: vec![s2.id],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(reader.get_agent_state(b.id).unwrap(), None);
 }

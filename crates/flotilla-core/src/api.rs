@@ -298,11 +298,7 @@ impl AgentStatusView {
     /// The view of `agent` at `now`, its error rate counted over `window`.
     pub fn of(agent: &crate::agent::Agent, window: std::time::Duration, now: Timestamp) -> Self {
         let h = &agent.health;
-        let since = Timestamp::from_millis(
-            now.as_millis()
-                .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
-        );
-        let (error_rate, recent_tasks) = h.error_rate(since);
+        let (error_rate, recent_tasks) = h.error_rate(now - window);
         AgentStatusView {
             agent_id: agent.id,
             name: agent.name.clone(),

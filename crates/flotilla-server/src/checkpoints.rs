@@ -101,21 +101,17 @@ pub async fn take(
     let recorded = checkpoint.clone();
     let result = state
         .apply(|f, now| {
+            // Taken when it is recorded, in the coordinator's clock order.
             let mut c = recorded;
             c.created_at = now;
-            f.record_checkpoint(c, now)
+            f.record_checkpoint(c, now).map(|evicted| (evicted, now))
         })
         .await;
     match result {
-        Ok(evicted) => {
+        Ok((evicted, created_at)) => {
             discard_all(evicted);
             Ok(Checkpoint {
-                created_at: state
-                    .fleet
-                    .lock()
-                    .agent(agent)
-                    .and_then(|a| a.checkpoints.iter().find(|c| c.id == id))
-                    .map_or(checkpoint.created_at, |c| c.created_at),
+                created_at,
                 ..checkpoint
             })
         }

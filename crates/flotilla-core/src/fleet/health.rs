@@ -130,11 +130,7 @@ impl Fleet {
         }
         let policy = &self.swarms[&a.swarm_id].swarm.config.health;
         let h = &a.health;
-        let since = Timestamp::from_millis(
-            now.as_millis()
-                .saturating_sub(policy.error_rate_window.as_millis() as i64),
-        );
-        let (rate, n) = h.error_rate(since);
+        let (rate, n) = h.error_rate(now - policy.error_rate_window);
         let memory = self.memory_verdict(a);
         let stuck = h.stuck.filter(|(t, _)| a.current_tasks.contains(t));
         let verdict = if !matches!(h.breaker, Breaker::Closed) {

@@ -424,6 +424,17 @@ impl Fleet {
         Ok(&self.agents[&id].agent)
     }
 
+    /// A managed agent, or why not.
+    fn managed_agent_mut(&mut self, id: AgentId) -> Result<&mut Agent, CoreError> {
+        let Some(entry) = self.agents.get_mut(&id) else {
+            return Err(CoreError::not_found(format!("agent {id} not found")));
+        };
+        if entry.agent.managed.is_none() {
+            return Err(CoreError::conflict(format!("agent {id} is not managed")));
+        }
+        Ok(&mut entry.agent)
+    }
+
     fn entry_mut(&mut self, id: AgentId) -> &mut super::AgentEntry {
         self.agents.get_mut(&id).expect("agent present")
     }
@@ -444,23 +455,19 @@ impl Fleet {
         limits_applied: Option<String>,
         now: Timestamp,
     ) -> Result<&Agent, CoreError> {
-        let Some(entry) = self.agents.get_mut(&id) else {
-            return Err(CoreError::not_found(format!("agent {id} not found")));
-        };
-        let Some(m) = entry.agent.managed.as_mut() else {
-            return Err(CoreError::conflict(format!("agent {id} is not managed")));
-        };
+        let agent = self.managed_agent_mut(id)?;
+        let m = agent.managed.as_mut().expect("managed");
         m.pid = pid;
         m.started_at = Some(now);
         m.starts += 1;
         m.limits_applied = limits_applied;
-        let exec = entry.agent.is_exec();
+        let exec = agent.is_exec();
         let (swarm_id, detail) = (
-            entry.agent.swarm_id,
+            agent.swarm_id,
             pid.map(|p| format!("pid {p}")).unwrap_or_default(),
         );
-        entry.agent.stopped_at = None;
-        entry.agent.last_heartbeat_at = now;
+        agent.stopped_at = None;
+        agent.last_heartbeat_at = now;
         let heard_from = matches!(
             self.agents[&id].agent.status,
             AgentStatus::Idle | AgentStatus::Busy
@@ -483,15 +490,13 @@ impl Fleet {
             h.consecutive_failures = 0;
             e.agent.resource_usage = Default::default();
         }
-        if self.agents[&id].agent.health.state != crate::health::HealthState::Healthy {
-            self.set_health(
-                id,
-                crate::health::HealthState::Healthy,
-                None,
-                String::new(),
-                now,
-            );
-        }
+        self.set_health(
+            id,
+            crate::health::HealthState::Healthy,
+            None,
+            String::new(),
+            now,
+        );
         self.emit(
             now,
             EventKind::AgentStarted,
@@ -507,8 +512,9 @@ impl Fleet {
     /// A managed agent's process exited (or, in exec mode, its task loop ended), described
     /// in words. `expected`: the supervisor stopped it (a stop or a restart), so the agent is
     /// `stopped` and its tasks go back to the queue without costing an attempt. Otherwise it
-    /// is `failed`: its running tasks fail their attempt (`agent_exited`, retried) and its
-    /// placed ones go back to the queue.
+    /// is down (`Fleet::agent_down`): its running tasks fail their attempt (`agent_exited`,
+    /// retried at once), and it recovers by the swarm's ladder. The exit of a process that
+    /// recovery itself killed changes nothing more.
     pub fn managed_exited(
         &mut self,
         id: AgentId,
@@ -516,21 +522,13 @@ impl Fleet {
         expected: bool,
         now: Timestamp,
     ) -> Result<&Agent, CoreError> {
-        let Some(entry) = self.agents.get_mut(&id) else {
-            return Err(CoreError::not_found(format!("agent {id} not found")));
-        };
-        let Some(m) = entry.agent.managed.as_mut() else {
-            return Err(CoreError::conflict(format!("agent {id} is not managed")));
-        };
+        let agent = self.managed_agent_mut(id)?;
+        let m = agent.managed.as_mut().expect("managed");
         m.pid = None;
         m.last_exit = Some(exit.clone());
-        entry.agent.stopped_at = Some(now);
-        let (swarm_id, held, status) = (
-            entry.agent.swarm_id,
-            entry.agent.current_tasks.clone(),
-            entry.agent.status,
-        );
-        if status == AgentStatus::Recovering || entry.agent.health.recovery.gave_up {
+        agent.stopped_at = Some(now);
+        let (swarm_id, held, status) = (agent.swarm_id, agent.current_tasks.clone(), agent.status);
+        if status == AgentStatus::Recovering || agent.health.recovery.gave_up {
             // Killed by recovery, which already took its tasks back and decides what is next.
             self.mark_agent(id);
             return Ok(&self.agents[&id].agent);

@@ -66,7 +66,8 @@ use flotilla_core::agent::normalize_capabilities;
 use flotilla_core::api::{FleetSpec, FleetSwarm};
 use flotilla_core::swarm::validate_name;
 use flotilla_core::{
-    AgentMode, AgentTemplate, PoolSpec, ResourceLimits, RuntimeKind, SwarmConfig, Topology,
+    AgentMode, AgentTemplate, PoolSpec, ResourceLimits, RuntimeKind, ScalingMetric, ScalingPolicy,
+    SwarmConfig, Topology,
 };
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
@@ -227,6 +228,28 @@ const POOL_KEYS: &[&str] = &[
     "max_concurrent_tasks",
     "agent",
     "checkpoints",
+    "priority",
+    "resources",
+    "scaling",
+];
+const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "disk"];
+const SCALING_KEYS: &[&str] = &[
+    "name",
+    "metric",
+    "scale_up_threshold",
+    "scale_down_threshold",
+    "scale_up_increment",
+    "scale_down_increment",
+    "cooldown",
+    "evaluation_periods",
+    "evaluation_period",
+    "enabled",
+];
+const SCALING_METRICS: &[(&str, ScalingMetric)] = &[
+    ("queue_depth", ScalingMetric::QueueDepth),
+    ("agent_utilization", ScalingMetric::AgentUtilization),
+    ("error_rate", ScalingMetric::ErrorRate),
+    ("latency_p95", ScalingMetric::LatencyP95),
 ];
 const CHECKPOINT_KEYS: &[&str] = &["keep", "after_each_task", "every"];
 const AGENT_KEYS: &[&str] = &[
@@ -563,6 +586,142 @@ impl Cx<'_> {
         }
     }
 
+    /// `[swarms.S.pools.P.resources]`: what each agent of the pool reserves on the machine.
+    fn resources(&mut self, value: &Value<'_>, path: &str, r: &mut flotilla_core::ResourceRequest) {
+        let Some(table) = self.table(value, path) else {
+            return;
+        };
+        for (k, v) in table.iter() {
+            let kp = join(path, k.get_ref());
+            match key_name(k) {
+                "cpu" => {
+                    if let Some(n) = self.number(v, &kp) {
+                        if !(0.0..=1024.0).contains(&n) {
+                            self.err(v.span(), &kp, "must be a number of cores from 0 to 1024");
+                        }
+                        r.cpu_cores = n;
+                    }
+                }
+                "memory" | "disk" => {
+                    if let Some(bytes) = self.size(v, &kp) {
+                        let mib = bytes.div_ceil(1024 * 1024);
+                        if key_name(k) == "memory" {
+                            r.memory_mb = mib;
+                        } else {
+                            r.disk_mb = mib;
+                        }
+                    }
+                }
+                _ => self.unknown(k, path, RESOURCE_KEYS),
+            }
+        }
+    }
+
+    /// `[[swarms.S.pools.P.scaling]]`: the pool's autoscaling policies.
+    fn scaling_policies(&mut self, value: &Value<'_>, path: &str) -> Vec<ScalingPolicy> {
+        let items: Vec<&Value<'_>> = match value.get_ref() {
+            DeValue::Array(items) => items.iter().collect(),
+            DeValue::Table(_) => vec![value],
+            _ => {
+                self.mismatch(
+                    value,
+                    path,
+                    "a table, or an array of tables ([[...scaling]])",
+                );
+                return Vec::new();
+            }
+        };
+        let mut policies = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let ip = format!("{path}[{i}]");
+            let Some(table) = self.table(item, &ip) else {
+                continue;
+            };
+            let mut p = ScalingPolicy {
+                name: if i == 0 {
+                    "default".to_owned()
+                } else {
+                    format!("policy-{}", i + 1)
+                },
+                metric: ScalingMetric::QueueDepth,
+                scale_up_threshold: f64::NAN,
+                scale_down_threshold: f64::NAN,
+                scale_up_increment: 1,
+                scale_down_increment: 1,
+                cooldown: Duration::from_secs(300),
+                evaluation_periods: 3,
+                evaluation_period: Duration::from_secs(10),
+                enabled: true,
+            };
+            for (k, v) in table.iter() {
+                let kp = join(&ip, k.get_ref());
+                match key_name(k) {
+                    "name" => {
+                        if let Some(n) = self.string(v, &kp) {
+                            p.name = n;
+                        }
+                    }
+                    "metric" => {
+                        if let Some(m) = self.choice(v, &kp, SCALING_METRICS) {
+                            p.metric = m;
+                        }
+                    }
+                    "scale_up_threshold" | "scale_down_threshold" => {
+                        if let Some(n) = self.number(v, &kp) {
+                            if n < 0.0 {
+                                self.err(v.span(), &kp, "must be at least 0");
+                            }
+                            if key_name(k) == "scale_up_threshold" {
+                                p.scale_up_threshold = n;
+                            } else {
+                                p.scale_down_threshold = n;
+                            }
+                        }
+                    }
+                    "scale_up_increment" | "scale_down_increment" => {
+                        if let Some(n) = self.count(v, &kp, 1, 1000) {
+                            if key_name(k) == "scale_up_increment" {
+                                p.scale_up_increment = n;
+                            } else {
+                                p.scale_down_increment = n;
+                            }
+                        }
+                    }
+                    "cooldown" => {
+                        if let Some(d) = self.duration(v, &kp) {
+                            p.cooldown = d;
+                        }
+                    }
+                    "evaluation_periods" => {
+                        if let Some(n) = self.count(v, &kp, 1, 100) {
+                            p.evaluation_periods = n;
+                        }
+                    }
+                    "evaluation_period" => {
+                        if let Some(d) = self.duration(v, &kp) {
+                            p.evaluation_period = d;
+                        }
+                    }
+                    "enabled" => match v.get_ref() {
+                        DeValue::Boolean(b) => p.enabled = *b,
+                        _ => self.mismatch(v, &kp, "true or false"),
+                    },
+                    _ => self.unknown(k, &ip, SCALING_KEYS),
+                }
+            }
+            for (field, value) in [
+                ("scale_up_threshold", p.scale_up_threshold),
+                ("scale_down_threshold", p.scale_down_threshold),
+            ] {
+                if value.is_nan() && !table.iter().any(|(k, _)| key_name(k) == field) {
+                    self.err(item.span(), &ip, format!("needs {field}"));
+                }
+            }
+            policies.push(p);
+        }
+        policies
+    }
+
     fn pool(&mut self, parent: &str, key: &Key<'_>, value: &Value<'_>) -> Option<PoolSpec> {
         let name = key.get_ref().to_string();
         let path = join(parent, &name);
@@ -578,6 +737,9 @@ impl Cx<'_> {
             max_concurrent_tasks: 1,
             template: None,
             checkpoints: Default::default(),
+            priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+            resources: Default::default(),
+            scaling: Vec::new(),
         };
         let mut min_at = None;
         for (k, v) in table.iter() {
@@ -609,6 +771,13 @@ impl Cx<'_> {
                 }
                 "agent" => pool.template = self.template(&kp, k, v),
                 "checkpoints" => self.checkpoint_policy(v, &kp, &mut pool.checkpoints),
+                "priority" => {
+                    if let Some(n) = self.count(v, &kp, 1, 10) {
+                        pool.priority = n as u8;
+                    }
+                }
+                "resources" => self.resources(v, &kp, &mut pool.resources),
+                "scaling" => pool.scaling = self.scaling_policies(v, &kp),
                 _ => self.unknown(k, &path, POOL_KEYS),
             }
         }
@@ -1516,6 +1685,71 @@ agent.cpu = 2
         assert_eq!(config.recovery.rollback_after, 2);
         assert_eq!(config.health.breaker_failures, 3);
         assert!(code.swarms[0].pools[0].checkpoints.after_each_task);
+    }
+
+    #[test]
+    fn pool_priority_resources_and_scaling_policies_are_read_and_checked() {
+        let spec = ok(r#"
+[swarms.s.pools.coder]
+max_agents = 8
+priority = 8
+resources = { cpu = 0.5, memory = "512MiB", disk = "1GiB" }
+agent = { command = "true" }
+
+[[swarms.s.pools.coder.scaling]]
+metric = "queue_depth"
+scale_up_threshold = 5
+scale_down_threshold = 0.5
+scale_up_increment = 2
+cooldown = "1m"
+evaluation_periods = 2
+evaluation_period = "5s"
+
+[[swarms.s.pools.coder.scaling]]
+name = "errors"
+metric = "error_rate"
+scale_up_threshold = 0.5
+scale_down_threshold = 0.1
+enabled = false
+"#);
+        let pool = &spec.swarms[0].pools[0];
+        assert_eq!(pool.priority, 8);
+        assert_eq!(pool.resources.cpu_cores, 0.5);
+        assert_eq!(pool.resources.memory_mb, 512);
+        assert_eq!(pool.resources.disk_mb, 1024);
+        assert_eq!(pool.scaling.len(), 2);
+        let p = &pool.scaling[0];
+        assert_eq!(p.name, "default");
+        assert_eq!(p.metric, ScalingMetric::QueueDepth);
+        assert_eq!((p.scale_up_threshold, p.scale_down_threshold), (5.0, 0.5));
+        assert_eq!((p.scale_up_increment, p.scale_down_increment), (2, 1));
+        assert_eq!(p.cooldown, Duration::from_secs(60));
+        assert_eq!(p.evaluation_periods, 2);
+        assert_eq!(p.evaluation_period, Duration::from_secs(5));
+        assert_eq!(pool.scaling[1].metric, ScalingMetric::ErrorRate);
+        assert!(!pool.scaling[1].enabled);
+
+        let e = error("[swarms.s.pools.p]\npriority = 11\n");
+        assert!(
+            e.contains("swarms.s.pools.p.priority") && e.contains("from 1 to 10"),
+            "{e}"
+        );
+        let e = error(
+            "[swarms.s.pools.p]\nagent = { command = \"true\" }\n[[swarms.s.pools.p.scaling]]\nmetric = \"queue_depth\"\nscale_up_threshold = 1\n",
+        );
+        assert!(e.contains("needs scale_down_threshold"), "{e}");
+        let e = error(
+            "[swarms.s.pools.p]\nagent = { command = \"true\" }\n[[swarms.s.pools.p.scaling]]\nmetric = \"cpu\"\nscale_up_threshold = 1\nscale_down_threshold = 0\n",
+        );
+        assert!(e.contains("\"cpu\" is not one of"), "{e}");
+        let e = error(
+            "[swarms.s.pools.p]\n[[swarms.s.pools.p.scaling]]\nmetric = \"queue_depth\"\nscale_up_threshold = 1\nscale_down_threshold = 0\n",
+        );
+        assert!(e.contains("scaling policies need an agent template"), "{e}");
+        let e = error(
+            "[swarms.s.pools.p]\nagent = { command = \"true\" }\n[[swarms.s.pools.p.scaling]]\nmetric = \"queue_depth\"\nscale_up_threshold = 1\nscale_down_threshold = 2\n",
+        );
+        assert!(e.contains("must be below scale_up_threshold"), "{e}");
     }
 
     #[test]

@@ -168,6 +168,10 @@ fn pool() -> Pool {
         max_concurrent_tasks: 1,
         template: Some(template()),
         checkpoints: Default::default(),
+        priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+        resources: Default::default(),
+        scaling: Vec::new(),
+        desired_agents: None,
         created_at: ts(1_000),
         updated_at: ts(2_000),
     }
@@ -242,6 +246,9 @@ async fn pools_are_listed_read_put_and_deleted() {
         max_concurrent_tasks: 1,
         template: Some(template()),
         checkpoints: Default::default(),
+        priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+        resources: Default::default(),
+        scaling: Vec::new(),
     };
     let put = client.put_pool("default", &spec).await.unwrap();
     assert_eq!(put.pool, p);
@@ -345,6 +352,9 @@ async fn a_fleet_is_applied_with_one_put() {
                 max_concurrent_tasks: 1,
                 template: Some(template()),
                 checkpoints: Default::default(),
+                priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+                resources: Default::default(),
+                scaling: Vec::new(),
             }],
         }],
     };

@@ -42,8 +42,8 @@ pub use health::{
 pub use ids::{AgentId, CheckpointId, SwarmId, TaskId};
 pub use json::Json;
 pub use pool::{
-    AgentMode, AgentTemplate, LifecycleRequest, Operation, Pool, PoolSpec, ResourceLimits,
-    RuntimeKind,
+    AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES, Pool,
+    PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric, ScalingPolicy,
 };
 pub use swarm::{DEFAULT_SWARM, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology};
 pub use task::{

@@ -144,6 +144,187 @@ impl AgentTemplate {
     }
 }
 
+/// The fleet seed's sixteen pool types. A pool's name is its agents' type; any other valid
+/// name makes a custom pool, which behaves the same.
+pub const POOL_TYPES: [&str; 16] = [
+    "coder",
+    "tester",
+    "reviewer",
+    "architect",
+    "researcher",
+    "analyst",
+    "optimizer",
+    "security",
+    "performance",
+    "ui",
+    "mobile",
+    "devops",
+    "database",
+    "network",
+    "infrastructure",
+    "coordinator",
+];
+
+/// The default priority level of a pool (1 to 10, higher more important).
+pub const DEFAULT_POOL_PRIORITY: u8 = 5;
+
+/// What each agent of a pool reserves on its machine; the resource manager allocates it
+/// against the machine's capacity before the agent is started. Zero means nothing reserved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceRequest {
+    /// CPU cores (fractions allowed).
+    pub cpu_cores: f64,
+    /// Memory, in MiB.
+    pub memory_mb: u64,
+    /// Disk, in MiB.
+    pub disk_mb: u64,
+}
+
+impl ResourceRequest {
+    /// Whether nothing is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.cpu_cores == 0.0 && self.memory_mb == 0 && self.disk_mb == 0
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if !self.cpu_cores.is_finite() || !(0.0..=1024.0).contains(&self.cpu_cores) {
+            return Err(CoreError::invalid(
+                "resources.cpu_cores must be between 0 and 1024",
+            ));
+        }
+        if self.memory_mb > 16 * 1024 * 1024 || self.disk_mb > 1024 * 1024 * 1024 {
+            return Err(CoreError::invalid(
+                "resources.memory_mb must be at most 16 TiB and resources.disk_mb at most 1 PiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What an autoscaling policy watches (the PRD's `scaling_policies.metric_name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingMetric {
+    /// Ready tasks the pool's agents could run, per agent of the pool.
+    QueueDepth,
+    /// Share of the pool's task slots in use, 0 to 1.
+    AgentUtilization,
+    /// Share of the pool's recent task attempts that failed, 0 to 1.
+    ErrorRate,
+    /// 95th percentile of the pool's recent task wait (queued to started), in milliseconds.
+    LatencyP95,
+}
+
+/// An autoscaling policy of a managed pool (the PRD's `scaling_policies` row): when the metric
+/// stays above `scale_up_threshold` (or below `scale_down_threshold`) for `evaluation_periods`
+/// periods in a row, the pool grows (shrinks) by the increment, within its min and max, and
+/// then waits `cooldown` before the next action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingPolicy {
+    /// Its name, unique in the pool.
+    #[serde(default = "default_policy_name")]
+    pub name: String,
+    /// What it watches.
+    pub metric: ScalingMetric,
+    /// At or above this the pool grows.
+    pub scale_up_threshold: f64,
+    /// At or below this the pool shrinks.
+    pub scale_down_threshold: f64,
+    /// Agents added per action.
+    #[serde(default = "one")]
+    pub scale_up_increment: u32,
+    /// Agents removed per action.
+    #[serde(default = "one")]
+    pub scale_down_increment: u32,
+    /// Wait after an action before the next one.
+    #[serde(
+        rename = "cooldown_ms",
+        with = "serde_ms",
+        default = "default_cooldown"
+    )]
+    pub cooldown: Duration,
+    /// Periods in a row the threshold must be crossed.
+    #[serde(default = "default_evaluation_periods")]
+    pub evaluation_periods: u32,
+    /// How long one evaluation period lasts.
+    #[serde(
+        rename = "evaluation_period_ms",
+        with = "serde_ms",
+        default = "default_evaluation_period"
+    )]
+    pub evaluation_period: Duration,
+    /// A disabled policy is kept but not evaluated.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_policy_name() -> String {
+    "default".to_owned()
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_evaluation_periods() -> u32 {
+    3
+}
+
+fn default_evaluation_period() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ScalingPolicy {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        validate_name("scaling policy", &self.name)?;
+        let (up, down) = (self.scale_up_threshold, self.scale_down_threshold);
+        if !up.is_finite() || !down.is_finite() || up < 0.0 || down < 0.0 {
+            return Err(CoreError::invalid(format!(
+                "scaling policy {:?}: thresholds must be numbers of at least 0",
+                self.name
+            )));
+        }
+        if down >= up {
+            return Err(CoreError::invalid(format!(
+                "scaling policy {:?}: scale_down_threshold ({down}) must be below scale_up_threshold ({up})",
+                self.name
+            )));
+        }
+        if !(1..=1000).contains(&self.scale_up_increment)
+            || !(1..=1000).contains(&self.scale_down_increment)
+        {
+            return Err(CoreError::invalid(format!(
+                "scaling policy {:?}: increments must be between 1 and 1000",
+                self.name
+            )));
+        }
+        if !(1..=100).contains(&self.evaluation_periods) {
+            return Err(CoreError::invalid(format!(
+                "scaling policy {:?}: evaluation_periods must be between 1 and 100",
+                self.name
+            )));
+        }
+        if self.evaluation_period < Duration::from_millis(100)
+            || self.evaluation_period > Duration::from_secs(3600)
+            || self.cooldown > Duration::from_secs(24 * 3600)
+        {
+            return Err(CoreError::invalid(format!(
+                "scaling policy {:?}: evaluation_period_ms must be between 100 and 3600000 and cooldown_ms at most 86400000",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A pool of a swarm.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
@@ -164,6 +345,20 @@ pub struct Pool {
     /// How its agents' checkpoints are taken and kept.
     #[serde(default)]
     pub checkpoints: crate::checkpoint::CheckpointPolicy,
+    /// Its priority level, 1 to 10 (higher is more important): resources go to higher pools
+    /// first, and pressure pauses lower pools first.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// What each of its agents reserves on the machine.
+    #[serde(default)]
+    pub resources: ResourceRequest,
+    /// Its autoscaling policies (managed pools).
+    #[serde(default)]
+    pub scaling: Vec<ScalingPolicy>,
+    /// The size the autoscaler or a manual scale asked for, between `min_agents` and
+    /// `max_agents`; `None` keeps `min_agents` running.
+    #[serde(default)]
+    pub desired_agents: Option<u32>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -201,6 +396,19 @@ pub struct PoolSpec {
     /// How its agents' checkpoints are taken and kept.
     #[serde(default)]
     pub checkpoints: crate::checkpoint::CheckpointPolicy,
+    /// Its priority level, 1 to 10 (5 by default).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// What each of its agents reserves on the machine.
+    #[serde(default)]
+    pub resources: ResourceRequest,
+    /// Its autoscaling policies (managed pools).
+    #[serde(default)]
+    pub scaling: Vec<ScalingPolicy>,
+}
+
+fn default_priority() -> u8 {
+    DEFAULT_POOL_PRIORITY
 }
 
 fn default_max() -> u32 {
@@ -234,6 +442,37 @@ impl PoolSpec {
             )));
         }
         self.capabilities = normalize_capabilities(self.capabilities)?;
+        if !(1..=10).contains(&self.priority) {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: priority must be between 1 and 10",
+                self.name
+            )));
+        }
+        self.resources
+            .validate()
+            .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;
+        if self.scaling.len() > 10 {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: at most 10 scaling policies",
+                self.name
+            )));
+        }
+        for (i, p) in self.scaling.iter().enumerate() {
+            p.validate()
+                .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;
+            if self.scaling[..i].iter().any(|q| q.name == p.name) {
+                return Err(CoreError::invalid(format!(
+                    "pool {:?}: two scaling policies are named {:?}",
+                    self.name, p.name
+                )));
+            }
+        }
+        if !self.scaling.is_empty() && self.template.is_none() {
+            return Err(CoreError::invalid(format!(
+                "pool {:?}: scaling policies need an agent template (an `agent` section) to start agents from",
+                self.name
+            )));
+        }
         self.checkpoints
             .validate()
             .map_err(|e| CoreError::invalid(format!("pool {:?}: {e}", self.name)))?;

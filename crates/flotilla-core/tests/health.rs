@@ -276,6 +276,9 @@ fn managed_harness(recovery: RecoveryPolicy, memory: Option<u64>) -> (Harness, A
             stop_grace: secs(1),
         }),
         checkpoints: Default::default(),
+        priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+        resources: Default::default(),
+        scaling: Vec::new(),
     };
     let swarm = h.swarm.clone();
     h.fleet.put_pool(&swarm, pool, h.now).unwrap();
@@ -599,6 +602,9 @@ fn interval_checkpoints_fall_due_from_the_start_then_from_the_last_one() {
         max_concurrent_tasks: pool.max_concurrent_tasks,
         template: pool.template.clone(),
         checkpoints: pool.checkpoints.clone(),
+        priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+        resources: Default::default(),
+        scaling: Vec::new(),
     };
     h.fleet.put_pool(&swarm, spec, h.now).unwrap();
     h.settle();
@@ -718,6 +724,9 @@ fn an_agent_given_up_on_is_replaced_even_in_a_full_pool_and_only_a_few_are_kept(
         max_concurrent_tasks: 1,
         template: pool.template.clone(),
         checkpoints: Default::default(),
+        priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+        resources: Default::default(),
+        scaling: Vec::new(),
     };
     h.fleet.put_pool(&swarm, spec, h.now).unwrap();
     h.settle();

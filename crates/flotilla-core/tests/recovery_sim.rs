@@ -182,6 +182,9 @@ impl Sim {
                 stop_grace: Duration::from_secs(1),
             }),
             checkpoints: Default::default(),
+            priority: flotilla_core::DEFAULT_POOL_PRIORITY,
+            resources: Default::default(),
+            scaling: Vec::new(),
         };
         sim.fleet.put_pool(SWARM, pool, now).unwrap();
         sim.reconcile();

@@ -49,7 +49,10 @@ impl Fleet {
                     && p.capabilities == spec.capabilities
                     && p.max_concurrent_tasks == spec.max_concurrent_tasks
                     && p.template == spec.template
-                    && p.checkpoints == spec.checkpoints =>
+                    && p.checkpoints == spec.checkpoints
+                    && p.priority == spec.priority
+                    && p.resources == spec.resources
+                    && p.scaling == spec.scaling =>
             {
                 PoolChange::Unchanged
             }
@@ -60,6 +63,13 @@ impl Fleet {
                 p.max_concurrent_tasks = spec.max_concurrent_tasks;
                 p.template = spec.template;
                 p.checkpoints = spec.checkpoints;
+                p.priority = spec.priority;
+                p.resources = spec.resources;
+                p.scaling = spec.scaling;
+                // A size asked for earlier stays, within the new bounds.
+                p.desired_agents = p
+                    .desired_agents
+                    .map(|n| n.clamp(p.min_agents, p.max_agents));
                 p.updated_at = now;
                 PoolChange::Updated
             }
@@ -73,6 +83,10 @@ impl Fleet {
                     max_concurrent_tasks: spec.max_concurrent_tasks,
                     template: spec.template,
                     checkpoints: spec.checkpoints,
+                    priority: spec.priority,
+                    resources: spec.resources,
+                    scaling: spec.scaling,
+                    desired_agents: None,
                     created_at: now,
                     updated_at: now,
                 };

@@ -184,8 +184,17 @@ CREATE TABLE agent_states (
 );
 "#;
 
+/// Migration 4: a pool's priority level, resource request, autoscaling policies (JSON) and the
+/// size the autoscaler or a manual scale asked for.
+const MIGRATION_4: &str = r#"
+ALTER TABLE swarm_pools ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
+ALTER TABLE swarm_pools ADD COLUMN resources TEXT;
+ALTER TABLE swarm_pools ADD COLUMN scaling TEXT;
+ALTER TABLE swarm_pools ADD COLUMN desired_agents INTEGER;
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

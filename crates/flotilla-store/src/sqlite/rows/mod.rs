@@ -158,6 +158,20 @@ impl<'a, 'r> Cols<'a, 'r> {
         T::try_from(v).map_err(|_| self.bad(name, format!("{v} is out of range")))
     }
 
+    /// An integer or NULL that must fit `T`.
+    pub(crate) fn opt_int<T: TryFrom<i64>>(
+        &self,
+        i: usize,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.opt_i64(i, name)? {
+            None => Ok(None),
+            Some(v) => T::try_from(v)
+                .map(Some)
+                .map_err(|_| self.bad(name, format!("{v} is out of range"))),
+        }
+    }
+
     /// A `u64` stored as its two's-complement `i64` (counters that could exceed `i64::MAX`).
     pub(crate) fn u64(&self, i: usize, name: &str) -> Result<u64, StoreError> {
         Ok(self.i64(i, name)? as u64)

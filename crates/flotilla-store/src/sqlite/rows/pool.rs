@@ -10,8 +10,9 @@ use crate::error::StoreError;
 /// Inserts or replaces a pool by swarm and name.
 pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_pools (swarm_id, name, min_agents, max_agents, capabilities,
-                         max_concurrent_tasks, template, created_at, updated_at, checkpoints)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         max_concurrent_tasks, template, created_at, updated_at, checkpoints,
+                         priority, resources, scaling, desired_agents)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
 ON CONFLICT (swarm_id, name) DO UPDATE SET
     min_agents = excluded.min_agents,
     max_agents = excluded.max_agents,
@@ -20,7 +21,11 @@ ON CONFLICT (swarm_id, name) DO UPDATE SET
     template = excluded.template,
     created_at = excluded.created_at,
     updated_at = excluded.updated_at,
-    checkpoints = excluded.checkpoints";
+    checkpoints = excluded.checkpoints,
+    priority = excluded.priority,
+    resources = excluded.resources,
+    scaling = excluded.scaling,
+    desired_agents = excluded.desired_agents";
 
 /// Removes one pool.
 pub(crate) const DELETE: &str = "DELETE FROM swarm_pools WHERE swarm_id = ?1 AND name = ?2";
@@ -28,7 +33,7 @@ pub(crate) const DELETE: &str = "DELETE FROM swarm_pools WHERE swarm_id = ?1 AND
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "swarm_id, name, min_agents, max_agents, capabilities, \
                                   max_concurrent_tasks, template, created_at, updated_at, \
-                                  checkpoints";
+                                  checkpoints, priority, resources, scaling, desired_agents";
 
 /// Binds `pool` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreError> {
@@ -43,6 +48,10 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreE
         pool.created_at.as_millis(),
         pool.updated_at.as_millis(),
         to_json(&pool.checkpoints),
+        pool.priority,
+        to_json(&pool.resources),
+        to_json(&pool.scaling),
+        pool.desired_agents,
     ))?;
     Ok(())
 }
@@ -71,6 +80,10 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Pool, StoreError> {
         created_at: c.ts(7, "created_at")?,
         updated_at: c.ts(8, "updated_at")?,
         checkpoints: c.opt_decode(9, "checkpoints")?.unwrap_or_default(),
+        priority: c.int(10, "priority")?,
+        resources: c.opt_decode(11, "resources")?.unwrap_or_default(),
+        scaling: c.opt_decode(12, "scaling")?.unwrap_or_default(),
+        desired_agents: c.opt_int(13, "desired_agents")?,
     })
 }
 
@@ -80,7 +93,7 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 10);
-        assert_eq!(UPSERT.matches('?').count(), 10);
+        assert_eq!(COLUMNS.split(',').count(), 14);
+        assert_eq!(UPSERT.matches('?').count(), 14);
     }
 }

@@ -45,7 +45,9 @@ pub use pool::{
     AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES, Pool,
     PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric, ScalingPolicy,
 };
-pub use swarm::{DEFAULT_SWARM, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology};
+pub use swarm::{
+    DEFAULT_SWARM, Strategy, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology,
+};
 pub use task::{
     Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,
     FailureReport, Progress, Task, TaskError, TaskSpec, TaskState, TaskStatus,

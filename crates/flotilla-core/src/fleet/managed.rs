@@ -457,6 +457,7 @@ impl Fleet {
         if let Some(m) = self.entry_mut(id).agent.managed.as_mut() {
             m.desired = desired;
         }
+        self.recheck_local(id);
     }
 
     /// The supervisor started a managed agent's process (daemon mode: `pid` is its process

@@ -12,13 +12,14 @@
 
 mod agents;
 mod checkpoints;
+mod dispatch;
 mod health;
 mod managed;
 mod swarms;
 mod tasks;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 pub use managed::PoolChange;
@@ -31,7 +32,7 @@ use crate::error::CoreError;
 use crate::event::{Event, EventKind};
 use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::pool::Pool;
-use crate::queue::{QueueSlot, ReadyQueue};
+use crate::queue::{LocalQueue, QueueSlot, ReadyQueue};
 use crate::swarm::{Swarm, SwarmStatus};
 use crate::task::{Task, TaskState, TaskStatus};
 use crate::time::Timestamp;
@@ -90,6 +91,12 @@ struct SwarmEntry {
     agent_counts: [u64; AgentStatus::ALL.len()],
     task_counts: ActiveTaskCounts,
     dirty: bool,
+    /// Agents whose local queue is not empty.
+    holders: BTreeSet<AgentId>,
+    /// Tasks in its agents' local queues.
+    local_len: usize,
+    /// Affinity key → the agent that last got a task with it, and when (a placement number).
+    affinity: HashMap<String, (AgentId, u64)>,
 }
 
 #[derive(Debug)]
@@ -102,12 +109,30 @@ struct AgentEntry {
     lease_timer_armed: bool,
     persisted_heartbeat_at: Timestamp,
     dirty: bool,
+    /// Tasks placed ahead on it (prefetched, or waiting for it by affinity).
+    local: LocalQueue,
+    /// When it last got a task (a placement number), for turns.
+    placed_seq: u64,
+    /// Its current weight in smooth weighted round robin (the `weighted` strategy).
+    swrr: f64,
+}
+
+/// Where a ready task waits when it is in an agent's local queue.
+#[derive(Debug)]
+struct LocalPlace {
+    agent: AgentId,
+    slot: QueueSlot,
+    /// Placed by affinity: only this agent takes it until then.
+    pinned_until: Option<Timestamp>,
 }
 
 #[derive(Debug)]
 struct TaskEntry {
     task: Task,
+    /// Its place in its swarm's ready queue.
     slot: Option<QueueSlot>,
+    /// Its place in an agent's local queue (then `slot` is `None`).
+    local: Option<LocalPlace>,
     /// Blocked tasks waiting on this one.
     dependents: Vec<TaskId>,
     /// Dependencies not yet finished.
@@ -147,7 +172,10 @@ pub struct Fleet {
     terminal: VecDeque<(Timestamp, TaskId)>,
     queue_seq: u64,
     wait_seq: u64,
+    place_seq: u64,
     next_event_seq: u64,
+    /// Tasks below this priority are not placed on agents.
+    priority_floor: Option<u8>,
     out: Outbox,
 }
 
@@ -200,7 +228,9 @@ impl Fleet {
             terminal: VecDeque::new(),
             queue_seq: 0,
             wait_seq: 0,
+            place_seq: 0,
             next_event_seq: 1,
+            priority_floor: None,
             out: Outbox::default(),
         }
     }
@@ -270,6 +300,9 @@ impl Fleet {
                     polling: false,
                     lease_timer_armed: armed,
                     dirty: false,
+                    local: LocalQueue::default(),
+                    placed_seq: 0,
+                    swrr: 0.0,
                 },
             );
         }
@@ -300,6 +333,7 @@ impl Fleet {
                 TaskEntry {
                     task,
                     slot: None,
+                    local: None,
                     dependents: Vec::new(),
                     unmet: 0,
                     dirty: false,
@@ -360,7 +394,7 @@ impl Fleet {
             if seq != 0 && places.insert(seq) {
                 fleet.enqueue_at(id, seq);
             } else {
-                fleet.enqueue(id);
+                fleet.enqueue(id, now);
                 fleet.mark_task(id);
             }
         }
@@ -430,6 +464,9 @@ impl Fleet {
                 agent_counts: [0; AgentStatus::ALL.len()],
                 task_counts: ActiveTaskCounts::default(),
                 dirty: false,
+                holders: BTreeSet::new(),
+                local_len: 0,
+                affinity: HashMap::new(),
             },
         );
     }
@@ -504,8 +541,9 @@ impl Fleet {
         )))
     }
 
-    /// Puts a ready task in its swarm's queue.
-    fn enqueue(&mut self, id: TaskId) {
+    /// Puts a ready task in its swarm's queue, or in the local queue of the agent it waits for
+    /// by affinity.
+    fn enqueue(&mut self, id: TaskId, now: Timestamp) {
         self.queue_seq += 1;
         let seq = self.queue_seq;
         self.tasks
@@ -513,7 +551,9 @@ impl Fleet {
             .expect("task to enqueue")
             .task
             .queue_seq = seq;
-        self.enqueue_at(id, seq);
+        if !self.place_by_affinity(id, now) {
+            self.enqueue_at(id, seq);
+        }
     }
 
     /// Puts a ready task in its swarm's queue at a given place (its stored place, on restore).
@@ -529,7 +569,10 @@ impl Fleet {
             seq,
             &entry.task.required_capabilities,
         ));
-        if !swarm.waiting.is_empty() && !self.out.dispatch.contains(&entry.task.swarm_id) {
+        let prefetching = swarm.swarm.config.prefetch > 0;
+        if (prefetching || !swarm.waiting.is_empty())
+            && !self.out.dispatch.contains(&entry.task.swarm_id)
+        {
             self.out.dispatch.push(entry.task.swarm_id);
         }
     }
@@ -546,6 +589,7 @@ impl Fleet {
     /// Moves a task to a new state, keeping every index in step. The only place task states
     /// change.
     fn transition(&mut self, id: TaskId, state: TaskState, now: Timestamp) {
+        self.unplace_local(id);
         let entry = self.tasks.get_mut(&id).expect("task in transition");
         // Timers watching the state it leaves are of no more use.
         match entry.task.state {
@@ -594,7 +638,7 @@ impl Fleet {
         entry.task.updated_at = now;
         self.mark_task(id);
         if ready {
-            self.enqueue(id);
+            self.enqueue(id, now);
         }
         if old_holder != new_holder {
             if let Some(a) = old_holder
@@ -631,6 +675,18 @@ impl Fleet {
         self.mark_agent(id);
         self.refresh_swarm_status(swarm_id, now);
         self.rejoin_if_polling(id);
+        self.recheck_local(id);
+    }
+
+    /// An agent with tasks in its local queue may have left service: a dispatch round of its
+    /// swarm gives them back (or to it).
+    fn recheck_local(&mut self, id: AgentId) {
+        if let Some(e) = self.agents.get(&id)
+            && !e.local.is_empty()
+            && !self.out.dispatch.contains(&e.agent.swarm_id)
+        {
+            self.out.dispatch.push(e.agent.swarm_id);
+        }
     }
 
     /// An agent with a poll open that is in service (idle or busy, not being stopped) and has
@@ -723,63 +779,6 @@ impl Fleet {
                 None,
                 format!("{} -> {}", from.as_str(), status.as_str()),
             );
-        }
-    }
-
-    /// Places ready tasks on waiting agents, round-robin, best task first.
-    fn dispatch(&mut self, now: Timestamp) {
-        while let Some(swarm_id) = self.out.dispatch.pop() {
-            let Some(swarm) = self.swarms.get(&swarm_id) else {
-                continue;
-            };
-            let mut turn: VecDeque<AgentId> = swarm.waiting.values().copied().collect();
-            while let Some(agent_id) = turn.pop_front() {
-                let swarm = &self.swarms[&swarm_id];
-                if swarm.queue.is_empty() {
-                    break;
-                }
-                let agent = &self.agents[&agent_id].agent;
-                let free = health::capacity(agent).saturating_sub(agent.current_tasks.len());
-                let found = if free > 0 {
-                    swarm.queue.peek_for(&agent.capabilities)
-                } else {
-                    None
-                };
-                let Some((task_id, _)) = found else {
-                    if free == 0 {
-                        self.stop_waiting(agent_id);
-                    }
-                    continue;
-                };
-                self.transition(
-                    task_id,
-                    TaskState::Assigned {
-                        agent_id,
-                        assigned_at: now,
-                    },
-                    now,
-                );
-                let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
-                self.timers
-                    .insert(now + lease, Timer::AssignExpiry(task_id, agent_id, now));
-                self.emit(
-                    now,
-                    EventKind::TaskAssigned,
-                    swarm_id,
-                    Some(agent_id),
-                    Some(task_id),
-                    String::new(),
-                );
-                if !self.out.effects.contains(&Effect::WakeAgent(agent_id)) {
-                    self.out.effects.push(Effect::WakeAgent(agent_id));
-                }
-                // To the back of the line, if it can take more.
-                self.stop_waiting(agent_id);
-                if free > 1 {
-                    self.start_waiting(agent_id);
-                    turn.push_back(agent_id);
-                }
-            }
         }
     }
 
@@ -1037,8 +1036,13 @@ impl Fleet {
                     ..
                 }
             );
-            if ready != e.slot.is_some() {
-                return Err(format!("task {id}: ready={ready} but slot={:?}", e.slot));
+            if ready != (e.slot.is_some() || e.local.is_some())
+                || (e.slot.is_some() && e.local.is_some())
+            {
+                return Err(format!(
+                    "task {id}: ready={ready} but slot={:?}, local={:?}",
+                    e.slot, e.local
+                ));
             }
             queued_ready += usize::from(ready);
             if let Some(a) = holder(&e.task.state) {
@@ -1097,6 +1101,7 @@ impl Fleet {
                 return Err(format!("swarm {id}: agent counts disagree"));
             }
         }
+        in_queues += self.check_local_queues()?;
         if in_queues != queued_ready {
             return Err(format!(
                 "{in_queues} tasks in queues but {queued_ready} ready"

@@ -86,6 +86,9 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
                 give_up_after: 9,
                 ..Default::default()
             },
+            strategy: flotilla_core::Strategy::Affinity,
+            prefetch: 3,
+            affinity_wait: Duration::from_millis(2_500),
         },
         status: SwarmStatus::Degraded,
         leader_agent_id: Some(agent_id(n)),

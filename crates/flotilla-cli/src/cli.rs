@@ -279,6 +279,49 @@ pub struct SwarmSettings {
     /// Default attempts allowed per task.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Which waiting agent gets the next task.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Tasks each agent may have waiting in its local queue (idle agents steal from them).
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
+    /// With --strategy affinity: how long a task waits for the agent that ran its key last.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub affinity_wait: Option<Duration>,
+}
+
+/// A placement strategy, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Agents take turns.
+    RoundRobin,
+    /// Fewest tasks held plus waiting first.
+    LeastLoaded,
+    /// Most specific agent first; tasks that need its capabilities first.
+    CapabilityMatch,
+    /// Same affinity key, same agent (waiting up to --affinity-wait).
+    Affinity,
+    /// In proportion to measured success rate and speed.
+    Weighted,
+    /// Lowest CPU and memory use first.
+    ResourceBased,
+    /// Agents of higher-priority pools first, then least loaded.
+    Priority,
+}
+
+impl From<StrategyArg> for flotilla_core::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        use flotilla_core::Strategy as S;
+        match s {
+            StrategyArg::RoundRobin => S::RoundRobin,
+            StrategyArg::LeastLoaded => S::LeastLoaded,
+            StrategyArg::CapabilityMatch => S::CapabilityMatch,
+            StrategyArg::Affinity => S::Affinity,
+            StrategyArg::Weighted => S::Weighted,
+            StrategyArg::ResourceBased => S::ResourceBased,
+            StrategyArg::Priority => S::Priority,
+        }
+    }
 }
 
 /// A topology, as the command line spells it.

@@ -70,7 +70,10 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
                 || settings.heartbeat_interval.is_some()
                 || settings.heartbeat_miss_limit.is_some()
                 || settings.task_timeout.is_some()
-                || settings.max_attempts.is_some();
+                || settings.max_attempts.is_some()
+                || settings.strategy.is_some()
+                || settings.prefetch.is_some()
+                || settings.affinity_wait.is_some();
             if rename.is_none()
                 && settings.description.is_none()
                 && settings.topology.is_none()
@@ -78,8 +81,8 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
             {
                 bail!(
                     "nothing to change: pass --rename, --description, --topology, --min-agents, \
-                     --max-agents, --heartbeat-interval, --heartbeat-miss-limit, --task-timeout \
-                     or --max-attempts"
+                     --max-agents, --heartbeat-interval, --heartbeat-miss-limit, --task-timeout, \
+                     --max-attempts, --strategy, --prefetch or --affinity-wait"
                 );
             }
             // The API replaces the whole configuration: start from the current one.
@@ -140,6 +143,15 @@ pub fn apply_settings(mut config: SwarmConfig, s: &SwarmSettings) -> SwarmConfig
     }
     if let Some(v) = s.max_attempts {
         config.task_max_attempts = v;
+    }
+    if let Some(v) = s.strategy {
+        config.strategy = v.into();
+    }
+    if let Some(v) = s.prefetch {
+        config.prefetch = v;
+    }
+    if let Some(v) = s.affinity_wait {
+        config.affinity_wait = v;
     }
     config
 }
@@ -215,6 +227,16 @@ fn describe(v: &SwarmView, h: &SwarmHealth) -> String {
                 millis(c.task_timeout.as_millis() as u64),
                 c.task_max_attempts
             ),
+        ),
+        (
+            "Placement",
+            match (c.strategy, c.prefetch) {
+                (flotilla_core::Strategy::Affinity, p) => format!(
+                    "affinity (a keyed task waits {} for its agent), prefetch {p}",
+                    millis(c.affinity_wait.as_millis() as u64)
+                ),
+                (s, p) => format!("{}, prefetch {p}", s.as_str()),
+            },
         ),
         ("Agents", format!("{}{by_status}", h.agents.total)),
         (

@@ -380,3 +380,76 @@ async fn manual_scaling_through_the_api_and_the_cli_with_its_refusals() {
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vetoed_growth_is_recorded_with_its_reason_and_happens_once_the_veto_lifts() {
+    let h = Harness::start().await;
+    // The seam the resource manager fills: refuse every growth, saying why.
+    h.server().state.set_scale_veto(Arc::new(
+        |_: &flotilla_core::Fleet, p: &flotilla_core::Pool, to: u32| {
+            Some(format!("no room for {to} agent(s) of {} (test)", p.name))
+        },
+    ));
+    let template = h.template(json!({
+        "command": "sh",
+        "args": ["-c", "echo ok"],
+        "mode": "exec",
+    }));
+    h.put_pool(
+        "default",
+        json!({
+            "name": "gated",
+            "min_agents": 0,
+            "max_agents": 2,
+            "agent": template,
+            "scaling": [{
+                "metric": "queue_depth",
+                "scale_up_threshold": 1.0,
+                "scale_down_threshold": 0.0,
+                "cooldown_ms": 0,
+                "evaluation_periods": 1,
+                "evaluation_period_ms": 100,
+            }],
+        }),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for n in 0..3 {
+        tasks.push(
+            h.submit("default", json!({ "type": "work", "payload": { "n": n } }))
+                .await,
+        );
+    }
+    let refused = poll("a refusal", Duration::from_secs(5), || async {
+        let e = events(&h, EventKind::PoolScaleRefused).await;
+        if e.is_empty() { Err(e) } else { Ok(e) }
+    })
+    .await;
+    let detail = &refused[0].detail;
+    assert!(
+        detail.contains(
+            "pool \"gated\": 0 -> 1 agents refused: no room for 1 agent(s) of gated (test)"
+        ),
+        "{detail}"
+    );
+    assert!(detail.contains("queue_depth 3.00 >= 1"), "{detail}");
+    assert!(
+        h.agents("default", "gated").await.is_empty(),
+        "nothing spawned"
+    );
+    assert!(events(&h, EventKind::PoolScaled).await.is_empty());
+    // The veto lifts: the pool grows and the tasks run.
+    h.server()
+        .state
+        .set_scale_veto(flotilla_server::state::no_scale_veto());
+    for id in &tasks {
+        let t = h.finished(*id, Duration::from_secs(20)).await;
+        assert_eq!(t["status"], "completed", "{t:#}");
+    }
+    let scaled = events(&h, EventKind::PoolScaled).await;
+    assert!(
+        scaled[0].detail.contains("0 -> 1 agents; autoscaler"),
+        "{scaled:#?}"
+    );
+    h.finish().await;
+}

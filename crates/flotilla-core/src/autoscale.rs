@@ -185,6 +185,18 @@ impl Autoscaler {
         self.pools.retain(|(s, p), _| exists(*s, p));
     }
 
+    /// Whether one of the pool's enabled policies is due for evaluation at `now`: the driver
+    /// need not compute the pool's metrics otherwise.
+    pub fn due(&self, pool: &Pool, now: Timestamp) -> bool {
+        let state = self.pools.get(&(pool.swarm_id, pool.name.clone()));
+        pool.scaling.iter().filter(|p| p.enabled).any(|p| {
+            state
+                .and_then(|s| s.policies.get(&p.name))
+                .and_then(|s| s.last_evaluated)
+                .is_none_or(|at| now.since(at) >= p.evaluation_period)
+        })
+    }
+
     /// Evaluates the pool's policies that are due at `now` against `view`, and says whether
     /// to resize it. `veto` is asked before a growth, with the pool and the size wanted, and
     /// refuses it by giving a reason. A verdict that is acted on must be acted on at once: the
@@ -410,6 +422,22 @@ mod tests {
         assert_eq!(a.evaluate(&p, &view(3.0, 0.0), at(50), no_veto), None);
         let v = a.evaluate(&p, &view(2.0, 0.0), at(100), no_veto);
         assert_eq!(scaled(v), Some((Direction::Up, 1, 2)));
+    }
+
+    #[test]
+    fn a_policy_is_due_once_per_evaluation_period() {
+        let mut a = Autoscaler::new();
+        let mut slow = policy("slow", ScalingMetric::AgentUtilization, 0.8, 0.2);
+        slow.evaluation_period = Duration::from_millis(300);
+        let p = pool(1, 4, None, vec![queue_policy(), slow]);
+        assert!(a.due(&p, at(0)));
+        a.evaluate(&p, &view(1.0, 0.5), at(0), no_veto);
+        assert!(!a.due(&p, at(99)));
+        assert!(a.due(&p, at(100)), "the 100 ms policy");
+        a.evaluate(&p, &view(1.0, 0.5), at(100), no_veto);
+        assert!(!a.due(&p, at(150)));
+        let off = pool(1, 4, None, Vec::new());
+        assert!(!a.due(&off, at(1000)), "no policy, nothing due");
     }
 
     #[test]

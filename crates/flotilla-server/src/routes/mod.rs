@@ -63,6 +63,10 @@ pub async fn autoscale(state: &AppState) {
             scaler.retain(|swarm, pool| pools.iter().any(|p| p.swarm_id == swarm && p.name == pool));
             let mut grew = false;
             for pool in pools {
+                // Metrics cost a pass over the swarm's agents: only when a policy is due.
+                if !scaler.due(&pool, now) {
+                    continue;
+                }
                 let Some(view) = f.pool_view(pool.swarm_id, &pool.name, now) else {
                     continue;
                 };

@@ -355,30 +355,38 @@ fn an_agent_stopping_at_the_end_of_its_drain_holds_its_place_under_max_until_it_
 #[test]
 fn a_user_start_keeps_a_draining_agent_and_a_restore_removes_one() {
     let mut h = with_pool();
+    let original = members(&h)[0];
     scale(&mut h, ScaleTarget::To(3));
     let added = fill(&mut h);
-    for (i, a) in added.iter().enumerate() {
+    // All three busy: the two newest drain.
+    let mut held = Vec::new();
+    for (i, a) in [original, added[0], added[1]].iter().enumerate() {
         h.submit(rust_task(&format!("t{i}")));
-        h.take(*a).expect("a task");
+        held.push(h.take(*a).expect("a task").id);
     }
     let answer = scale(&mut h, ScaleTarget::To(1));
-    assert_eq!(answer.draining.len(), 2);
+    let names = |ids: &[AgentId]| -> Vec<String> {
+        ids.iter()
+            .map(|a| h.fleet.agent(*a).unwrap().name.clone())
+            .collect()
+    };
+    assert_eq!(answer.draining, names(&[added[1], added[0]]));
+    let draining = |h: &Harness, a: AgentId| {
+        h.fleet
+            .agent(a)
+            .and_then(|a| a.managed.as_ref())
+            .is_some_and(|m| m.drain.is_some())
+    };
     // A user restarts one of them: it stays.
+    assert!(draining(&h, added[0]));
     h.fleet
         .lifecycle(added[0], flotilla_core::Operation::Restart, false, h.now)
         .unwrap();
     h.settle();
-    assert!(
-        h.fleet
-            .agent(added[0])
-            .unwrap()
-            .managed
-            .as_ref()
-            .unwrap()
-            .drain
-            .is_none()
-    );
-    // After a restart of the coordinator, the other one (still draining) is gone.
+    assert!(!draining(&h, added[0]));
+    assert!(draining(&h, added[1]));
+    // After a restart of the coordinator, the other one (still draining) is gone and its task
+    // is back in the queue without a spent attempt.
     let now = h.now + secs(1);
     let mut fleet = h.store.restore(FleetLimits::default(), now);
     assert!(
@@ -386,18 +394,15 @@ fn a_user_start_keeps_a_draining_agent_and_a_restore_removes_one() {
         "a draining agent leaves at restore"
     );
     assert!(fleet.agent(added[0]).is_some());
+    let task = fleet.task(held[2]).unwrap();
+    assert_eq!(task.status(), TaskStatus::Queued);
+    assert_eq!(task.attempts, 0);
     let changes = fleet.take_changes();
     assert!(
         changes
             .events
             .iter()
-            .any(|e| e.kind == EventKind::AgentLeft)
-    );
-    assert!(
-        changes
-            .tasks
-            .iter()
-            .all(|t| t.attempts == 0 || t.status() != TaskStatus::Running)
+            .any(|e| e.kind == EventKind::AgentLeft && e.agent_id == Some(added[1]))
     );
 }
 
@@ -461,4 +466,28 @@ fn pool_metrics_count_size_queue_load_errors_and_waits() {
     let names: Vec<&str> = sv.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["coder", "other"]);
     assert_eq!(sv.pools[1].queue.ready, 2, "the go task and the plain one");
+}
+
+#[test]
+fn a_draining_agent_whose_process_dies_leaves_and_its_task_runs_elsewhere() {
+    let mut h = with_pool();
+    let original = members(&h)[0];
+    scale(&mut h, ScaleTarget::To(2));
+    let [newer] = fill(&mut h)[..] else {
+        panic!("one new agent")
+    };
+    h.submit(rust_task("a"));
+    let _ = h.take(original).expect("a task");
+    h.submit(rust_task("b"));
+    let t = h.take(newer).expect("a task");
+    scale(&mut h, ScaleTarget::To(1));
+    h.fleet
+        .managed_exited(newer, "killed by signal 9".into(), false, h.now)
+        .unwrap();
+    h.settle();
+    assert!(h.fleet.agent(newer).is_none(), "removed, not recovered");
+    assert_eq!(h.task(t.id).status(), TaskStatus::Queued);
+    assert_eq!(h.task(t.id).attempts, 0);
+    assert!(h.fleet.pools_short_of_agents().is_empty());
+    assert!(!h.fleet.has_draining());
 }

@@ -250,6 +250,23 @@ pub enum SwarmCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Set a managed pool's size: `scale SWARM POOL N`, or `scale SWARM POOL --by -2`.
+    /// Agents removed finish their tasks first (see docs/autoscaling.md).
+    Scale {
+        /// The swarm's name or id.
+        swarm: String,
+        /// The pool.
+        pool: String,
+        /// The number of agents wanted.
+        #[arg(required_unless_present = "by", conflicts_with = "by")]
+        agents: Option<u32>,
+        /// Agents to add (+N) or remove (-N), from the pool's desired size.
+        #[arg(long, value_name = "±N", allow_negative_numbers = true)]
+        by: Option<i64>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 /// A swarm's settings, each optional.
@@ -809,6 +826,37 @@ mod tests {
             Command::Serve(s) => assert_eq!(s.listen.port(), 9000),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn swarm_scale_takes_a_size_or_a_signed_delta() {
+        let Command::Swarm(SwarmCommand::Scale {
+            swarm,
+            pool,
+            agents,
+            by,
+            ..
+        }) = parse(&["swarm", "scale", "s", "coder", "5"])
+            .unwrap()
+            .command
+        else {
+            panic!("scale");
+        };
+        assert_eq!(
+            (swarm.as_str(), pool.as_str(), agents, by),
+            ("s", "coder", Some(5), None)
+        );
+        for (arg, want) in [("-2", -2), ("+3", 3), ("4", 4)] {
+            let cli = parse(&["swarm", "scale", "s", "coder", "--by", arg]).unwrap();
+            let Command::Swarm(SwarmCommand::Scale { agents, by, .. }) = cli.command else {
+                panic!("scale");
+            };
+            assert_eq!((agents, by), (None, Some(want)), "{arg}");
+        }
+        assert!(parse(&["swarm", "scale", "s", "coder"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "2", "--by", "1"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "-1"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "--by", "x"]).is_err());
     }
 
     #[test]

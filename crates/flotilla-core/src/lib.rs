@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod autoscale;
 pub mod changes;
 pub mod checkpoint;
 pub mod dag;
@@ -26,7 +27,7 @@ pub mod task;
 pub mod time;
 
 pub use agent::{
-    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Heartbeat, Managed, ReportedHealth,
+    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Drain, Heartbeat, Managed, ReportedHealth,
     ResourceUsage,
 };
 pub use changes::{Changes, Effect};
@@ -35,7 +36,7 @@ pub use checkpoint::{
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind};
-pub use fleet::{Fleet, FleetLimits, StoredState};
+pub use fleet::{Fleet, FleetLimits, ScaleTarget, StoredState};
 pub use health::{
     AgentHealth, Breaker, HealthPolicy, HealthReason, HealthState, HealthTransition, RecoveryPolicy,
 };

@@ -155,6 +155,16 @@ impl ReadyQueue {
         best.map(|(partition, key)| (key.task, QueueSlot { partition, key }))
     }
 
+    /// How many queued tasks an agent with these (sorted) capabilities could run:
+    /// O(partitions).
+    pub fn count_for(&self, capabilities: &[String]) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| has_all(capabilities, &p.capabilities))
+            .map(|p| p.tasks.len())
+            .sum()
+    }
+
     /// Takes the best task an agent with these (sorted) capabilities may run.
     pub fn pop_for(&mut self, capabilities: &[String]) -> Option<TaskId> {
         let (task, slot) = self.peek_for(capabilities)?;
@@ -268,6 +278,19 @@ mod tests {
         assert_eq!(q.pop_for(&caps(&["gpu", "python"])), Some(id(1)));
         assert_eq!(q.pop_for(&caps(&["gpu", "python"])), Some(id(3)));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn count_for_counts_the_tasks_an_agent_could_run() {
+        let mut q = ReadyQueue::new();
+        q.push(id(1), 5, 1, &caps(&[]));
+        q.push(id(2), 5, 2, &caps(&["rust"]));
+        q.push(id(3), 5, 3, &caps(&["rust"]));
+        q.push(id(4), 5, 4, &caps(&["gpu", "rust"]));
+        assert_eq!(q.count_for(&caps(&[])), 1);
+        assert_eq!(q.count_for(&caps(&["rust"])), 3);
+        assert_eq!(q.count_for(&caps(&["gpu", "rust"])), 4);
+        assert_eq!(q.count_for(&caps(&["gpu"])), 1);
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .flotilla_bin
             .clone()
             .or_else(|| std::env::current_exe().ok()),
+        autoscaler: Mutex::new(flotilla_core::autoscale::Autoscaler::new()),
+        scale_veto: RwLock::new(state::no_scale_veto()),
     });
     let listener = TcpListener::bind(config.listen)
         .await

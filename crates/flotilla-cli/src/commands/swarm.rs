@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use flotilla_core::api::{Page, SwarmHealth, SwarmView};
+use flotilla_core::api::{Page, PoolView, ScaleAnswer, ScaleRequest, SwarmHealth, SwarmView};
 use flotilla_core::{SwarmConfig, SwarmSpec, SwarmUpdate};
 use serde::Serialize;
 
@@ -108,6 +108,25 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
                 ))?;
             }
         }
+        SwarmCommand::Scale {
+            swarm,
+            pool,
+            agents,
+            by,
+            out,
+        } => {
+            let request = ScaleRequest {
+                pool,
+                agents,
+                delta: by,
+            };
+            let answer = client.scale_pool(&swarm, &request).await?;
+            if out.json {
+                output::json(&answer)?;
+            } else {
+                output::line(&describe_scale(&swarm, &answer))?;
+            }
+        }
         SwarmCommand::Delete { swarm, force } => {
             client.delete_swarm(&swarm, force).await?;
             output::line(&format!("deleted swarm {swarm}"))?;
@@ -185,7 +204,78 @@ pub fn swarm_table(swarms: &[SwarmView]) -> String {
     )
 }
 
+/// What `swarm scale` prints.
+fn describe_scale(swarm: &str, a: &ScaleAnswer) -> String {
+    let mut text = if a.from == a.to {
+        format!("pool {swarm}/{} stays at {} agents", a.pool.name, a.to)
+    } else {
+        format!(
+            "scaled pool {swarm}/{}: {} -> {} agents",
+            a.pool.name, a.from, a.to
+        )
+    };
+    if !a.draining.is_empty() {
+        text.push_str(&format!(
+            "; draining {} (they finish their tasks, then stop)",
+            a.draining.join(", ")
+        ));
+    }
+    if !a.kept.is_empty() {
+        text.push_str(&format!("; kept {}", a.kept.join(", ")));
+    }
+    text
+}
+
+/// The pools table of `swarm show`.
+pub fn pool_table(pools: &[PoolView]) -> String {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            let s = &p.size;
+            vec![
+                p.name.clone(),
+                if p.managed {
+                    format!("{}/{} ({}–{})", s.current, s.desired, s.min, s.max)
+                } else {
+                    format!("{} (connected)", s.current)
+                },
+                s.draining.to_string(),
+                format!("{:.0}%", p.utilization * 100.0),
+                format!("{} ({:.1}/agent)", p.queue.ready, p.queue.per_agent),
+                if p.recent_outcomes == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}% of {}", p.error_rate * 100.0, p.recent_outcomes)
+                },
+                p.wait_p95_ms.map(millis).unwrap_or_else(|| "-".to_owned()),
+                if p.scaling_policies == 0 {
+                    "-".to_owned()
+                } else {
+                    p.scaling_policies.to_string()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "POOL", "AGENTS", "DRAINING", "UTIL", "QUEUE", "ERRORS", "WAIT P95", "POLICIES",
+        ],
+        rows,
+    )
+}
+
 fn describe(v: &SwarmView, h: &SwarmHealth) -> String {
+    let text = describe_swarm(v, h);
+    if v.pools.is_empty() {
+        return text;
+    }
+    format!(
+        "{text}\n\nPools (agents: current/desired (min–max)):\n{}",
+        pool_table(&v.pools)
+    )
+}
+
+fn describe_swarm(v: &SwarmView, h: &SwarmHealth) -> String {
     let now = now();
     let s = &v.swarm;
     let c = &s.config;

@@ -15,6 +15,7 @@ mod checkpoints;
 mod dispatch;
 mod health;
 mod managed;
+mod scaling;
 mod swarms;
 mod tasks;
 mod timers;
@@ -23,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 pub use managed::PoolChange;
+pub use scaling::ScaleTarget;
 pub use tasks::{KnownTasks, Submission};
 
 use crate::agent::{Agent, AgentStatus};
@@ -177,6 +179,8 @@ pub struct Fleet {
     /// Tasks below this priority are not placed on agents.
     priority_floor: Option<u8>,
     out: Outbox,
+    /// Pools' recent queue waits and the agents draining out of pools.
+    scaling: scaling::ScalingState,
 }
 
 /// Which count of [`ActiveTaskCounts`] a state falls in.
@@ -232,6 +236,7 @@ impl Fleet {
             next_event_seq: 1,
             priority_floor: None,
             out: Outbox::default(),
+            scaling: Default::default(),
         }
     }
 
@@ -610,6 +615,10 @@ impl Fleet {
         }
         let old_holder = holder(&entry.task.state);
         let new_holder = holder(&state);
+        let queued_at = match entry.task.state {
+            TaskState::Queued { queued_at, .. } => Some(queued_at),
+            _ => None,
+        };
         let swarm_id = entry.task.swarm_id;
         let swarm = self.swarms.get_mut(&swarm_id).expect("task's swarm");
         if let Some(slot) = entry.slot.take() {
@@ -653,6 +662,10 @@ impl Fleet {
             if let Some(a) = new_holder {
                 self.hold(a, id);
                 self.refresh_agent_status(a);
+                // Autoscaling's wait metric.
+                if let Some(queued_at) = queued_at {
+                    self.note_wait(a, queued_at, now);
+                }
             }
         }
     }
@@ -907,22 +920,23 @@ impl Fleet {
         self.swarms.get(&id).map(|e| &e.swarm)
     }
 
-    /// A swarm with its live counts.
-    pub fn swarm_view(&self, id: SwarmId) -> Option<crate::api::SwarmView> {
+    /// A swarm with its live counts and its pools' metrics at `now`.
+    pub fn swarm_view(&self, id: SwarmId, now: Timestamp) -> Option<crate::api::SwarmView> {
         let e = self.swarms.get(&id)?;
         Some(crate::api::SwarmView {
             swarm: e.swarm.clone(),
             agent_count: e.agents.len() as u64,
             queue_depth: e.task_counts.queued + e.task_counts.delayed,
+            pools: self.pool_views(id, now),
         })
     }
 
     /// Every swarm with its live counts, by name.
-    pub fn swarm_views(&self) -> Vec<crate::api::SwarmView> {
+    pub fn swarm_views(&self, now: Timestamp) -> Vec<crate::api::SwarmView> {
         let mut ids: Vec<(&String, &SwarmId)> = self.swarm_names.iter().collect();
         ids.sort();
         ids.into_iter()
-            .filter_map(|(_, id)| self.swarm_view(*id))
+            .filter_map(|(_, id)| self.swarm_view(*id, now))
             .collect()
     }
 

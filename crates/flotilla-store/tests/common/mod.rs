@@ -108,6 +108,11 @@ pub fn managed(n: u32) -> Managed {
         starts: u32::MAX - 1,
         last_exit: Some("killed by signal 9 (SIGKILL): \"oom\"\n— ünïcode".to_owned()),
         limits_applied: Some("rlimit AS=1 GiB, cgroup cpu.max=150000 100000".to_owned()),
+        drain: Some(flotilla_core::agent::Drain {
+            since: ts(1_700_000_000_456),
+            reason: "scaled down: 3 -> 2 agents".to_owned(),
+            stopping: true,
+        }),
     }
 }
 

@@ -14,6 +14,7 @@ mod agents;
 mod checkpoints;
 mod health;
 mod managed;
+mod resources;
 mod swarms;
 mod tasks;
 mod timers;
@@ -22,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 pub use managed::PoolChange;
+pub use resources::ManagedView;
 pub use tasks::{KnownTasks, Submission};
 
 use crate::agent::{Agent, AgentStatus};

@@ -89,6 +89,11 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// Whether it measures CPU.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Signal::MachineCpu | Signal::FleetCpu)
+    }
+
     /// Its name in the API and events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -333,10 +338,13 @@ impl PressureMonitor {
         &self.signals
     }
 
-    /// The highest level of any signal, with the signal and its reason.
-    pub fn level(&self) -> (Level, Option<(Signal, String)>) {
+    /// The highest level of the signals that drive responses (CPU ones only with
+    /// `with_cpu`: a saturated CPU slows work down, exhausted memory or disk breaks it), with
+    /// the signal and its reason.
+    pub fn level(&self, with_cpu: bool) -> (Level, Option<(Signal, String)>) {
         self.signals
             .iter()
+            .filter(|(sig, _)| with_cpu || !sig.is_cpu())
             .max_by_key(|(_, s)| s.level)
             .filter(|(_, s)| s.level > Level::Normal)
             .map(|(sig, s)| (s.level, Some((*sig, s.reason.clone()))))
@@ -362,6 +370,8 @@ pub struct ResponsePolicy {
     pub delay: Option<Level>,
     /// Task priority below which dispatch is delayed (5).
     pub delay_below: u8,
+    /// Whether CPU signals drive responses too (false: they are measured and shown only).
+    pub cpu_responds: bool,
 }
 
 impl Default for ResponsePolicy {
@@ -374,6 +384,7 @@ impl Default for ResponsePolicy {
             shed_below: 3,
             delay: Some(Level::High),
             delay_below: 5,
+            cpu_responds: false,
         }
     }
 }
@@ -503,7 +514,7 @@ mod tests {
         assert!(levels.windows(2).all(|w| w[0] <= w[1]), "{levels:?}");
         assert!(levels.contains(&Level::Elevated) || levels.contains(&Level::High));
         assert_eq!(*levels.last().unwrap(), Level::Critical);
-        let (level, why) = m.level();
+        let (level, why) = m.level(false);
         assert_eq!(level, Level::Critical);
         assert_eq!(why.unwrap().0, Signal::FleetMemory);
     }
@@ -532,7 +543,11 @@ mod tests {
         let levels = feed(&mut m, 60.0, &[0.1; 20]);
         assert!(levels.windows(2).all(|w| w[0] >= w[1]), "{levels:?}");
         assert_eq!(*levels.last().unwrap(), Level::Normal);
-        assert_eq!(m.level().0, Level::Normal);
+        assert_eq!(m.level(false).0, Level::Normal);
+        // CPU signals count only when asked.
+        m.observe(at(200.0), &[(Signal::MachineCpu, 1.0)]);
+        assert_eq!(m.level(false).0, Level::Normal);
+        assert_eq!(m.level(true).0, Level::Critical);
     }
 
     #[test]

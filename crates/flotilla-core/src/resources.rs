@@ -459,6 +459,167 @@ pub fn plan(
     Plan { grants, held }
 }
 
+/// The API's shapes: `GET /api/v1/resources` and `PUT /api/v1/resources/policy`.
+pub mod view {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{Admission, Allocation, Capacity, PoolKey, Strategy};
+    use crate::ids::{AgentId, SwarmId};
+    use crate::pool::ResourceRequest;
+    use crate::pressure::{Level, PressureConfig, ResponsePolicy, Responses, Signal, SignalState};
+    use crate::time::Timestamp;
+
+    /// Everything the resource manager knows.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ResourcesView {
+        /// What agents may be allocated.
+        pub capacity: Capacity,
+        /// What was measured at start (before `--capacity-*` overrides).
+        pub measured: Capacity,
+        /// How competing demands are served.
+        pub strategy: Strategy,
+        /// What happens to a spawn that does not fit.
+        pub admission: Admission,
+        /// Allocated in total.
+        pub allocated: ResourceRequest,
+        /// One per live managed agent.
+        pub allocations: Vec<Allocation>,
+        /// Totals per pool.
+        pub pools: Vec<Total>,
+        /// Totals per swarm.
+        pub swarms: Vec<Total>,
+        /// Pools waiting for resources, or refused.
+        pub waiting: Vec<Waiting>,
+        /// Measured use.
+        pub usage: Usage,
+        /// Pressure and the responses to it.
+        pub pressure: PressureView,
+    }
+
+    /// What a pool or swarm holds.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Total {
+        /// The swarm.
+        pub swarm_id: SwarmId,
+        /// Its name.
+        pub swarm: String,
+        /// The pool (totals per pool only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub pool: Option<String>,
+        /// The pool's priority (totals per pool only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub priority: Option<u8>,
+        /// Agents holding an allocation.
+        pub agents: u32,
+        /// What they hold.
+        pub allocated: ResourceRequest,
+    }
+
+    /// A pool's agents that wait for resources, or were refused.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Waiting {
+        /// The pool.
+        #[serde(flatten)]
+        pub pool: PoolKey,
+        /// Its priority.
+        pub priority: u8,
+        /// What each agent asks for.
+        pub request: ResourceRequest,
+        /// Agents not started.
+        pub count: u32,
+        /// Why.
+        pub reason: String,
+        /// Refused (not retried until the pool changes) rather than waiting.
+        pub refused: bool,
+        /// Since when.
+        pub since: Timestamp,
+    }
+
+    /// Measured use.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct Usage {
+        /// The machine's (`None` until the first sample).
+        pub machine: Option<MachineUsage>,
+        /// CPU used by managed agents, in cores.
+        pub fleet_cpu_cores: f64,
+        /// Memory (RSS) of managed agents, in MiB.
+        pub fleet_memory_mb: f64,
+        /// Per managed agent with a process.
+        pub agents: Vec<AgentUsage>,
+    }
+
+    /// Machine-wide use.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct MachineUsage {
+        /// CPU busy, in percent of all cores (`None` at the first sample).
+        pub cpu_percent: Option<f64>,
+        /// Memory in use (total minus available), in MiB.
+        pub memory_used_mb: u64,
+        /// Memory in total, in MiB.
+        pub memory_total_mb: u64,
+        /// Disk in use on the data directory's file system, in MiB.
+        pub disk_used_mb: u64,
+        /// That file system's size, in MiB.
+        pub disk_total_mb: u64,
+    }
+
+    /// One managed agent's sampled use.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct AgentUsage {
+        /// The agent.
+        pub agent_id: AgentId,
+        /// Its name.
+        pub agent: String,
+        /// Its pool.
+        #[serde(flatten)]
+        pub pool: PoolKey,
+        /// CPU, in percent of one core.
+        pub cpu_percent: f64,
+        /// Resident memory, in MiB.
+        pub memory_mb: f64,
+    }
+
+    /// Pressure and the responses to it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct PressureView {
+        /// The level responses follow: the highest of the signals that drive them.
+        pub level: Level,
+        /// The signal at that level, if above normal.
+        pub signal: Option<Signal>,
+        /// Why, in words.
+        pub reason: String,
+        /// Every signal.
+        pub signals: BTreeMap<Signal, SignalState>,
+        /// Thresholds and smoothing.
+        pub config: PressureConfig,
+        /// At which level each response starts.
+        pub policy: ResponsePolicy,
+        /// The responses in force.
+        pub active: Responses,
+        /// Agents paused by pressure, resumed when it falls.
+        pub paused_agents: Vec<AgentId>,
+        /// Why scale-up is refused now, if it is.
+        pub scale_up_veto: Option<String>,
+    }
+
+    /// The body of `PUT /resources/policy`: what to change (the rest stays).
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PolicyUpdate {
+        /// A new allocation strategy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub strategy: Option<Strategy>,
+        /// A new admission policy (refusals are forgotten when it changes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub admission: Option<Admission>,
+        /// New pressure responses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub responses: Option<ResponsePolicy>,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,32 @@ pub struct MachineUsage {
     pub memory_available_bytes: u64,
     /// The directory's file system size, in bytes.
     pub disk_total_bytes: u64,
+    /// Its space in use, in bytes.
+    pub disk_used_bytes: u64,
     /// Its space free to unprivileged users, in bytes.
     pub disk_available_bytes: u64,
+}
+
+impl MachineUsage {
+    /// Share of the disk in use as `df` counts it: used / (used + available to users), so the
+    /// blocks reserved for root do not count as free.
+    pub fn disk_used_fraction(&self) -> f64 {
+        let seen = self.disk_used_bytes + self.disk_available_bytes;
+        if seen == 0 {
+            0.0
+        } else {
+            self.disk_used_bytes as f64 / seen as f64
+        }
+    }
+
+    /// Share of memory not available for new work.
+    pub fn memory_used_fraction(&self) -> f64 {
+        if self.memory_total_bytes == 0 {
+            0.0
+        } else {
+            1.0 - self.memory_available_bytes as f64 / self.memory_total_bytes as f64
+        }
+    }
 }
 
 /// Measures the machine's capacity, for agents whose files live under `dir`.
@@ -41,7 +65,7 @@ pub fn capacity(dir: &Path) -> io::Result<MachineCapacity> {
         .map(|n| n.get() as f64)
         .unwrap_or(1.0);
     let mem = meminfo(Path::new("/proc/meminfo"))?;
-    let (_, disk_available_bytes) = disk(dir)?;
+    let (_, _, disk_available_bytes) = disk(dir)?;
     Ok(MachineCapacity {
         cpu_cores,
         memory_bytes: mem.0,
@@ -82,12 +106,13 @@ impl MachineSampler {
         self.previous_cpu = Some((busy, total));
         let (memory_total_bytes, memory_available_bytes) =
             meminfo(&self.proc_root.join("meminfo"))?;
-        let (disk_total_bytes, disk_available_bytes) = disk(dir)?;
+        let (disk_total_bytes, disk_free_bytes, disk_available_bytes) = disk(dir)?;
         Ok(MachineUsage {
             cpu_busy,
             memory_total_bytes,
             memory_available_bytes,
             disk_total_bytes,
+            disk_used_bytes: disk_total_bytes.saturating_sub(disk_free_bytes),
             disk_available_bytes,
         })
     }
@@ -130,10 +155,15 @@ fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
 }
 
 /// Size and space available of `dir`'s file system, in bytes.
-fn disk(dir: &Path) -> io::Result<(u64, u64)> {
+/// (Its free space and space available to unprivileged users, too.)
+fn disk(dir: &Path) -> io::Result<(u64, u64, u64)> {
     let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
     let unit = s.fragment_size() as u64;
-    Ok((s.blocks() as u64 * unit, s.blocks_available() as u64 * unit))
+    Ok((
+        s.blocks() as u64 * unit,
+        s.blocks_free() as u64 * unit,
+        s.blocks_available() as u64 * unit,
+    ))
 }
 
 #[cfg(test)]
@@ -166,6 +196,8 @@ mod tests {
         assert_eq!(first.cpu_busy, None);
         assert!(first.memory_available_bytes <= first.memory_total_bytes);
         assert!(first.disk_available_bytes <= first.disk_total_bytes);
+        assert!((0.0..=1.0).contains(&first.disk_used_fraction()));
+        assert!((0.0..1.0).contains(&first.memory_used_fraction()));
         // Burn a little CPU so that the counters move.
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_millis(50) {

@@ -145,9 +145,8 @@ impl PressureConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), CoreError> {
         let ok = |v: f64| v.is_finite() && v > 0.0 && v <= 1.0;
-        if !(ok(self.elevated) && ok(self.high) && ok(self.critical))
-            || !(self.elevated < self.high && self.high < self.critical)
-        {
+        let ordered = self.elevated < self.high && self.high < self.critical;
+        if !(ok(self.elevated) && ok(self.high) && ok(self.critical) && ordered) {
             return Err(CoreError::invalid(
                 "pressure thresholds must satisfy 0 < elevated < high < critical <= 1",
             ));
@@ -554,8 +553,11 @@ mod tests {
     fn a_fast_rise_raises_elevated_to_high_before_the_threshold() {
         // 72 % and rising 2 % per second: out in ~14 s, within the 60 s horizon.
         let values: Vec<f64> = (0..4).map(|i| 0.66 + 0.04 * i as f64).collect();
-        let mut cfg = PressureConfig::default();
-        cfg.alpha = 1.0; // judge the raw value, to isolate the prediction
+        // Judge the raw value, to isolate the prediction.
+        let cfg = PressureConfig {
+            alpha: 1.0,
+            ..PressureConfig::default()
+        };
         let mut m = PressureMonitor::new(cfg).unwrap();
         let levels = feed(&mut m, 0.0, &values);
         assert_eq!(levels[..2], [Level::Normal, Level::Elevated]);

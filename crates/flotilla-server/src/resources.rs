@@ -281,8 +281,8 @@ impl Resources {
             .held
             .iter()
             .filter(|(k, h)| {
-                !still_held.contains(*k)
-                    && !(h.refused && versions.get(*k) == Some(&h.pool_version))
+                let refusal_stands = h.refused && versions.get(*k) == Some(&h.pool_version);
+                !(still_held.contains(*k) || refusal_stands)
             })
             .map(|(k, _)| k.clone())
             .collect();

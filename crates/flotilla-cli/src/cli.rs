@@ -364,6 +364,23 @@ pub enum SwarmCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Set a managed pool's size: `scale SWARM POOL N`, or `scale SWARM POOL --by -2`.
+    /// Agents removed finish their tasks first (see docs/autoscaling.md).
+    Scale {
+        /// The swarm's name or id.
+        swarm: String,
+        /// The pool.
+        pool: String,
+        /// The number of agents wanted.
+        #[arg(required_unless_present = "by", conflicts_with = "by")]
+        agents: Option<u32>,
+        /// Agents to add (+N) or remove (-N), from the pool's desired size.
+        #[arg(long, value_name = "±N", allow_negative_numbers = true)]
+        by: Option<i64>,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 /// A swarm's settings, each optional.
@@ -393,6 +410,49 @@ pub struct SwarmSettings {
     /// Default attempts allowed per task.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Which waiting agent gets the next task.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Tasks each agent may have waiting in its local queue (idle agents steal from them).
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
+    /// With --strategy affinity: how long a task waits for the agent that ran its key last.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub affinity_wait: Option<Duration>,
+}
+
+/// A placement strategy, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Agents take turns.
+    RoundRobin,
+    /// Fewest tasks held plus waiting first.
+    LeastLoaded,
+    /// Most specific agent first; tasks that need its capabilities first.
+    CapabilityMatch,
+    /// Same affinity key, same agent (waiting up to --affinity-wait).
+    Affinity,
+    /// In proportion to measured success rate and speed.
+    Weighted,
+    /// Lowest CPU and memory use first.
+    ResourceBased,
+    /// Agents of higher-priority pools first, then least loaded.
+    Priority,
+}
+
+impl From<StrategyArg> for flotilla_core::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        use flotilla_core::Strategy as S;
+        match s {
+            StrategyArg::RoundRobin => S::RoundRobin,
+            StrategyArg::LeastLoaded => S::LeastLoaded,
+            StrategyArg::CapabilityMatch => S::CapabilityMatch,
+            StrategyArg::Affinity => S::Affinity,
+            StrategyArg::Weighted => S::Weighted,
+            StrategyArg::ResourceBased => S::ResourceBased,
+            StrategyArg::Priority => S::Priority,
+        }
+    }
 }
 
 /// A topology, as the command line spells it.
@@ -880,6 +940,37 @@ mod tests {
             Command::Serve(s) => assert_eq!(s.listen.port(), 9000),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn swarm_scale_takes_a_size_or_a_signed_delta() {
+        let Command::Swarm(SwarmCommand::Scale {
+            swarm,
+            pool,
+            agents,
+            by,
+            ..
+        }) = parse(&["swarm", "scale", "s", "coder", "5"])
+            .unwrap()
+            .command
+        else {
+            panic!("scale");
+        };
+        assert_eq!(
+            (swarm.as_str(), pool.as_str(), agents, by),
+            ("s", "coder", Some(5), None)
+        );
+        for (arg, want) in [("-2", -2), ("+3", 3), ("4", 4)] {
+            let cli = parse(&["swarm", "scale", "s", "coder", "--by", arg]).unwrap();
+            let Command::Swarm(SwarmCommand::Scale { agents, by, .. }) = cli.command else {
+                panic!("scale");
+            };
+            assert_eq!((agents, by), (None, Some(want)), "{arg}");
+        }
+        assert!(parse(&["swarm", "scale", "s", "coder"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "2", "--by", "1"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "-1"]).is_err());
+        assert!(parse(&["swarm", "scale", "s", "coder", "--by", "x"]).is_err());
     }
 
     #[test]

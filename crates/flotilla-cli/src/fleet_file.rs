@@ -67,7 +67,7 @@ use flotilla_core::api::{FleetSpec, FleetSwarm};
 use flotilla_core::swarm::validate_name;
 use flotilla_core::{
     AgentMode, AgentTemplate, PoolSpec, ResourceLimits, RuntimeKind, ScalingMetric, ScalingPolicy,
-    SwarmConfig, Topology,
+    Strategy, SwarmConfig, Topology,
 };
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
@@ -199,6 +199,9 @@ const SWARM_KEYS: &[&str] = &[
     "task_max_attempts",
     "min_agents",
     "max_agents",
+    "strategy",
+    "prefetch",
+    "affinity_wait",
     "health",
     "recovery",
     "pools",
@@ -378,6 +381,26 @@ impl Cx<'_> {
                             self.err(v.span(), &kp, "must be between 100ms and 7d");
                         }
                         config.task_timeout = d;
+                    }
+                }
+                "strategy" => {
+                    config_given = true;
+                    let options: Vec<(&str, Strategy)> =
+                        Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
+                    if let Some(st) = self.choice(v, &kp, &options) {
+                        config.strategy = st;
+                    }
+                }
+                "prefetch" => {
+                    config_given = true;
+                    if let Some(n) = self.count(v, &kp, 0, 1000) {
+                        config.prefetch = n;
+                    }
+                }
+                "affinity_wait" => {
+                    config_given = true;
+                    if let Some(d) = self.duration(v, &kp) {
+                        config.affinity_wait = d;
                     }
                 }
                 "task_max_attempts" => {
@@ -1685,6 +1708,23 @@ agent.cpu = 2
         assert_eq!(config.recovery.rollback_after, 2);
         assert_eq!(config.health.breaker_failures, 3);
         assert!(code.swarms[0].pools[0].checkpoints.after_each_task);
+    }
+
+    #[test]
+    fn placement_strategy_prefetch_and_affinity_wait_are_read_and_checked() {
+        let spec =
+            ok("[swarms.s]\nstrategy = \"least_loaded\"\nprefetch = 2\naffinity_wait = \"3s\"\n");
+        let c = spec.swarms[0].config.as_ref().unwrap();
+        assert_eq!(c.strategy, Strategy::LeastLoaded);
+        assert_eq!(c.prefetch, 2);
+        assert_eq!(c.affinity_wait, Duration::from_secs(3));
+        let e = error("[swarms.s]\nstrategy = \"fastest\"\n");
+        assert!(
+            e.contains("swarms.s.strategy") && e.contains("\"capability_match\""),
+            "{e}"
+        );
+        let e = error("[swarms.s]\nprefetch = 5000\n");
+        assert!(e.contains("from 0 to 1000"), "{e}");
     }
 
     #[test]

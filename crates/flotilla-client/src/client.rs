@@ -201,6 +201,19 @@ impl Client {
         self.send(self.req(Method::DELETE, &url)).await.map(drop)
     }
 
+    /// `POST /swarms/{swarm}/scale`: sets a managed pool's size (absolute or relative).
+    pub async fn scale_pool(
+        &self,
+        swarm: &str,
+        request: &flotilla_core::api::ScaleRequest,
+    ) -> Result<flotilla_core::api::ScaleAnswer, ClientError> {
+        let url = self.url(&["swarms", swarm, "scale"]);
+        let body = self
+            .send(self.req(Method::POST, &url).json(request))
+            .await?;
+        decode(&url, &body)
+    }
+
     /// `GET /swarms/{swarm}/health`.
     pub async fn swarm_health(&self, swarm: &str) -> Result<SwarmHealth, ClientError> {
         self.get_json(&self.url(&["swarms", swarm, "health"])).await

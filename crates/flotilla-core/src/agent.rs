@@ -221,6 +221,22 @@ pub struct Managed {
     pub last_exit: Option<String>,
     /// Which limits the runtime could apply (rlimits, cgroup), in words.
     pub limits_applied: Option<String>,
+    /// Set while a scale-down removes it from its pool: it takes no new task, finishes the
+    /// ones it holds, then is stopped and removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// A managed agent being drained out of its pool by a scale-down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    /// When the drain began.
+    pub since: Timestamp,
+    /// Why (the scale decision, in words).
+    pub reason: String,
+    /// Its tasks are done and its stop was asked for; it is removed when its process ends.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 impl Agent {

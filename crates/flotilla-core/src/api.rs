@@ -32,6 +32,94 @@ pub struct SwarmView {
     pub agent_count: u64,
     /// Tasks waiting for an agent (queued, including delayed retries).
     pub queue_depth: u64,
+    /// Its pools with their size, load and queue, by name.
+    #[serde(default)]
+    pub pools: Vec<PoolView>,
+}
+
+/// A pool's size, load and queue: what `GET /swarms/{swarm}` shows and the autoscaler reads.
+/// See `docs/autoscaling.md` for the exact definitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    /// Its name (the type of its agents).
+    pub name: String,
+    /// Whether Flotilla starts its agents (it has an agent template).
+    pub managed: bool,
+    /// Its priority level, 1 to 10.
+    pub priority: u8,
+    /// How many agents it has and should have.
+    pub size: PoolSize,
+    /// Held task slots over all task slots of its in-service agents (idle or busy, not
+    /// draining), 0 to 1; 0 when none is in service.
+    pub utilization: f64,
+    /// Ready tasks its agents could run.
+    pub queue: PoolQueue,
+    /// Failed share of its agents' task outcomes within the swarm's error-rate window.
+    pub error_rate: f64,
+    /// How many outcomes `error_rate` is drawn from.
+    pub recent_outcomes: u64,
+    /// 95th percentile of the time its agents' tasks waited in the queue (queued to placed or
+    /// started) over the last minute (at most the last 256 tasks), in milliseconds; `null`
+    /// without such a task.
+    pub wait_p95_ms: Option<u64>,
+    /// How many of its scaling policies are enabled.
+    pub scaling_policies: usize,
+}
+
+/// The size of a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSize {
+    /// Its agents that stay in it: all but those draining out and those recovery gave up on.
+    pub current: u32,
+    /// The size asked for (by a scale or the autoscaler), `min` when none was.
+    pub desired: u32,
+    /// Its `min_agents`.
+    pub min: u32,
+    /// Its `max_agents`.
+    pub max: u32,
+    /// Agents finishing their tasks before they stop and leave (scale-down).
+    pub draining: u32,
+    /// All its agents by status; statuses with no agent are left out.
+    pub by_status: BTreeMap<AgentStatus, u32>,
+}
+
+/// The part of a swarm's ready queue a pool can serve.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolQueue {
+    /// Ready tasks (queued, not waiting for a retry backoff) whose required capabilities the
+    /// pool's agents have.
+    pub ready: u64,
+    /// `ready` divided by `size.current` (by 1 when the pool has no agent).
+    pub per_agent: f64,
+}
+
+/// `POST /swarms/{swarm}/scale`: a new size for a managed pool, absolute or relative.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// The pool.
+    pub pool: String,
+    /// The size wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u32>,
+    /// Agents to add (positive) or remove (negative), from the pool's desired size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<i64>,
+}
+
+/// The answer to `POST /swarms/{swarm}/scale`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleAnswer {
+    /// The desired size before.
+    pub from: u32,
+    /// The desired size now.
+    pub to: u32,
+    /// Agents that began draining out of the pool (scale-down), by name.
+    pub draining: Vec<String>,
+    /// Draining agents kept in the pool instead of starting new ones (scale-up), by name.
+    pub kept: Vec<String>,
+    /// The pool now.
+    pub pool: PoolView,
 }
 
 /// Counts of unfinished tasks by status.

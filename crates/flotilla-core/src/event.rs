@@ -58,6 +58,12 @@ pub enum EventKind {
     PoolUpdated,
     /// A pool was deleted.
     PoolDeleted,
+    /// A pool's desired size changed (a manual scale or the autoscaler), with why.
+    PoolScaled,
+    /// The autoscaler wanted to grow a pool and was refused (resources, pressure), with why.
+    PoolScaleRefused,
+    /// A managed agent began draining out of its pool (scale-down): no new tasks, then stop.
+    AgentDraining,
     /// A task was accepted.
     TaskSubmitted,
     /// A task's dependencies finished; it entered the queue.
@@ -119,6 +125,9 @@ impl EventKind {
             EventKind::AgentRollback => "agent_rollback",
             EventKind::PoolUpdated => "pool_updated",
             EventKind::PoolDeleted => "pool_deleted",
+            EventKind::PoolScaled => "pool_scaled",
+            EventKind::PoolScaleRefused => "pool_scale_refused",
+            EventKind::AgentDraining => "agent_draining",
             EventKind::TaskSubmitted => "task_submitted",
             EventKind::TaskUnblocked => "task_unblocked",
             EventKind::TaskAssigned => "task_assigned",

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod autoscale;
 pub mod changes;
 pub mod checkpoint;
 pub mod dag;
@@ -28,7 +29,7 @@ pub mod task;
 pub mod time;
 
 pub use agent::{
-    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Heartbeat, Managed, ReportedHealth,
+    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Drain, Heartbeat, Managed, ReportedHealth,
     ResourceUsage,
 };
 pub use changes::{Changes, Effect};
@@ -37,7 +38,7 @@ pub use checkpoint::{
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind};
-pub use fleet::{Fleet, FleetLimits, StoredState};
+pub use fleet::{Fleet, FleetLimits, ScaleTarget, StoredState};
 pub use health::{
     AgentHealth, Breaker, HealthPolicy, HealthReason, HealthState, HealthTransition, RecoveryPolicy,
 };
@@ -47,7 +48,9 @@ pub use pool::{
     AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES, Pool,
     PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric, ScalingPolicy,
 };
-pub use swarm::{DEFAULT_SWARM, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology};
+pub use swarm::{
+    DEFAULT_SWARM, Strategy, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology,
+};
 pub use task::{
     Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,
     FailureReport, Progress, Task, TaskError, TaskSpec, TaskState, TaskStatus,

@@ -19,6 +19,22 @@ pub struct QueueSlot {
     key: QueueKey,
 }
 
+impl QueueSlot {
+    /// Where the task stands: compare two slots' ranks to know which task goes first
+    /// (smaller first: higher priority, then earlier arrival).
+    pub fn rank(&self) -> (Reverse<u8>, u64) {
+        (self.key.priority, self.key.seq)
+    }
+
+    /// The task's priority.
+    pub fn priority(&self) -> u8 {
+        self.key.priority.0
+    }
+}
+
+/// The partition number of slots in a [`LocalQueue`].
+const LOCAL: u32 = u32::MAX;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct QueueKey {
     priority: Reverse<u8>,
@@ -102,12 +118,34 @@ impl ReadyQueue {
 
     /// The best task an agent with these (sorted) capabilities may run, without taking it.
     pub fn peek_for(&self, capabilities: &[String]) -> Option<(TaskId, QueueSlot)> {
+        self.peek(capabilities, 0, false)
+    }
+
+    /// The best task of at least priority `floor` that an agent with these (sorted)
+    /// capabilities may run, without taking it. With `best_fit`, among tasks of equal
+    /// priority the one that needs most capabilities goes first (then first in, first out).
+    pub fn peek(
+        &self,
+        capabilities: &[String],
+        floor: u8,
+        best_fit: bool,
+    ) -> Option<(TaskId, QueueSlot)> {
         let mut best: Option<(u32, QueueKey)> = None;
+        let order = |i: u32, k: &QueueKey| {
+            let needs = if best_fit {
+                self.partitions[i as usize].capabilities.len()
+            } else {
+                0
+            };
+            (k.priority, Reverse(needs), k.seq)
+        };
         for (i, p) in self.partitions.iter().enumerate() {
             let Some(head) = p.tasks.first() else {
                 continue;
             };
-            if best.is_some_and(|(_, b)| b <= *head) {
+            if head.priority.0 < floor
+                || best.is_some_and(|(bi, b)| order(bi, &b) <= order(i as u32, head))
+            {
                 continue;
             }
             if has_all(capabilities, &p.capabilities) {
@@ -115,6 +153,16 @@ impl ReadyQueue {
             }
         }
         best.map(|(partition, key)| (key.task, QueueSlot { partition, key }))
+    }
+
+    /// How many queued tasks an agent with these (sorted) capabilities could run:
+    /// O(partitions).
+    pub fn count_for(&self, capabilities: &[String]) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| has_all(capabilities, &p.capabilities))
+            .map(|p| p.tasks.len())
+            .sum()
     }
 
     /// Takes the best task an agent with these (sorted) capabilities may run.
@@ -132,6 +180,65 @@ impl ReadyQueue {
     /// Every queued task, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.by_age.values().copied()
+    }
+}
+
+/// The local queue of one agent: tasks placed ahead on it (prefetched, or waiting for it by
+/// affinity), in the same order as the swarm's queue.
+#[derive(Debug, Default)]
+pub struct LocalQueue {
+    tasks: BTreeSet<QueueKey>,
+}
+
+impl LocalQueue {
+    /// Adds a task with its priority and its place in the swarm's arrival order.
+    pub fn push(&mut self, task: TaskId, priority: u8, seq: u64) -> QueueSlot {
+        let key = QueueKey {
+            priority: Reverse(priority),
+            seq,
+            task,
+        };
+        self.tasks.insert(key);
+        QueueSlot {
+            partition: LOCAL,
+            key,
+        }
+    }
+
+    /// Takes a task out; false if it was not there.
+    pub fn remove(&mut self, slot: QueueSlot) -> bool {
+        slot.partition == LOCAL && self.tasks.remove(&slot.key)
+    }
+
+    /// How many tasks wait in it.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Its tasks, best first.
+    pub fn iter(&self) -> impl Iterator<Item = (TaskId, QueueSlot)> + '_ {
+        self.tasks.iter().map(|k| {
+            (
+                k.task,
+                QueueSlot {
+                    partition: LOCAL,
+                    key: *k,
+                },
+            )
+        })
+    }
+
+    /// Empties it, best first.
+    pub fn drain(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.tasks)
+            .into_iter()
+            .map(|k| k.task)
+            .collect()
     }
 }
 
@@ -174,6 +281,19 @@ mod tests {
     }
 
     #[test]
+    fn count_for_counts_the_tasks_an_agent_could_run() {
+        let mut q = ReadyQueue::new();
+        q.push(id(1), 5, 1, &caps(&[]));
+        q.push(id(2), 5, 2, &caps(&["rust"]));
+        q.push(id(3), 5, 3, &caps(&["rust"]));
+        q.push(id(4), 5, 4, &caps(&["gpu", "rust"]));
+        assert_eq!(q.count_for(&caps(&[])), 1);
+        assert_eq!(q.count_for(&caps(&["rust"])), 3);
+        assert_eq!(q.count_for(&caps(&["gpu", "rust"])), 4);
+        assert_eq!(q.count_for(&caps(&["gpu"])), 1);
+    }
+
+    #[test]
     fn remove_and_oldest() {
         let mut q = ReadyQueue::new();
         let a = q.push(id(1), 1, 1, &[]);
@@ -183,6 +303,32 @@ mod tests {
         assert!(!q.remove(a));
         assert_eq!(q.oldest(), Some(id(2)));
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn floor_and_best_fit() {
+        let mut q = ReadyQueue::new();
+        q.push(id(1), 5, 1, &[]);
+        q.push(id(2), 5, 2, &caps(&["gpu"]));
+        q.push(id(3), 2, 3, &caps(&["gpu"]));
+        let gpu = caps(&["gpu"]);
+        assert_eq!(q.peek(&gpu, 0, false).unwrap().0, id(1));
+        assert_eq!(q.peek(&gpu, 0, true).unwrap().0, id(2));
+        assert_eq!(q.peek(&[], 6, false), None);
+        let (t, slot) = q.peek(&gpu, 5, true).unwrap();
+        assert_eq!((t, slot.priority()), (id(2), 5));
+        let mut local = LocalQueue::default();
+        let a = local.push(id(7), 3, 9);
+        let b = local.push(id(8), 9, 10);
+        assert!(b.rank() < a.rank());
+        assert_eq!(
+            local.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            vec![id(8), id(7)]
+        );
+        assert!(!q.remove(a), "a local slot is not the swarm queue's");
+        assert!(local.remove(a));
+        assert_eq!(local.drain(), vec![id(8)]);
+        assert!(local.is_empty());
     }
 
     proptest! {

@@ -26,6 +26,60 @@ pub enum Topology {
     Ring,
 }
 
+/// How a swarm places its ready tasks on its agents. Whatever the strategy, an agent takes the
+/// best task it may run (higher priority first, then first in, first out); the strategy decides
+/// which agent goes first, and where tasks wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Agents take turns, in the order they asked for work.
+    #[default]
+    RoundRobin,
+    /// The agent with the fewest tasks, held plus waiting in its local queue, goes first.
+    LeastLoaded,
+    /// The most specific agent (fewest capabilities) goes first, and among tasks of equal
+    /// priority an agent takes the one that needs most of its capabilities: generalists stay
+    /// free for the work only they can do.
+    CapabilityMatch,
+    /// A task with an `affinity_key` waits in the local queue of the agent that last ran a task
+    /// with that key, for at most `affinity_wait`; then any agent may take it. Otherwise, least
+    /// loaded.
+    Affinity,
+    /// Agents get work in proportion to their measured success rate times speed (smooth
+    /// weighted round robin).
+    Weighted,
+    /// The agent with the lowest current CPU and memory use, and fewest held tasks, goes first.
+    ResourceBased,
+    /// Agents of higher-priority pools go first, then the least loaded.
+    Priority,
+}
+
+impl Strategy {
+    /// Every strategy, in the order the documentation lists them.
+    pub const ALL: [Strategy; 7] = [
+        Strategy::RoundRobin,
+        Strategy::LeastLoaded,
+        Strategy::CapabilityMatch,
+        Strategy::Affinity,
+        Strategy::Weighted,
+        Strategy::ResourceBased,
+        Strategy::Priority,
+    ];
+
+    /// Its name, as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastLoaded => "least_loaded",
+            Strategy::CapabilityMatch => "capability_match",
+            Strategy::Affinity => "affinity",
+            Strategy::Weighted => "weighted",
+            Strategy::ResourceBased => "resource_based",
+            Strategy::Priority => "priority",
+        }
+    }
+}
+
 /// A swarm's lifecycle status, derived from its agents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,6 +131,16 @@ pub struct SwarmConfig {
     pub health: crate::health::HealthPolicy,
     /// How managed agents that fail are recovered.
     pub recovery: crate::health::RecoveryPolicy,
+    /// How ready tasks are placed on agents.
+    pub strategy: Strategy,
+    /// Tasks each agent may have waiting in its local queue beyond those it holds; 0 keeps
+    /// every waiting task in the swarm's queue. An agent with nothing to do takes work from
+    /// the most loaded agent's local queue (work stealing).
+    pub prefetch: u32,
+    /// With the `affinity` strategy, how long a task waits for the agent that last ran its
+    /// affinity key before any agent may take it.
+    #[serde(rename = "affinity_wait_ms", with = "serde_ms")]
+    pub affinity_wait: Duration,
 }
 
 impl Default for SwarmConfig {
@@ -90,6 +154,9 @@ impl Default for SwarmConfig {
             task_max_attempts: 3,
             health: Default::default(),
             recovery: Default::default(),
+            strategy: Strategy::default(),
+            prefetch: 0,
+            affinity_wait: Duration::from_secs(5),
         }
     }
 }
@@ -133,6 +200,16 @@ impl SwarmConfig {
         if !(1..=100).contains(&self.task_max_attempts) {
             return Err(CoreError::invalid(
                 "config.task_max_attempts must be between 1 and 100",
+            ));
+        }
+        if self.prefetch > 1000 {
+            return Err(CoreError::invalid(
+                "config.prefetch must be between 0 and 1000",
+            ));
+        }
+        if self.affinity_wait > Duration::from_secs(3600) {
+            return Err(CoreError::invalid(
+                "config.affinity_wait_ms must be at most 3600000 (1 hour)",
             ));
         }
         self.health.validate()?;

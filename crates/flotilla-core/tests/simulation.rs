@@ -296,8 +296,17 @@ impl Sim {
             heartbeat_miss_limit: 3,
             task_timeout: Duration::from_secs(60),
             task_max_attempts: 3,
+            // Every placement strategy, with and without local queues, keeps the invariants.
+            strategy: flotilla_core::Strategy::ALL[rng.gen_range(0..7)],
+            prefetch: rng.gen_range(0..3),
+            affinity_wait: Duration::from_millis(rng.gen_range(0..2_000)),
             ..SwarmConfig::default()
         };
+        eprintln!(
+            "simulation: strategy {}, prefetch {}",
+            config.strategy.as_str(),
+            config.prefetch
+        );
         let spec = SwarmSpec {
             name: SWARM.to_owned(),
             config,
@@ -1203,6 +1212,9 @@ impl Sim {
             task_type: format!("type-{}", rng.gen_range(0..8)),
             payload: Json::from_value(&serde_json::json!({ "n": i })),
             priority: rng.gen_range(1..=10),
+            affinity_key: rng
+                .gen_bool(0.3)
+                .then(|| format!("key-{}", rng.gen_range(0..50))),
             ..TaskSpec::default()
         };
         let n_caps = match rng.gen_range(0..100) {

@@ -239,7 +239,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .clone()
             .or_else(|| std::env::current_exe().ok()),
         resources,
+        autoscaler: Mutex::new(flotilla_core::autoscale::Autoscaler::new()),
+        scale_veto: RwLock::new(state::no_scale_veto()),
     });
+    state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

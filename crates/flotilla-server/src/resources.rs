@@ -61,7 +61,8 @@ pub struct ResourceSettings {
 
 /// The resource manager's state, shared by the admission path, the sampler and the API.
 pub struct Resources {
-    state: Mutex<State>,
+    /// Shared with the autoscaler's veto ([`Resources::scale_veto`]).
+    state: std::sync::Arc<Mutex<State>>,
     sampler: Mutex<rt::MachineSampler>,
     evaluating: AtomicBool,
 }
@@ -142,7 +143,7 @@ impl Resources {
             disk_mb: settings.disk_mb.unwrap_or(measured.disk_mb),
         };
         Ok(Resources {
-            state: Mutex::new(State {
+            state: std::sync::Arc::new(Mutex::new(State {
                 capacity,
                 measured,
                 strategy: settings.strategy,
@@ -155,7 +156,7 @@ impl Resources {
                 paused: BTreeSet::new(),
                 level: (Level::Normal, None),
                 machine: None,
-            }),
+            })),
             sampler: Mutex::new(rt::MachineSampler::new()),
             evaluating: AtomicBool::new(false),
         })
@@ -166,6 +167,22 @@ impl Resources {
     pub fn scale_up_veto(&self) -> Option<String> {
         let st = self.state.lock();
         st.active.stop_scale_up.then(|| pressure_words(&st.level))
+    }
+
+    /// The autoscaler's veto ([`crate::state::ScaleVeto`]): growth is refused, with the
+    /// pressure's reason, while the `stop_scale_up` response is in force.
+    pub fn scale_veto(&self) -> crate::state::ScaleVeto {
+        let state = self.state.clone();
+        std::sync::Arc::new(move |_: &Fleet, pool: &Pool, wanted: u32| {
+            let st = state.lock();
+            st.active.stop_scale_up.then(|| {
+                format!(
+                    "pool {:?} is not grown to {wanted}: resource pressure {}",
+                    pool.name,
+                    pressure_words(&st.level)
+                )
+            })
+        })
     }
 
     /// Under pressure at or above the `shed` level: the task priority below which new
@@ -363,7 +380,7 @@ impl Resources {
         let (views, swarm_names) = {
             let f = state.fleet.lock();
             let names: BTreeMap<SwarmId, String> = f
-                .swarm_views()
+                .swarm_views(state.now())
                 .into_iter()
                 .map(|s| (s.swarm.id, s.swarm.name))
                 .collect();
@@ -579,6 +596,7 @@ impl Resources {
                 &what,
                 &mut actions.notes,
             );
+            actions.delay = Some(want.delay_below);
         }
         // Pausing: while in force, the lowest-priority running agents are paused (new ones
         // too); when it ends, exactly the agents it paused and that are still paused resume.
@@ -646,6 +664,8 @@ struct Actions {
     notes: Vec<Note>,
     pause: Vec<AgentId>,
     resume: Vec<AgentId>,
+    /// A new dispatch floor (`Some(None)`: lift it).
+    delay: Option<Option<u8>>,
 }
 
 /// "high (fleet_memory: 88% averaged …)".
@@ -732,7 +752,11 @@ pub async fn evaluate(state: &AppState) {
     }
     let views = state.fleet.lock().managed_views();
     let actions = resources.observe(&views, state.now(), &state.data_dir);
-    if !actions.notes.is_empty() || !actions.pause.is_empty() || !actions.resume.is_empty() {
+    if !actions.notes.is_empty()
+        || !actions.pause.is_empty()
+        || !actions.resume.is_empty()
+        || actions.delay.is_some()
+    {
         for (_, _, _, detail) in &actions.notes {
             tracing::info!(%detail, "resource pressure");
         }
@@ -748,6 +772,9 @@ pub async fn evaluate(state: &AppState) {
                     if let Err(e) = f.lifecycle(id, Operation::Pause, false, now) {
                         tracing::info!(agent = %id, error = %e, "pressure could not pause an agent");
                     }
+                }
+                if let Some(floor) = actions.delay {
+                    f.set_priority_floor(floor, now);
                 }
                 for id in actions.resume {
                     if let Err(e) = f.lifecycle(id, Operation::Resume, false, now) {

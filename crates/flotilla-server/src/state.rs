@@ -50,6 +50,22 @@ pub struct Inner {
     pub flotilla_bin: Option<std::path::PathBuf>,
     /// The resource manager and pressure detector.
     pub resources: crate::resources::Resources,
+    /// The autoscaler's memory (runs of breaches, last actions). Locked after the fleet.
+    pub autoscaler: Mutex<flotilla_core::autoscale::Autoscaler>,
+    /// Asked before the autoscaler grows a pool; see [`ScaleVeto`].
+    pub scale_veto: RwLock<ScaleVeto>,
+}
+
+/// Asked, under the fleet lock, before the autoscaler grows a pool: given the fleet, the pool
+/// and the size wanted, it answers why not (`Some(reason)`, recorded as a
+/// `pool_scale_refused` event) or `None` to let it grow. The resource and pressure manager
+/// installs its own with [`AppState::set_scale_veto`]; until then nothing is refused.
+pub type ScaleVeto =
+    Arc<dyn Fn(&Fleet, &flotilla_core::Pool, u32) -> Option<String> + Send + Sync + 'static>;
+
+/// The veto in force until another is installed: never refuses.
+pub fn no_scale_veto() -> ScaleVeto {
+    Arc::new(|_: &Fleet, _: &flotilla_core::Pool, _: u32| None)
 }
 
 impl std::ops::Deref for AppState {
@@ -63,6 +79,11 @@ impl AppState {
     /// Wraps the parts.
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// Installs the check asked before the autoscaler grows a pool (see [`ScaleVeto`]).
+    pub fn set_scale_veto(&self, veto: ScaleVeto) {
+        *self.scale_veto.write() = veto;
     }
 
     /// The current instant.

@@ -12,7 +12,8 @@
 //!   core (no HTTP), and runs the command once per task with `run_once`.
 //!
 //! Every few seconds the supervisor samples the agents' process groups from /proc (CPU, RSS,
-//! open files) and spawns the agents that managed pools lack.
+//! open files) and spawns the agents that managed pools lack; every 100 ms it runs a round of
+//! autoscaling ([`crate::routes::autoscale`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -98,6 +99,9 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
     let mut sampler = rt::Sampler::new();
     let mut sample_every = tokio::time::interval(Duration::from_secs(2));
     let mut reconcile_every = tokio::time::interval(Duration::from_secs(1));
+    // The shortest evaluation period a scaling policy may have.
+    let mut autoscale_every = tokio::time::interval(Duration::from_millis(100));
+    autoscale_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = state.shutdown.clone();
     // Interval checkpoints asked for and not yet recorded, with when they were asked for.
     let mut checkpointing: HashMap<AgentId, std::time::Instant> = HashMap::new();
@@ -113,6 +117,7 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
                 Some(order) => handle(&state, &url, &mut agents, order),
             },
             _ = sample_every.tick() => sample(&state, &agents, &mut sampler),
+            _ = autoscale_every.tick() => crate::routes::autoscale(&state).await,
             _ = reconcile_every.tick() => {
                 agents.retain(|_, h| !h.join.is_finished());
                 crate::routes::reconcile_pools(&state).await;

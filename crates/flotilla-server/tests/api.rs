@@ -247,6 +247,53 @@ async fn swarms_can_be_created_read_updated_and_deleted() {
 }
 
 #[tokio::test]
+async fn a_swarms_placement_strategy_is_set_and_checked() {
+    let h = Harness::start().await;
+    let (_, v) = h.get("/swarms/default").await;
+    assert_eq!(v["config"]["strategy"], "round_robin");
+    assert_eq!(v["config"]["prefetch"], 0);
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/swarms/default",
+            Some(json!({"config": {"strategy": "affinity", "prefetch": 2, "affinity_wait_ms": 1500}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = h.get("/swarms/default").await;
+    assert_eq!(v["config"]["strategy"], "affinity");
+    assert_eq!(v["config"]["prefetch"], 2);
+    assert_eq!(v["config"]["affinity_wait_ms"], 1500);
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/swarms/default",
+            Some(json!({"config": {"strategy": "fastest"}})),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("least_loaded"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/swarms/default",
+            Some(json!({"config": {"prefetch": 5000}})),
+        )
+        .await;
+    Harness::assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("prefetch"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_4xx() {
     let h = Harness::start_with(tempfile::tempdir().unwrap(), |c| {
         c.limits.max_payload_bytes = 1024;

@@ -582,6 +582,7 @@ mod tests {
             starts: 2,
             last_exit: Some("exited with code 3".into()),
             limits_applied: Some("rlimit AS 256 MiB; cgroup cpu.max".into()),
+            drain: None,
         };
         let text = describe(&agent("echo-1", Some(m)));
         assert!(text.contains("tmux runtime, daemon mode"), "{text}");

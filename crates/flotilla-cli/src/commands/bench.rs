@@ -1,7 +1,9 @@
 //! `flotilla bench`: scenarios that print the figures we hold ourselves to.
 //!
-//! - `assign`: the core alone: how fast idle agents get tasks with 1,000 agents and
-//!   100,000 queued tasks (no I/O; includes taking the changes to persist, as the server does).
+//! - `assign`: the core alone, for each placement strategy: how fast agents get tasks with
+//!   1,000 agents and 100,000 queued tasks (an agent polls and takes its next task), and how
+//!   fast a submitted task is placed when 1,000 agents wait for work (the strategy chooses
+//!   among them). No I/O; includes taking the changes to persist, as the server does.
 //! - `throughput`: the whole product on loopback: a coordinator with its durable SQLite store,
 //!   authentication and the event log, N connected agents over HTTP, M no-op tasks submitted
 //!   in batches or one by one; tasks per second end to end and latency percentiles.
@@ -19,8 +21,8 @@ use clap::{Args, ValueEnum};
 use flotilla_client::Client;
 use flotilla_core::fleet::KnownTasks;
 use flotilla_core::{
-    AgentId, AgentSpec, CompletionReport, Fleet, FleetLimits, Json, SwarmId, TaskId, TaskSpec,
-    Timestamp,
+    AgentId, AgentSpec, CompletionReport, Fleet, FleetLimits, Json, Strategy, SwarmConfig, SwarmId,
+    SwarmSpec, TaskId, TaskSpec, Timestamp,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -56,9 +58,12 @@ pub struct BenchArgs {
     /// Concurrent submitters when submitting one by one (throughput, --batch 1).
     #[arg(long, default_value_t = 32)]
     pub submitters: usize,
-    /// Assignments to measure (assign).
-    #[arg(long, default_value_t = 200_000)]
+    /// Assignments to measure (assign, per strategy).
+    #[arg(long, default_value_t = 100_000)]
     pub ops: usize,
+    /// Placement strategy (assign); every strategy when left out.
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<Strategy>,
     /// Give up after this many seconds (throughput).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -68,6 +73,16 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::ALL
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Strategy::ALL.iter().map(|x| x.as_str()).collect();
+            format!("{s:?} is not a strategy; use one of {}", names.join(", "))
+        })
 }
 
 /// Latency percentiles, in microseconds.
@@ -100,9 +115,11 @@ fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     }
 }
 
-/// Results of `assign`.
+/// Results of `assign`, for one strategy.
 #[derive(Debug, Serialize)]
 pub struct AssignReport {
+    /// The placement strategy.
+    pub strategy: &'static str,
     /// Agents registered.
     pub agents: usize,
     /// Tasks queued while measuring.
@@ -117,6 +134,11 @@ pub struct AssignReport {
     pub cycle_per_sec: f64,
     /// Latency of one assignment.
     pub assign_latency: Percentiles,
+    /// With every agent waiting for work: placements per second (submit one task, the
+    /// strategy picks its agent, the agent takes it).
+    pub place_per_sec: f64,
+    /// Latency of submitting one task and placing it on one of the waiting agents.
+    pub place_latency: Percentiles,
 }
 
 /// Results of `throughput`.
@@ -153,11 +175,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let agents = args.agents.unwrap_or(1_000);
         let queued = args.tasks.unwrap_or(100_000);
         let ops = args.ops;
-        let report = tokio::task::spawn_blocking(move || assign(agents, queued, ops)).await??;
+        let strategies = match args.strategy {
+            Some(s) => vec![s],
+            None => Strategy::ALL.to_vec(),
+        };
+        let reports = tokio::task::spawn_blocking(move || {
+            strategies
+                .into_iter()
+                .map(|s| assign(agents, queued, ops, s))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await??;
         if !args.json {
-            print_assign(&report);
+            print_assign(&reports);
         }
-        out.insert("assign".into(), serde_json::to_value(&report)?);
+        out.insert("assign".into(), serde_json::to_value(&reports)?);
     }
     if matches!(args.scenario, Scenario::Throughput | Scenario::All) {
         let agents = args.agents.unwrap_or(100);
@@ -356,8 +388,14 @@ fn spec(i: usize) -> TaskSpec {
     }
 }
 
-/// The core alone: `agents` agents, `queued` tasks kept queued, `ops` assignments measured.
-pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> {
+/// The core alone: `agents` agents, `queued` tasks kept queued, `ops` assignments measured;
+/// then `ops / 10` placements with every agent waiting.
+pub fn assign(
+    agents: usize,
+    queued: usize,
+    ops: usize,
+    strategy: Strategy,
+) -> Result<AssignReport> {
     let limits = FleetLimits {
         retain_terminal: 1_000,
         retain_terminal_for: Duration::ZERO,
@@ -367,6 +405,16 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
     let mut ids = Ids(0);
     let mut now = Timestamp::from_millis(1_800_000_000_000);
     fleet.ensure_default_swarm(SwarmId(ids.next()), now);
+    let config = SwarmConfig {
+        strategy,
+        ..SwarmConfig::default()
+    };
+    let swarm = SwarmSpec {
+        name: "bench".to_owned(),
+        config,
+        ..SwarmSpec::default()
+    };
+    fleet.create_swarm(SwarmId(ids.next()), swarm, now)?;
     let mut agent_ids = Vec::with_capacity(agents);
     for i in 0..agents {
         let id = AgentId(ids.next());
@@ -378,7 +426,7 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
             capabilities,
             ..AgentSpec::default()
         };
-        fleet.register_agent("default", id, spec, now)?;
+        fleet.register_agent("bench", id, spec, now)?;
         agent_ids.push(id);
     }
     fleet.take_changes();
@@ -389,7 +437,7 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
         let n = (queued - submitted).min(10_000);
         let specs: Vec<TaskSpec> = (submitted..submitted + n).map(spec).collect();
         let task_ids: Vec<TaskId> = (0..n).map(|_| TaskId(ids.next())).collect();
-        fleet.submit_tasks("default", specs, &task_ids, &known, now)?;
+        fleet.submit_tasks("bench", specs, &task_ids, &known, now)?;
         fleet.take_changes();
         submitted += n;
     }
@@ -416,13 +464,7 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
         done += 1;
         fleet.complete_task(agent, task.id, CompletionReport::default(), now)?;
         let replacement = TaskId(ids.next());
-        fleet.submit_tasks(
-            "default",
-            vec![spec(submitted)],
-            &[replacement],
-            &known,
-            now,
-        )?;
+        fleet.submit_tasks("bench", vec![spec(submitted)], &[replacement], &known, now)?;
         submitted += 1;
         fleet.take_changes();
         fleet.take_effects();
@@ -432,7 +474,52 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
         }
     }
     let cycle_secs = cycle_start.elapsed().as_secs_f64();
+
+    // Drain the queue, then every agent waits: each submitted task is placed by the strategy.
+    loop {
+        let mut took = 0;
+        for &agent in &agent_ids {
+            while let Some(task) = fleet.take_task(agent, now)? {
+                fleet.complete_task(agent, task.id, CompletionReport::default(), now)?;
+                took += 1;
+            }
+        }
+        fleet.take_changes();
+        fleet.take_effects();
+        if took == 0 {
+            break;
+        }
+    }
+    let places = (ops / 10).max(1);
+    let mut place_latencies = Vec::with_capacity(places);
+    let mut place_time = Duration::ZERO;
+    for k in 0..places {
+        let t0 = Instant::now();
+        let mut s = spec(k);
+        s.required_capabilities.clear();
+        fleet.submit_tasks("bench", vec![s], &[TaskId(ids.next())], &known, now)?;
+        fleet.take_changes();
+        let dt = t0.elapsed();
+        place_time += dt;
+        place_latencies.push(dt);
+        for e in fleet.take_effects() {
+            if let flotilla_core::Effect::WakeAgent(agent) = e
+                && let Some(task) = fleet.take_task(agent, now)?
+            {
+                fleet.complete_task(agent, task.id, CompletionReport::default(), now)?;
+            }
+        }
+        fleet.take_changes();
+        fleet.take_effects();
+        if k.is_multiple_of(1_000) {
+            now = now + Duration::from_millis(10);
+            fleet.tick(now);
+            fleet.take_changes();
+            fleet.take_effects();
+        }
+    }
     Ok(AssignReport {
+        strategy: strategy.as_str(),
         agents,
         queued,
         submit_per_sec: queued as f64 / submit_secs,
@@ -440,32 +527,38 @@ pub fn assign(agents: usize, queued: usize, ops: usize) -> Result<AssignReport> 
         assign_per_sec: ops as f64 / assign_time.as_secs_f64(),
         cycle_per_sec: ops as f64 / cycle_secs,
         assign_latency: percentiles(latencies),
+        place_per_sec: places as f64 / place_time.as_secs_f64(),
+        place_latency: percentiles(place_latencies),
     })
 }
 
-fn print_assign(r: &AssignReport) {
+fn print_assign(reports: &[AssignReport]) {
+    let Some(first) = reports.first() else {
+        return;
+    };
     println!(
-        "assign (core only: {} agents, {} tasks queued)",
-        r.agents, r.queued
+        "assign (core only: {} agents, {} tasks queued; submit {:.0} tasks/s in batches of 10,000)",
+        first.agents, first.queued, first.submit_per_sec
     );
     println!(
-        "  submit (batches of 10,000)   {:>12.0} tasks/s",
-        r.submit_per_sec
+        "  {:<17} {:>12} {:>9} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "strategy", "assign/s", "p50 µs", "p99 µs", "cycles/s", "place/s", "p50 µs", "p99 µs"
     );
+    for r in reports {
+        println!(
+            "  {:<17} {:>12.0} {:>9} {:>9} {:>12.0} {:>12.0} {:>9} {:>9}",
+            r.strategy,
+            r.assign_per_sec,
+            r.assign_latency.p50_us,
+            r.assign_latency.p99_us,
+            r.cycle_per_sec,
+            r.place_per_sec,
+            r.place_latency.p50_us,
+            r.place_latency.p99_us,
+        );
+    }
     println!(
-        "  assign                       {:>12.0} assignments/s",
-        r.assign_per_sec
-    );
-    println!(
-        "  take + complete + resubmit   {:>12.0} cycles/s",
-        r.cycle_per_sec
-    );
-    println!(
-        "  assignment latency           p50 {} µs  p95 {} µs  p99 {} µs  max {} µs",
-        r.assign_latency.p50_us,
-        r.assign_latency.p95_us,
-        r.assign_latency.p99_us,
-        r.assign_latency.max_us
+        "  (assign: an agent polls with the queue full; place: one task submitted while every agent waits)"
     );
 }
 

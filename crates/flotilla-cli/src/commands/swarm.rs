@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use flotilla_core::api::{Page, SwarmHealth, SwarmView};
+use flotilla_core::api::{Page, PoolView, ScaleAnswer, ScaleRequest, SwarmHealth, SwarmView};
 use flotilla_core::{SwarmConfig, SwarmSpec, SwarmUpdate};
 use serde::Serialize;
 
@@ -70,7 +70,10 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
                 || settings.heartbeat_interval.is_some()
                 || settings.heartbeat_miss_limit.is_some()
                 || settings.task_timeout.is_some()
-                || settings.max_attempts.is_some();
+                || settings.max_attempts.is_some()
+                || settings.strategy.is_some()
+                || settings.prefetch.is_some()
+                || settings.affinity_wait.is_some();
             if rename.is_none()
                 && settings.description.is_none()
                 && settings.topology.is_none()
@@ -78,8 +81,8 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
             {
                 bail!(
                     "nothing to change: pass --rename, --description, --topology, --min-agents, \
-                     --max-agents, --heartbeat-interval, --heartbeat-miss-limit, --task-timeout \
-                     or --max-attempts"
+                     --max-agents, --heartbeat-interval, --heartbeat-miss-limit, --task-timeout, \
+                     --max-attempts, --strategy, --prefetch or --affinity-wait"
                 );
             }
             // The API replaces the whole configuration: start from the current one.
@@ -103,6 +106,25 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
                     "updated swarm {} ({})",
                     view.swarm.name, view.swarm.id
                 ))?;
+            }
+        }
+        SwarmCommand::Scale {
+            swarm,
+            pool,
+            agents,
+            by,
+            out,
+        } => {
+            let request = ScaleRequest {
+                pool,
+                agents,
+                delta: by,
+            };
+            let answer = client.scale_pool(&swarm, &request).await?;
+            if out.json {
+                output::json(&answer)?;
+            } else {
+                output::line(&describe_scale(&swarm, &answer))?;
             }
         }
         SwarmCommand::Delete { swarm, force } => {
@@ -141,6 +163,15 @@ pub fn apply_settings(mut config: SwarmConfig, s: &SwarmSettings) -> SwarmConfig
     if let Some(v) = s.max_attempts {
         config.task_max_attempts = v;
     }
+    if let Some(v) = s.strategy {
+        config.strategy = v.into();
+    }
+    if let Some(v) = s.prefetch {
+        config.prefetch = v;
+    }
+    if let Some(v) = s.affinity_wait {
+        config.affinity_wait = v;
+    }
     config
 }
 
@@ -173,7 +204,78 @@ pub fn swarm_table(swarms: &[SwarmView]) -> String {
     )
 }
 
+/// What `swarm scale` prints.
+fn describe_scale(swarm: &str, a: &ScaleAnswer) -> String {
+    let mut text = if a.from == a.to {
+        format!("pool {swarm}/{} stays at {} agents", a.pool.name, a.to)
+    } else {
+        format!(
+            "scaled pool {swarm}/{}: {} -> {} agents",
+            a.pool.name, a.from, a.to
+        )
+    };
+    if !a.draining.is_empty() {
+        text.push_str(&format!(
+            "; draining {} (they finish their tasks, then stop)",
+            a.draining.join(", ")
+        ));
+    }
+    if !a.kept.is_empty() {
+        text.push_str(&format!("; kept {}", a.kept.join(", ")));
+    }
+    text
+}
+
+/// The pools table of `swarm show`.
+pub fn pool_table(pools: &[PoolView]) -> String {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            let s = &p.size;
+            vec![
+                p.name.clone(),
+                if p.managed {
+                    format!("{}/{} ({}–{})", s.current, s.desired, s.min, s.max)
+                } else {
+                    format!("{} (connected)", s.current)
+                },
+                s.draining.to_string(),
+                format!("{:.0}%", p.utilization * 100.0),
+                format!("{} ({:.1}/agent)", p.queue.ready, p.queue.per_agent),
+                if p.recent_outcomes == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}% of {}", p.error_rate * 100.0, p.recent_outcomes)
+                },
+                p.wait_p95_ms.map(millis).unwrap_or_else(|| "-".to_owned()),
+                if p.scaling_policies == 0 {
+                    "-".to_owned()
+                } else {
+                    p.scaling_policies.to_string()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "POOL", "AGENTS", "DRAINING", "UTIL", "QUEUE", "ERRORS", "WAIT P95", "POLICIES",
+        ],
+        rows,
+    )
+}
+
 fn describe(v: &SwarmView, h: &SwarmHealth) -> String {
+    let text = describe_swarm(v, h);
+    if v.pools.is_empty() {
+        return text;
+    }
+    format!(
+        "{text}\n\nPools (agents: current/desired (min–max)):\n{}",
+        pool_table(&v.pools)
+    )
+}
+
+fn describe_swarm(v: &SwarmView, h: &SwarmHealth) -> String {
     let now = now();
     let s = &v.swarm;
     let c = &s.config;
@@ -215,6 +317,16 @@ fn describe(v: &SwarmView, h: &SwarmHealth) -> String {
                 millis(c.task_timeout.as_millis() as u64),
                 c.task_max_attempts
             ),
+        ),
+        (
+            "Placement",
+            match (c.strategy, c.prefetch) {
+                (flotilla_core::Strategy::Affinity, p) => format!(
+                    "affinity (a keyed task waits {} for its agent), prefetch {p}",
+                    millis(c.affinity_wait.as_millis() as u64)
+                ),
+                (s, p) => format!("{}, prefetch {p}", s.as_str()),
+            },
         ),
         ("Agents", format!("{}{by_status}", h.agents.total)),
         (

@@ -138,6 +138,9 @@ impl Fleet {
                 lease_timer_armed: armed,
                 persisted_heartbeat_at: now,
                 dirty: false,
+                local: Default::default(),
+                placed_seq: 0,
+                swrr: 0.0,
             },
         );
         self.mark_agent(id);
@@ -163,6 +166,11 @@ impl Fleet {
         self.stop_polling(id);
         for task in held {
             self.requeue(task, "its agent left", now);
+        }
+        self.return_local(id);
+        self.forget_affinity(swarm_id, id);
+        if !self.out.dispatch.contains(&swarm_id) {
+            self.out.dispatch.push(swarm_id);
         }
         let mut entry = self.agents.remove(&id).expect("agent present");
         if let Some(s) = self.swarms.get_mut(&swarm_id) {
@@ -351,12 +359,7 @@ impl Fleet {
             .find(|t| matches!(self.tasks[t].task.state, TaskState::Assigned { .. }));
         let next = match placed {
             Some(t) => Some(t),
-            None if agent.current_tasks.len() < super::health::capacity(agent) => self.swarms
-                [&agent.swarm_id]
-                .queue
-                .peek_for(&agent.capabilities)
-                .map(|(t, _)| t),
-            None => None,
+            None => self.take_next_for(id, now),
         };
         match next {
             Some(task) => {

@@ -147,6 +147,7 @@ impl Fleet {
             .pools
             .retain(|(s, n)| !(*s == swarm_id && n == name));
         self.out.deleted_pools.push((swarm_id, name.to_owned()));
+        self.forget_pool_waits(swarm_id, name);
         self.emit(
             now,
             EventKind::PoolDeleted,
@@ -167,7 +168,7 @@ impl Fleet {
     }
 
     /// The agents of a pool (its type), by id.
-    fn pool_members(&self, swarm: SwarmId, pool: &str) -> Vec<AgentId> {
+    pub(super) fn pool_members(&self, swarm: SwarmId, pool: &str) -> Vec<AgentId> {
         let mut ids: Vec<AgentId> = self.swarms[&swarm]
             .agents
             .iter()
@@ -178,31 +179,37 @@ impl Fleet {
         ids
     }
 
-    /// Managed pools with fewer managed agents than their `min_agents`, and how many each
-    /// lacks. The driver spawns them ([`Fleet::spawn_agent`]). A stopped or failed agent still
-    /// counts: a user's stop is not undone behind their back, and restarting failed agents is
-    /// the health policy's decision.
+    /// Managed pools with fewer managed agents than their desired size (`desired_agents`, set
+    /// by a scale or the autoscaler; `min_agents` when none was), and how many each lacks. The
+    /// driver spawns them ([`Fleet::spawn_agent`]). A stopped or failed agent still counts: a
+    /// user's stop is not undone behind their back, and restarting failed agents is the health
+    /// policy's decision. An agent draining out of the pool does not count, but while it is
+    /// still there it takes a place under `max_agents`.
     pub fn pools_short_of_agents(&self) -> Vec<(SwarmId, String, u32)> {
         let mut short = Vec::new();
         for (swarm_id, s) in &self.swarms {
-            for pool in s
-                .pools
-                .values()
-                .filter(|p| p.is_managed() && p.min_agents > 0)
-            {
-                let members = s
-                    .agents
-                    .iter()
-                    .map(|a| &self.agents[a].agent)
+            for pool in s.pools.values().filter(|p| p.is_managed()) {
+                let want = Self::desired_size(pool);
+                if want == 0 {
+                    continue;
+                }
+                let (mut staying, mut present) = (0u32, 0u32);
+                for a in s.agents.iter().map(|a| &self.agents[a].agent) {
                     // One that recovery gave up on is replaced.
-                    .filter(|a| {
-                        a.agent_type == pool.name
-                            && a.managed.is_some()
-                            && !a.health.recovery.gave_up
-                    })
-                    .count() as u32;
-                if members < pool.min_agents {
-                    short.push((*swarm_id, pool.name.clone(), pool.min_agents - members));
+                    if a.agent_type != pool.name || a.managed.is_none() || a.health.recovery.gave_up
+                    {
+                        continue;
+                    }
+                    present += 1;
+                    if !self.is_draining(a.id) {
+                        staying += 1;
+                    }
+                }
+                let lacking = want
+                    .saturating_sub(staying)
+                    .min(pool.max_agents.saturating_sub(present));
+                if lacking > 0 {
+                    short.push((*swarm_id, pool.name.clone(), lacking));
                 }
             }
         }
@@ -456,7 +463,10 @@ impl Fleet {
     fn set_desired(&mut self, id: AgentId, desired: Desired) {
         if let Some(m) = self.entry_mut(id).agent.managed.as_mut() {
             m.desired = desired;
+            // A user who starts, stops or restarts an agent draining out of its pool keeps it.
+            m.drain = None;
         }
+        self.recheck_local(id);
     }
 
     /// The supervisor started a managed agent's process (daemon mode: `pid` is its process
@@ -542,6 +552,17 @@ impl Fleet {
         m.last_exit = Some(exit.clone());
         agent.stopped_at = Some(now);
         let (swarm_id, held, status) = (agent.swarm_id, agent.current_tasks.clone(), agent.status);
+        if agent.managed.as_ref().is_some_and(|m| m.drain.is_some()) {
+            // Drained out of its pool (or, if it died while draining, its tasks go back to the
+            // queue without costing an attempt): it leaves.
+            self.remove_drained(id, now);
+            // The agent as it was removed.
+            return Ok(self
+                .out
+                .removed_agents
+                .last()
+                .expect("a removed agent is kept for the store"));
+        }
         if status == AgentStatus::Recovering || agent.health.recovery.gave_up {
             // Killed by recovery, which already took its tasks back and decides what is next.
             self.mark_agent(id);
@@ -602,6 +623,11 @@ impl Fleet {
                     "the coordinator restarted while its managed agent ran it",
                     now,
                 );
+            }
+            if self.is_draining(id) {
+                // It was leaving its pool; its process is gone: it leaves now.
+                self.remove_drained(id, now);
+                continue;
             }
             let desired = self.agents[&id].agent.managed.as_ref().map(|m| m.desired);
             let status = self.agents[&id].agent.status;

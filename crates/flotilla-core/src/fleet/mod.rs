@@ -12,18 +12,21 @@
 
 mod agents;
 mod checkpoints;
+mod dispatch;
 mod health;
 mod managed;
 mod resources;
+mod scaling;
 mod swarms;
 mod tasks;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 pub use managed::PoolChange;
 pub use resources::ManagedView;
+pub use scaling::ScaleTarget;
 pub use tasks::{KnownTasks, Submission};
 
 use crate::agent::{Agent, AgentStatus};
@@ -33,7 +36,7 @@ use crate::error::CoreError;
 use crate::event::{Event, EventKind};
 use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::pool::Pool;
-use crate::queue::{QueueSlot, ReadyQueue};
+use crate::queue::{LocalQueue, QueueSlot, ReadyQueue};
 use crate::swarm::{Swarm, SwarmStatus};
 use crate::task::{Task, TaskState, TaskStatus};
 use crate::time::Timestamp;
@@ -92,6 +95,12 @@ struct SwarmEntry {
     agent_counts: [u64; AgentStatus::ALL.len()],
     task_counts: ActiveTaskCounts,
     dirty: bool,
+    /// Agents whose local queue is not empty.
+    holders: BTreeSet<AgentId>,
+    /// Tasks in its agents' local queues.
+    local_len: usize,
+    /// Affinity key → the agent that last got a task with it, and when (a placement number).
+    affinity: HashMap<String, (AgentId, u64)>,
 }
 
 #[derive(Debug)]
@@ -104,12 +113,30 @@ struct AgentEntry {
     lease_timer_armed: bool,
     persisted_heartbeat_at: Timestamp,
     dirty: bool,
+    /// Tasks placed ahead on it (prefetched, or waiting for it by affinity).
+    local: LocalQueue,
+    /// When it last got a task (a placement number), for turns.
+    placed_seq: u64,
+    /// Its current weight in smooth weighted round robin (the `weighted` strategy).
+    swrr: f64,
+}
+
+/// Where a ready task waits when it is in an agent's local queue.
+#[derive(Debug)]
+struct LocalPlace {
+    agent: AgentId,
+    slot: QueueSlot,
+    /// Placed by affinity: only this agent takes it until then.
+    pinned_until: Option<Timestamp>,
 }
 
 #[derive(Debug)]
 struct TaskEntry {
     task: Task,
+    /// Its place in its swarm's ready queue.
     slot: Option<QueueSlot>,
+    /// Its place in an agent's local queue (then `slot` is `None`).
+    local: Option<LocalPlace>,
     /// Blocked tasks waiting on this one.
     dependents: Vec<TaskId>,
     /// Dependencies not yet finished.
@@ -149,8 +176,13 @@ pub struct Fleet {
     terminal: VecDeque<(Timestamp, TaskId)>,
     queue_seq: u64,
     wait_seq: u64,
+    place_seq: u64,
     next_event_seq: u64,
+    /// Tasks below this priority are not placed on agents.
+    priority_floor: Option<u8>,
     out: Outbox,
+    /// Pools' recent queue waits and the agents draining out of pools.
+    scaling: scaling::ScalingState,
 }
 
 /// Which count of [`ActiveTaskCounts`] a state falls in.
@@ -202,8 +234,11 @@ impl Fleet {
             terminal: VecDeque::new(),
             queue_seq: 0,
             wait_seq: 0,
+            place_seq: 0,
             next_event_seq: 1,
+            priority_floor: None,
             out: Outbox::default(),
+            scaling: Default::default(),
         }
     }
 
@@ -272,6 +307,9 @@ impl Fleet {
                     polling: false,
                     lease_timer_armed: armed,
                     dirty: false,
+                    local: LocalQueue::default(),
+                    placed_seq: 0,
+                    swrr: 0.0,
                 },
             );
         }
@@ -302,6 +340,7 @@ impl Fleet {
                 TaskEntry {
                     task,
                     slot: None,
+                    local: None,
                     dependents: Vec::new(),
                     unmet: 0,
                     dirty: false,
@@ -362,7 +401,7 @@ impl Fleet {
             if seq != 0 && places.insert(seq) {
                 fleet.enqueue_at(id, seq);
             } else {
-                fleet.enqueue(id);
+                fleet.enqueue(id, now);
                 fleet.mark_task(id);
             }
         }
@@ -432,6 +471,9 @@ impl Fleet {
                 agent_counts: [0; AgentStatus::ALL.len()],
                 task_counts: ActiveTaskCounts::default(),
                 dirty: false,
+                holders: BTreeSet::new(),
+                local_len: 0,
+                affinity: HashMap::new(),
             },
         );
     }
@@ -506,8 +548,9 @@ impl Fleet {
         )))
     }
 
-    /// Puts a ready task in its swarm's queue.
-    fn enqueue(&mut self, id: TaskId) {
+    /// Puts a ready task in its swarm's queue, or in the local queue of the agent it waits for
+    /// by affinity.
+    fn enqueue(&mut self, id: TaskId, now: Timestamp) {
         self.queue_seq += 1;
         let seq = self.queue_seq;
         self.tasks
@@ -515,7 +558,9 @@ impl Fleet {
             .expect("task to enqueue")
             .task
             .queue_seq = seq;
-        self.enqueue_at(id, seq);
+        if !self.place_by_affinity(id, now) {
+            self.enqueue_at(id, seq);
+        }
     }
 
     /// Puts a ready task in its swarm's queue at a given place (its stored place, on restore).
@@ -531,7 +576,10 @@ impl Fleet {
             seq,
             &entry.task.required_capabilities,
         ));
-        if !swarm.waiting.is_empty() && !self.out.dispatch.contains(&entry.task.swarm_id) {
+        let prefetching = swarm.swarm.config.prefetch > 0;
+        if (prefetching || !swarm.waiting.is_empty())
+            && !self.out.dispatch.contains(&entry.task.swarm_id)
+        {
             self.out.dispatch.push(entry.task.swarm_id);
         }
     }
@@ -548,6 +596,7 @@ impl Fleet {
     /// Moves a task to a new state, keeping every index in step. The only place task states
     /// change.
     fn transition(&mut self, id: TaskId, state: TaskState, now: Timestamp) {
+        self.unplace_local(id);
         let entry = self.tasks.get_mut(&id).expect("task in transition");
         // Timers watching the state it leaves are of no more use.
         match entry.task.state {
@@ -568,6 +617,10 @@ impl Fleet {
         }
         let old_holder = holder(&entry.task.state);
         let new_holder = holder(&state);
+        let queued_at = match entry.task.state {
+            TaskState::Queued { queued_at, .. } => Some(queued_at),
+            _ => None,
+        };
         let swarm_id = entry.task.swarm_id;
         let swarm = self.swarms.get_mut(&swarm_id).expect("task's swarm");
         if let Some(slot) = entry.slot.take() {
@@ -596,7 +649,7 @@ impl Fleet {
         entry.task.updated_at = now;
         self.mark_task(id);
         if ready {
-            self.enqueue(id);
+            self.enqueue(id, now);
         }
         if old_holder != new_holder {
             if let Some(a) = old_holder
@@ -611,6 +664,10 @@ impl Fleet {
             if let Some(a) = new_holder {
                 self.hold(a, id);
                 self.refresh_agent_status(a);
+                // Autoscaling's wait metric.
+                if let Some(queued_at) = queued_at {
+                    self.note_wait(a, queued_at, now);
+                }
             }
         }
     }
@@ -633,6 +690,18 @@ impl Fleet {
         self.mark_agent(id);
         self.refresh_swarm_status(swarm_id, now);
         self.rejoin_if_polling(id);
+        self.recheck_local(id);
+    }
+
+    /// An agent with tasks in its local queue may have left service: a dispatch round of its
+    /// swarm gives them back (or to it).
+    fn recheck_local(&mut self, id: AgentId) {
+        if let Some(e) = self.agents.get(&id)
+            && !e.local.is_empty()
+            && !self.out.dispatch.contains(&e.agent.swarm_id)
+        {
+            self.out.dispatch.push(e.agent.swarm_id);
+        }
     }
 
     /// An agent with a poll open that is in service (idle or busy, not being stopped) and has
@@ -725,63 +794,6 @@ impl Fleet {
                 None,
                 format!("{} -> {}", from.as_str(), status.as_str()),
             );
-        }
-    }
-
-    /// Places ready tasks on waiting agents, round-robin, best task first.
-    fn dispatch(&mut self, now: Timestamp) {
-        while let Some(swarm_id) = self.out.dispatch.pop() {
-            let Some(swarm) = self.swarms.get(&swarm_id) else {
-                continue;
-            };
-            let mut turn: VecDeque<AgentId> = swarm.waiting.values().copied().collect();
-            while let Some(agent_id) = turn.pop_front() {
-                let swarm = &self.swarms[&swarm_id];
-                if swarm.queue.is_empty() {
-                    break;
-                }
-                let agent = &self.agents[&agent_id].agent;
-                let free = health::capacity(agent).saturating_sub(agent.current_tasks.len());
-                let found = if free > 0 {
-                    swarm.queue.peek_for(&agent.capabilities)
-                } else {
-                    None
-                };
-                let Some((task_id, _)) = found else {
-                    if free == 0 {
-                        self.stop_waiting(agent_id);
-                    }
-                    continue;
-                };
-                self.transition(
-                    task_id,
-                    TaskState::Assigned {
-                        agent_id,
-                        assigned_at: now,
-                    },
-                    now,
-                );
-                let lease = self.swarms[&swarm_id].swarm.config.lease_duration();
-                self.timers
-                    .insert(now + lease, Timer::AssignExpiry(task_id, agent_id, now));
-                self.emit(
-                    now,
-                    EventKind::TaskAssigned,
-                    swarm_id,
-                    Some(agent_id),
-                    Some(task_id),
-                    String::new(),
-                );
-                if !self.out.effects.contains(&Effect::WakeAgent(agent_id)) {
-                    self.out.effects.push(Effect::WakeAgent(agent_id));
-                }
-                // To the back of the line, if it can take more.
-                self.stop_waiting(agent_id);
-                if free > 1 {
-                    self.start_waiting(agent_id);
-                    turn.push_back(agent_id);
-                }
-            }
         }
     }
 
@@ -910,22 +922,23 @@ impl Fleet {
         self.swarms.get(&id).map(|e| &e.swarm)
     }
 
-    /// A swarm with its live counts.
-    pub fn swarm_view(&self, id: SwarmId) -> Option<crate::api::SwarmView> {
+    /// A swarm with its live counts and its pools' metrics at `now`.
+    pub fn swarm_view(&self, id: SwarmId, now: Timestamp) -> Option<crate::api::SwarmView> {
         let e = self.swarms.get(&id)?;
         Some(crate::api::SwarmView {
             swarm: e.swarm.clone(),
             agent_count: e.agents.len() as u64,
             queue_depth: e.task_counts.queued + e.task_counts.delayed,
+            pools: self.pool_views(id, now),
         })
     }
 
     /// Every swarm with its live counts, by name.
-    pub fn swarm_views(&self) -> Vec<crate::api::SwarmView> {
+    pub fn swarm_views(&self, now: Timestamp) -> Vec<crate::api::SwarmView> {
         let mut ids: Vec<(&String, &SwarmId)> = self.swarm_names.iter().collect();
         ids.sort();
         ids.into_iter()
-            .filter_map(|(_, id)| self.swarm_view(*id))
+            .filter_map(|(_, id)| self.swarm_view(*id, now))
             .collect()
     }
 
@@ -1039,8 +1052,13 @@ impl Fleet {
                     ..
                 }
             );
-            if ready != e.slot.is_some() {
-                return Err(format!("task {id}: ready={ready} but slot={:?}", e.slot));
+            if ready != (e.slot.is_some() || e.local.is_some())
+                || (e.slot.is_some() && e.local.is_some())
+            {
+                return Err(format!(
+                    "task {id}: ready={ready} but slot={:?}, local={:?}",
+                    e.slot, e.local
+                ));
             }
             queued_ready += usize::from(ready);
             if let Some(a) = holder(&e.task.state) {
@@ -1099,6 +1117,7 @@ impl Fleet {
                 return Err(format!("swarm {id}: agent counts disagree"));
             }
         }
+        in_queues += self.check_local_queues()?;
         if in_queues != queued_ready {
             return Err(format!(
                 "{in_queues} tasks in queues but {queued_ready} ready"

@@ -278,6 +278,7 @@ impl Fleet {
                 TaskEntry {
                     task,
                     slot: None,
+                    local: None,
                     dependents: Vec::new(),
                     unmet: 0,
                     dirty: false,
@@ -735,6 +736,7 @@ impl Fleet {
             let entry = TaskEntry {
                 task: t,
                 slot: None,
+                local: None,
                 dependents: Vec::new(),
                 unmet: 0,
                 dirty: false,

@@ -35,6 +35,8 @@ pub(super) enum Timer {
     SlowTask(TaskId, u32),
     /// The attempt may have reported no progress for too long.
     NoProgress(TaskId, u32),
+    /// The task waited long enough in the agent's local queue for it (affinity).
+    LocalExpiry(TaskId, AgentId),
 }
 
 /// The pending timers, soonest first.
@@ -80,6 +82,7 @@ impl Fleet {
                 Timer::AgentRestart(id) => self.restart_timer(id, now),
                 Timer::SlowTask(id, attempt) => self.slow_task_timer(id, attempt, now),
                 Timer::NoProgress(id, attempt) => self.no_progress_timer(id, attempt, now),
+                Timer::LocalExpiry(id, agent) => self.local_expiry_timer(id, agent, now),
             }
         }
         self.evict(now);

@@ -17,6 +17,9 @@ use axum::middleware;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use flotilla_core::ScaleTarget;
+use flotilla_core::autoscale::{Direction, Verdict};
+
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -42,6 +45,65 @@ pub async fn reconcile_pools(state: &AppState) {
     }
 }
 
+/// One round of autoscaling: moves draining agents on, evaluates the policies that are due
+/// (each at its own `evaluation_period`) and applies their verdicts — resizes, or refusals
+/// by the scale veto — each as an event with its reason; then spawns what grown pools lack.
+/// The supervisor calls it every 100 ms (the shortest evaluation period allowed).
+pub async fn autoscale(state: &AppState) {
+    {
+        let fleet = state.fleet.lock();
+        if !fleet.has_draining() && fleet.autoscaled_pools().is_empty() {
+            return;
+        }
+    }
+    let grew = state
+        .apply(|f, now| {
+            f.settle_drains(now);
+            let veto = state.scale_veto.read().clone();
+            let mut scaler = state.autoscaler.lock();
+            let pools = f.autoscaled_pools();
+            scaler.retain(|swarm, pool| pools.iter().any(|p| p.swarm_id == swarm && p.name == pool));
+            let mut grew = false;
+            for pool in pools {
+                // Metrics cost a pass over the swarm's agents: only when a policy is due.
+                if !scaler.due(&pool, now) {
+                    continue;
+                }
+                let Some(view) = f.pool_view(pool.swarm_id, &pool.name, now) else {
+                    continue;
+                };
+                let fleet: &flotilla_core::Fleet = f;
+                let verdict = scaler.evaluate(&pool, &view, now, |p, to| veto(fleet, p, to));
+                match verdict {
+                    None => {}
+                    Some(Verdict::Scale(d)) => {
+                        let reason = format!("autoscaler: {}", d.reason);
+                        let swarm = d.swarm_id.to_string();
+                        // Within bounds by construction; a refusal (changing nothing) is logged
+                        // rather than abandoning the round's other changes.
+                        match f.scale_pool(&swarm, &d.pool, ScaleTarget::To(d.to), &reason, now) {
+                            Ok(_) => grew |= d.direction == Direction::Up,
+                            Err(e) => tracing::warn!(pool = %d.pool, error = %e, "autoscaler's resize refused"),
+                        }
+                    }
+                    Some(Verdict::Vetoed(d, why)) => {
+                        let reason = format!("{why} (autoscaler: {})", d.reason);
+                        if let Err(e) = f.scale_refused(d.swarm_id, &d.pool, d.from, d.to, &reason, now) {
+                            tracing::warn!(pool = %d.pool, error = %e, "refusal not recorded");
+                        }
+                    }
+                }
+            }
+            Ok::<bool, flotilla_core::CoreError>(grew)
+        })
+        .await;
+    match grew {
+        Ok(true) => reconcile_pools(state).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e.message, "autoscaling round failed"),
+    }
+}
+
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
 
@@ -54,6 +116,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(swarms::show).put(swarms::update).delete(swarms::delete),
         )
         .route("/swarms/{swarm}/health", get(swarms::health))
+        .route("/swarms/{swarm}/scale", post(swarms::scale))
         .route(
             "/swarms/{swarm}/agents",
             post(agents::register).get(agents::list),

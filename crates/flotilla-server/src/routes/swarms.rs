@@ -1,12 +1,12 @@
-//! `/swarms`: create, list, show, update, delete, health.
+//! `/swarms`: create, list, show, update, delete, health, scale.
 
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use flotilla_core::api::{Page, SwarmHealth, SwarmView};
-use flotilla_core::{SwarmId, SwarmSpec, SwarmUpdate};
+use flotilla_core::api::{Page, ScaleAnswer, ScaleRequest, SwarmHealth, SwarmView};
+use flotilla_core::{ScaleTarget, SwarmId, SwarmSpec, SwarmUpdate};
 use serde::Deserialize;
 
 use crate::auth::Principal;
@@ -17,10 +17,11 @@ use crate::state::AppState;
 use super::{check_limit, paginate};
 
 fn view(state: &AppState, id: SwarmId) -> ApiResult<SwarmView> {
+    let now = state.now();
     state
         .fleet
         .lock()
-        .swarm_view(id)
+        .swarm_view(id, now)
         .ok_or_else(|| ApiError::not_found(format!("swarm {id} not found")))
 }
 
@@ -56,7 +57,8 @@ pub async fn list(
 ) -> ApiResult<Json<Page<SwarmView>>> {
     who.require_admin()?;
     let limit = check_limit(q.limit)?;
-    let items = state.fleet.lock().swarm_views();
+    let now = state.now();
+    let items = state.fleet.lock().swarm_views(now);
     Ok(Json(paginate(
         items,
         |s| s.swarm.name.clone(),
@@ -126,4 +128,40 @@ pub async fn health(
         .swarm_health(id, now)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("swarm {swarm:?} not found")))
+}
+
+/// `POST /swarms/{swarm}/scale`: sets a managed pool's size, `agents` or `delta` (not both).
+pub async fn scale(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(swarm): Path<String>,
+    ApiJson(req): ApiJson<ScaleRequest>,
+) -> ApiResult<Json<ScaleAnswer>> {
+    who.require_admin()?;
+    let target = match (req.agents, req.delta) {
+        (Some(n), None) => ScaleTarget::To(n),
+        (None, Some(d)) => ScaleTarget::By(d),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either `agents` (the size wanted) or `delta` (agents to add, or remove when negative), not both",
+            ));
+        }
+    };
+    let reason = match target {
+        ScaleTarget::To(n) => format!("manual: scale to {n}"),
+        ScaleTarget::By(d) => format!("manual: scale by {d:+}"),
+    };
+    let answer = state
+        .apply(|f, now| {
+            let id = f.resolve_swarm(&swarm)?;
+            let answer = f.scale_pool(&swarm, &req.pool, target, &reason, now)?;
+            // The autoscaler waits its cooldown before it undoes a user's choice.
+            state.autoscaler.lock().record_action(id, &req.pool, now);
+            Ok(answer)
+        })
+        .await?;
+    if answer.to > answer.from {
+        super::reconcile_pools(&state).await;
+    }
+    Ok(Json(answer))
 }

@@ -86,6 +86,9 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
                 give_up_after: 9,
                 ..Default::default()
             },
+            strategy: flotilla_core::Strategy::Affinity,
+            prefetch: 3,
+            affinity_wait: Duration::from_millis(2_500),
         },
         status: SwarmStatus::Degraded,
         leader_agent_id: Some(agent_id(n)),
@@ -105,6 +108,11 @@ pub fn managed(n: u32) -> Managed {
         starts: u32::MAX - 1,
         last_exit: Some("killed by signal 9 (SIGKILL): \"oom\"\n— ünïcode".to_owned()),
         limits_applied: Some("rlimit AS=1 GiB, cgroup cpu.max=150000 100000".to_owned()),
+        drain: Some(flotilla_core::agent::Drain {
+            since: ts(1_700_000_000_456),
+            reason: "scaled down: 3 -> 2 agents".to_owned(),
+            stopping: true,
+        }),
     }
 }
 

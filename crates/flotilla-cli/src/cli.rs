@@ -84,6 +84,9 @@ pub enum Command {
     /// Show the newest alerts: agents degraded (warning), down or given up on (critical), and
     /// healthy again (recovery).
     Alerts(AlertsArgs),
+    /// Show the resource manager: capacity, allocations, waiting pools, usage and pressure;
+    /// `--strategy`/`--admission` change its policy live.
+    Resources(ResourcesArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
 }
@@ -104,6 +107,111 @@ pub struct AlertsArgs {
     pub out: JsonFlag,
 }
 
+/// `flotilla resources`.
+#[derive(Debug, Args)]
+pub struct ResourcesArgs {
+    /// Change the allocation strategy first: priority, fair_share or best_fit.
+    #[arg(long, value_parser = ["priority", "fair_share", "best_fit"])]
+    pub strategy: Option<String>,
+    /// Change the admission policy first: wait or refuse.
+    #[arg(long, value_parser = ["wait", "refuse"])]
+    pub admission: Option<String>,
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// The resource manager's options of `flotilla serve` and `flotilla up`.
+#[derive(Debug, Clone, Args)]
+pub struct ResourceFlags {
+    /// CPU cores managed agents may reserve [default: the machine's].
+    #[arg(long, value_name = "CORES")]
+    pub capacity_cpu: Option<f64>,
+    /// Memory managed agents may reserve, e.g. 600MiB [default: the machine's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
+    pub capacity_memory: Option<u64>,
+    /// Disk managed agents may reserve, e.g. 10GiB [default: free space in the data dir].
+    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
+    pub capacity_disk: Option<u64>,
+    /// Which competing spawn goes first: priority, fair_share or best_fit.
+    #[arg(long, default_value = "priority", value_parser = ["priority", "fair_share", "best_fit"])]
+    pub allocation_strategy: String,
+    /// A spawn that does not fit: wait (until resources free) or refuse.
+    #[arg(long, default_value = "wait", value_parser = ["wait", "refuse"])]
+    pub admission: String,
+    /// Pressure level at which alerts are raised (elevated, high, critical or off).
+    #[arg(long, default_value = "high", value_name = "LEVEL", value_parser = parse_level)]
+    pub pressure_alert_at: LevelOrOff,
+    /// Pressure level at which scale-up is refused.
+    #[arg(long, default_value = "high", value_name = "LEVEL", value_parser = parse_level)]
+    pub pressure_stop_scale_up_at: LevelOrOff,
+    /// Pressure level at which the lowest-priority managed agents are paused.
+    #[arg(long, default_value = "critical", value_name = "LEVEL", value_parser = parse_level)]
+    pub pressure_pause_at: LevelOrOff,
+    /// Pressure level at which new tasks below --pressure-shed-below are refused (503).
+    #[arg(long, default_value = "critical", value_name = "LEVEL", value_parser = parse_level)]
+    pub pressure_shed_at: LevelOrOff,
+    /// Task priority below which submissions are shed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub pressure_shed_below: u8,
+    /// Pressure level at which dispatch of tasks below --pressure-delay-below is delayed.
+    #[arg(long, default_value = "high", value_name = "LEVEL", value_parser = parse_level)]
+    pub pressure_delay_at: LevelOrOff,
+    /// Task priority below which dispatch is delayed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub pressure_delay_below: u8,
+    /// Let CPU pressure (not only memory and disk) trigger the responses.
+    #[arg(long)]
+    pub pressure_cpu_responds: bool,
+}
+
+/// A pressure level, or `off`.
+pub type LevelOrOff = Option<flotilla_core::pressure::Level>;
+
+fn parse_level(s: &str) -> Result<LevelOrOff, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    match s.parse::<flotilla_core::pressure::Level>() {
+        Ok(flotilla_core::pressure::Level::Normal) | Err(_) => Err(format!(
+            "{s:?} is not a pressure level; use elevated, high, critical or off"
+        )),
+        Ok(l) => Ok(Some(l)),
+    }
+}
+
+fn parse_mib(s: &str) -> Result<u64, String> {
+    let bytes = crate::fleet_file::parse_size(s)?;
+    if bytes < 1024 * 1024 {
+        return Err(format!("{s:?} is less than 1MiB"));
+    }
+    Ok(bytes / (1024 * 1024))
+}
+
+impl ResourceFlags {
+    /// The server's settings.
+    pub fn settings(&self) -> flotilla_server::resources::ResourceSettings {
+        use flotilla_core::pressure::ResponsePolicy;
+        flotilla_server::resources::ResourceSettings {
+            cpu_cores: self.capacity_cpu,
+            memory_mb: self.capacity_memory,
+            disk_mb: self.capacity_disk,
+            strategy: self.allocation_strategy.parse().expect("checked by clap"),
+            admission: self.admission.parse().expect("checked by clap"),
+            pressure: Default::default(),
+            responses: ResponsePolicy {
+                alert: self.pressure_alert_at,
+                stop_scale_up: self.pressure_stop_scale_up_at,
+                pause_low_priority: self.pressure_pause_at,
+                shed: self.pressure_shed_at,
+                shed_below: self.pressure_shed_below,
+                delay: self.pressure_delay_at,
+                delay_below: self.pressure_delay_below,
+                cpu_responds: self.pressure_cpu_responds,
+            },
+        }
+    }
+}
+
 /// `--json`.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct JsonFlag {
@@ -122,6 +230,9 @@ pub struct ServeArgs {
     /// `normal`: it survives a crash of flotilla, not of the machine; faster.
     #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
     pub sync: Sync,
+    /// The resource manager (see docs/resources.md).
+    #[command(flatten)]
+    pub resources: ResourceFlags,
 }
 
 /// `flotilla up`.
@@ -141,6 +252,9 @@ pub struct UpArgs {
     /// across a crash of flotilla only.
     #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
     pub sync: Sync,
+    /// The resource manager (see docs/resources.md).
+    #[command(flatten)]
+    pub resources: ResourceFlags,
 }
 
 /// `flotilla apply`.

@@ -712,6 +712,23 @@ impl Client {
         self.get_json(&url).await
     }
 
+    /// `GET /resources`: capacity, allocations, waiting pools, usage and pressure.
+    pub async fn resources(
+        &self,
+    ) -> Result<flotilla_core::resources::view::ResourcesView, ClientError> {
+        self.get_json(&self.url(&["resources"])).await
+    }
+
+    /// `PUT /resources/policy`: changes the allocation strategy, admission or responses.
+    pub async fn put_resource_policy(
+        &self,
+        update: &flotilla_core::resources::view::PolicyUpdate,
+    ) -> Result<flotilla_core::resources::view::ResourcesView, ClientError> {
+        let url = self.url(&["resources", "policy"]);
+        let body = self.send(self.req(Method::PUT, &url).json(update)).await?;
+        decode(&url, &body)
+    }
+
     /// `GET /orchestrator`: the coordinator's version, uptime and counts.
     pub async fn orchestrator(&self) -> Result<OrchestratorInfo, ClientError> {
         self.get_json(&self.url(&["orchestrator"])).await

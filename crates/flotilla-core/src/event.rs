@@ -86,6 +86,16 @@ pub enum EventKind {
     TaskRequeued,
     /// A user asked for a finished task to run again.
     TaskRetried,
+    /// A managed agent's start waits for resources (the resource manager's reason).
+    ResourcesWaiting,
+    /// A managed agent's start was refused for lack of resources.
+    ResourcesRefused,
+    /// Resources a pool waited for were granted.
+    ResourcesGranted,
+    /// A pressure signal changed level.
+    PressureChanged,
+    /// An automatic response to pressure started or ended.
+    PressureResponse,
 }
 
 impl EventKind {
@@ -129,6 +139,11 @@ impl EventKind {
             EventKind::TaskCancelled => "task_cancelled",
             EventKind::TaskRequeued => "task_requeued",
             EventKind::TaskRetried => "task_retried",
+            EventKind::ResourcesWaiting => "resources_waiting",
+            EventKind::ResourcesRefused => "resources_refused",
+            EventKind::ResourcesGranted => "resources_granted",
+            EventKind::PressureChanged => "pressure_changed",
+            EventKind::PressureResponse => "pressure_response",
         }
     }
 }

@@ -39,6 +39,7 @@ mod error;
 pub mod exec;
 pub mod limits;
 pub mod logs;
+pub mod machine;
 mod proc_stat;
 mod process;
 pub mod sample;
@@ -52,6 +53,7 @@ pub use error::{RuntimeError, TemplateError};
 pub use exec::{ExecOutcome, ExecRequest, TaskGroup, run_once, run_once_with};
 pub use limits::{AppliedLimits, CgroupHandle, Cgroups};
 pub use logs::{RotatingLog, rotate_if_needed};
+pub use machine::{MachineCapacity, MachineSampler, MachineUsage};
 pub use sample::{Sampler, Usage};
 pub use spec::{
     CommandSpec, ExitInfo, Limits, LogSpec, MAX_NAME_LEN, RuntimeKind, Signal, validate_name,

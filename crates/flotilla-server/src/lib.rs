@@ -13,6 +13,7 @@ pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod logs;
+pub mod resources;
 pub mod routes;
 pub mod state;
 pub mod supervisor;
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     /// The `flotilla` binary that daemon-mode agents find in `FLOTILLA_BIN` (the running
     /// executable when `None`; tests that embed the coordinator name the real binary here).
     pub flotilla_bin: Option<PathBuf>,
+    /// Capacity overrides, allocation strategy, admission policy, pressure thresholds and
+    /// responses (see `docs/resources.md`).
+    pub resources: resources::ResourceSettings,
 }
 
 impl ServerConfig {
@@ -69,6 +73,7 @@ impl ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             tick_interval: Duration::from_millis(20),
             flotilla_bin: None,
+            resources: resources::ResourceSettings::default(),
         }
     }
 }
@@ -111,6 +116,9 @@ pub enum ServerError {
     /// The server failed while running.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The resource manager's settings are wrong, or the machine cannot be measured.
+    #[error("{0}")]
+    Resources(flotilla_core::CoreError),
 }
 
 /// A running coordinator.
@@ -175,6 +183,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .map_err(dir_err)?;
     }
     let lock = lock_data_dir(dir)?;
+    let resources =
+        resources::Resources::new(config.resources.clone(), dir).map_err(ServerError::Resources)?;
     let db_path = dir.join("flotilla.db");
     let (mut store, snapshot) = tokio::task::spawn_blocking(move || {
         let mut store = SqliteStore::open(&db_path, config.sync)?;
@@ -228,9 +238,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .flotilla_bin
             .clone()
             .or_else(|| std::env::current_exe().ok()),
+        resources,
         autoscaler: Mutex::new(flotilla_core::autoscale::Autoscaler::new()),
         scale_veto: RwLock::new(state::no_scale_veto()),
     });
+    state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

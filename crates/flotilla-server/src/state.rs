@@ -48,6 +48,8 @@ pub struct Inner {
     pub data_dir: std::path::PathBuf,
     /// What daemon-mode agents get as `FLOTILLA_BIN`.
     pub flotilla_bin: Option<std::path::PathBuf>,
+    /// The resource manager and pressure detector.
+    pub resources: crate::resources::Resources,
     /// The autoscaler's memory (runs of breaches, last actions). Locked after the fleet.
     pub autoscaler: Mutex<flotilla_core::autoscale::Autoscaler>,
     /// Asked before the autoscaler grows a pool; see [`ScaleVeto`].

@@ -231,6 +231,9 @@ fn sample(state: &AppState, agents: &HashMap<AgentId, Handle>, sampler: &mut rt:
         .collect();
     let all: Vec<u32> = groups.iter().flat_map(|(_, g)| g.iter().copied()).collect();
     if all.is_empty() {
+        // Pressure is judged on every tick, with or without agents running.
+        let state = state.clone();
+        tokio::spawn(async move { crate::resources::evaluate(&state).await });
         return;
     }
     let usage = sampler.sample(&all);
@@ -263,6 +266,8 @@ fn sample(state: &AppState, agents: &HashMap<AgentId, Handle>, sampler: &mut rt:
                 Ok(())
             })
             .await;
+        // Then pressure, on the usage just recorded.
+        crate::resources::evaluate(&state).await;
     });
 }
 

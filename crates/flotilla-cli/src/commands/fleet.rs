@@ -45,6 +45,7 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
     let server = flotilla_server::start(ServerConfig {
         listen: args.listen,
         sync: args.sync.into(),
+        resources: args.resources.settings(),
         ..ServerConfig::new(data_dir.clone())
     })
     .await

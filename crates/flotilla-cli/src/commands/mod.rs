@@ -12,6 +12,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod fleet;
 pub mod pool;
+pub mod resources;
 pub mod run;
 pub mod serve;
 pub mod swarm;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => worker::run(&global, args).await,
         Command::Checkpoint(cmd) => checkpoint::run(&global, cmd).await,
         Command::Alerts(args) => alerts::run(&global, args).await,
+        Command::Resources(args) => resources::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

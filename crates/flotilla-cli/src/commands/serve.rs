@@ -14,6 +14,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let server = ServerConfig {
         listen: args.listen,
         sync: args.sync.into(),
+        resources: args.resources.settings(),
         ..ServerConfig::new(data_dir)
     };
     flotilla_server::serve(server)

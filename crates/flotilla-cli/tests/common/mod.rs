@@ -42,6 +42,11 @@ pub struct Harness {
 impl Harness {
     /// Takes the test lock, starts a coordinator on a fresh data directory.
     pub async fn start() -> Harness {
+        Harness::start_with(|_| {}).await
+    }
+
+    /// Like [`Harness::start`], with the coordinator's configuration adjusted first.
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
         let serial = SERIAL.lock().await;
         // `RUST_LOG=flotilla_server=debug cargo test …` shows the coordinator's log.
         let _ = tracing_subscriber::fmt()
@@ -50,7 +55,7 @@ impl Harness {
             .try_init();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let marker = format!("e2e-{}", uuid::Uuid::now_v7().simple());
-        let server = start_server(dir.path()).await;
+        let server = start_server(dir.path(), configure).await;
         let admin = Client::new(&server.url(), server.admin_token.clone()).unwrap();
         Harness {
             server: Some(server),
@@ -80,7 +85,7 @@ impl Harness {
     /// Starts a coordinator again on the same data directory (a new port, the same admin token).
     pub async fn start_again(&mut self) {
         assert!(self.server.is_none(), "shut it down first");
-        let server = start_server(self.dir.path()).await;
+        let server = start_server(self.dir.path(), |_| {}).await;
         self.admin = Client::new(&server.url(), server.admin_token.clone()).unwrap();
         self.server = Some(server);
     }
@@ -267,13 +272,14 @@ impl Drop for Harness {
     }
 }
 
-async fn start_server(dir: &Path) -> Server {
-    let config = ServerConfig {
+async fn start_server(dir: &Path, configure: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         // Daemons run `flotilla worker`: the real binary, not this test's.
         flotilla_bin: Some(FLOTILLA.into()),
         ..ServerConfig::new(dir)
     };
+    configure(&mut config);
     flotilla_server::start(config)
         .await
         .expect("the coordinator starts")

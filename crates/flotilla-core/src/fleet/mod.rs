@@ -15,6 +15,7 @@ mod checkpoints;
 mod dispatch;
 mod health;
 mod managed;
+mod resources;
 mod scaling;
 mod swarms;
 mod tasks;
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 pub use managed::PoolChange;
+pub use resources::ManagedView;
 pub use scaling::ScaleTarget;
 pub use tasks::{KnownTasks, Submission};
 

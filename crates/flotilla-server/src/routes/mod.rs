@@ -4,6 +4,7 @@
 mod agents;
 mod checkpoints;
 mod pools;
+mod resources;
 mod swarms;
 mod system;
 mod tasks;
@@ -29,14 +30,15 @@ pub use pools::apply_document;
 pub async fn reconcile_pools(state: &AppState) {
     let short = state.fleet.lock().pools_short_of_agents();
     let missing: usize = short.iter().map(|(_, _, n)| *n as usize).sum();
-    if missing == 0 {
+    // With nothing missing, admission still runs while some pool waits, to forget it.
+    if missing == 0 && !state.resources.holds_any() {
         return;
     }
     let ids: Vec<flotilla_core::AgentId> = (0..missing)
         .map(|_| flotilla_core::AgentId(uuid::Uuid::now_v7()))
         .collect();
     if let Err(e) = state
-        .apply(|f, now| pools::spawn_missing(f, &ids, now).map(|_| ()))
+        .apply(|f, now| pools::spawn_missing(f, &state.resources, &ids, now).map(|_| ()))
         .await
     {
         tracing::warn!(error = %e.message, "could not spawn the agents pools lack");
@@ -151,6 +153,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(checkpoints::show).delete(checkpoints::delete),
         )
         .route("/alerts", get(system::alerts))
+        .route("/resources", get(resources::show))
+        .route(
+            "/resources/policy",
+            axum::routing::put(resources::put_policy),
+        )
         .route("/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/agents/{id}/tasks/next", get(agents::next_task))
         .route("/tasks", get(tasks::list))

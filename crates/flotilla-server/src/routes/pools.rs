@@ -87,7 +87,7 @@ pub async fn put(
                 change,
                 pool: pool.clone(),
             };
-            spawn_missing(f, &ids, now)?;
+            spawn_missing(f, &state.resources, &ids, now)?;
             Ok(put)
         })
         .await?;
@@ -130,7 +130,13 @@ pub async fn spawn(
     who.require_admin()?;
     let id = AgentId(uuid::Uuid::now_v7());
     let agent = state
-        .apply(|f, now| f.spawn_agent(&swarm, &pool, id, now).cloned())
+        .apply(|f, now| {
+            let swarm_id = f.resolve_swarm(&swarm)?;
+            if let Some(p) = f.pools_of(swarm_id).iter().find(|p| p.name == pool) {
+                state.resources.check_fit(f, p)?;
+            }
+            f.spawn_agent(&swarm, &pool, id, now).cloned()
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(agent)))
 }
@@ -155,6 +161,21 @@ pub async fn lifecycle(
                 f.rollback(id, req.checkpoint, now)?;
                 return Ok(f.agent(id).expect("rolled back agent").clone());
             }
+            if matches!(
+                req.operation,
+                flotilla_core::Operation::Start | flotilla_core::Operation::Restart
+            ) {
+                // An agent that released its allocation (stopped) must fit to start again.
+                let view = f.managed_views().into_iter().find(|v| v.id == id);
+                if let Some(v) = view.filter(|v| !v.holds)
+                    && let Some(p) = f
+                        .pools_of(v.pool.swarm_id)
+                        .iter()
+                        .find(|p| p.name == v.pool.pool)
+                {
+                    state.resources.check_fit(f, p)?;
+                }
+            }
             f.lifecycle(id, req.operation, req.force, now).cloned()
         })
         .await?;
@@ -169,29 +190,13 @@ fn spawn_ids(n: usize) -> Vec<AgentId> {
 /// Spawns the agents managed pools lack (up to `ids.len()` of them); returns their names.
 pub fn spawn_missing(
     f: &mut flotilla_core::Fleet,
+    resources: &crate::resources::Resources,
     ids: &[AgentId],
     now: flotilla_core::Timestamp,
 ) -> Result<Vec<(SwarmId, String)>, CoreError> {
-    let mut ids = ids.iter();
-    let mut spawned = Vec::new();
-    for (swarm, pool, missing) in f.pools_short_of_agents() {
-        for _ in 0..missing {
-            let Some(id) = ids.next() else {
-                return Ok(spawned);
-            };
-            // A pool that cannot take more (its swarm is full) is left short, and the others
-            // still get theirs; the refusal changed nothing.
-            let name = match f.spawn_agent(&swarm.to_string(), &pool, *id, now) {
-                Ok(a) => a.name.clone(),
-                Err(e) => {
-                    tracing::warn!(%swarm, %pool, error = %e, "cannot spawn the agents a pool lacks");
-                    break;
-                }
-            };
-            spawned.push((swarm, name));
-        }
-    }
-    Ok(spawned)
+    // The resource manager decides which of the missing agents start now; the others wait or
+    // are refused, with events saying why.
+    Ok(crate::resources::spawn_admitted(f, resources, ids, now))
 }
 
 /// `PUT /fleet`
@@ -312,7 +317,7 @@ pub async fn apply_document(state: &AppState, doc: FleetSpec) -> ApiResult<Fleet
                     });
                 }
             }
-            for (swarm, agent) in spawn_missing(f, &ids, now)? {
+            for (swarm, agent) in spawn_missing(f, &state.resources, &ids, now)? {
                 let swarm_name = f
                     .swarm_by_id(swarm)
                     .map(|s| s.name.clone())

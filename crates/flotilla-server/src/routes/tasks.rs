@@ -62,6 +62,17 @@ pub async fn submit(
         }
     };
     let swarm_id = state.fleet.lock().resolve_swarm(&swarm)?;
+    if let Some((below, why)) = state.resources.shed_below()
+        && let Some(low) = specs
+            .iter()
+            .map(|s| s.priority)
+            .filter(|&p| p < below)
+            .min()
+    {
+        return Err(ApiError::unavailable(format!(
+            "the coordinator is shedding tasks below priority {below} under resource pressure {why}; a task of priority {low} was refused (nothing of this submission was accepted): retry later, or submit at priority {below} or above"
+        )));
+    }
     let ids: Vec<TaskId> = (0..specs.len())
         .map(|_| TaskId(uuid::Uuid::now_v7()))
         .collect();

@@ -113,7 +113,7 @@ pub fn render(v: &ResourcesView, now: flotilla_core::Timestamp) -> String {
                 format!("{:.0}%", st.smoothed * 100.0),
                 format!("{:+.2}%/s", st.slope_per_sec * 100.0),
                 st.exhaustion_in
-                    .map(|d| format!("{}s", d.as_secs()))
+                    .map(|d| crate::output::millis(d.as_secs() * 1000))
                     .unwrap_or_else(|| "-".into()),
             ]
         })

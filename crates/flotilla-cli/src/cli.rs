@@ -410,9 +410,10 @@ pub struct SwarmSettings {
     /// Default attempts allowed per task.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
-    /// Which waiting agent gets the next task.
-    #[arg(long, value_enum)]
-    pub strategy: Option<StrategyArg>,
+    /// Which waiting agent gets the next task: round_robin, least_loaded, capability_match,
+    /// affinity, weighted, resource_based or priority.
+    #[arg(long, value_parser = parse_strategy, value_name = "STRATEGY")]
+    pub strategy: Option<flotilla_core::Strategy>,
     /// Tasks each agent may have waiting in its local queue (idle agents steal from them).
     #[arg(long, value_name = "N")]
     pub prefetch: Option<u32>,
@@ -421,38 +422,19 @@ pub struct SwarmSettings {
     pub affinity_wait: Option<Duration>,
 }
 
-/// A placement strategy, as the command line spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StrategyArg {
-    /// Agents take turns.
-    RoundRobin,
-    /// Fewest tasks held plus waiting first.
-    LeastLoaded,
-    /// Most specific agent first; tasks that need its capabilities first.
-    CapabilityMatch,
-    /// Same affinity key, same agent (waiting up to --affinity-wait).
-    Affinity,
-    /// In proportion to measured success rate and speed.
-    Weighted,
-    /// Lowest CPU and memory use first.
-    ResourceBased,
-    /// Agents of higher-priority pools first, then least loaded.
-    Priority,
-}
-
-impl From<StrategyArg> for flotilla_core::Strategy {
-    fn from(s: StrategyArg) -> Self {
-        use flotilla_core::Strategy as S;
-        match s {
-            StrategyArg::RoundRobin => S::RoundRobin,
-            StrategyArg::LeastLoaded => S::LeastLoaded,
-            StrategyArg::CapabilityMatch => S::CapabilityMatch,
-            StrategyArg::Affinity => S::Affinity,
-            StrategyArg::Weighted => S::Weighted,
-            StrategyArg::ResourceBased => S::ResourceBased,
-            StrategyArg::Priority => S::Priority,
-        }
-    }
+/// Parses a placement strategy by its API name (`least_loaded`; `least-loaded` works too).
+pub fn parse_strategy(s: &str) -> Result<flotilla_core::Strategy, String> {
+    let name = s.replace('-', "_");
+    flotilla_core::Strategy::ALL
+        .into_iter()
+        .find(|x| x.as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = flotilla_core::Strategy::ALL
+                .iter()
+                .map(|x| x.as_str())
+                .collect();
+            format!("{s:?} is not a strategy; use one of {}", names.join(", "))
+        })
 }
 
 /// A topology, as the command line spells it.

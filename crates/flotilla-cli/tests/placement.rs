@@ -92,6 +92,6 @@ async fn affinity_keeps_a_key_on_one_agent_and_round_robin_does_not() {
     let out = h.cli(&["swarm", "update", "default", "--strategy", "fastest"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("least-loaded"), "{err}");
+    assert!(err.contains("least_loaded"), "{err}");
     h.finish().await;
 }

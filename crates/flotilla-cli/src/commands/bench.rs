@@ -62,7 +62,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub ops: usize,
     /// Placement strategy (assign); every strategy when left out.
-    #[arg(long, value_parser = parse_strategy)]
+    #[arg(long, value_parser = crate::cli::parse_strategy)]
     pub strategy: Option<Strategy>,
     /// Give up after this many seconds (throughput).
     #[arg(long, default_value_t = 300)]
@@ -73,16 +73,6 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    Strategy::ALL
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = Strategy::ALL.iter().map(|x| x.as_str()).collect();
-            format!("{s:?} is not a strategy; use one of {}", names.join(", "))
-        })
 }
 
 /// Latency percentiles, in microseconds.

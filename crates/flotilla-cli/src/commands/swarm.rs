@@ -164,7 +164,7 @@ pub fn apply_settings(mut config: SwarmConfig, s: &SwarmSettings) -> SwarmConfig
         config.task_max_attempts = v;
     }
     if let Some(v) = s.strategy {
-        config.strategy = v.into();
+        config.strategy = v;
     }
     if let Some(v) = s.prefetch {
         config.prefetch = v;

@@ -247,6 +247,7 @@ const SCALING_KEYS: &[&str] = &[
     "evaluation_periods",
     "evaluation_period",
     "enabled",
+    "predictive",
 ];
 const SCALING_METRICS: &[(&str, ScalingMetric)] = &[
     ("queue_depth", ScalingMetric::QueueDepth),
@@ -675,6 +676,7 @@ impl Cx<'_> {
                 evaluation_periods: 3,
                 evaluation_period: Duration::from_secs(10),
                 enabled: true,
+                predictive: false,
             };
             for (k, v) in table.iter() {
                 let kp = join(&ip, k.get_ref());
@@ -727,6 +729,10 @@ impl Cx<'_> {
                     }
                     "enabled" => match v.get_ref() {
                         DeValue::Boolean(b) => p.enabled = *b,
+                        _ => self.mismatch(v, &kp, "true or false"),
+                    },
+                    "predictive" => match v.get_ref() {
+                        DeValue::Boolean(b) => p.predictive = *b,
                         _ => self.mismatch(v, &kp, "true or false"),
                     },
                     _ => self.unknown(k, &ip, SCALING_KEYS),
@@ -1751,6 +1757,7 @@ metric = "error_rate"
 scale_up_threshold = 0.5
 scale_down_threshold = 0.1
 enabled = false
+predictive = true
 "#);
         let pool = &spec.swarms[0].pools[0];
         assert_eq!(pool.priority, 8);
@@ -1768,6 +1775,7 @@ enabled = false
         assert_eq!(p.evaluation_period, Duration::from_secs(5));
         assert_eq!(pool.scaling[1].metric, ScalingMetric::ErrorRate);
         assert!(!pool.scaling[1].enabled);
+        assert!(pool.scaling[1].predictive && !pool.scaling[0].predictive);
 
         let e = error("[swarms.s.pools.p]\npriority = 11\n");
         assert!(

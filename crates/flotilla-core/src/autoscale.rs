@@ -125,6 +125,33 @@ struct PolicyState {
     below: u32,
     /// The metric at the last evaluation.
     value: f64,
+    /// The metric's last values, oldest first (predictive policies).
+    history: std::collections::VecDeque<f64>,
+    /// The value the trend forecast at the last evaluation, when that forecast (not the value
+    /// itself) made it a breach.
+    forecast: Option<f64>,
+}
+
+/// Periods of history a predictive policy fits its trend to.
+const TREND_PERIODS: usize = 10;
+
+/// The metric `ahead` periods after the last of `history` (one value per period), by the
+/// least-squares line through them; `None` with fewer than three values.
+pub fn forecast(history: &std::collections::VecDeque<f64>, ahead: f64) -> Option<f64> {
+    let n = history.len();
+    if n < 3 {
+        return None;
+    }
+    let mean_x = (n - 1) as f64 / 2.0;
+    let mean_y = history.iter().sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, y) in history.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        sxy += dx * (y - mean_y);
+        sxx += dx * dx;
+    }
+    let slope = sxy / sxx;
+    Some(mean_y + slope * ((n - 1) as f64 - mean_x + ahead))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -229,7 +256,20 @@ impl Autoscaler {
             evaluated = true;
             s.last_evaluated = Some(now);
             s.value = metric_value(policy.metric, view);
-            if s.value >= policy.scale_up_threshold {
+            s.forecast = None;
+            if policy.predictive {
+                s.history.push_back(s.value);
+                while s.history.len() > TREND_PERIODS {
+                    s.history.pop_front();
+                }
+                if s.value < policy.scale_up_threshold
+                    && let Some(f) = forecast(&s.history, f64::from(policy.evaluation_periods))
+                    && f >= policy.scale_up_threshold
+                {
+                    s.forecast = Some(f);
+                }
+            }
+            if s.value >= policy.scale_up_threshold || s.forecast.is_some() {
                 s.above += 1;
                 s.below = 0;
             } else if s.value <= policy.scale_down_threshold {
@@ -269,7 +309,14 @@ impl Autoscaler {
                 .iter()
                 .map(|p| {
                     let r = run(p);
-                    describe(p, r.value, ">=", p.scale_up_threshold, r.above)
+                    match r.forecast {
+                        Some(f) => format!(
+                            "{} (predicted: its trend reaches {f:.2} within {} period(s))",
+                            describe(p, r.value, "rising toward", p.scale_up_threshold, r.above),
+                            p.evaluation_periods
+                        ),
+                        None => describe(p, r.value, ">=", p.scale_up_threshold, r.above),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -349,6 +396,7 @@ mod tests {
             evaluation_periods: 2,
             evaluation_period: Duration::from_millis(100),
             enabled: true,
+            predictive: false,
         }
     }
 
@@ -411,6 +459,45 @@ mod tests {
 
     fn queue_policy() -> ScalingPolicy {
         policy("queue", ScalingMetric::QueueDepth, 2.0, 0.5)
+    }
+
+    #[test]
+    fn a_predictive_policy_scales_up_on_a_rising_trend_before_the_threshold() {
+        let mut plain = Autoscaler::new();
+        let mut predictive = Autoscaler::new();
+        let mut pp = queue_policy();
+        pp.scale_up_threshold = 4.0;
+        let mut qp = pp.clone();
+        qp.predictive = true;
+        let p_plain = pool(1, 4, None, vec![pp]);
+        let p_pred = pool(1, 4, None, vec![qp]);
+        // The queue per agent rises by 0.5 a period, under 4 all along.
+        let mut scaled_at = None;
+        for (i, q) in [1.0, 1.5, 2.0, 2.5, 3.0, 3.5].into_iter().enumerate() {
+            let now = at(100 * i as i64);
+            assert_eq!(plain.evaluate(&p_plain, &view(q, 0.0), now, no_veto), None);
+            if let Some(Verdict::Scale(d)) =
+                predictive.evaluate(&p_pred, &view(q, 0.0), now, no_veto)
+            {
+                assert!(d.reason.contains("predicted"), "{}", d.reason);
+                scaled_at.get_or_insert((i, d.from, d.to));
+            }
+        }
+        // The trend is known from the third period and forecasts two periods ahead: 3.0, 3.5,
+        // then 4.0 (a breach) and 4.5 (a second in a row): the pool grows at the sixth period,
+        // while the plain policy never does.
+        assert_eq!(scaled_at, Some((5, 1, 2)));
+        // A flat queue under the threshold never scales, predictive or not.
+        let mut flat = Autoscaler::new();
+        for i in 0..8 {
+            assert_eq!(
+                flat.evaluate(&p_pred, &view(3.0, 0.0), at(1_000 + 100 * i), no_veto),
+                None
+            );
+        }
+        let h: std::collections::VecDeque<f64> = [1.0, 2.0, 3.0].into_iter().collect();
+        assert_eq!(forecast(&h, 2.0), Some(5.0));
+        assert_eq!(forecast(&h.iter().take(2).copied().collect(), 1.0), None);
     }
 
     #[test]

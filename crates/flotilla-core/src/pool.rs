@@ -259,6 +259,11 @@ pub struct ScalingPolicy {
     /// A disabled policy is kept but not evaluated.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Predictive scale-up: a period whose metric is still under the up threshold counts as a
+    /// breach when the metric's trend (least squares over the last periods) reaches the
+    /// threshold within `evaluation_periods` more periods.
+    #[serde(default)]
+    pub predictive: bool,
 }
 
 fn default_policy_name() -> String {

@@ -306,6 +306,7 @@ pub fn pool(swarm: SwarmId, name: &str, template: Option<AgentTemplate>) -> Pool
             evaluation_periods: 2,
             evaluation_period: Duration::from_secs(5),
             enabled: true,
+            predictive: true,
         }],
         desired_agents: Some(3),
         created_at: ts(-5),

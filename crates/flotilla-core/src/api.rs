@@ -380,6 +380,10 @@ pub struct AgentStatusView {
     pub resource_usage: crate::agent::ResourceUsage,
     /// The last health transitions, oldest first.
     pub history: Vec<crate::health::HealthTransition>,
+    /// Tasks waiting in its local queue (prefetched, or waiting for it by affinity), best
+    /// first; they are still `queued`, and another agent may steal the prefetched ones.
+    #[serde(default)]
+    pub local_queue: Vec<crate::ids::TaskId>,
 }
 
 impl AgentStatusView {
@@ -406,6 +410,7 @@ impl AgentStatusView {
             lease_until: agent.lease_until,
             resource_usage: agent.resource_usage.clone(),
             history: h.history.iter().cloned().collect(),
+            local_queue: Vec::new(),
         }
     }
 }

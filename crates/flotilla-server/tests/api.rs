@@ -264,6 +264,18 @@ async fn a_swarms_placement_strategy_is_set_and_checked() {
     assert_eq!(v["config"]["strategy"], "affinity");
     assert_eq!(v["config"]["prefetch"], 2);
     assert_eq!(v["config"]["affinity_wait_ms"], 1500);
+    // With prefetch, an agent that is not asking yet gets two tasks placed ahead on it.
+    let (agent, token) = h.register("default", json!({})).await;
+    for _ in 0..3 {
+        h.submit("default", json!({})).await;
+    }
+    let (s, v) = h.get(&format!("/agents/{agent}/status")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["local_queue"].as_array().unwrap().len(), 2, "{v}");
+    // It takes from its local queue first; the third task then fills it up again.
+    assert!(h.next(&agent, &token, 0.0).await.is_some());
+    let (_, v) = h.get(&format!("/agents/{agent}/status")).await;
+    assert_eq!(v["local_queue"].as_array().unwrap().len(), 2, "{v}");
     let (s, v) = h
         .call(
             Method::PUT,

@@ -364,6 +364,8 @@ impl Fleet {
         match next {
             Some(task) => {
                 self.start(task, id, now);
+                // Its local queue has room again: a prefetching swarm fills it.
+                self.dispatch(now);
                 Ok(Some(self.tasks[&task].task.clone()))
             }
             None => {

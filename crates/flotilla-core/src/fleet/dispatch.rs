@@ -96,6 +96,14 @@ impl Fleet {
         self.priority_floor
     }
 
+    /// The tasks waiting in an agent's local queue, best first.
+    pub fn local_queue(&self, id: AgentId) -> Vec<TaskId> {
+        self.agents
+            .get(&id)
+            .map(|e| e.local.iter().map(|(t, _)| t).collect())
+            .unwrap_or_default()
+    }
+
     /// How many tasks wait in an agent's local queue.
     pub fn local_queue_len(&self, id: AgentId) -> usize {
         self.agents.get(&id).map_or(0, |e| e.local.len())
@@ -332,6 +340,14 @@ impl Fleet {
         let (task, source) = self.pick_for(id)?;
         self.unqueue(task);
         self.note_placement(task, id);
+        let swarm_id = self.agents[&id].agent.swarm_id;
+        let s = &self.swarms[&swarm_id];
+        if s.swarm.config.prefetch > 0
+            && !s.queue.is_empty()
+            && !self.out.dispatch.contains(&swarm_id)
+        {
+            self.out.dispatch.push(swarm_id);
+        }
         if let Source::Stolen(from) = source {
             let swarm_id = self.agents[&id].agent.swarm_id;
             let strategy = self.swarms[&swarm_id].swarm.config.strategy;

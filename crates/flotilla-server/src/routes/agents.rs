@@ -136,7 +136,9 @@ pub async fn status(
         let fleet = state.fleet.lock();
         if let Some(a) = fleet.agent(id) {
             let w = window(&fleet, a);
-            return Ok(Json(flotilla_core::api::AgentStatusView::of(a, w, now)));
+            let mut view = flotilla_core::api::AgentStatusView::of(a, w, now);
+            view.local_queue = fleet.local_queue(id);
+            return Ok(Json(view));
         }
     }
     let reader = state.reader.clone();

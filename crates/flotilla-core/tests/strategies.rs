@@ -116,6 +116,20 @@ struct Report {
     finished_at: i64,
 }
 
+/// A heartbeat reporting the worker's CPU use.
+fn beat(h: &mut Harness, id: AgentId, w: &Worker) {
+    let beat = Heartbeat {
+        resource_usage: Some(ResourceUsage {
+            cpu_percent: Some(w.cpu_percent),
+            memory_mb: Some(100.0),
+            ..ResourceUsage::default()
+        }),
+        ..Heartbeat::default()
+    };
+    h.fleet.heartbeat(id, beat, h.now).expect("heartbeat");
+    h.settle();
+}
+
 /// Agents the last command placed a task on: they poll.
 fn woken(h: &mut Harness, to_poll: &mut Vec<AgentId>) {
     for e in std::mem::take(&mut h.effects) {
@@ -175,16 +189,7 @@ fn run(strategy: Strategy, prefetch: u32) -> Report {
             .register_agent(&swarm, id, spec, h.now)
             .expect("register");
         h.settle();
-        let beat = Heartbeat {
-            resource_usage: Some(ResourceUsage {
-                cpu_percent: Some(w.cpu_percent),
-                memory_mb: Some(100.0),
-                ..ResourceUsage::default()
-            }),
-            ..Heartbeat::default()
-        };
-        h.fleet.heartbeat(id, beat, h.now).expect("heartbeat");
-        h.settle();
+        beat(&mut h, id, w);
         ids.push(id);
         by_id.insert(id, i);
     }
@@ -276,16 +281,7 @@ fn run(strategy: Strategy, prefetch: u32) -> Report {
         // Every agent heartbeats each second, with its CPU use.
         if step % 100 == 0 {
             for (i, id) in ids.iter().enumerate() {
-                let beat = Heartbeat {
-                    resource_usage: Some(ResourceUsage {
-                        cpu_percent: Some(WORKERS[i].cpu_percent),
-                        memory_mb: Some(100.0),
-                        ..ResourceUsage::default()
-                    }),
-                    ..Heartbeat::default()
-                };
-                h.fleet.heartbeat(*id, beat, h.now).expect("heartbeat");
-                h.settle();
+                beat(&mut h, *id, &WORKERS[i]);
                 woken(&mut h, &mut to_poll);
             }
         }

@@ -245,7 +245,7 @@ impl Fleet {
     }
 
     /// A pinned task waited long enough for its agent: any agent may take it now.
-    pub(super) fn local_expiry_timer(&mut self, task: TaskId, agent: AgentId, now: Timestamp) {
+    pub(super) fn local_expiry_timer(&mut self, task: TaskId, agent: AgentId) {
         let pinned = self
             .tasks
             .get(&task)
@@ -260,12 +260,8 @@ impl Fleet {
         }
         self.unplace_local(task);
         let seq = self.tasks[&task].task.queue_seq;
+        // `enqueue_at` asks for a dispatch round when an agent may take it; `tick` runs it.
         self.enqueue_at(task, seq);
-        let swarm_id = self.tasks[&task].task.swarm_id;
-        if !self.out.dispatch.contains(&swarm_id) {
-            self.out.dispatch.push(swarm_id);
-        }
-        self.dispatch(now);
     }
 
     /// The next task for an agent with a free slot, and where it waits: the better of its
@@ -349,19 +345,15 @@ impl Fleet {
             self.out.dispatch.push(swarm_id);
         }
         if let Source::Stolen(from) = source {
-            let swarm_id = self.agents[&id].agent.swarm_id;
             let strategy = self.swarms[&swarm_id].swarm.config.strategy;
-            let name = self
-                .agents
-                .get(&from)
-                .map_or_else(|| from.to_string(), |e| e.agent.name.clone());
+            let detail = self.stolen_detail(strategy, from);
             self.emit(
                 now,
                 EventKind::TaskAssigned,
                 swarm_id,
                 Some(id),
                 Some(task),
-                format!("{}; stolen from {name}'s local queue", strategy.as_str()),
+                detail,
             );
         }
         Some(task)
@@ -385,15 +377,15 @@ impl Fleet {
             return;
         }
         let strategy = s.swarm.config.strategy;
-        let mut cands: Vec<AgentId> = s.waiting.values().copied().collect();
-        let mut weights = self.weights(strategy, &cands);
+        let waiting: Vec<AgentId> = s.waiting.values().copied().collect();
+        let mut cands = self.candidates(strategy, waiting);
         while !cands.is_empty() {
             let s = &self.swarms[&swarm_id];
             if s.queue.is_empty() && s.local_len == 0 {
                 break;
             }
-            let i = self.choose(strategy, &cands, &weights);
-            let agent_id = cands[i];
+            let i = self.choose(strategy, &cands);
+            let agent_id = cands[i].0;
             let a = &self.agents[&agent_id].agent;
             let free = health::capacity(a).saturating_sub(a.current_tasks.len());
             let picked = if free > 0 {
@@ -406,7 +398,6 @@ impl Fleet {
                     self.stop_waiting(agent_id);
                 }
                 cands.remove(i);
-                weights.remove(i);
                 continue;
             };
             self.assign(task_id, agent_id, source, strategy, now);
@@ -415,14 +406,11 @@ impl Fleet {
             if free > 1 {
                 self.start_waiting(agent_id);
                 if strategy == Strategy::RoundRobin {
-                    cands.remove(i);
-                    cands.push(agent_id);
-                    let w = weights.remove(i);
-                    weights.push(w);
+                    let c = cands.remove(i);
+                    cands.push(c);
                 }
             } else {
                 cands.remove(i);
-                weights.remove(i);
             }
         }
     }
@@ -440,7 +428,7 @@ impl Fleet {
             return;
         }
         let strategy = s.swarm.config.strategy;
-        let mut cands: Vec<AgentId> = s
+        let mut roomy: Vec<AgentId> = s
             .agents
             .iter()
             .copied()
@@ -450,13 +438,13 @@ impl Fleet {
             })
             .collect();
         // A stable order to start from: the one agents were last placed on.
-        cands.sort_by_key(|id| (self.agents[id].placed_seq, *id));
-        let mut weights = self.weights(strategy, &cands);
+        roomy.sort_by_key(|id| (self.agents[id].placed_seq, *id));
+        let mut cands = self.candidates(strategy, roomy);
         let floor = self.priority_floor.unwrap_or(0);
         let best_fit = strategy == Strategy::CapabilityMatch;
         while !cands.is_empty() && !self.swarms[&swarm_id].queue.is_empty() {
-            let i = self.choose(strategy, &cands, &weights);
-            let id = cands[i];
+            let i = self.choose(strategy, &cands);
+            let id = cands[i].0;
             let a = &self.agents[&id].agent;
             let Some((task, _)) =
                 self.swarms[&swarm_id]
@@ -464,29 +452,25 @@ impl Fleet {
                     .peek(&a.capabilities, floor, best_fit)
             else {
                 cands.remove(i);
-                weights.remove(i);
                 continue;
             };
             self.unqueue(task);
             self.place_local(task, id, None);
             if self.agents[&id].local.len() >= prefetch {
                 cands.remove(i);
-                weights.remove(i);
             } else if strategy == Strategy::RoundRobin {
-                cands.remove(i);
-                cands.push(id);
-                let w = weights.remove(i);
-                weights.push(w);
+                let c = cands.remove(i);
+                cands.push(c);
             }
         }
     }
 
-    /// The `weighted` strategy's weights of the candidates (empty for other strategies).
-    fn weights(&self, strategy: Strategy, cands: &[AgentId]) -> Vec<f64> {
+    /// The candidates with their `weighted` strategy weights (0 for other strategies).
+    fn candidates(&self, strategy: Strategy, ids: Vec<AgentId>) -> Vec<(AgentId, f64)> {
         if strategy != Strategy::Weighted {
-            return vec![0.0; cands.len()];
+            return ids.into_iter().map(|id| (id, 0.0)).collect();
         }
-        let timed: Vec<f64> = cands
+        let timed: Vec<f64> = ids
             .iter()
             .filter_map(|id| {
                 let h = &self.agents[id].agent.health;
@@ -498,23 +482,22 @@ impl Fleet {
         } else {
             timed.iter().sum::<f64>() / timed.len() as f64
         };
-        cands
-            .iter()
-            .map(|id| weight(&self.agents[id].agent, reference))
+        ids.into_iter()
+            .map(|id| (id, weight(&self.agents[&id].agent, reference)))
             .collect()
     }
 
     /// Which candidate goes first under the strategy (`round_robin`: the first, the candidates
     /// being in turn order).
-    fn choose(&mut self, strategy: Strategy, cands: &[AgentId], weights: &[f64]) -> usize {
+    fn choose(&mut self, strategy: Strategy, cands: &[(AgentId, f64)]) -> usize {
         let load = |id: &AgentId| {
             let e = &self.agents[id];
             e.agent.current_tasks.len() + e.local.len()
         };
         let first_min = |key: &dyn Fn(&AgentId) -> (f64, f64)| -> usize {
             let mut best = 0;
-            let mut best_key = key(&cands[0]);
-            for (i, id) in cands.iter().enumerate().skip(1) {
+            let mut best_key = key(&cands[0].0);
+            for (i, (id, _)) in cands.iter().enumerate().skip(1) {
                 let k = key(id);
                 if k.partial_cmp(&best_key) == Some(Ordering::Less) {
                     best = i;
@@ -535,7 +518,7 @@ impl Fleet {
             Strategy::ResourceBased => {
                 let max_mem = cands
                     .iter()
-                    .filter_map(|id| self.agents[id].agent.resource_usage.memory_mb)
+                    .filter_map(|(id, _)| self.agents[id].agent.resource_usage.memory_mb)
                     .fold(0.0_f64, f64::max);
                 first_min(&|id| {
                     let a = &self.agents[id].agent;
@@ -560,18 +543,18 @@ impl Fleet {
             Strategy::Weighted => {
                 // Smooth weighted round robin: every candidate gains its weight, the richest
                 // goes and pays the total back.
-                let total: f64 = weights.iter().sum();
+                let total: f64 = cands.iter().map(|(_, w)| w).sum();
                 let mut best = 0;
                 let mut best_current = f64::NEG_INFINITY;
-                for (i, id) in cands.iter().enumerate() {
+                for (i, (id, w)) in cands.iter().enumerate() {
                     let e = self.agents.get_mut(id).expect("candidate");
-                    e.swrr += weights[i];
+                    e.swrr += w;
                     if e.swrr > best_current {
                         best = i;
                         best_current = e.swrr;
                     }
                 }
-                if let Some(e) = self.agents.get_mut(&cands[best]) {
+                if let Some(e) = self.agents.get_mut(&cands[best].0) {
                     e.swrr -= total;
                 }
                 best
@@ -589,7 +572,7 @@ impl Fleet {
         now: Timestamp,
     ) {
         let swarm_id = self.agents[&agent_id].agent.swarm_id;
-        self.unqueue(task_id);
+        // `transition` takes it out of the queue it waits in.
         self.transition(
             task_id,
             TaskState::Assigned {
@@ -603,13 +586,7 @@ impl Fleet {
         self.timers
             .insert(now + lease, Timer::AssignExpiry(task_id, agent_id, now));
         let detail = match source {
-            Source::Stolen(from) => {
-                let name = self
-                    .agents
-                    .get(&from)
-                    .map_or_else(|| from.to_string(), |e| e.agent.name.clone());
-                format!("{}; stolen from {name}'s local queue", strategy.as_str())
-            }
+            Source::Stolen(from) => self.stolen_detail(strategy, from),
             Source::Own => format!("{}; from its local queue", strategy.as_str()),
             Source::Swarm => strategy.as_str().to_owned(),
         };
@@ -630,6 +607,15 @@ impl Fleet {
                 .effects
                 .push(crate::changes::Effect::WakeAgent(agent_id));
         }
+    }
+
+    /// The words of a `task_assigned` event for a task stolen from `from`'s local queue.
+    fn stolen_detail(&self, strategy: Strategy, from: AgentId) -> String {
+        let name = self
+            .agents
+            .get(&from)
+            .map_or_else(|| from.to_string(), |e| e.agent.name.clone());
+        format!("{}; stolen from {name}'s local queue", strategy.as_str())
     }
 
     /// Records that an agent got a task: its turn for placement, and the task's affinity key.

@@ -712,12 +712,8 @@ impl Fleet {
             return;
         };
         let a = &entry.agent;
-        let in_service = matches!(a.status, AgentStatus::Idle | AgentStatus::Busy)
-            && a.managed
-                .as_ref()
-                .is_none_or(|m| m.desired == crate::agent::Desired::Running)
-            && a.current_tasks.len() < health::capacity(a);
-        if entry.polling && entry.wait_seq.is_none() && in_service {
+        let free = dispatch::in_service(a) && a.current_tasks.len() < health::capacity(a);
+        if entry.polling && entry.wait_seq.is_none() && free {
             let swarm_id = a.swarm_id;
             self.start_waiting(id);
             if !self.out.dispatch.contains(&swarm_id) {

@@ -125,13 +125,21 @@ impl Fleet {
             .collect()
     }
 
+    /// Whether some managed pool has an enabled scaling policy (without copying any).
+    pub fn has_autoscaled_pools(&self) -> bool {
+        self.swarms
+            .values()
+            .flat_map(|s| s.pools.values())
+            .any(autoscaled)
+    }
+
     /// Managed pools with at least one enabled scaling policy: the autoscaler's work.
     pub fn autoscaled_pools(&self) -> Vec<Pool> {
         let mut pools: Vec<Pool> = self
             .swarms
             .values()
             .flat_map(|s| s.pools.values())
-            .filter(|p| p.is_managed() && p.scaling.iter().any(|x| x.enabled))
+            .filter(|p| autoscaled(p))
             .cloned()
             .collect();
         pools.sort_by(|a, b| (a.swarm_id, &a.name).cmp(&(b.swarm_id, &b.name)));
@@ -450,4 +458,9 @@ impl Fleet {
     pub(super) fn forget_pool_waits(&mut self, swarm: SwarmId, pool: &str) {
         self.scaling.waits.remove(&(swarm, pool.to_owned()));
     }
+}
+
+/// Whether the autoscaler looks after a pool: managed, with an enabled policy.
+fn autoscaled(p: &Pool) -> bool {
+    p.is_managed() && p.scaling.iter().any(|x| x.enabled)
 }

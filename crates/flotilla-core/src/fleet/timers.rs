@@ -82,7 +82,7 @@ impl Fleet {
                 Timer::AgentRestart(id) => self.restart_timer(id, now),
                 Timer::SlowTask(id, attempt) => self.slow_task_timer(id, attempt, now),
                 Timer::NoProgress(id, attempt) => self.no_progress_timer(id, attempt, now),
-                Timer::LocalExpiry(id, agent) => self.local_expiry_timer(id, agent, now),
+                Timer::LocalExpiry(id, agent) => self.local_expiry_timer(id, agent),
             }
         }
         self.evict(now);

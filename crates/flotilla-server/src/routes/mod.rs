@@ -52,7 +52,7 @@ pub async fn reconcile_pools(state: &AppState) {
 pub async fn autoscale(state: &AppState) {
     {
         let fleet = state.fleet.lock();
-        if !fleet.has_draining() && fleet.autoscaled_pools().is_empty() {
+        if !fleet.has_draining() && !fleet.has_autoscaled_pools() {
             return;
         }
     }

@@ -13,6 +13,21 @@ if ! command -v tmux >/dev/null 2>&1; then
   else sudo apt-get install -y -q tmux >/dev/null; fi
 fi
 
+# The bus's tests run against Redis at 127.0.0.1:6379 (outside CI they skip when it is absent;
+# under CI=true they must run): start it when it is installed but down, install it if missing.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -q redis-server >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null); \
+    else sudo apt-get install -y -q redis-server >/dev/null; fi
+  fi
+  echo "== starting redis-server on 127.0.0.1:6379"
+  mkdir -p /tmp/flotilla-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp/flotilla-redis --logfile /tmp/flotilla-redis/redis.log
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

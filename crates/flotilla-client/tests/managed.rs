@@ -186,6 +186,7 @@ fn agent(status: AgentStatus) -> Agent {
         capabilities: vec!["text".into()],
         max_concurrent_tasks: 1,
         role: AgentRole::Worker,
+        requested_role: AgentRole::Worker,
         status,
         reported_health: ReportedHealth::Healthy,
         metadata: Json::empty_object(),

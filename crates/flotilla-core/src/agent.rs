@@ -77,7 +77,9 @@ impl std::str::FromStr for AgentStatus {
 }
 
 /// The part an agent plays in its swarm's topology.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentRole {
     /// Leads the swarm.
@@ -153,8 +155,12 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     /// How many tasks it may hold at once.
     pub max_concurrent_tasks: u32,
-    /// Its role in the topology.
+    /// Its role in the topology, given by the swarm's topology.
     pub role: AgentRole,
+    /// The role it asked for when it registered: agents asking for more senior roles are
+    /// preferred when roles are handed out and leaders elected.
+    #[serde(default)]
+    pub requested_role: AgentRole,
     /// Its status.
     pub status: AgentStatus,
     /// Health the agent last reported about itself.
@@ -264,7 +270,8 @@ pub struct AgentSpec {
     /// How many tasks it may hold at once (1 by default).
     #[serde(default = "one")]
     pub max_concurrent_tasks: u32,
-    /// Its role (worker by default).
+    /// The role it asks for (worker by default); the topology decides, preferring agents that
+    /// ask for more senior roles.
     #[serde(default)]
     pub role: AgentRole,
     /// Free-form metadata (a JSON object).

@@ -42,6 +42,11 @@ impl CoreError {
         CoreError::Conflict(msg.into())
     }
 
+    /// A [`CoreError::Forbidden`] with this message.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        CoreError::Forbidden(msg.into())
+    }
+
     /// A short machine-readable code for the API's error body.
     pub fn code(&self) -> &'static str {
         match self {

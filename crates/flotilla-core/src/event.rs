@@ -96,6 +96,16 @@ pub enum EventKind {
     PressureChanged,
     /// An automatic response to pressure started or ended.
     PressureResponse,
+    /// A swarm's topology was changed.
+    TopologyChanged,
+    /// A swarm's leader changed: elected, or lost with nobody to replace it.
+    LeaderElection,
+    /// The ring's token moved to another agent.
+    TokenPassed,
+    /// An agent delegated its task to subtasks, or the subtasks' results concluded it.
+    TaskDelegated,
+    /// A message could not be delivered and went to the dead-letter list.
+    MessageDeadLettered,
 }
 
 impl EventKind {
@@ -144,6 +154,11 @@ impl EventKind {
             EventKind::ResourcesGranted => "resources_granted",
             EventKind::PressureChanged => "pressure_changed",
             EventKind::PressureResponse => "pressure_response",
+            EventKind::TopologyChanged => "topology_changed",
+            EventKind::LeaderElection => "leader_election",
+            EventKind::TokenPassed => "token_passed",
+            EventKind::TaskDelegated => "task_delegated",
+            EventKind::MessageDeadLettered => "message_dead_lettered",
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod resources;
 pub mod swarm;
 pub mod task;
 pub mod time;
+pub mod topology;
 
 pub use agent::{
     Agent, AgentRole, AgentSpec, AgentStatus, Desired, Drain, Heartbeat, Managed, ReportedHealth,
@@ -52,7 +53,7 @@ pub use swarm::{
     DEFAULT_SWARM, Strategy, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology,
 };
 pub use task::{
-    Backoff, CompletionReport, Dependency, DependencyKind, DependencySpec, ErrorKind,
-    FailureReport, Progress, Task, TaskError, TaskSpec, TaskState, TaskStatus,
+    Backoff, CompletionReport, Delegation, Dependency, DependencyKind, DependencySpec, ErrorKind,
+    FailureReport, Progress, SubtaskOutcome, Task, TaskError, TaskSpec, TaskState, TaskStatus,
 };
 pub use time::Timestamp;

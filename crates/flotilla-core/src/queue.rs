@@ -5,6 +5,10 @@
 //! has, and compares their heads: taking the best task for an agent costs
 //! O(partitions × log n), not O(n). Swarms rarely have more than a handful of distinct
 //! capability sets.
+//!
+//! Partitions are also split by [`Lane`]: ordered tasks and delegated subtasks may be taken only
+//! by some agents (the ring's token holder, the delegator's children), which the caller decides
+//! with the `admit` function it gives [`ReadyQueue::peek_admitting`].
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,9 +46,21 @@ struct QueueKey {
     task: TaskId,
 }
 
+/// Who may take the tasks of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Any agent with the capabilities.
+    Open,
+    /// Ordered tasks: in a ring, only the token's holder.
+    Ordered,
+    /// Subtasks delegated by this agent: its children in the hierarchy.
+    Delegated(crate::ids::AgentId),
+}
+
 #[derive(Debug)]
 struct Partition {
     capabilities: Vec<String>,
+    lane: Lane,
     tasks: BTreeSet<QueueKey>,
 }
 
@@ -52,9 +68,11 @@ struct Partition {
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
     partitions: Vec<Partition>,
-    by_capabilities: HashMap<Vec<String>, u32>,
+    by_capabilities: HashMap<(Vec<String>, Lane), u32>,
     /// Every queued task by arrival, to find the oldest.
     by_age: BTreeMap<u64, TaskId>,
+    /// Queued ordered tasks.
+    ordered: usize,
 }
 
 impl ReadyQueue {
@@ -73,8 +91,8 @@ impl ReadyQueue {
         self.by_age.is_empty()
     }
 
-    /// Adds a task. `seq` must grow with every push: it orders tasks of equal priority.
-    /// `capabilities` must be sorted.
+    /// Adds a task any agent with the capabilities may take. `seq` must grow with every
+    /// push: it orders tasks of equal priority. `capabilities` must be sorted.
     pub fn push(
         &mut self,
         task: TaskId,
@@ -82,18 +100,35 @@ impl ReadyQueue {
         seq: u64,
         capabilities: &[String],
     ) -> QueueSlot {
-        let partition = match self.by_capabilities.get(capabilities) {
+        self.push_in(task, priority, seq, capabilities, Lane::Open)
+    }
+
+    /// Adds a task to a lane (see [`ReadyQueue::push`]).
+    pub fn push_in(
+        &mut self,
+        task: TaskId,
+        priority: u8,
+        seq: u64,
+        capabilities: &[String],
+        lane: Lane,
+    ) -> QueueSlot {
+        let key = (capabilities.to_vec(), lane);
+        let partition = match self.by_capabilities.get(&key) {
             Some(&p) => p,
             None => {
                 let p = u32::try_from(self.partitions.len()).expect("fewer than 2^32 partitions");
                 self.partitions.push(Partition {
                     capabilities: capabilities.to_vec(),
+                    lane,
                     tasks: BTreeSet::new(),
                 });
-                self.by_capabilities.insert(capabilities.to_vec(), p);
+                self.by_capabilities.insert(key, p);
                 p
             }
         };
+        if lane == Lane::Ordered {
+            self.ordered += 1;
+        }
         let key = QueueKey {
             priority: Reverse(priority),
             seq,
@@ -106,14 +141,25 @@ impl ReadyQueue {
 
     /// Takes a task out; false if it was not there.
     pub fn remove(&mut self, slot: QueueSlot) -> bool {
-        let removed = self
-            .partitions
-            .get_mut(slot.partition as usize)
-            .is_some_and(|p| p.tasks.remove(&slot.key));
+        let Some(p) = self.partitions.get_mut(slot.partition as usize) else {
+            return false;
+        };
+        let removed = p.tasks.remove(&slot.key);
         if removed {
+            if p.lane == Lane::Ordered {
+                self.ordered -= 1;
+            }
             self.by_age.remove(&slot.key.seq);
         }
         removed
+    }
+
+    /// How many tasks wait in a lane (counted for [`Lane::Ordered`] only; 0 for others).
+    pub fn lane_len(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Ordered => self.ordered,
+            _ => 0,
+        }
     }
 
     /// The best task an agent with these (sorted) capabilities may run, without taking it.
@@ -121,14 +167,25 @@ impl ReadyQueue {
         self.peek(capabilities, 0, false)
     }
 
-    /// The best task of at least priority `floor` that an agent with these (sorted)
-    /// capabilities may run, without taking it. With `best_fit`, among tasks of equal
+    /// The best task of at least priority `floor` in the open lane that an agent with these
+    /// (sorted) capabilities may run, without taking it. With `best_fit`, among tasks of equal
     /// priority the one that needs most capabilities goes first (then first in, first out).
     pub fn peek(
         &self,
         capabilities: &[String],
         floor: u8,
         best_fit: bool,
+    ) -> Option<(TaskId, QueueSlot)> {
+        self.peek_admitting(capabilities, floor, best_fit, |lane| lane == Lane::Open)
+    }
+
+    /// Like [`ReadyQueue::peek`], over every lane `admit` accepts.
+    pub fn peek_admitting(
+        &self,
+        capabilities: &[String],
+        floor: u8,
+        best_fit: bool,
+        admit: impl Fn(Lane) -> bool,
     ) -> Option<(TaskId, QueueSlot)> {
         let mut best: Option<(u32, QueueKey)> = None;
         let order = |i: u32, k: &QueueKey| {
@@ -148,7 +205,7 @@ impl ReadyQueue {
             {
                 continue;
             }
-            if has_all(capabilities, &p.capabilities) {
+            if has_all(capabilities, &p.capabilities) && admit(p.lane) {
                 best = Some((i as u32, *head));
             }
         }

@@ -141,6 +141,8 @@ pub struct SwarmConfig {
     /// affinity key before any agent may take it.
     #[serde(rename = "affinity_wait_ms", with = "serde_ms")]
     pub affinity_wait: Duration,
+    /// The settings of each topology (the swarm's `topology` says which is in force).
+    pub topology: crate::topology::TopologyConfig,
 }
 
 impl Default for SwarmConfig {
@@ -157,6 +159,7 @@ impl Default for SwarmConfig {
             strategy: Strategy::default(),
             prefetch: 0,
             affinity_wait: Duration::from_secs(5),
+            topology: Default::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl SwarmConfig {
         }
         self.health.validate()?;
         self.recovery.validate()?;
+        self.topology.validate()?;
         Ok(())
     }
 }

@@ -214,6 +214,8 @@ pub enum ErrorKind {
     /// The coordinator judged the agent unhealthy (memory over its limit, for one) and took
     /// the attempt back.
     AgentUnhealthy,
+    /// Subtasks it was delegated to did not all complete.
+    SubtasksFailed,
 }
 
 /// Why an attempt or a task failed.
@@ -410,6 +412,17 @@ pub struct Task {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// It runs one at a time with its swarm's other ordered tasks, in the order they were
+    /// submitted (in a ring, taken by the token's holder).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
+    /// A subtask delegated by this agent: only the agent's children in the hierarchy take it
+    /// (anyone, while it has none alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_by: Option<AgentId>,
+    /// Its delegation to subtasks, when an agent delegated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
     /// Its place in its swarm's ready queue, by arrival, set each time it enters the queue.
     /// Stored so that a restart keeps first-in, first-out order; not part of the API.
     #[serde(skip)]
@@ -505,6 +518,12 @@ struct TaskWire {
     error: Option<TaskError>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    ordered: bool,
+    #[serde(default)]
+    delegated_by: Option<AgentId>,
+    #[serde(default)]
+    delegation: Option<Delegation>,
 }
 
 impl TryFrom<TaskWire> for Task {
@@ -569,6 +588,9 @@ impl TryFrom<TaskWire> for Task {
             progress: w.progress,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            ordered: w.ordered,
+            delegated_by: w.delegated_by,
+            delegation: w.delegation,
             queue_seq: 0,
             state,
         })
@@ -618,6 +640,13 @@ pub struct TaskSpec {
     /// The task fails if it has not finished by then.
     #[serde(default)]
     pub deadline: Option<Timestamp>,
+    /// Run it one at a time with the swarm's other ordered tasks, in submission order (in a
+    /// ring, by the token's holder).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
+    /// Set by the coordinator on subtasks an agent delegates; not part of the API.
+    #[serde(skip)]
+    pub delegated_by: Option<AgentId>,
 }
 
 fn default_task_type() -> String {
@@ -644,8 +673,40 @@ impl Default for TaskSpec {
             backoff: None,
             timeout: None,
             deadline: None,
+            ordered: false,
+            delegated_by: None,
         }
     }
+}
+
+/// An agent's delegation of its task to subtasks (hierarchical swarms): the task waits
+/// `blocked` for them, and when every one has finished it concludes with their results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The agent that delegated it.
+    pub agent_id: AgentId,
+    /// When.
+    pub at: Timestamp,
+    /// The subtasks, in the order given.
+    pub subtasks: Vec<TaskId>,
+    /// How each finished subtask ended, in the order they finished.
+    #[serde(default)]
+    pub outcomes: Vec<SubtaskOutcome>,
+}
+
+/// How a subtask of a delegation ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskOutcome {
+    /// The subtask.
+    pub task_id: TaskId,
+    /// Its final status.
+    pub status: TaskStatus,
+    /// Its result, when it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Json>,
+    /// Its error, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What an agent sends when an attempt fails.
@@ -775,6 +836,9 @@ mod tests {
                 progress: None,
                 created_at: at,
                 updated_at: at,
+                ordered: false,
+                delegated_by: None,
+                delegation: None,
                 queue_seq: 0,
                 state,
             };

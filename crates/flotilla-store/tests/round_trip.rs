@@ -353,6 +353,8 @@ fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
         t.affinity_key = first.affinity_key.clone();
         t.backoff = first.backoff;
         t.timeout = first.timeout;
+        t.ordered = first.ordered;
+        t.delegated_by = first.delegated_by;
         commit(
             &mut store,
             Changes {

@@ -1,7 +1,9 @@
 //! Agent commands: register, unregister, heartbeat, and taking the next task.
 
 use super::{AgentEntry, Fleet, status_index};
-use crate::agent::{Agent, AgentSpec, AgentStatus, Desired, Heartbeat, normalize_capabilities};
+use crate::agent::{
+    Agent, AgentRole, AgentSpec, AgentStatus, Desired, Heartbeat, normalize_capabilities,
+};
 use crate::api::HeartbeatAck;
 use crate::changes::Effect;
 use crate::error::CoreError;
@@ -85,6 +87,16 @@ impl Fleet {
                 "swarm {:?} already has its maximum of {} agents",
                 entry.swarm.name, entry.swarm.config.max_agents
             )));
+        } else if entry.swarm.topology == crate::swarm::Topology::Star {
+            let star = &entry.swarm.config.topology.star;
+            let room = (star.coordinator_count + star.max_workers) as usize;
+            if entry.agents.len() >= room {
+                return Err(CoreError::conflict(format!(
+                    "swarm {:?} is a star with room for {} coordinator(s) and {} workers, and it is full; \
+                     raise config.topology.star.max_workers or register in another swarm",
+                    entry.swarm.name, star.coordinator_count, star.max_workers
+                )));
+            }
         }
         if let Some(old) = same_name {
             self.unregister_agent(old, now)?;
@@ -97,7 +109,8 @@ impl Fleet {
             agent_type: spec.agent_type,
             capabilities,
             max_concurrent_tasks: spec.max_concurrent_tasks,
-            role: spec.role,
+            role: AgentRole::Worker,
+            requested_role: spec.role,
             status: AgentStatus::Idle,
             reported_health: Default::default(),
             metadata,
@@ -116,6 +129,8 @@ impl Fleet {
         };
         let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
         self.insert_agent(agent, detail, now);
+        // Its place in the topology, at once.
+        self.dispatch(now);
         Ok(&self.agents[&id].agent)
     }
 
@@ -144,6 +159,7 @@ impl Fleet {
             },
         );
         self.mark_agent(id);
+        self.note_member(swarm_id, id);
         self.emit(
             now,
             EventKind::AgentJoined,
@@ -194,6 +210,7 @@ impl Fleet {
         let detail = format!("{} left", entry.agent.name);
         self.out.removed_agents.push(entry.agent);
         self.emit(now, EventKind::AgentLeft, swarm_id, Some(id), None, detail);
+        self.note_member(swarm_id, id);
         self.refresh_swarm_status(swarm_id, now);
         self.dispatch(now);
         Ok(())

@@ -111,6 +111,7 @@ impl Fleet {
 
     /// Places ready tasks on agents, in every swarm that asked for it.
     pub(super) fn dispatch(&mut self, now: Timestamp) {
+        self.refresh_topologies(now);
         while let Some(swarm_id) = self.out.dispatch.pop() {
             if self.swarms.contains_key(&swarm_id) {
                 self.dispatch_swarm(swarm_id, now);
@@ -119,6 +120,7 @@ impl Fleet {
     }
 
     fn dispatch_swarm(&mut self, swarm_id: SwarmId, now: Timestamp) {
+        self.arm_token_timer(swarm_id, now);
         self.reclaim_local(swarm_id);
         self.serve_waiting(swarm_id, now);
         self.prefetch(swarm_id);
@@ -278,7 +280,11 @@ impl Fleet {
             .iter()
             .next()
             .filter(|(_, slot)| slot.priority() >= floor);
-        let shared = s.queue.peek(&a.capabilities, floor, best_fit);
+        let shared = s
+            .queue
+            .peek_admitting(&a.capabilities, floor, best_fit, |lane| {
+                self.admits(a, lane)
+            });
         match (own, shared) {
             (Some((t, o)), Some((u, g))) => Some(if g.rank() < o.rank() {
                 (u, Source::Swarm)

@@ -88,6 +88,10 @@ impl Fleet {
         h.since = Some(now);
         let (swarm_id, name) = (entry.agent.swarm_id, entry.agent.name.clone());
         self.mark_agent(id);
+        if (from == HealthState::Unhealthy) != (state == HealthState::Unhealthy) {
+            // Whether it can hold a role changed.
+            self.note_member(swarm_id, id);
+        }
         let why = recorded_reason.map_or(String::new(), |r| format!(" ({})", r.as_str()));
         let words = if detail.is_empty() {
             String::new()

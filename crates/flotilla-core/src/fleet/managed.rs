@@ -283,6 +283,11 @@ impl Fleet {
             capabilities: p.capabilities.clone(),
             max_concurrent_tasks: p.max_concurrent_tasks,
             role: Default::default(),
+            // A pool named after a senior role asks for it (the seed's `coordinator` type).
+            requested_role: crate::agent::AgentRole::ALL
+                .into_iter()
+                .find(|r| r.as_str() == pool)
+                .unwrap_or_default(),
             status: AgentStatus::Pending,
             reported_health: Default::default(),
             metadata: Json::empty_object(),

@@ -12,6 +12,7 @@
 
 mod agents;
 mod checkpoints;
+mod delegation;
 mod dispatch;
 mod health;
 mod managed;
@@ -20,6 +21,7 @@ mod scaling;
 mod swarms;
 mod tasks;
 mod timers;
+mod topology;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -101,6 +103,8 @@ struct SwarmEntry {
     local_len: usize,
     /// Affinity key → the agent that last got a task with it, and when (a placement number).
     affinity: HashMap<String, (AgentId, u64)>,
+    /// Its topology's graph, the ring's token, ordered tasks, gossip.
+    topo: topology::SwarmTopology,
 }
 
 #[derive(Debug)]
@@ -160,6 +164,8 @@ struct Outbox {
     deleted_checkpoints: Vec<crate::ids::CheckpointId>,
     agent_states: Vec<(AgentId, crate::json::Json, Timestamp)>,
     discards: Vec<crate::json::Json>,
+    /// Swarms whose topology must be rebuilt.
+    topology: Vec<SwarmId>,
 }
 
 /// The state of the whole fleet. See the module documentation.
@@ -413,6 +419,27 @@ impl Fleet {
         }
         fleet.relink_blocked(blocked, now);
         fleet.restored_managed(now);
+        // Each swarm's newest unfinished ordered task is the one the next waits for.
+        let mut tails: HashMap<SwarmId, (Timestamp, TaskId)> = HashMap::new();
+        for e in fleet.tasks.values() {
+            let t = &e.task;
+            if t.ordered && !t.status().is_terminal() {
+                let tail = tails.entry(t.swarm_id).or_insert((t.created_at, t.id));
+                *tail = (*tail).max((t.created_at, t.id));
+            }
+        }
+        for (swarm, (_, tail)) in tails {
+            fleet
+                .swarms
+                .get_mut(&swarm)
+                .expect("task's swarm")
+                .topo
+                .ordered_tail = Some(tail);
+        }
+        for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
+            fleet.mark_topology(id);
+        }
+        fleet.refresh_topologies(now);
         for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
             fleet.refresh_swarm_status(id, now);
         }
@@ -425,6 +452,10 @@ impl Fleet {
         let mut released = Vec::new();
         for id in blocked {
             let deps = self.tasks[&id].task.depends_on.clone();
+            if self.tasks[&id].task.delegation.is_some() {
+                self.relink_delegation(id, now);
+                continue;
+            }
             let mut unmet = 0;
             let mut failed_dep = None;
             for dep in deps {
@@ -474,6 +505,7 @@ impl Fleet {
                 holders: BTreeSet::new(),
                 local_len: 0,
                 affinity: HashMap::new(),
+                topo: Default::default(),
             },
         );
     }
@@ -570,14 +602,24 @@ impl Fleet {
             .swarms
             .get_mut(&entry.task.swarm_id)
             .expect("task's swarm");
-        entry.slot = Some(swarm.queue.push(
+        let lane = if entry.task.ordered {
+            crate::queue::Lane::Ordered
+        } else if let Some(by) = entry.task.delegated_by {
+            crate::queue::Lane::Delegated(by)
+        } else {
+            crate::queue::Lane::Open
+        };
+        entry.slot = Some(swarm.queue.push_in(
             id,
             entry.task.priority,
             seq,
             &entry.task.required_capabilities,
+            lane,
         ));
         let prefetching = swarm.swarm.config.prefetch > 0;
-        if (prefetching || !swarm.waiting.is_empty())
+        // An ordered task may start the ring token's timeout (a dispatch round arms it).
+        let ordered = lane == crate::queue::Lane::Ordered;
+        if (prefetching || ordered || !swarm.waiting.is_empty())
             && !self.out.dispatch.contains(&entry.task.swarm_id)
         {
             self.out.dispatch.push(entry.task.swarm_id);
@@ -647,6 +689,7 @@ impl Fleet {
         }
         entry.task.state = state;
         entry.task.updated_at = now;
+        let ordered = entry.task.ordered;
         self.mark_task(id);
         if ready {
             self.enqueue(id, now);
@@ -669,6 +712,9 @@ impl Fleet {
                     self.note_wait(a, queued_at, now);
                 }
             }
+            if ordered {
+                self.ordered_attempt(id, new_holder.is_some(), now);
+            }
         }
     }
 
@@ -688,6 +734,19 @@ impl Fleet {
             s.agent_counts[status_index(status)] += 1;
         }
         self.mark_agent(id);
+        let alive = |st: AgentStatus| {
+            matches!(
+                st,
+                AgentStatus::Idle | AgentStatus::Busy | AgentStatus::Paused
+            )
+        };
+        let holds_token = self
+            .swarms
+            .get(&swarm_id)
+            .is_some_and(|s| s.topo.token == Some(id));
+        if alive(old) != alive(status) || holds_token {
+            self.note_member(swarm_id, id);
+        }
         self.refresh_swarm_status(swarm_id, now);
         self.rejoin_if_polling(id);
         self.recheck_local(id);
@@ -772,6 +831,9 @@ impl Fleet {
             SwarmStatus::Starting
         } else if count(AgentStatus::Unhealthy) + count(AgentStatus::Failed) > 0
             || healthy < u64::from(entry.swarm.config.min_agents)
+            // No leader elected among agents that could lead (an election is due while the
+            // topology is stale).
+            || (healthy > 0 && !entry.topo.stale && entry.swarm.leader_agent_id.is_none())
         {
             SwarmStatus::Degraded
         } else {

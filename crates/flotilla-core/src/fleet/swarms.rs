@@ -113,13 +113,21 @@ impl Fleet {
             swarm.description = d;
             changed.push("description".to_owned());
         }
+        let mut topology_from = None;
         if let Some(t) = update.topology
             && t != swarm.topology
         {
-            changed.push(format!("topology {:?} -> {t:?}", swarm.topology).to_lowercase());
+            changed.push(format!(
+                "topology {} -> {}",
+                swarm.topology.as_str(),
+                t.as_str()
+            ));
+            topology_from = Some(swarm.topology);
             swarm.topology = t;
         }
+        let mut restructure = topology_from.is_some();
         if let Some(c) = update.config {
+            restructure |= c.topology != swarm.config.topology;
             swarm.config = c;
             changed.push("config".to_owned());
         }
@@ -133,6 +141,21 @@ impl Fleet {
             None,
             changed.join(", "),
         );
+        if let Some(from) = topology_from {
+            let to = self.swarms[&id].swarm.topology;
+            self.emit(
+                now,
+                EventKind::TopologyChanged,
+                id,
+                None,
+                None,
+                format!("{} -> {}", from.as_str(), to.as_str()),
+            );
+        }
+        if restructure {
+            self.mark_topology(id);
+            self.dispatch(now);
+        }
         // A new min_agents may change the status.
         self.refresh_swarm_status(id, now);
         Ok(&self.swarms[&id].swarm)

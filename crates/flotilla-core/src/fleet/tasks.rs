@@ -72,7 +72,7 @@ struct Prepared {
     duplicate_of: Option<Target>,
 }
 
-fn cut(mut text: String, max: usize) -> String {
+pub(super) fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -201,6 +201,21 @@ impl Fleet {
                 }
             }
         }
+        // Ordered tasks wait for the one submitted before them, in the swarm or in the batch.
+        let mut previous = self.ordered_predecessor(swarm_id).map(Target::Existing);
+        let mut tail = None;
+        for (i, p) in prepared.iter_mut().enumerate() {
+            if !p.task.ordered || p.duplicate_of.is_some() {
+                continue;
+            }
+            if let Some(prev) = previous
+                && !p.deps.iter().any(|(t, _)| *t == prev)
+            {
+                p.deps.push((prev, DependencyKind::Completion));
+            }
+            previous = Some(Target::Batch(i));
+            tail = Some(ids[i]);
+        }
         if !unknown.is_empty() {
             unknown.sort();
             unknown.dedup();
@@ -222,6 +237,13 @@ impl Fleet {
             })
             .collect();
         let order = topological_order(&edges, &names)?;
+        if tail.is_some() {
+            self.swarms
+                .get_mut(&swarm_id)
+                .expect("swarm")
+                .topo
+                .ordered_tail = tail;
+        }
 
         // Resolve each spec to the task it stands for.
         let resolve = |prepared: &[Prepared], mut t: Target| -> TaskId {
@@ -485,6 +507,9 @@ impl Fleet {
             progress: None,
             created_at: now,
             updated_at: now,
+            ordered: spec.ordered,
+            delegated_by: spec.delegated_by,
+            delegation: None,
             queue_seq: 0,
             state: TaskState::Blocked,
         };
@@ -496,7 +521,7 @@ impl Fleet {
     }
 
     /// Checks that `agent` may report on `task`'s current attempt.
-    fn check_reporter(
+    pub(super) fn check_reporter(
         &self,
         agent: AgentId,
         task: TaskId,
@@ -689,6 +714,7 @@ impl Fleet {
             },
             now,
         );
+        self.cancel_subtasks(task, now);
         self.dispatch(now);
         Ok(&self.tasks[&task].task)
     }
@@ -854,7 +880,7 @@ impl Fleet {
     }
 
     /// Marks a task failed for good, with its event, leaving its dependents to the caller.
-    fn end_for_good(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
+    pub(super) fn end_for_good(&mut self, task: TaskId, error: TaskError, now: Timestamp) {
         let t = &self.tasks[&task].task;
         let (swarm_id, agent) = (t.swarm_id, t.state.agent_id());
         self.emit(
@@ -943,7 +969,7 @@ impl Fleet {
 
     /// Settles the tasks waiting on these finished tasks, transitively: a `success` dependent
     /// of a task that did not complete fails; any other counts down and is released at zero.
-    fn settle_dependents(&mut self, finished: Vec<TaskId>, now: Timestamp) {
+    pub(super) fn settle_dependents(&mut self, finished: Vec<TaskId>, now: Timestamp) {
         let mut done = finished;
         let mut seen = HashSet::new();
         while let Some(finished) = done.pop() {
@@ -971,7 +997,14 @@ impl Fleet {
                     done.push(d);
                 } else {
                     entry.unmet = entry.unmet.saturating_sub(1);
-                    if entry.unmet == 0 {
+                    let concluded = entry.unmet == 0;
+                    if entry.task.delegation.is_some() {
+                        self.record_subtask_outcome(d, finished, now);
+                        if concluded {
+                            self.conclude_delegation(d, now);
+                            done.push(d);
+                        }
+                    } else if concluded {
                         self.release(d, now);
                     }
                 }

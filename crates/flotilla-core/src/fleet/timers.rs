@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::Fleet;
 use crate::agent::AgentStatus;
-use crate::ids::{AgentId, TaskId};
+use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::task::{ErrorKind, TaskError, TaskState};
 use crate::time::Timestamp;
 
@@ -37,6 +37,10 @@ pub(super) enum Timer {
     NoProgress(TaskId, u32),
     /// The task waited long enough in the agent's local queue for it (affinity).
     LocalExpiry(TaskId, AgentId),
+    /// The ring's token (of that generation) may have waited too long for its holder.
+    RingToken(SwarmId, u64),
+    /// A round of the mesh's membership gossip.
+    Gossip(SwarmId),
 }
 
 /// The pending timers, soonest first.
@@ -83,6 +87,8 @@ impl Fleet {
                 Timer::SlowTask(id, attempt) => self.slow_task_timer(id, attempt, now),
                 Timer::NoProgress(id, attempt) => self.no_progress_timer(id, attempt, now),
                 Timer::LocalExpiry(id, agent) => self.local_expiry_timer(id, agent),
+                Timer::RingToken(swarm, generation) => self.token_timer(swarm, generation, now),
+                Timer::Gossip(swarm) => self.gossip_timer(swarm, now),
             }
         }
         self.evict(now);

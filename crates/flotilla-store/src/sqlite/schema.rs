@@ -193,8 +193,24 @@ ALTER TABLE swarm_pools ADD COLUMN scaling TEXT;
 ALTER TABLE swarm_pools ADD COLUMN desired_agents INTEGER;
 "#;
 
+/// Migration 5: topologies. The role an agent asked for (the topology gives `role`); ordered
+/// tasks, subtasks' delegating agent, and a delegated task's subtasks and their outcomes (JSON).
+/// The swarm's topology settings live in its `configuration` JSON.
+const MIGRATION_5: &str = r#"
+ALTER TABLE swarm_agents ADD COLUMN requested_role TEXT NOT NULL DEFAULT 'worker';
+ALTER TABLE swarm_tasks ADD COLUMN ordered INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE swarm_tasks ADD COLUMN delegated_by TEXT;
+ALTER TABLE swarm_tasks ADD COLUMN delegation TEXT;
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

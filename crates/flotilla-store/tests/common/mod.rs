@@ -89,6 +89,14 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
             strategy: flotilla_core::Strategy::Affinity,
             prefetch: 3,
             affinity_wait: Duration::from_millis(2_500),
+            topology: flotilla_core::topology::TopologyConfig {
+                ring: flotilla_core::topology::RingConfig {
+                    order: flotilla_core::topology::RingOrder::Load,
+                    token_timeout: Duration::from_millis(777),
+                    skip_unhealthy: false,
+                },
+                ..Default::default()
+            },
         },
         status: SwarmStatus::Degraded,
         leader_agent_id: Some(agent_id(n)),
@@ -126,6 +134,7 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         capabilities: vec!["python".to_owned(), "rust".to_owned()],
         max_concurrent_tasks: 3,
         role: AgentRole::Supervisor,
+        requested_role: AgentRole::Coordinator,
         status,
         reported_health: ReportedHealth::Degraded,
         metadata: Json::parse(r#"{ "host" : "box-1", "n": [1, 2.50, 1e3] }"#).expect("json"),
@@ -208,6 +217,7 @@ pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         capabilities: Vec::new(),
         max_concurrent_tasks: 1,
         role: AgentRole::Worker,
+        requested_role: AgentRole::Worker,
         status,
         reported_health: ReportedHealth::Healthy,
         metadata: Json::empty_object(),
@@ -444,6 +454,19 @@ pub fn full_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
         }),
         created_at: ts(1_700_000_000_000 + n as i64),
         updated_at: ts(1_700_000_000_999 + n as i64),
+        ordered: true,
+        delegated_by: Some(agent_id(5)),
+        delegation: Some(flotilla_core::Delegation {
+            agent_id: agent_id(6),
+            at: ts(1_700_000_000_100),
+            subtasks: vec![task_id(600_000 + n), task_id(600_001 + n)],
+            outcomes: vec![flotilla_core::SubtaskOutcome {
+                task_id: task_id(600_000 + n),
+                status: flotilla_core::TaskStatus::Completed,
+                result: Some(Json::parse(r#"{"ok": true}"#).expect("json")),
+                error: None,
+            }],
+        }),
         queue_seq: u64::MAX - 1,
         state,
     }
@@ -471,6 +494,9 @@ pub fn bare_task(n: u128, swarm: SwarmId, state: TaskState) -> Task {
         progress: None,
         created_at: ts(n as i64),
         updated_at: ts(n as i64),
+        ordered: false,
+        delegated_by: None,
+        delegation: None,
         queue_seq: 0,
         state,
     }

@@ -12,9 +12,10 @@ pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, max_concurrent_tasks,
                           role, status, reported_health, metadata, resource_usage, current_tasks,
                           tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
-                          lease_until, stopped_at, removed_at, managed, health, checkpoints)
+                          lease_until, stopped_at, removed_at, managed, health, checkpoints,
+                          requested_role)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-        ?21, ?22)
+        ?21, ?22, ?23)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id,
     agent_type = excluded.agent_type,
@@ -36,13 +37,14 @@ ON CONFLICT (id) DO UPDATE SET
     removed_at = excluded.removed_at,
     managed = excluded.managed,
     health = excluded.health,
-    checkpoints = excluded.checkpoints";
+    checkpoints = excluded.checkpoints,
+    requested_role = excluded.requested_role";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
     max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
     current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
-    lease_until, stopped_at, removed_at, managed, health, checkpoints";
+    lease_until, stopped_at, removed_at, managed, health, checkpoints, requested_role";
 
 /// Binds `agent` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
@@ -74,6 +76,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), Stor
         agent.managed.as_ref().map(to_json),
         to_json(&agent.health),
         (!agent.checkpoints.is_empty()).then(|| to_json(&agent.checkpoints)),
+        role_str(agent.requested_role),
     ])?;
     Ok(())
 }
@@ -104,6 +107,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         managed: c.opt_decode(19, "managed")?,
         health: c.opt_decode(20, "health")?.unwrap_or_default(),
         checkpoints: c.opt_decode(21, "checkpoints")?.unwrap_or_default(),
+        requested_role: c.enumeration(22, "requested_role")?,
     })
 }
 
@@ -132,8 +136,8 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 22);
-        assert_eq!(UPSERT.matches('?').count(), 22);
+        assert_eq!(COLUMNS.split(',').count(), 23);
+        assert_eq!(UPSERT.matches('?').count(), 23);
     }
 
     #[test]

@@ -24,16 +24,18 @@ use crate::error::StoreError;
 /// update leaves it as first written: SQLite rewrites the entries of every index over a column
 /// an UPDATE sets, even to the same value (three task indexes are built on these: a fifth of
 /// the cost of an update, measured), and a payload can be large. Only `max_attempts` and
-/// `deadline` change after submission (a user's retry).
+/// `deadline` change after submission (a user's retry), and `delegation` (an agent delegating
+/// it, its subtasks finishing).
 pub(crate) const UPSERT: &str = "\
 INSERT INTO swarm_tasks (id, swarm_id, parent_task_id, task_type, payload, priority,
                          required_capabilities, depends_on, affinity_key, idempotency_key,
                          max_attempts, backoff_initial_ms, backoff_max_ms, timeout_ms, deadline,
                          status, assigned_agent_id, attempt_count, result, error_message,
                          queued_at, run_after, assigned_at, started_at, timeout_at, completed_at,
-                         created_at, updated_at, detail, queue_seq)
+                         created_at, updated_at, detail, queue_seq, ordered, delegated_by,
+                         delegation)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-        ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)
+        ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)
 ON CONFLICT (id) DO UPDATE SET
     max_attempts = excluded.max_attempts,
     deadline = excluded.deadline,
@@ -50,7 +52,8 @@ ON CONFLICT (id) DO UPDATE SET
     completed_at = excluded.completed_at,
     updated_at = excluded.updated_at,
     detail = excluded.detail,
-    queue_seq = excluded.queue_seq";
+    queue_seq = excluded.queue_seq,
+    delegation = excluded.delegation";
 
 /// Records one dependency; already recorded ones are left alone (dependencies never change).
 pub(crate) const INSERT_DEPENDENCY: &str = "\
@@ -62,7 +65,7 @@ pub(crate) const COLUMNS: &str = "id, swarm_id, parent_task_id, task_type, paylo
     required_capabilities, depends_on, affinity_key, idempotency_key, max_attempts, \
     backoff_initial_ms, backoff_max_ms, timeout_ms, deadline, status, assigned_agent_id, \
     attempt_count, result, queued_at, run_after, assigned_at, started_at, timeout_at, \
-    completed_at, created_at, updated_at, detail, queue_seq";
+    completed_at, created_at, updated_at, detail, queue_seq, ordered, delegated_by, delegation";
 
 /// The parts of `detail` as written; borrowed from the task.
 #[derive(Serialize)]
@@ -242,6 +245,9 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, task: &Task) -> Result<(), StoreE
         task.updated_at.as_millis(),
         detail,
         task.queue_seq as i64,
+        task.ordered,
+        opt_id(&task.delegated_by),
+        task.delegation.as_ref().map(to_json),
     ])?;
     Ok(())
 }
@@ -331,6 +337,9 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Task, StoreError> {
         created_at: c.ts(25, "created_at")?,
         updated_at: c.ts(26, "updated_at")?,
         queue_seq: c.int::<i64>(28, "queue_seq")? as u64,
+        ordered: c.int::<i64>(29, "ordered")? != 0,
+        delegated_by: c.opt_id(30, "delegated_by")?,
+        delegation: c.opt_decode(31, "delegation")?,
         state,
     })
 }
@@ -356,6 +365,6 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 29);
+        assert_eq!(COLUMNS.split(',').count(), 32);
     }
 }

@@ -208,6 +208,7 @@ fn agent(status: AgentStatus) -> Agent {
         }),
         health: Default::default(),
         checkpoints: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 

@@ -195,6 +195,9 @@ pub struct Agent {
     /// Its checkpoints, oldest first (the whole rows are in the store).
     #[serde(default)]
     pub checkpoints: Vec<crate::checkpoint::CheckpointRef>,
+    /// The topic patterns it subscribed to (`tasks.*`, `health`, `*`).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
 }
 
 /// Whether a managed agent should be running.

@@ -32,6 +32,12 @@ pub struct Changes {
     pub deleted_checkpoints: Vec<crate::ids::CheckpointId>,
     /// Agents' reported state documents, with when they were reported.
     pub agent_states: Vec<(AgentId, crate::json::Json, crate::time::Timestamp)>,
+    /// Messages sent or changed (whole rows).
+    pub messages: Vec<crate::message::Message>,
+    /// Messages cleared from inboxes.
+    pub deleted_messages: Vec<crate::ids::MessageId>,
+    /// Requests answered or timed out.
+    pub message_replies: Vec<(crate::ids::MessageId, crate::message::ReplyState)>,
 }
 
 impl Changes {
@@ -47,6 +53,9 @@ impl Changes {
             && self.checkpoints.is_empty()
             && self.deleted_checkpoints.is_empty()
             && self.agent_states.is_empty()
+            && self.messages.is_empty()
+            && self.deleted_messages.is_empty()
+            && self.message_replies.is_empty()
     }
 
     /// Appends another set of changes after this one.
@@ -75,6 +84,13 @@ impl Changes {
         self.checkpoints.extend(other.checkpoints);
         self.deleted_checkpoints.extend(other.deleted_checkpoints);
         self.agent_states.extend(other.agent_states);
+        if !other.deleted_messages.is_empty() {
+            self.messages
+                .retain(|m| !other.deleted_messages.contains(&m.id));
+        }
+        self.messages.extend(other.messages);
+        self.deleted_messages.extend(other.deleted_messages);
+        self.message_replies.extend(other.message_replies);
     }
 }
 
@@ -99,4 +115,8 @@ pub enum Effect {
     RollbackAgent(AgentId, crate::ids::CheckpointId),
     /// Take a checkpoint of this agent (its pool's policy asks for one).
     CheckpointAgent(AgentId, crate::checkpoint::CheckpointTrigger),
+    /// Messages are ready in this agent's inbox: wake its waiting receive.
+    WakeInbox(AgentId),
+    /// This request was answered or timed out: wake whoever waits for the response.
+    RequestAnswered(crate::ids::MessageId),
 }

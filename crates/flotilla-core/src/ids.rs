@@ -70,3 +70,8 @@ id_type!(
     CheckpointId,
     "checkpoint"
 );
+id_type!(
+    /// Identifies a message between agents.
+    MessageId,
+    "message"
+);

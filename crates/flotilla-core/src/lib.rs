@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod health;
 pub mod ids;
 pub mod json;
+pub mod message;
 pub mod pool;
 pub mod pressure;
 pub mod queue;
@@ -43,8 +44,12 @@ pub use fleet::{Fleet, FleetLimits, ScaleTarget, StoredState};
 pub use health::{
     AgentHealth, Breaker, HealthPolicy, HealthReason, HealthState, HealthTransition, RecoveryPolicy,
 };
-pub use ids::{AgentId, CheckpointId, SwarmId, TaskId};
+pub use ids::{AgentId, CheckpointId, MessageId, SwarmId, TaskId};
 pub use json::Json;
+pub use message::{
+    Message, MessageKind, MessagePriority, MessageSpec, MessageStatus, MessagingConfig, ReplyState,
+    Sent,
+};
 pub use pool::{
     AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES, Pool,
     PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric, ScalingPolicy,

@@ -143,6 +143,8 @@ pub struct SwarmConfig {
     pub affinity_wait: Duration,
     /// The settings of each topology (the swarm's `topology` says which is in force).
     pub topology: crate::topology::TopologyConfig,
+    /// How messages between its agents are delivered.
+    pub messaging: crate::message::MessagingConfig,
 }
 
 impl Default for SwarmConfig {
@@ -160,6 +162,7 @@ impl Default for SwarmConfig {
             prefetch: 0,
             affinity_wait: Duration::from_secs(5),
             topology: Default::default(),
+            messaging: Default::default(),
         }
     }
 }
@@ -218,6 +221,7 @@ impl SwarmConfig {
         self.health.validate()?;
         self.recovery.validate()?;
         self.topology.validate()?;
+        self.messaging.validate()?;
         Ok(())
     }
 }

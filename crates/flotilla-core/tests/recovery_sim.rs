@@ -277,7 +277,9 @@ impl Sim {
                 Effect::TaskFinished(_)
                 | Effect::PauseAgent(_)
                 | Effect::ResumeAgent(_)
-                | Effect::CheckpointAgent(..) => {}
+                | Effect::CheckpointAgent(..)
+                | Effect::WakeInbox(_)
+                | Effect::RequestAnswered(_) => {}
             }
         }
         self.steps += 1;

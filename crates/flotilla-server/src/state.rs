@@ -241,6 +241,8 @@ impl AppState {
                 Effect::CheckpointAgent(a, trigger) => {
                     self.supervisor.send(Order::Checkpoint(a, trigger))
                 }
+                // Wired to the bus with the message API.
+                Effect::WakeInbox(_) | Effect::RequestAnswered(_) => {}
             }
         }
     }

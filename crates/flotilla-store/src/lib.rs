@@ -108,6 +108,8 @@ impl Snapshot {
                 agents,
                 tasks,
                 next_event_seq,
+                messages: Vec::new(),
+                awaiting_requests: Vec::new(),
             },
             tokens,
         )

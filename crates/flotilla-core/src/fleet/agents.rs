@@ -126,6 +126,7 @@ impl Fleet {
             managed: None,
             health: Default::default(),
             checkpoints: Vec::new(),
+            subscriptions: Vec::new(),
         };
         let detail = format!("{} ({}) joined", agent.name, agent.agent_type);
         self.insert_agent(agent, detail, now);
@@ -185,6 +186,7 @@ impl Fleet {
         }
         self.return_local(id);
         self.forget_affinity(swarm_id, id);
+        self.dead_letter_inbox(id, "recipient removed", now);
         if !self.out.dispatch.contains(&swarm_id) {
             self.out.dispatch.push(swarm_id);
         }

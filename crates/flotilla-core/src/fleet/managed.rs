@@ -307,6 +307,7 @@ impl Fleet {
             }),
             health: Default::default(),
             checkpoints: Vec::new(),
+            subscriptions: Vec::new(),
         };
         let detail = format!("{} spawned from pool {pool:?}", agent.name);
         self.insert_agent(agent, detail, now);

@@ -16,6 +16,7 @@ mod delegation;
 mod dispatch;
 mod health;
 mod managed;
+mod messages;
 mod resources;
 mod scaling;
 mod swarms;
@@ -57,6 +58,10 @@ pub struct StoredState {
     pub tasks: Vec<Task>,
     /// The sequence number of the next event.
     pub next_event_seq: u64,
+    /// Messages not yet acknowledged (pending or delivered).
+    pub messages: Vec<crate::message::Message>,
+    /// Requests still waiting for a response (whatever their delivery status).
+    pub awaiting_requests: Vec<crate::message::Message>,
 }
 
 /// Limits the fleet enforces on what it accepts and keeps.
@@ -166,6 +171,14 @@ struct Outbox {
     discards: Vec<crate::json::Json>,
     /// Swarms whose topology must be rebuilt.
     topology: Vec<SwarmId>,
+    /// Messages in flight that changed.
+    messages: Vec<crate::ids::MessageId>,
+    /// Messages acknowledged or dead (no longer in memory).
+    finished_messages: Vec<crate::message::Message>,
+    /// Messages cleared from inboxes.
+    deleted_messages: Vec<crate::ids::MessageId>,
+    /// Requests answered or timed out.
+    message_replies: Vec<(crate::ids::MessageId, crate::message::ReplyState)>,
 }
 
 /// The state of the whole fleet. See the module documentation.
@@ -189,6 +202,8 @@ pub struct Fleet {
     out: Outbox,
     /// Pools' recent queue waits and the agents draining out of pools.
     scaling: scaling::ScalingState,
+    /// Messages in flight between agents.
+    mail: messages::Mail,
 }
 
 /// Which count of [`ActiveTaskCounts`] a state falls in.
@@ -245,6 +260,7 @@ impl Fleet {
             priority_floor: None,
             out: Outbox::default(),
             scaling: Default::default(),
+            mail: Default::default(),
         }
     }
 
@@ -266,6 +282,8 @@ impl Fleet {
             agents,
             mut tasks,
             next_event_seq,
+            messages,
+            awaiting_requests,
         } = stored;
         let mut fleet = Fleet::new(limits);
         fleet.next_event_seq = next_event_seq.max(1);
@@ -419,6 +437,7 @@ impl Fleet {
         }
         fleet.relink_blocked(blocked, now);
         fleet.restored_managed(now);
+        fleet.restore_messages(messages, awaiting_requests, now);
         // Each swarm's newest unfinished ordered task is the one the next waits for.
         let mut tails: HashMap<SwarmId, (Timestamp, TaskId)> = HashMap::new();
         for e in fleet.tasks.values() {
@@ -908,6 +927,9 @@ impl Fleet {
     pub fn take_changes(&mut self) -> Changes {
         let out = &mut self.out;
         let mut changes = Changes {
+            deleted_messages: std::mem::take(&mut out.deleted_messages),
+            message_replies: std::mem::take(&mut out.message_replies),
+            messages: std::mem::take(&mut out.finished_messages),
             deleted_swarms: std::mem::take(&mut out.deleted_swarms),
             events: std::mem::take(&mut out.events),
             checkpoints: std::mem::take(&mut out.checkpoints),
@@ -939,6 +961,11 @@ impl Fleet {
             if let Some(e) = self.tasks.get_mut(&id) {
                 e.dirty = false;
                 changes.tasks.push(e.task.clone());
+            }
+        }
+        for id in std::mem::take(&mut out.messages) {
+            if let Some(m) = self.mail.live_message(id) {
+                changes.messages.push(m.clone());
             }
         }
         if !changes.deleted_swarms.is_empty() {
@@ -1176,6 +1203,7 @@ impl Fleet {
             }
         }
         in_queues += self.check_local_queues()?;
+        self.check_mail()?;
         if in_queues != queued_ready {
             return Err(format!(
                 "{in_queues} tasks in queues but {queued_ready} ready"

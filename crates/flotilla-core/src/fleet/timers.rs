@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::Fleet;
 use crate::agent::AgentStatus;
-use crate::ids::{AgentId, SwarmId, TaskId};
+use crate::ids::{AgentId, MessageId, SwarmId, TaskId};
 use crate::task::{ErrorKind, TaskError, TaskState};
 use crate::time::Timestamp;
 
@@ -41,6 +41,14 @@ pub(super) enum Timer {
     RingToken(SwarmId, u64),
     /// A round of the mesh's membership gossip.
     Gossip(SwarmId),
+    /// The message (at that delivery) may not have been acknowledged in time.
+    MessageAck(MessageId, u32),
+    /// The message's wait before its next delivery is over.
+    MessageRetry(MessageId),
+    /// The message's time to live may have run out.
+    MessageExpiry(MessageId),
+    /// The request may have waited for its response long enough.
+    RequestTimeout(MessageId),
 }
 
 /// The pending timers, soonest first.
@@ -89,6 +97,10 @@ impl Fleet {
                 Timer::LocalExpiry(id, agent) => self.local_expiry_timer(id, agent),
                 Timer::RingToken(swarm, generation) => self.token_timer(swarm, generation, now),
                 Timer::Gossip(swarm) => self.gossip_timer(swarm, now),
+                Timer::MessageAck(id, n) => self.message_ack_timer(id, n, now),
+                Timer::MessageRetry(id) => self.message_retry_timer(id, now),
+                Timer::MessageExpiry(id) => self.message_expiry_timer(id, now),
+                Timer::RequestTimeout(id) => self.request_timeout_timer(id, now),
             }
         }
         self.evict(now);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use flotilla_core::fleet::{KnownTasks, Submission};
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, Changes, CompletionReport, CoreError, Effect, Event,
-    EventKind, FailureReport, Fleet, FleetLimits, Heartbeat, Json, Swarm, SwarmConfig, SwarmId,
-    SwarmSpec, Task, TaskId, TaskSpec, TaskStatus, Timestamp,
+    EventKind, FailureReport, Fleet, FleetLimits, Heartbeat, Json, Message, MessageId, ReplyState,
+    Swarm, SwarmConfig, SwarmId, SwarmSpec, Task, TaskId, TaskSpec, TaskStatus, Timestamp,
 };
 use uuid::Uuid;
 
@@ -75,6 +75,8 @@ pub struct MemStore {
     /// Idempotency keys of stored tasks, as the store's unique index would find them.
     pub keys: HashMap<(SwarmId, String), TaskId>,
     pub next_event_seq: u64,
+    /// Messages, every status.
+    pub messages: HashMap<MessageId, Message>,
 }
 
 impl MemStore {
@@ -110,6 +112,17 @@ impl MemStore {
         if let Some(last) = changes.events.last() {
             self.next_event_seq = last.seq + 1;
         }
+        for id in &changes.deleted_messages {
+            self.messages.remove(id);
+        }
+        for m in &changes.messages {
+            self.messages.insert(m.id, m.clone());
+        }
+        for (id, reply) in &changes.message_replies {
+            if let Some(m) = self.messages.get_mut(id) {
+                m.reply = Some(*reply);
+            }
+        }
     }
 
     /// What the store would load at start: every swarm, every agent not stopped, and (here)
@@ -138,6 +151,18 @@ impl MemStore {
             agents,
             tasks,
             next_event_seq: self.next_event_seq,
+            messages: self
+                .messages
+                .values()
+                .filter(|m| !m.status.is_final())
+                .cloned()
+                .collect(),
+            awaiting_requests: self
+                .messages
+                .values()
+                .filter(|m| m.reply == Some(ReplyState::Awaiting))
+                .cloned()
+                .collect(),
         };
         Fleet::restore(limits, stored, now)
     }

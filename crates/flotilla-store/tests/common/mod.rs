@@ -97,6 +97,11 @@ pub fn swarm(n: u128, name: &str) -> Swarm {
                 },
                 ..Default::default()
             },
+            messaging: flotilla_core::MessagingConfig {
+                ack_timeout: Duration::from_millis(4_321),
+                default_ttl: Some(Duration::from_millis(86_400_001)),
+                ..Default::default()
+            },
         },
         status: SwarmStatus::Degraded,
         leader_agent_id: Some(agent_id(n)),
@@ -165,6 +170,8 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
                 .unwrap(),
             ),
         }],
+        // The store's migration 6 keeps these; until then a round trip reads none back.
+        subscriptions: Vec::new(),
     }
 }
 
@@ -233,6 +240,7 @@ pub fn bare_agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
         managed: None,
         health: Default::default(),
         checkpoints: Vec::new(),
+        subscriptions: Vec::new(),
     }
 }
 

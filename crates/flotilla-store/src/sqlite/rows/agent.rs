@@ -108,6 +108,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         health: c.opt_decode(20, "health")?.unwrap_or_default(),
         checkpoints: c.opt_decode(21, "checkpoints")?.unwrap_or_default(),
         requested_role: c.enumeration(22, "requested_role")?,
+        subscriptions: Vec::new(),
     })
 }
 

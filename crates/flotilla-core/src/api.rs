@@ -414,3 +414,103 @@ impl AgentStatusView {
         }
     }
 }
+
+/// A request sent with `?wait=true` (`POST /agents/{id}/messages`), and its response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The request.
+    pub request: crate::message::Message,
+    /// Its response.
+    pub response: crate::message::Message,
+}
+
+/// `PATCH /agents/{id}/messages`: acknowledge (`acked`) or give back (`pending`) messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageStatusUpdate {
+    /// The messages.
+    pub ids: Vec<crate::ids::MessageId>,
+    /// `acked`, or `pending` to give them back for redelivery.
+    pub status: crate::message::MessageStatus,
+}
+
+/// What a message status update changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagesUpdated {
+    /// The messages changed (others were not the agent's, or not in that state).
+    pub updated: Vec<crate::ids::MessageId>,
+}
+
+/// An agent's topic subscriptions (`GET`/`PUT /agents/{id}/subscriptions`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscriptions {
+    /// Topic patterns: `tasks.*`, `health`, `*`.
+    pub topics: Vec<String>,
+}
+
+/// `PUT /swarms/{swarm}/topology`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyChange {
+    /// The topology to switch to.
+    pub topology: crate::swarm::Topology,
+    /// Settings to change, by topology (`{"ring": {"order": "load"}}`); sections left out keep
+    /// their values, and so do fields left out of a section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+}
+
+/// `POST /tasks/{id}/delegate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateRequest {
+    /// The subtasks (task specifications; `ref` and `depends_on` work within the list).
+    pub subtasks: Vec<crate::task::TaskSpec>,
+    /// With the admin token: the agent running the task, on whose behalf it is delegated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+}
+
+/// What a delegation did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delegated {
+    /// The delegated task, now waiting `blocked` for its subtasks.
+    pub task: Task,
+    /// The subtasks' ids, in the order given.
+    pub subtasks: Vec<TaskId>,
+}
+
+/// What the coordinator sends on an agent's message WebSocket
+/// (`GET /agents/{id}/messages/ws`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Messages taken for the agent: acknowledge each.
+    Messages {
+        /// The messages.
+        messages: Vec<crate::message::Message>,
+    },
+    /// What an `ack` or `nack` changed.
+    Updated {
+        /// The messages.
+        ids: Vec<crate::ids::MessageId>,
+    },
+    /// A frame the coordinator could not use, or a failure; the socket closes after a failure.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What an agent sends on its message WebSocket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFrame {
+    /// Messages handled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ack: Vec<crate::ids::MessageId>,
+    /// Messages to deliver again later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nack: Vec<crate::ids::MessageId>,
+}

@@ -115,8 +115,8 @@ pub enum Effect {
     RollbackAgent(AgentId, crate::ids::CheckpointId),
     /// Take a checkpoint of this agent (its pool's policy asks for one).
     CheckpointAgent(AgentId, crate::checkpoint::CheckpointTrigger),
-    /// Messages are ready in this agent's inbox: wake its waiting receive.
-    WakeInbox(AgentId),
+    /// Messages are ready in this agent's (of this swarm) inbox: wake its waiting receive.
+    WakeInbox(crate::ids::SwarmId, AgentId),
     /// This request was answered or timed out: wake whoever waits for the response.
     RequestAnswered(crate::ids::MessageId),
 }

@@ -89,7 +89,7 @@ fn an_inbox_hands_out_critical_first_then_in_order() {
     ] {
         h.send(None, a, spec(t, p)).unwrap();
     }
-    assert!(h.effects.contains(&Effect::WakeInbox(a)));
+    assert!(h.effects.contains(&Effect::WakeInbox(h.swarm_id, a)));
     let got: Vec<String> = h.take_msgs(a, 10).iter().map(text).collect();
     assert_eq!(got, ["c1", "c2", "h1", "n1", "n2", "l1"]);
 }

@@ -278,7 +278,7 @@ impl Sim {
                 | Effect::PauseAgent(_)
                 | Effect::ResumeAgent(_)
                 | Effect::CheckpointAgent(..)
-                | Effect::WakeInbox(_)
+                | Effect::WakeInbox(..)
                 | Effect::RequestAnswered(_) => {}
             }
         }

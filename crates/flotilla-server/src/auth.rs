@@ -63,6 +63,13 @@ impl Principal {
         }
     }
 
+    /// The id of the token it called with (never the token).
+    pub fn token_id(&self) -> &str {
+        match self {
+            Principal::Admin { token_id } | Principal::Agent { token_id, .. } => token_id,
+        }
+    }
+
     /// The agent this principal is, if it is one.
     pub fn agent(&self) -> Option<AgentId> {
         match self {

@@ -8,11 +8,13 @@
 //! [`routes`] the API.
 
 pub mod auth;
+pub mod bus;
 pub mod checkpoints;
 pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod logs;
+pub mod middleware;
 pub mod resources;
 pub mod routes;
 pub mod state;
@@ -60,6 +62,12 @@ pub struct ServerConfig {
     /// Capacity overrides, allocation strategy, admission policy, pressure thresholds and
     /// responses (see `docs/resources.md`).
     pub resources: resources::ResourceSettings,
+    /// The bus: `memory` (in-process, the default) or `redis://host:port`.
+    pub bus: String,
+    /// Largest message body an agent or operator may send.
+    pub message_max_bytes: usize,
+    /// Where to append the message audit log (a JSON line per send and acknowledgement).
+    pub message_audit: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -74,6 +82,9 @@ impl ServerConfig {
             tick_interval: Duration::from_millis(20),
             flotilla_bin: None,
             resources: resources::ResourceSettings::default(),
+            bus: "memory".to_owned(),
+            message_max_bytes: 256 * 1024,
+            message_audit: None,
         }
     }
 }
@@ -119,6 +130,17 @@ pub enum ServerError {
     /// The resource manager's settings are wrong, or the machine cannot be measured.
     #[error("{0}")]
     Resources(flotilla_core::CoreError),
+    /// The bus could not be reached.
+    #[error("cannot use the bus: {0} (start Redis, or run with --bus memory)")]
+    Bus(#[from] flotilla_bus::BusError),
+    /// The message audit log could not be opened.
+    #[error("cannot open the message audit log {}: {source}", path.display())]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A running coordinator.
@@ -183,6 +205,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .map_err(dir_err)?;
     }
     let lock = lock_data_dir(dir)?;
+    let bus = bus::BusLink::connect(&config.bus).await?;
+    let mut message_middleware: Vec<std::sync::Arc<dyn middleware::MessageMiddleware>> =
+        vec![std::sync::Arc::new(middleware::SizeLimit(
+            config.message_max_bytes,
+        ))];
+    if let Some(path) = &config.message_audit {
+        let audit = middleware::Audit::open(path).map_err(|source| ServerError::Audit {
+            path: path.clone(),
+            source,
+        })?;
+        message_middleware.push(std::sync::Arc::new(audit));
+    }
     let resources =
         resources::Resources::new(config.resources.clone(), dir).map_err(ServerError::Resources)?;
     let db_path = dir.join("flotilla.db");
@@ -241,6 +275,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         resources,
         autoscaler: Mutex::new(flotilla_core::autoscale::Autoscaler::new()),
         scale_veto: RwLock::new(state::no_scale_veto()),
+        bus,
+        middleware: RwLock::new(message_middleware),
     });
     state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
@@ -266,7 +302,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         format!("http://{addr}"),
     ));
     state.run_effects(&restored_effects);
-    tracing::info!(%addr, store = %state.store_description, "coordinator started");
+    tracing::info!(%addr, store = %state.store_description, bus = %state.bus.describe(), "coordinator started");
     Ok(Server {
         addr,
         admin_token,

@@ -54,6 +54,10 @@ pub struct Inner {
     pub autoscaler: Mutex<flotilla_core::autoscale::Autoscaler>,
     /// Asked before the autoscaler grows a pool; see [`ScaleVeto`].
     pub scale_veto: RwLock<ScaleVeto>,
+    /// The bus: committed events and messages are published there, receives wait on it.
+    pub bus: crate::bus::BusLink,
+    /// Hooks every message send passes through (size limit, audit, your own).
+    pub middleware: RwLock<Vec<Arc<dyn crate::middleware::MessageMiddleware>>>,
 }
 
 /// Asked, under the fleet lock, before the autoscaler grows a pool: given the fleet, the pool
@@ -79,6 +83,11 @@ impl AppState {
     /// Wraps the parts.
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// Adds a hook to the message path (after the built-in size limit and audit).
+    pub fn add_message_middleware(&self, m: Arc<dyn crate::middleware::MessageMiddleware>) {
+        self.middleware.write().push(m);
     }
 
     /// Installs the check asked before the autoscaler grows a pool (see [`ScaleVeto`]).
@@ -156,6 +165,10 @@ impl AppState {
         let effects = fleet.take_effects();
         let discards = fleet.take_discards();
         tokens.extend(self.revoke_tokens_of_stopped_agents(&changes, now));
+        let published = self
+            .bus
+            .wants(&changes)
+            .then(|| crate::bus::Published::of(&changes));
         let wait = if changes.is_empty() && tokens.is_empty() {
             Wait::Watermark(self.writer.last_submitted())
         } else {
@@ -165,6 +178,7 @@ impl AppState {
             wait,
             effects,
             discards,
+            published,
         }
     }
 
@@ -195,6 +209,9 @@ impl AppState {
                     ));
                 }
             }
+        }
+        if let Some(p) = pending.published {
+            self.bus.committed(p);
         }
         self.run_effects(&pending.effects);
         crate::checkpoints::discard_all(pending.discards);
@@ -241,8 +258,8 @@ impl AppState {
                 Effect::CheckpointAgent(a, trigger) => {
                     self.supervisor.send(Order::Checkpoint(a, trigger))
                 }
-                // Wired to the bus with the message API.
-                Effect::WakeInbox(_) | Effect::RequestAnswered(_) => {}
+                Effect::WakeInbox(swarm, agent) => self.bus.wake_inbox(swarm, agent),
+                Effect::RequestAnswered(request) => self.waiters.wake_request(request),
             }
         }
     }
@@ -254,6 +271,8 @@ struct Pending {
     effects: Vec<Effect>,
     /// Workspace snapshots of removed checkpoints, discarded once durable.
     discards: Vec<flotilla_core::Json>,
+    /// Events and messages to publish on the bus once durable.
+    published: Option<crate::bus::Published>,
 }
 
 enum Wait {
@@ -274,6 +293,7 @@ fn refused_since_failure() -> ApiError {
 pub struct Waiters {
     agents: Mutex<HashMap<AgentId, (Arc<Notify>, usize)>>,
     tasks: Mutex<HashMap<TaskId, (Arc<Notify>, usize)>>,
+    requests: Mutex<HashMap<flotilla_core::MessageId, (Arc<Notify>, usize)>>,
 }
 
 impl Waiters {
@@ -302,6 +322,30 @@ impl Waiters {
             state: state.clone(),
             task,
             notify: e.0.clone(),
+        }
+    }
+
+    /// Registers a wait for the response to a request; the guard unregisters it.
+    pub fn enter_request(
+        &self,
+        state: &AppState,
+        request: flotilla_core::MessageId,
+    ) -> RequestWait {
+        let mut map = self.requests.lock();
+        let e = map
+            .entry(request)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        e.1 += 1;
+        RequestWait {
+            state: state.clone(),
+            request,
+            notify: e.0.clone(),
+        }
+    }
+
+    fn wake_request(&self, request: flotilla_core::MessageId) {
+        if let Some((n, _)) = self.requests.lock().get(&request) {
+            n.notify_waiters();
         }
     }
 
@@ -356,6 +400,26 @@ impl Drop for TaskWait {
             Some(e) if e.1 > 1 => e.1 -= 1,
             _ => {
                 map.remove(&self.task);
+            }
+        }
+    }
+}
+
+/// An open wait for the response to a request.
+pub struct RequestWait {
+    state: AppState,
+    request: flotilla_core::MessageId,
+    /// Notified when the request is answered or times out.
+    pub notify: Arc<Notify>,
+}
+
+impl Drop for RequestWait {
+    fn drop(&mut self) {
+        let mut map = self.state.waiters.requests.lock();
+        match map.get_mut(&self.request) {
+            Some(e) if e.1 > 1 => e.1 -= 1,
+            _ => {
+                map.remove(&self.request);
             }
         }
     }

@@ -7,8 +7,9 @@
 //! rebuilds its state from [`Store::load`].
 //!
 //! Reads the memory cannot serve (filtered, paginated task lists, tasks evicted from memory, the
-//! event log) go through a [`SqliteReader`], which has read-only connections of its own and runs
-//! beside the writer (SQLite's WAL mode lets readers proceed while a write is under way).
+//! event log, the message history) go through a [`SqliteReader`], which has read-only
+//! connections of its own and runs beside the writer (SQLite's WAL mode lets readers proceed
+//! while a write is under way).
 //!
 //! [`SqliteStore`] is the backend; start reading at [`sqlite`].
 
@@ -21,35 +22,38 @@ mod token;
 pub use error::StoreError;
 pub use flotilla_core::Changes;
 pub use flotilla_core::api::Page;
-pub use sqlite::reader::{EventFilter, SqliteReader, TaskFilter};
+pub use sqlite::reader::{Direction, EventFilter, MessageFilter, SqliteReader, TaskFilter};
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use token::{TokenRecord, TokenRole};
 
-use flotilla_core::{Agent, Pool, StoredState, Swarm, Task};
+use flotilla_core::{Agent, Message, Pool, StoredState, Swarm, Task};
 
 /// Durable state of the fleet. One writer at a time.
 pub trait Store: Send {
     /// Loads what the coordinator needs at start: every swarm; every pool; every agent not
     /// removed (unregistered), stopped ones included; every task not in a terminal status plus
     /// the `retain_terminal` most recently finished terminal ones; the next event seq; every
-    /// token not revoked.
+    /// token not revoked; every message in flight; every request awaiting its response.
     fn load(&mut self, retain_terminal: usize) -> Result<Snapshot, StoreError>;
 
     /// Persists one batch atomically: all of it or, on error, nothing.
     ///
     /// In order: tokens are upserted; deleted swarms are removed with their pools, agents,
-    /// tasks, dependencies and their agents' tokens (their events stay in the log); swarms are
-    /// upserted; deleted pools are removed; pools, agents and tasks are upserted (rows of a swarm
-    /// deleted in the same batch are skipped, and of several rows for one pool, agent or task
-    /// only the last is written); tasks' dependencies are recorded; events are appended.
+    /// tasks, dependencies, messages and their agents' tokens (their events stay in the log);
+    /// swarms are upserted; deleted pools are removed; pools, agents and tasks are upserted (rows
+    /// of a swarm deleted in the same batch are skipped, and of several rows for one pool, agent
+    /// or task only the last is written); tasks' dependencies are recorded; messages are
+    /// upserted (likewise), then deleted messages removed, then requests' replies set (on rows
+    /// of this batch or earlier ones); events are appended.
     ///
     /// Pools are deleted before they are upserted, so a pool both in `deleted_pools` and in
     /// `pools` (deleted, then created again under the same name) is stored.
     ///
     /// A task's `swarm_id`, `created_at` and `idempotency_key` are fixed when it is first
     /// written (the core never changes them); every other field of a later row replaces the
-    /// stored one.
+    /// stored one. Likewise, what a message's sender gave (swarm, kind, sender, recipient,
+    /// topic, priority, body, correlation id, `created_at`) is fixed when it is first written.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Where the state lives, e.g. `sqlite:/abs/path/flotilla.db`.
@@ -88,6 +92,11 @@ pub struct Snapshot {
     pub next_event_seq: u64,
     /// Every token not revoked, oldest first.
     pub tokens: Vec<TokenRecord>,
+    /// Every message in flight (pending or delivered), in arrival order (`seq`).
+    pub messages: Vec<Message>,
+    /// Every request still waiting for its response (`reply` is `awaiting`), whatever its
+    /// delivery status, in arrival order.
+    pub awaiting_requests: Vec<Message>,
 }
 
 impl Snapshot {
@@ -100,6 +109,8 @@ impl Snapshot {
             tasks,
             next_event_seq,
             tokens,
+            messages,
+            awaiting_requests,
         } = self;
         (
             StoredState {
@@ -108,8 +119,8 @@ impl Snapshot {
                 agents,
                 tasks,
                 next_event_seq,
-                messages: Vec::new(),
-                awaiting_requests: Vec::new(),
+                messages,
+                awaiting_requests,
             },
             tokens,
         )

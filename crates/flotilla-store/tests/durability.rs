@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use flotilla_core::{AgentStatus, Changes, EventKind, TaskState};
+use flotilla_core::{AgentStatus, Changes, EventKind, MessageStatus, TaskState};
 use flotilla_store::{
     Batch, EventFilter, SCHEMA_VERSION, SqliteStore, Store, StoreError, SyncMode, TaskFilter,
     TokenRole,
@@ -22,6 +22,8 @@ fn everything_committed_survives_closing_and_reopening() {
         .collect();
     let events = vec![event(1, s.id, EventKind::SwarmCreated)];
     let tokens = vec![token("admin", TokenRole::Admin, None)];
+    let in_flight = full_message(1, s.id, MessageStatus::Delivered);
+    let awaiting = request(2, s.id, MessageStatus::Acked, Some(a.id), None);
     store
         .commit(&Batch {
             changes: Changes {
@@ -29,6 +31,7 @@ fn everything_committed_survives_closing_and_reopening() {
                 agents: vec![a.clone()],
                 tasks: tasks.clone(),
                 events: events.clone(),
+                messages: vec![in_flight.clone(), awaiting.clone()],
                 ..Changes::default()
             },
             tokens: tokens.clone(),
@@ -45,7 +48,10 @@ fn everything_committed_survives_closing_and_reopening() {
     assert_eq!(by_id(after.tasks), by_id(tasks));
     assert_eq!(after.tokens, tokens);
     assert_eq!(after.next_event_seq, 2);
+    assert_eq!(after.messages, vec![in_flight]);
+    assert_eq!(after.awaiting_requests, vec![awaiting.clone()]);
     let reader = store.reader().unwrap();
+    assert_eq!(reader.get_message(awaiting.id).unwrap(), Some(awaiting));
     assert_eq!(
         reader.list_events(&EventFilter::default(), 10).unwrap(),
         events

@@ -410,13 +410,14 @@ impl Fleet {
     fn make_ready(&mut self, id: MessageId, _now: Timestamp) {
         let m = &self.mail.live[&id];
         let to = m.to.expect("an inbox message has a recipient");
+        let wake = Effect::WakeInbox(m.swarm_id, to);
         self.mail
             .inboxes
             .entry(to)
             .or_default()
             .insert((Reverse(m.priority), m.seq, id));
-        if !self.out.effects.contains(&Effect::WakeInbox(to)) {
-            self.out.effects.push(Effect::WakeInbox(to));
+        if !self.out.effects.contains(&wake) {
+            self.out.effects.push(wake);
         }
     }
 

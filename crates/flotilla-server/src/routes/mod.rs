@@ -3,11 +3,13 @@
 
 mod agents;
 mod checkpoints;
+pub mod messages;
 mod pools;
 mod resources;
 mod swarms;
 mod system;
 mod tasks;
+pub mod topology;
 
 use std::time::Duration;
 
@@ -125,6 +127,33 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/swarms/{swarm}/tasks",
             post(tasks::submit).get(tasks::list_in_swarm),
         )
+        .route(
+            "/swarms/{swarm}/topology",
+            get(topology::show).put(topology::update),
+        )
+        .route(
+            "/swarms/{swarm}/messages",
+            post(messages::broadcast_to_swarm).get(messages::swarm_history),
+        )
+        .route("/swarms/{swarm}/messages/stream", get(messages::stream))
+        .route("/swarms/{swarm}/topics/{topic}", post(messages::publish))
+        .route(
+            "/agents/{id}/messages",
+            get(messages::agent_history)
+                .post(messages::send)
+                .put(messages::broadcast_from)
+                .delete(messages::clear)
+                .patch(messages::update_status),
+        )
+        .route("/agents/{id}/messages/next", get(messages::receive))
+        .route("/agents/{id}/messages/ws", get(messages::socket))
+        .route(
+            "/agents/{id}/subscriptions",
+            get(messages::subscriptions).put(messages::subscribe),
+        )
+        .route("/messages/{id}", get(messages::show))
+        .route("/messages/{id}/retry", post(messages::retry))
+        .route("/tasks/{id}/delegate", post(topology::delegate))
         .route("/swarms/{swarm}/pools", get(pools::list))
         .route(
             "/swarms/{swarm}/pools/{pool}",

@@ -133,3 +133,43 @@ impl Harness {
         );
     }
 }
+
+/// The Redis the bus tests use: `FLOTILLA_TEST_REDIS_URL`, or the machine's on 6379.
+pub fn redis_url() -> String {
+    std::env::var("FLOTILLA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Whether Redis answers; when it does not, a test that needs it prints why and is skipped,
+/// except under `CI=true`, where it fails.
+pub async fn redis_or_skip(test: &str) -> Option<String> {
+    let url = redis_url();
+    match flotilla_bus::Bus::redis(&url).await {
+        Ok(bus) => {
+            bus.shutdown();
+            Some(url)
+        }
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: Redis is required when CI=true, but {url} does not answer: {e}");
+            }
+            eprintln!("skipping {test}: no Redis at {url} ({e}); start redis-server to run it");
+            None
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it answers `Some`, or panics naming `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < within, "{what}: not after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -9,19 +9,25 @@
 //! Pool names, unlike ids, can be used again: a pool deleted and created anew within one batch
 //! appears in both `deleted_pools` and `pools`. Deletions are applied first, so the pool rows
 //! (which the core emits only for pools that exist after its commands) are what remains.
+//!
+//! Message ids, like checkpoint ids, are never used again: a message cleared from its inbox is
+//! gone for good, so its deletion is applied after the message rows of the batch. What became
+//! of a request (`message_replies`) is applied last, over the request's row whether it was
+//! written in this batch or an earlier one.
 
 use std::collections::HashSet;
 use std::hash::Hash;
 
-use flotilla_core::{AgentId, SwarmId, TaskId};
+use flotilla_core::{AgentId, MessageId, SwarmId, TaskId};
 use rusqlite::Transaction;
 
-use super::rows::{agent, checkpoint, event, id, pool, swarm, task, token};
+use super::rows::{agent, checkpoint, event, id, message, pool, swarm, task, token};
 use crate::Batch;
 use crate::error::StoreError;
 
 /// Removes a swarm and everything that belongs to it except its events.
-const DELETE_SWARM: [&str; 8] = [
+const DELETE_SWARM: [&str; 9] = [
+    "DELETE FROM agent_messages WHERE swarm_id = ?1",
     "DELETE FROM agent_checkpoints WHERE swarm_id = ?1",
     "DELETE FROM agent_states
      WHERE agent_id IN (SELECT id FROM swarm_agents WHERE swarm_id = ?1)",
@@ -132,6 +138,27 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         let mut stmt = tx.prepare_cached(checkpoint::DELETE)?;
         for c in &changes.deleted_checkpoints {
             checkpoint::delete(&mut stmt, c)?;
+        }
+    }
+
+    if !changes.messages.is_empty() {
+        let mut stmt = tx.prepare_cached(message::UPSERT)?;
+        for m in last_of_each::<_, MessageId>(&changes.messages, |m| m.id) {
+            if live(&m.swarm_id) {
+                message::upsert(&mut stmt, m)?;
+            }
+        }
+    }
+    if !changes.deleted_messages.is_empty() {
+        let mut stmt = tx.prepare_cached(message::DELETE)?;
+        for m in &changes.deleted_messages {
+            message::delete(&mut stmt, m)?;
+        }
+    }
+    if !changes.message_replies.is_empty() {
+        let mut stmt = tx.prepare_cached(message::SET_REPLY)?;
+        for (request, reply) in &changes.message_replies {
+            message::set_reply(&mut stmt, request, *reply)?;
         }
     }
 

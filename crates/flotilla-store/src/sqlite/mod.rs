@@ -7,8 +7,9 @@
 //!
 //! Files: [`schema`] creates and migrates the tables; `rows` maps each entity to its table;
 //! `commit` writes a batch; `load` reads the start-up snapshot; [`reader`] serves the other
-//! reads; `cursor` encodes list positions; `checkpoint` moves the log into the database file in
-//! the background.
+//! reads (the message history in `reader/messages.rs`); `cursor` encodes list positions and
+//! builds the list queries; `checkpoint` moves the log into the database file in the
+//! background.
 
 mod checkpoint;
 mod commit;

@@ -1,10 +1,11 @@
 //! [`SqliteReader`]: the reads the coordinator's memory cannot serve, on read-only connections.
 //!
 //! Task lists with filters and pages, tasks evicted from memory, idempotency keys of such tasks,
-//! removed agents, a swarm's pools and the event log are read here. A reader is cheap to clone and may be used
-//! from many threads at once: each call borrows a connection from a shared pool (opening one
-//! when all are busy) and gives it back. In WAL mode, readers see the last committed state and
-//! neither wait for the writer nor make it wait.
+//! removed agents, a swarm's pools, the event log and (in `messages`) the message history are
+//! read here. A reader is cheap to clone and may be used from many threads at once: each call
+//! borrows a connection from a shared pool (opening one when all are busy) and gives it back.
+//! In WAL mode, readers see the last committed state and neither wait for the writer nor make
+//! it wait.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,14 @@ use flotilla_core::{Agent, AgentId, Event, EventKind, Pool, SwarmId, Task, TaskI
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-use super::cursor::TaskCursor;
+use super::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
 use super::open_read_only;
 use super::rows::{self, agent, event, id, pool, task};
 use crate::error::StoreError;
+
+mod messages;
+
+pub use messages::{Direction, MessageFilter};
 
 /// Idle connections kept for later calls; more are opened under load and closed afterwards.
 const MAX_IDLE: usize = 8;
@@ -171,41 +176,28 @@ impl SqliteReader {
         cursor: Option<&str>,
     ) -> Result<Page<Task>, StoreError> {
         let after = cursor.map(TaskCursor::decode).transpose()?;
-        let limit = limit.max(1);
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut params: Vec<Value> = Vec::new();
+        let mut conditions = Conditions::default();
         if let Some(swarm) = filter.swarm {
-            conditions.push("swarm_id = ?");
-            params.push(Value::Text(swarm.to_string()));
+            conditions.add("swarm_id = ?", Value::Text(swarm.to_string()));
         }
         if let Some(status) = filter.status {
-            conditions.push("status = ?");
-            params.push(Value::Text(status.as_str().to_owned()));
+            conditions.add("status = ?", Value::Text(status.as_str().to_owned()));
         }
         if let Some(task_type) = &filter.task_type {
-            conditions.push("task_type = ?");
-            params.push(Value::Text(task_type.clone()));
+            conditions.add("task_type = ?", Value::Text(task_type.clone()));
         }
         if let Some(agent) = filter.agent {
-            conditions.push("assigned_agent_id = ?");
-            params.push(Value::Text(agent.to_string()));
+            conditions.add("assigned_agent_id = ?", Value::Text(agent.to_string()));
         }
-        if let Some(after) = after {
-            conditions.push("(created_at, id) < (?, ?)");
-            params.push(Value::Integer(after.created_at.as_millis()));
-            params.push(Value::Text(after.id.to_string()));
-        }
-        // One more than asked tells whether there is a next page.
-        params.push(Value::Integer(
-            i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ));
+        conditions.before(after);
         let sql = format!(
-            "SELECT {} FROM swarm_tasks{}{} ORDER BY created_at DESC, id DESC LIMIT ?",
+            "SELECT {} FROM swarm_tasks{} {NEWEST_FIRST}",
             task::COLUMNS,
-            if conditions.is_empty() { "" } else { " WHERE " },
-            conditions.join(" AND "),
+            conditions.clause(),
         );
-        let mut items = self.with(|conn| {
+        let mut params = conditions.params().to_vec();
+        params.push(fetch(limit));
+        let items = self.with(|conn| {
             rows::collect(
                 conn,
                 &sql,
@@ -213,19 +205,10 @@ impl SqliteReader {
                 task::from_row,
             )
         })?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|t| {
-                TaskCursor {
-                    created_at: t.created_at,
-                    id: t.id,
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(page(items, limit, |t: &Task| TaskCursor {
+            created_at: t.created_at,
+            id: t.id,
+        }))
     }
 
     /// The agent with this id, stopped and removed (unregistered) ones included.

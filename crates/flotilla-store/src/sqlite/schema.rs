@@ -5,15 +5,15 @@
 //! A file whose version is newer than this build knows is refused rather than misread.
 //!
 //! Table and column names follow the swarm PRD (`swarms`, `swarm_agents`, `swarm_pools`,
-//! `swarm_tasks`, `task_dependencies`, `swarm_events`) where they fit. Instants are INTEGER
+//! `swarm_tasks`, `task_dependencies`, `swarm_events`, `agent_messages`) where they fit. Instants are INTEGER
 //! milliseconds since the epoch, ids are UUID text, JSON documents are stored as the text they
 //! arrived as. There are no foreign keys: the core keeps the state consistent, and checking
 //! references on every upsert would cost the hot path for nothing.
 //!
 //! Index choice is driven by the write path: every index costs each insert, and each update
 //! that sets its columns (a task is inserted once and updated a few times as it runs), so there
-//! are only the indexes the reads need: the task lists' filters in `(created_at, id)` order, the
-//! start-up load, idempotency keys, and the event log's filters.
+//! are only the indexes the reads need: the task and message lists' filters in
+//! `(created_at, id)` order, the start-up load, idempotency keys, and the event log's filters.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -203,6 +203,59 @@ ALTER TABLE swarm_tasks ADD COLUMN delegated_by TEXT;
 ALTER TABLE swarm_tasks ADD COLUMN delegation TEXT;
 "#;
 
+/// Migration 6: messages between agents and agents' topic subscriptions (a JSON list of
+/// patterns; NULL for none).
+///
+/// A message row keeps every field of the core's `Message`: kind, priority, status and reply as
+/// the API writes them, the body as the JSON text it arrived as. Its indexes serve: the start-up
+/// load of messages in flight in seq order (partial, so it holds only those, and its condition
+/// must stay word for word the one `load` uses); an agent's history, received and sent, newest
+/// first; a swarm's history, whole or by status (the dead-letter list); the responses to a
+/// request; the requests still waiting for a response (partial). Only the two status indexes
+/// and the awaiting one change after a message is inserted.
+const MIGRATION_6: &str = r#"
+ALTER TABLE swarm_agents ADD COLUMN subscriptions TEXT;
+
+CREATE TABLE agent_messages (
+    id              TEXT PRIMARY KEY,
+    swarm_id        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    -- NULL: sent by an operator or the coordinator.
+    from_agent      TEXT,
+    -- NULL: a response to an operator's request.
+    to_agent        TEXT,
+    topic           TEXT,
+    priority        TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    correlation_id  TEXT,
+    reply_by        INTEGER,
+    -- Requests only: awaiting, answered or timed_out.
+    reply           TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    status          TEXT NOT NULL,
+    deliveries      INTEGER NOT NULL,
+    max_deliveries  INTEGER NOT NULL,
+    deliver_after   INTEGER,
+    ack_by          INTEGER,
+    finished_at     INTEGER,
+    dead_reason     TEXT,
+    -- The message's place in arrival order; inboxes are FIFO within a priority.
+    seq             INTEGER NOT NULL
+);
+CREATE INDEX agent_messages_unfinished ON agent_messages (seq)
+    WHERE status IN ('pending', 'delivered');
+CREATE INDEX agent_messages_to ON agent_messages (to_agent, created_at, id)
+    WHERE to_agent IS NOT NULL;
+CREATE INDEX agent_messages_from ON agent_messages (from_agent, created_at, id)
+    WHERE from_agent IS NOT NULL;
+CREATE INDEX agent_messages_swarm ON agent_messages (swarm_id, created_at, id);
+CREATE INDEX agent_messages_swarm_status ON agent_messages (swarm_id, status, created_at, id);
+CREATE INDEX agent_messages_correlation ON agent_messages (correlation_id, created_at, id)
+    WHERE correlation_id IS NOT NULL;
+CREATE INDEX agent_messages_awaiting ON agent_messages (seq) WHERE reply = 'awaiting';
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -210,6 +263,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this build writes.

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use flotilla_core::{
     Agent, AgentId, AgentMode, AgentRole, AgentStatus, AgentTemplate, Backoff, Changes, Dependency,
-    DependencyKind, Desired, ErrorKind, Event, EventKind, Json, Managed, Pool, Progress,
-    ReportedHealth, ResourceLimits, ResourceUsage, RuntimeKind, Swarm, SwarmConfig, SwarmId,
-    SwarmStatus, Task, TaskError, TaskId, TaskState, Timestamp, Topology,
+    DependencyKind, Desired, ErrorKind, Event, EventKind, Json, Managed, Message, MessageId,
+    MessageKind, MessagePriority, MessageStatus, Pool, Progress, ReplyState, ReportedHealth,
+    ResourceLimits, ResourceUsage, RuntimeKind, Swarm, SwarmConfig, SwarmId, SwarmStatus, Task,
+    TaskError, TaskId, TaskState, Timestamp, Topology,
 };
 use flotilla_store::{Batch, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
 use tempfile::TempDir;
@@ -59,6 +60,12 @@ pub fn agent_id(n: u128) -> AgentId {
 pub fn task_id(n: u128) -> TaskId {
     TaskId(Uuid::from_u128(
         0x7000_0000_0000_7000_8000_0000_0000_0000 | n,
+    ))
+}
+
+pub fn message_id(n: u128) -> MessageId {
+    MessageId(Uuid::from_u128(
+        0xe000_0000_0000_7000_8000_0000_0000_0000 | n,
     ))
 }
 
@@ -170,8 +177,7 @@ pub fn agent(n: u128, swarm: SwarmId, status: AgentStatus) -> Agent {
                 .unwrap(),
             ),
         }],
-        // The store's migration 6 keeps these; until then a round trip reads none back.
-        subscriptions: Vec::new(),
+        subscriptions: vec!["tasks.*".to_owned(), "health".to_owned(), "*".to_owned()],
     }
 }
 
@@ -547,6 +553,90 @@ pub fn token(id: &str, role: TokenRole, agent: Option<AgentId>) -> TokenRecord {
         created_at: ts(1_700_000_000_000),
         revoked_at: None,
     }
+}
+
+/// A request in `status` with every optional field set, the delivery fields that status would
+/// not have included: a careless mapping would drop or swap any of them.
+pub fn full_message(n: u128, swarm: SwarmId, status: MessageStatus) -> Message {
+    Message {
+        id: message_id(n),
+        swarm_id: swarm,
+        kind: MessageKind::Request,
+        from: Some(agent_id(1)),
+        to: Some(agent_id(2)),
+        topic: Some("tasks.review/done:x".to_owned()),
+        priority: MessagePriority::Critical,
+        body: Json::parse(r#"{ "text" : "héllo\n\"world\"", "n": [1, 2.50, 1e3, -0.0] }"#)
+            .expect("json"),
+        correlation_id: Some(message_id(900_000 + n)),
+        reply_by: Some(ts(-1_700_000_000_001)),
+        reply: Some(ReplyState::TimedOut),
+        created_at: ts(1_700_000_000_000 + n as i64),
+        expires_at: Some(ts(i64::MAX)),
+        status,
+        deliveries: u32::MAX - 1,
+        max_deliveries: u32::MAX,
+        deliver_after: Some(ts(1_700_000_001_000)),
+        ack_by: Some(ts(1_700_000_002_000)),
+        finished_at: Some(ts(i64::MIN)),
+        dead_reason: Some("never acknowledged after 5 deliveries: \"x\"\n— ünïcode".to_owned()),
+        seq: u64::MAX - n as u64,
+    }
+}
+
+/// A plain message in `status` with every optional field unset, from `from` to `to`.
+pub fn bare_message(
+    n: u128,
+    swarm: SwarmId,
+    status: MessageStatus,
+    from: Option<AgentId>,
+    to: Option<AgentId>,
+) -> Message {
+    Message {
+        id: message_id(n),
+        swarm_id: swarm,
+        kind: MessageKind::Message,
+        from,
+        to,
+        topic: None,
+        priority: MessagePriority::Normal,
+        body: Json::null(),
+        correlation_id: None,
+        reply_by: None,
+        reply: None,
+        created_at: ts(n as i64),
+        expires_at: None,
+        status,
+        deliveries: 0,
+        max_deliveries: 5,
+        deliver_after: None,
+        ack_by: None,
+        finished_at: None,
+        dead_reason: None,
+        seq: n as u64,
+    }
+}
+
+/// A request awaiting its response, from `from` to `to`, in `status`.
+pub fn request(
+    n: u128,
+    swarm: SwarmId,
+    status: MessageStatus,
+    from: Option<AgentId>,
+    to: Option<AgentId>,
+) -> Message {
+    Message {
+        kind: MessageKind::Request,
+        reply_by: Some(ts(n as i64 + 30_000)),
+        reply: Some(ReplyState::Awaiting),
+        ..bare_message(n, swarm, status, from, to)
+    }
+}
+
+/// Sorts messages by id, for comparing sets.
+pub fn messages_by_id(mut messages: Vec<Message>) -> Vec<Message> {
+    messages.sort_by_key(|m| m.id);
+    messages
 }
 
 /// Sorts tasks by id, for comparing sets.

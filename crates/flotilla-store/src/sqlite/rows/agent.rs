@@ -1,5 +1,6 @@
 //! The `swarm_agents` table: one row per [`Agent`], stopped and removed ones included; the
-//! process side of a managed agent ([`flotilla_core::Managed`]) as JSON text.
+//! process side of a managed agent ([`flotilla_core::Managed`]) as JSON text, its topic
+//! subscriptions as a JSON list (NULL for none).
 
 use flotilla_core::{Agent, AgentRole, ReportedHealth};
 use rusqlite::{Row, Statement};
@@ -13,9 +14,9 @@ INSERT INTO swarm_agents (id, swarm_id, agent_type, agent_name, capabilities, ma
                           role, status, reported_health, metadata, resource_usage, current_tasks,
                           tasks_completed, tasks_failed, registered_at, last_heartbeat_at,
                           lease_until, stopped_at, removed_at, managed, health, checkpoints,
-                          requested_role)
+                          requested_role, subscriptions)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-        ?21, ?22, ?23)
+        ?21, ?22, ?23, ?24)
 ON CONFLICT (id) DO UPDATE SET
     swarm_id = excluded.swarm_id,
     agent_type = excluded.agent_type,
@@ -38,13 +39,15 @@ ON CONFLICT (id) DO UPDATE SET
     managed = excluded.managed,
     health = excluded.health,
     checkpoints = excluded.checkpoints,
-    requested_role = excluded.requested_role";
+    requested_role = excluded.requested_role,
+    subscriptions = excluded.subscriptions";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabilities, \
     max_concurrent_tasks, role, status, reported_health, metadata, resource_usage, \
     current_tasks, tasks_completed, tasks_failed, registered_at, last_heartbeat_at, \
-    lease_until, stopped_at, removed_at, managed, health, checkpoints, requested_role";
+    lease_until, stopped_at, removed_at, managed, health, checkpoints, requested_role, \
+    subscriptions";
 
 /// Binds `agent` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
@@ -77,6 +80,7 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), Stor
         to_json(&agent.health),
         (!agent.checkpoints.is_empty()).then(|| to_json(&agent.checkpoints)),
         role_str(agent.requested_role),
+        (!agent.subscriptions.is_empty()).then(|| to_json(&agent.subscriptions)),
     ])?;
     Ok(())
 }
@@ -108,7 +112,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
         health: c.opt_decode(20, "health")?.unwrap_or_default(),
         checkpoints: c.opt_decode(21, "checkpoints")?.unwrap_or_default(),
         requested_role: c.enumeration(22, "requested_role")?,
-        subscriptions: Vec::new(),
+        subscriptions: c.opt_decode(23, "subscriptions")?.unwrap_or_default(),
     })
 }
 
@@ -137,8 +141,8 @@ mod tests {
 
     #[test]
     fn column_list_has_one_name_per_index_read() {
-        assert_eq!(COLUMNS.split(',').count(), 23);
-        assert_eq!(UPSERT.matches('?').count(), 23);
+        assert_eq!(COLUMNS.split(',').count(), 24);
+        assert_eq!(UPSERT.matches('?').count(), 24);
     }
 
     #[test]

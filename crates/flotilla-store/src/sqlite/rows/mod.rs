@@ -12,6 +12,7 @@
 pub(crate) mod agent;
 pub(crate) mod checkpoint;
 pub(crate) mod event;
+pub(crate) mod message;
 pub(crate) mod pool;
 pub(crate) mod swarm;
 pub(crate) mod task;
@@ -19,7 +20,7 @@ pub(crate) mod token;
 
 use std::time::Duration;
 
-use flotilla_core::{AgentId, SwarmId, TaskId, Timestamp};
+use flotilla_core::{AgentId, MessageId, SwarmId, TaskId, Timestamp};
 use rusqlite::Row;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
@@ -66,6 +67,12 @@ impl Ident for AgentId {
 }
 
 impl Ident for TaskId {
+    fn uuid(&self) -> &Uuid {
+        self.as_uuid()
+    }
+}
+
+impl Ident for MessageId {
     fn uuid(&self) -> &Uuid {
         self.as_uuid()
     }
@@ -221,6 +228,18 @@ impl<'a, 'r> Cols<'a, 'r> {
         let text = self.str(i, name)?;
         T::deserialize(StrDeserializer::<ValueError>::new(text))
             .map_err(|_| self.bad(name, format!("unknown value {text:?}")))
+    }
+
+    /// A unit enum stored as its serde name, or `None` for NULL.
+    pub(crate) fn opt_enumeration<T: DeserializeOwned>(
+        &self,
+        i: usize,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.opt_str(i, name)? {
+            None => Ok(None),
+            Some(_) => self.enumeration(i, name).map(Some),
+        }
     }
 
     /// A JSON document kept as text.

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flotilla_core::{AgentId, AgentStatus, DEFAULT_SWARM, TaskId, TaskStatus, Topology};
+use flotilla_core::{
+    AgentId, AgentStatus, DEFAULT_SWARM, MessageId, MessagePriority, MessageStatus, TaskId,
+    TaskStatus, Topology,
+};
 
 use crate::duration::parse_duration;
 
@@ -81,6 +84,10 @@ pub enum Command {
     /// Take, list, show and delete an agent's checkpoints, and roll it back to one.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Send, publish and broadcast messages to agents; follow a swarm's messages live; list
+    /// an agent's messages and a swarm's dead letters.
+    #[command(subcommand)]
+    Msg(MsgCommand),
     /// Show the newest alerts: agents degraded (warning), down or given up on (critical), and
     /// healthy again (recovery).
     Alerts(AlertsArgs),
@@ -364,6 +371,25 @@ pub enum SwarmCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Show a swarm's topology graph: roles, leader, the ring's token; --set changes it live.
+    #[command(after_help = TOPOLOGY_HELP)]
+    Topology {
+        /// The swarm's name or id.
+        swarm: String,
+        /// Switch to this topology: star, mesh, hierarchical or ring.
+        #[arg(long, value_name = "TOPOLOGY", value_parser = parse_topology)]
+        set: Option<Topology>,
+        /// Settings to change, as a JSON object of sections (others keep their values), e.g.
+        /// '{"ring":{"order":"load"}}'.
+        #[arg(long, value_name = "JSON", value_parser = parse_topology_config)]
+        config: Option<serde_json::Value>,
+        /// Print the graph in Graphviz DOT (`| dot -Tsvg > swarm.svg`).
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// Set a managed pool's size: `scale SWARM POOL N`, or `scale SWARM POOL --by -2`.
     /// Agents removed finish their tasks first (see docs/autoscaling.md).
     Scale {
@@ -435,6 +461,64 @@ pub fn parse_strategy(s: &str) -> Result<flotilla_core::Strategy, String> {
                 .collect();
             format!("{s:?} is not a strategy; use one of {}", names.join(", "))
         })
+}
+
+/// What `flotilla swarm topology --help` says after the options.
+pub const TOPOLOGY_HELP: &str = "\
+Topologies: star (one coordinator, the leader, and workers), mesh (every agent reaches every \
+other), hierarchical (coordinator, supervisors, workers in a tree), ring (a token passes around \
+the agents; ordered tasks run one at a time in ring order). Settings, by section:
+
+  star:         coordinator_count, max_workers, failover_coordinator
+  mesh:         connection_strategy (full|nearest), neighbours, gossip_interval_ms,
+                routing (broadcast|targeted)
+  hierarchical: levels ([{\"role\": …, \"count\": …}]), parent_child_ratio
+  ring:         order (sequential|load), token_timeout_ms, skip_unhealthy
+
+Examples:
+  flotilla swarm topology default --dot | dot -Tsvg > default.svg
+  flotilla swarm topology default --set ring --config '{\"ring\":{\"order\":\"load\"}}'";
+
+/// Parses a topology by its API name, in one line listing the valid ones when it is not one.
+pub fn parse_topology(s: &str) -> Result<Topology, String> {
+    Topology::ALL
+        .into_iter()
+        .find(|t| t.as_str() == s.trim())
+        .ok_or_else(|| {
+            let names: Vec<&str> = Topology::ALL.iter().map(|t| t.as_str()).collect();
+            format!("{s:?} is not a topology; use one of {}", names.join(", "))
+        })
+}
+
+/// Parses `--config` of `swarm topology`: a JSON object of settings sections.
+pub fn parse_topology_config(s: &str) -> Result<serde_json::Value, String> {
+    let example = r#"e.g. '{"ring":{"order":"load"}}'"#;
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(format!(
+            "it must be a JSON object of sections (star, mesh, hierarchical, ring), {example}"
+        )),
+        Err(e) => Err(format!("it is not valid JSON ({e}); {example}")),
+    }
+}
+
+/// Parses a message priority: critical, high, normal or low.
+pub fn parse_priority(s: &str) -> Result<MessagePriority, String> {
+    s.trim().parse().map_err(|_| {
+        let names: Vec<&str> = MessagePriority::ALL.iter().map(|p| p.as_str()).collect();
+        format!("{s:?} is not a priority; use one of {}", names.join(", "))
+    })
+}
+
+/// Parses a message status: pending, delivered, acked or dead.
+pub fn parse_message_status(s: &str) -> Result<MessageStatus, String> {
+    s.trim().parse().map_err(|_| {
+        let names: Vec<&str> = MessageStatus::ALL.iter().map(|p| p.as_str()).collect();
+        format!(
+            "{s:?} is not a message status; use one of {}",
+            names.join(", ")
+        )
+    })
 }
 
 /// A topology, as the command line spells it.
@@ -598,6 +682,189 @@ pub enum CheckpointCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+}
+
+/// `flotilla msg …`.
+#[derive(Debug, Subcommand)]
+pub enum MsgCommand {
+    /// Send a message to an agent, as the operator; with --request, wait for its response and
+    /// print it.
+    Send(Box<MsgSendArgs>),
+    /// Publish a message to a topic: every agent of the swarm subscribed to a matching pattern
+    /// gets a copy.
+    Publish {
+        /// The swarm's name or id.
+        swarm: String,
+        /// The topic: dot-separated words, e.g. builds.done.
+        topic: String,
+        /// The message.
+        #[command(flatten)]
+        message: MsgBody,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Broadcast a message to every agent of a swarm.
+    Broadcast {
+        /// The swarm's name or id.
+        swarm: String,
+        /// The message.
+        #[command(flatten)]
+        message: MsgBody,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Follow a swarm's messages as they are sent, one line each, until Ctrl-C.
+    #[command(
+        after_help = "Each line: time, priority, kind, sender → recipient (operator for none), \
+topic, and the start of the body. With --json, one JSON object a line: \
+{\"type\":\"message\",\"message\":{…}}, {\"type\":\"event\",\"event\":{…}} (with --events) or \
+{\"type\":\"gap\"} when some may have been missed."
+    )]
+    Tail {
+        /// The swarm's name or id.
+        swarm: String,
+        /// Only messages to or from this agent (name or id).
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
+        /// Only messages on topics matching this pattern (e.g. builds.*).
+        #[arg(long, value_name = "PATTERN")]
+        topic: Option<String>,
+        /// Also the swarm's fleet events (agents, tasks, topology, …).
+        #[arg(long)]
+        events: bool,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an agent's messages, sent and received, newest first.
+    List {
+        /// The agent's name or id.
+        agent: String,
+        /// Received (in), sent (out) or both.
+        #[arg(long, value_enum, default_value = "both")]
+        direction: DirectionArg,
+        /// Only messages with this status: pending, delivered, acked or dead.
+        #[arg(long, value_name = "STATUS", value_parser = parse_message_status)]
+        status: Option<MessageStatus>,
+        /// How many to show (1–1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List a swarm's dead letters (messages that could not be delivered), with why.
+    Dead {
+        /// The swarm's name or id.
+        swarm: String,
+        /// How many to show (1–1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Put a dead message back in its recipient's inbox.
+    Retry {
+        /// The message's id (see `flotilla msg dead`).
+        id: MessageId,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Set an agent's topic subscriptions (replacing them); with no topic, show them.
+    Subscribe {
+        /// The agent's name or id.
+        agent: String,
+        /// Topic patterns: words separated by dots, `*` for one word (or, last, the rest).
+        #[arg(value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Unsubscribe from every topic.
+        #[arg(long, conflicts_with = "topics")]
+        clear: bool,
+        /// Where to look the name up.
+        #[command(flatten)]
+        find: FindAgent,
+        /// Output.
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+/// `flotilla msg send`.
+#[derive(Debug, Args)]
+pub struct MsgSendArgs {
+    /// The agent: its name or id.
+    pub agent: String,
+    /// The message.
+    #[command(flatten)]
+    pub message: MsgBody,
+    /// A topic, for the recipient's information.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Send a request and wait for the response; exit 1 if none comes in time.
+    #[arg(long)]
+    pub request: bool,
+    /// With --request: how long to wait for the response [default: the swarm's, 30s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "request")]
+    pub timeout: Option<Duration>,
+    /// Where to look the name up.
+    #[command(flatten)]
+    pub find: FindAgent,
+    /// Output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// What a message says and how urgent it is (`msg send|publish|broadcast`).
+#[derive(Debug, Clone, Args)]
+pub struct MsgBody {
+    /// The body: JSON, or any other text (sent as a JSON string); '-' reads it from stdin.
+    #[arg(long, value_name = "JSON|TEXT", allow_hyphen_values = true)]
+    pub body: String,
+    /// critical, high, normal or low.
+    #[arg(long, default_value = "normal", value_name = "PRIORITY", value_parser = parse_priority)]
+    pub priority: MessagePriority,
+    /// Dead if not acknowledged within this long, e.g. 30s [default: the swarm's].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+}
+
+/// Which of an agent's messages `msg list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    /// Those it received.
+    In,
+    /// Those it sent.
+    Out,
+    /// Both.
+    Both,
+}
+
+impl DirectionArg {
+    /// How `msg list` says it: messages `to`, `from` or `of` an agent.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DirectionArg::In => "to",
+            DirectionArg::Out => "from",
+            DirectionArg::Both => "to or from",
+        }
+    }
+}
+
+impl From<DirectionArg> for flotilla_client::MessageDirection {
+    fn from(d: DirectionArg) -> Self {
+        match d {
+            DirectionArg::In => flotilla_client::MessageDirection::In,
+            DirectionArg::Out => flotilla_client::MessageDirection::Out,
+            DirectionArg::Both => flotilla_client::MessageDirection::Both,
+        }
+    }
 }
 
 /// Where `AGENT` is looked up when it is a name.
@@ -1066,6 +1333,252 @@ mod tests {
         };
         assert_eq!(w.command, vec!["cat", "-n"]);
         assert!(parse(&["worker"]).is_err());
+    }
+
+    #[test]
+    fn swarm_topology_shows_sets_and_configures() {
+        let Command::Swarm(SwarmCommand::Topology {
+            swarm,
+            set,
+            config,
+            dot,
+            out,
+        }) = parse(&["swarm", "topology", "default"]).unwrap().command
+        else {
+            panic!("topology");
+        };
+        assert_eq!(swarm, "default");
+        assert_eq!((set, config, dot, out.json), (None, None, false, false));
+        let cli = parse(&[
+            "swarm",
+            "topology",
+            "default",
+            "--set",
+            "ring",
+            "--config",
+            r#"{"ring":{"order":"load"}}"#,
+        ])
+        .unwrap();
+        let Command::Swarm(SwarmCommand::Topology { set, config, .. }) = cli.command else {
+            panic!("topology");
+        };
+        assert_eq!(set, Some(Topology::Ring));
+        assert_eq!(config, Some(serde_json::json!({"ring": {"order": "load"}})));
+        assert!(matches!(
+            parse(&["swarm", "topology", "s", "--dot"]).unwrap().command,
+            Command::Swarm(SwarmCommand::Topology { dot: true, .. })
+        ));
+        assert!(parse(&["swarm", "topology", "s", "--dot", "--json"]).is_err());
+        let err = parse(&["swarm", "topology", "s", "--set", "blob"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"blob\" is not a topology; use one of star, mesh, hierarchical, ring"),
+            "{err}"
+        );
+        let err = parse(&["swarm", "topology", "s", "--config", "[1]"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a JSON object of sections"), "{err}");
+        let err = parse(&["swarm", "topology", "s", "--config", "{ring"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn msg_send_takes_a_body_and_request_options() {
+        let cli = parse(&[
+            "msg",
+            "send",
+            "coder-1",
+            "--body",
+            "-",
+            "--priority",
+            "critical",
+            "--topic",
+            "reviews",
+            "--ttl",
+            "30s",
+            "--request",
+            "--timeout",
+            "10s",
+            "--swarm",
+            "builders",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Msg(MsgCommand::Send(s)) = cli.command else {
+            panic!("send");
+        };
+        assert_eq!(s.agent, "coder-1");
+        assert_eq!(s.message.body, "-");
+        assert_eq!(s.message.priority, MessagePriority::Critical);
+        assert_eq!(s.message.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(s.topic.as_deref(), Some("reviews"));
+        assert!(s.request && s.out.json);
+        assert_eq!(s.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(s.find.swarm.as_deref(), Some("builders"));
+        let cli = parse(&["msg", "send", "a", "--body", "hello there"]).unwrap();
+        let Command::Msg(MsgCommand::Send(s)) = cli.command else {
+            panic!("send");
+        };
+        assert_eq!(s.message.priority, MessagePriority::Normal);
+        assert!(!s.request && s.timeout.is_none() && s.message.ttl.is_none());
+        // --timeout is for requests; a body is required; priorities and durations are checked.
+        assert!(parse(&["msg", "send", "a", "--body", "x", "--timeout", "1s"]).is_err());
+        assert!(parse(&["msg", "send", "a"]).is_err());
+        let err = parse(&["msg", "send", "a", "--body", "x", "--priority", "urgent"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("critical, high, normal, low"), "{err}");
+        assert!(parse(&["msg", "send", "a", "--body", "x", "--ttl", "30"]).is_err());
+    }
+
+    #[test]
+    fn msg_publish_broadcast_and_tail() {
+        let cli = parse(&[
+            "msg",
+            "publish",
+            "default",
+            "builds.done",
+            "--body",
+            "{}",
+            "--priority",
+            "low",
+        ])
+        .unwrap();
+        let Command::Msg(MsgCommand::Publish {
+            swarm,
+            topic,
+            message,
+            out,
+        }) = cli.command
+        else {
+            panic!("publish");
+        };
+        assert_eq!((swarm.as_str(), topic.as_str()), ("default", "builds.done"));
+        assert_eq!(message.priority, MessagePriority::Low);
+        assert!(!out.json);
+        assert!(parse(&["msg", "publish", "default", "--body", "{}"]).is_err());
+        let cli = parse(&["msg", "broadcast", "default", "--body", "-1", "--json"]).unwrap();
+        let Command::Msg(MsgCommand::Broadcast { message, out, .. }) = cli.command else {
+            panic!("broadcast");
+        };
+        assert_eq!(message.body, "-1");
+        assert!(out.json);
+        let cli = parse(&[
+            "msg", "tail", "default", "--agent", "coder-1", "--topic", "builds.*", "--events",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Msg(MsgCommand::Tail {
+            swarm,
+            agent,
+            topic,
+            events,
+            out,
+        }) = cli.command
+        else {
+            panic!("tail");
+        };
+        assert_eq!(swarm, "default");
+        assert_eq!(agent.as_deref(), Some("coder-1"));
+        assert_eq!(topic.as_deref(), Some("builds.*"));
+        assert!(events && out.json);
+        assert!(matches!(
+            parse(&["msg", "tail", "s"]).unwrap().command,
+            Command::Msg(MsgCommand::Tail {
+                agent: None,
+                topic: None,
+                events: false,
+                ..
+            })
+        ));
+        assert!(parse(&["msg", "tail"]).is_err());
+    }
+
+    #[test]
+    fn msg_list_dead_retry_and_subscribe() {
+        let cli = parse(&[
+            "msg",
+            "list",
+            "coder-1",
+            "--direction",
+            "in",
+            "--status",
+            "dead",
+            "--limit",
+            "10",
+        ])
+        .unwrap();
+        let Command::Msg(MsgCommand::List {
+            agent,
+            direction,
+            status,
+            limit,
+            ..
+        }) = cli.command
+        else {
+            panic!("list");
+        };
+        assert_eq!(agent, "coder-1");
+        assert_eq!(direction, DirectionArg::In);
+        assert_eq!(status, Some(MessageStatus::Dead));
+        assert_eq!(limit, 10);
+        assert!(matches!(
+            parse(&["msg", "list", "a"]).unwrap().command,
+            Command::Msg(MsgCommand::List {
+                direction: DirectionArg::Both,
+                status: None,
+                limit: 50,
+                ..
+            })
+        ));
+        assert!(parse(&["msg", "list", "a", "--direction", "sideways"]).is_err());
+        let err = parse(&["msg", "list", "a", "--status", "lost"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pending, delivered, acked, dead"), "{err}");
+        assert!(parse(&["msg", "list", "a", "--limit", "0"]).is_err());
+        assert!(matches!(
+            parse(&["msg", "dead", "default", "--json"])
+                .unwrap()
+                .command,
+            Command::Msg(MsgCommand::Dead {
+                limit: 50,
+                out: JsonFlag { json: true },
+                ..
+            })
+        ));
+        let id = "0190b6e4-0000-7000-8000-000000000001";
+        let Command::Msg(MsgCommand::Retry { id: parsed, .. }) =
+            parse(&["msg", "retry", id]).unwrap().command
+        else {
+            panic!("retry");
+        };
+        assert_eq!(parsed.to_string(), id);
+        assert!(parse(&["msg", "retry", "not-an-id"]).is_err());
+        let Command::Msg(MsgCommand::Subscribe {
+            agent,
+            topics,
+            clear,
+            ..
+        }) = parse(&["msg", "subscribe", "coder-1", "builds.*", "health"])
+            .unwrap()
+            .command
+        else {
+            panic!("subscribe");
+        };
+        assert_eq!(agent, "coder-1");
+        assert_eq!(topics, ["builds.*", "health"]);
+        assert!(!clear);
+        assert!(matches!(
+            parse(&["msg", "subscribe", "coder-1"]).unwrap().command,
+            Command::Msg(MsgCommand::Subscribe { ref topics, clear: false, .. }) if topics.is_empty()
+        ));
+        assert!(parse(&["msg", "subscribe", "a", "--clear"]).is_ok());
+        assert!(parse(&["msg", "subscribe", "a", "t", "--clear"]).is_err());
     }
 
     #[test]

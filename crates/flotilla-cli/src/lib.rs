@@ -1,5 +1,5 @@
 //! The `flotilla` binary: the coordinator (`serve`, and `up` with a fleet file), the CLI of its
-//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`) and an agent host (`worker`).
+//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`, `msg`) and an agent host (`worker`).
 
 pub mod cli;
 pub mod commands;

@@ -6,18 +6,23 @@ use std::time::Duration;
 
 use flotilla_core::api::HeartbeatAck;
 use flotilla_core::api::{
-    BatchSubmitted, CancelRequest, FleetApplied, FleetSpec, LookupRequest, LookupResponse,
-    OrchestratorInfo, Page, PoolPut, Registration, RetryRequest, SwarmHealth, SwarmView,
+    BatchSubmitted, CancelRequest, DelegateRequest, Delegated, Exchange, FleetApplied, FleetSpec,
+    LookupRequest, LookupResponse, MessageStatusUpdate, MessagesUpdated, OrchestratorInfo, Page,
+    PoolPut, Registration, RetryRequest, Subscriptions, SwarmHealth, SwarmView, TopologyChange,
 };
+use flotilla_core::topology::TopologyView;
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, CompletionReport, Event, EventKind, FailureReport,
-    Heartbeat, Json, LifecycleRequest, Operation, Pool, PoolSpec, Progress, SwarmSpec, SwarmUpdate,
-    Task, TaskId, TaskSpec, TaskStatus,
+    Heartbeat, Json, LifecycleRequest, Message, MessageId, MessageKind, MessageSpec, MessageStatus,
+    Operation, Pool, PoolSpec, Progress, Sent, SwarmSpec, SwarmUpdate, Task, TaskId, TaskSpec,
+    TaskStatus,
 };
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
+use crate::message_socket::MessageSocket;
+use crate::message_stream::MessageStream;
 
 /// Timeout of an ordinary request (long polls get their wait plus [`LONG_POLL_MARGIN`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -27,6 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// The longest wait the API accepts, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
+/// How long a request waits for its response when its spec does not say (the swarm's
+/// default, unless changed).
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of following a log: in effect none (a year).
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -82,6 +90,77 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// Which of an agent's messages [`Client::message_history`] lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageDirection {
+    /// Those it received.
+    In,
+    /// Those it sent.
+    Out,
+    /// Both (the default).
+    #[default]
+    Both,
+}
+
+impl MessageDirection {
+    /// The direction as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageDirection::In => "in",
+            MessageDirection::Out => "out",
+            MessageDirection::Both => "both",
+        }
+    }
+}
+
+/// Filters of [`Client::message_history`] and [`Client::swarm_messages`]; every field is
+/// optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MessageQuery {
+    /// An agent's received or sent messages (not for a swarm's).
+    pub direction: Option<MessageDirection>,
+    /// Only messages with this status (`dead`: the dead-letter list).
+    pub status: Option<MessageStatus>,
+    /// Only messages published to this topic.
+    pub topic: Option<String>,
+    /// Page size, 1–1000 (the coordinator's default, 100, when `None`).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl MessageQuery {
+    /// `url` with the filters as its query.
+    fn apply(&self, mut url: Url) -> Url {
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(d) = self.direction {
+                q.append_pair("direction", d.as_str());
+            }
+            if let Some(s) = self.status {
+                q.append_pair("status", s.as_str());
+            }
+            if let Some(t) = &self.topic {
+                q.append_pair("topic", t);
+            }
+            if let Some(l) = self.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &self.cursor {
+                q.append_pair("cursor", c);
+            }
+        }
+        strip_empty_query(&mut url);
+        url
+    }
+}
+
+/// The answer of `DELETE /agents/{id}/messages`.
+#[derive(Deserialize)]
+struct Cleared {
+    cleared: u64,
 }
 
 /// The body of `POST /tasks/{id}/progress` as the API documents it (`reported_at` is the
@@ -617,18 +696,7 @@ impl Client {
             .append_pair("tail", &tail.to_string());
         // No overall timeout: the answer lasts as long as the agent runs.
         let req = self.req(Method::GET, &url).timeout(FOLLOW_TIMEOUT);
-        let response = req
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
-            return Err(ClientError::from_response(status.as_u16(), &body));
-        }
+        let response = self.send_streaming(req).await?;
         Ok(LogStream {
             response,
             base: self.base_url().to_owned(),
@@ -643,6 +711,269 @@ impl Client {
         let url = self.url(&["fleet"]);
         let body = self.send(self.req(Method::PUT, &url).json(fleet)).await?;
         decode(&url, &body)
+    }
+
+    // ----- topology and delegation -----
+
+    /// `GET /swarms/{swarm}/topology`: the swarm's graph (nodes with roles, edges, leader, the
+    /// ring's token).
+    pub async fn topology(&self, swarm: &str) -> Result<TopologyView, ClientError> {
+        self.get_json(&self.url(&["swarms", swarm, "topology"]))
+            .await
+    }
+
+    /// `GET /swarms/{swarm}/topology?format=dot`: the swarm's graph in Graphviz DOT.
+    pub async fn topology_dot(&self, swarm: &str) -> Result<String, ClientError> {
+        let mut url = self.url(&["swarms", swarm, "topology"]);
+        url.query_pairs_mut().append_pair("format", "dot");
+        let body = self.send(self.req(Method::GET, &url)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `PUT /swarms/{swarm}/topology` (admin): changes the topology live, and settings given
+    /// in `change.config` (sections left out keep their values); answers the new graph.
+    pub async fn set_topology(
+        &self,
+        swarm: &str,
+        change: &TopologyChange,
+    ) -> Result<TopologyView, ClientError> {
+        let url = self.url(&["swarms", swarm, "topology"]);
+        let body = self.send(self.req(Method::PUT, &url).json(change)).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /tasks/{id}/delegate`: the agent running the task splits it into subtasks (with
+    /// the admin token, `request.agent_id` names that agent); the task waits for them.
+    pub async fn delegate_task(
+        &self,
+        task: TaskId,
+        request: &DelegateRequest,
+    ) -> Result<Delegated, ClientError> {
+        let url = self.url(&["tasks", &task.to_string(), "delegate"]);
+        let body = self
+            .send(self.req(Method::POST, &url).json(request))
+            .await?;
+        decode(&url, &body)
+    }
+
+    // ----- messages -----
+
+    /// `POST /agents/{id}/messages`: sends a message to agent `to`, from the calling agent (or
+    /// from the operator, with the admin token). The topology may forbid it (403).
+    pub async fn send_message(
+        &self,
+        to: AgentId,
+        spec: &MessageSpec,
+    ) -> Result<Message, ClientError> {
+        let url = self.url(&["agents", &to.to_string(), "messages"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /agents/{id}/messages?wait=true`: sends `spec` to agent `to` as a request (whatever
+    /// its kind) and waits for the response, up to `spec.timeout` (the swarm's default when
+    /// `None`, 30 s unless changed: give a timeout to wait longer). Without a response in time
+    /// the error is a 504 ([`ClientError::is_request_timeout`]); the request stays sent.
+    pub async fn request(&self, to: AgentId, spec: &MessageSpec) -> Result<Exchange, ClientError> {
+        let mut url = self.url(&["agents", &to.to_string(), "messages"]);
+        url.query_pairs_mut().append_pair("wait", "true");
+        let spec = MessageSpec {
+            kind: Some(MessageKind::Request),
+            ..spec.clone()
+        };
+        let wait = spec.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let req = self
+            .req(Method::POST, &url)
+            .json(&spec)
+            .timeout(wait + LONG_POLL_MARGIN);
+        let body = self.send(req).await?;
+        decode(&url, &body)
+    }
+
+    /// `PUT /agents/{id}/messages`: broadcasts from agent `from` to every agent its topology
+    /// lets it reach (with the agent's own token, or the admin's).
+    pub async fn broadcast_from(
+        &self,
+        from: AgentId,
+        spec: &MessageSpec,
+    ) -> Result<Sent, ClientError> {
+        let url = self.url(&["agents", &from.to_string(), "messages"]);
+        let body = self.send(self.req(Method::PUT, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /swarms/{swarm}/messages`: broadcasts to every agent of the swarm (from an
+    /// agent's token: to those its topology lets it reach).
+    pub async fn broadcast(&self, swarm: &str, spec: &MessageSpec) -> Result<Sent, ClientError> {
+        let url = self.url(&["swarms", swarm, "messages"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /swarms/{swarm}/topics/{topic}`: publishes to the agents of the swarm subscribed
+    /// to a pattern matching `topic`.
+    pub async fn publish(
+        &self,
+        swarm: &str,
+        topic: &str,
+        spec: &MessageSpec,
+    ) -> Result<Sent, ClientError> {
+        let url = self.url(&["swarms", swarm, "topics", topic]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /agents/{id}/messages`: one page of an agent's messages, sent and received, newest
+    /// first.
+    pub async fn message_history(
+        &self,
+        agent: AgentId,
+        query: &MessageQuery,
+    ) -> Result<Page<Message>, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "messages"]);
+        self.get_json(&query.apply(url)).await
+    }
+
+    /// `GET /swarms/{swarm}/messages` (admin): one page of a swarm's messages, newest first;
+    /// with `status: Some(Dead)`, the dead-letter list. `query.direction` must be `None`.
+    pub async fn swarm_messages(
+        &self,
+        swarm: &str,
+        query: &MessageQuery,
+    ) -> Result<Page<Message>, ClientError> {
+        let url = self.url(&["swarms", swarm, "messages"]);
+        self.get_json(&query.apply(url)).await
+    }
+
+    /// `DELETE /agents/{id}/messages`: empties an agent's inbox (messages it took and has not
+    /// acknowledged stay until it does); answers how many were cleared.
+    pub async fn clear_messages(&self, agent: AgentId) -> Result<u64, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "messages"]);
+        let body = self.send(self.req(Method::DELETE, &url)).await?;
+        decode::<Cleared>(&url, &body).map(|c| c.cleared)
+    }
+
+    /// `PATCH /agents/{id}/messages` with `acked`: the agent is done with these messages;
+    /// answers those changed (others were not its own, or not delivered to it).
+    pub async fn ack_messages(
+        &self,
+        agent: AgentId,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageId>, ClientError> {
+        self.update_messages(agent, ids, MessageStatus::Acked).await
+    }
+
+    /// `PATCH /agents/{id}/messages` with `pending`: gives messages back, to be delivered again
+    /// later; answers those changed.
+    pub async fn nack_messages(
+        &self,
+        agent: AgentId,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageId>, ClientError> {
+        self.update_messages(agent, ids, MessageStatus::Pending)
+            .await
+    }
+
+    /// `GET /agents/{id}/messages/next?wait=&max=`: takes up to `max` (1–1000) of the agent's
+    /// next messages, most urgent first, waiting up to `wait` (at most 60 s) for one; empty
+    /// when none came. Each must be acknowledged within the swarm's ack timeout.
+    pub async fn receive_messages(
+        &self,
+        agent: AgentId,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<Message>, ClientError> {
+        let wait = wait.min(Duration::from_secs(MAX_WAIT_SECS));
+        let mut url = self.url(&["agents", &agent.to_string(), "messages", "next"]);
+        url.query_pairs_mut()
+            .append_pair("wait", &(wait.as_millis() as f64 / 1000.0).to_string())
+            .append_pair("max", &max.to_string());
+        let req = self.req(Method::GET, &url).timeout(wait + LONG_POLL_MARGIN);
+        let body = self.send(req).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /agents/{id}/messages/ws?max_in_flight=`: opens the agent's message WebSocket,
+    /// which pushes messages as they arrive, at most `max_in_flight` (1–1000) unacknowledged
+    /// at a time. `http://` coordinators only.
+    pub async fn message_socket(
+        &self,
+        agent: AgentId,
+        max_in_flight: usize,
+    ) -> Result<MessageSocket, ClientError> {
+        let mut url = self.url(&["agents", &agent.to_string(), "messages", "ws"]);
+        url.query_pairs_mut()
+            .append_pair("max_in_flight", &max_in_flight.to_string());
+        MessageSocket::connect(url, &self.token, self.base_url(), CONNECT_TIMEOUT).await
+    }
+
+    /// `GET /agents/{id}/subscriptions`: the agent's topic patterns.
+    pub async fn subscriptions(&self, agent: AgentId) -> Result<Vec<String>, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "subscriptions"]);
+        self.get_json::<Subscriptions>(&url).await.map(|s| s.topics)
+    }
+
+    /// `PUT /agents/{id}/subscriptions`: replaces the agent's topic patterns (`tasks.*`,
+    /// `health`, `*`; none to unsubscribe from everything); answers them as stored.
+    pub async fn subscribe(
+        &self,
+        agent: AgentId,
+        topics: &[String],
+    ) -> Result<Vec<String>, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "subscriptions"]);
+        let subs = Subscriptions {
+            topics: topics.to_vec(),
+        };
+        let body = self.send(self.req(Method::PUT, &url).json(&subs)).await?;
+        decode::<Subscriptions>(&url, &body).map(|s| s.topics)
+    }
+
+    /// `GET /messages/{id}`.
+    pub async fn get_message(&self, id: MessageId) -> Result<Message, ClientError> {
+        self.get_json(&self.url(&["messages", &id.to_string()]))
+            .await
+    }
+
+    /// `POST /messages/{id}/retry` (admin): puts a dead message back in its recipient's inbox.
+    pub async fn retry_message(&self, id: MessageId) -> Result<Message, ClientError> {
+        let url = self.url(&["messages", &id.to_string(), "retry"]);
+        let body = self.send(self.req(Method::POST, &url)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /swarms/{swarm}/messages/stream` (admin): the swarm's messages as they are sent,
+    /// only those to or from `agent` and on topics matching `topic` if given, and with
+    /// `events` its fleet events too, until the coordinator ends the stream or the
+    /// [`MessageStream`] is dropped.
+    pub async fn follow_messages(
+        &self,
+        swarm: &str,
+        agent: Option<AgentId>,
+        topic: Option<&str>,
+        events: bool,
+    ) -> Result<MessageStream, ClientError> {
+        let mut url = self.url(&["swarms", swarm, "messages", "stream"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(a) = agent {
+                q.append_pair("agent", &a.to_string());
+            }
+            if let Some(t) = topic {
+                q.append_pair("topic", t);
+            }
+            if events {
+                q.append_pair("events", "true");
+            }
+        }
+        strip_empty_query(&mut url);
+        // No overall timeout: the stream lasts as long as it is followed (a silent connection
+        // is noticed by the stream itself).
+        let req = self
+            .req(Method::GET, &url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(FOLLOW_TIMEOUT);
+        let response = self.send_streaming(req).await?;
+        Ok(MessageStream::new(response, self.base_url()))
     }
 
     // ----- events and orchestrator -----
@@ -797,6 +1128,41 @@ impl Client {
                 _ => return Ok(items),
             }
         }
+    }
+
+    /// Sends a request whose answer is read as it comes: the response once its status is a
+    /// success, the API's error otherwise.
+    async fn send_streaming(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+            return Err(ClientError::from_response(status.as_u16(), &body));
+        }
+        Ok(response)
+    }
+
+    async fn update_messages(
+        &self,
+        agent: AgentId,
+        ids: &[MessageId],
+        status: MessageStatus,
+    ) -> Result<Vec<MessageId>, ClientError> {
+        let url = self.url(&["agents", &agent.to_string(), "messages"]);
+        let update = MessageStatusUpdate {
+            ids: ids.to_vec(),
+            status,
+        };
+        let body = self
+            .send(self.req(Method::PATCH, &url).json(&update))
+            .await?;
+        decode::<MessagesUpdated>(&url, &body).map(|u| u.updated)
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
@@ -988,6 +1354,28 @@ mod tests {
         assert_eq!(wait_secs(Duration::from_secs(30)), 30);
         assert_eq!(wait_secs(Duration::from_millis(30_500)), 31);
         assert_eq!(wait_secs(Duration::from_secs(600)), 60);
+    }
+
+    #[test]
+    fn message_queries_become_the_documented_parameters() {
+        let c = Client::new("http://127.0.0.1:7171", "t").unwrap();
+        let agent = "0190b6e4-0000-7000-8000-000000000001";
+        let url = c.url(&["agents", agent, "messages"]);
+        assert_eq!(
+            MessageQuery::default().apply(url.clone()).as_str(),
+            format!("http://127.0.0.1:7171/api/v1/agents/{agent}/messages")
+        );
+        let q = MessageQuery {
+            direction: Some(MessageDirection::In),
+            status: Some(MessageStatus::Dead),
+            topic: Some("builds.done".into()),
+            limit: Some(20),
+            cursor: Some("c/1".into()),
+        };
+        assert_eq!(
+            q.apply(url).query(),
+            Some("direction=in&status=dead&topic=builds.done&limit=20&cursor=c%2F1")
+        );
     }
 
     #[test]

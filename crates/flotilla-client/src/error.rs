@@ -39,6 +39,13 @@ pub enum ClientError {
         /// What could not be read.
         message: String,
     },
+    /// The coordinator reported a failure on an agent's message socket
+    /// ([`crate::MessageSocket`]); it closes the socket after one.
+    #[error("the message socket failed: {message}")]
+    Socket {
+        /// What the coordinator said.
+        message: String,
+    },
     /// The base URL given to [`crate::Client::new`] is not usable.
     #[error("invalid coordinator URL {url:?}: {message}")]
     InvalidUrl {
@@ -76,6 +83,12 @@ impl ClientError {
         self.status() == Some(409)
     }
 
+    /// Whether a request sent with [`crate::Client::request`] got no response in time (504
+    /// `request_timeout`; the request stays sent, and its recipient may still answer later).
+    pub fn is_request_timeout(&self) -> bool {
+        self.status() == Some(504) && self.code() == Some("request_timeout")
+    }
+
     /// Whether the same request may succeed later: no answer at all, a timeout, 408, 429 or a
     /// 5xx status (503 `unavailable` means nothing was accepted).
     pub fn is_transient(&self) -> bool {
@@ -84,7 +97,9 @@ impl ClientError {
             ClientError::Api { status, .. } => {
                 matches!(*status, 408 | 429) || (500..600).contains(status)
             }
-            ClientError::Decode { .. } | ClientError::InvalidUrl { .. } => false,
+            ClientError::Decode { .. }
+            | ClientError::InvalidUrl { .. }
+            | ClientError::Socket { .. } => false,
         }
     }
 
@@ -120,9 +135,12 @@ impl ClientError {
 
     /// Builds the error for a request that got no answer.
     pub(crate) fn from_reqwest(base: &str, err: &reqwest::Error) -> ClientError {
-        let cause = root_cause(err);
-        let connect = err.is_connect();
-        let timeout = err.is_timeout();
+        ClientError::no_answer(base, &root_cause(err), err.is_connect(), err.is_timeout())
+    }
+
+    /// Builds the error for a request that got no answer, from what went wrong (`cause`):
+    /// whether the connection could not be made, or the answer did not come in time.
+    pub(crate) fn no_answer(base: &str, cause: &str, connect: bool, timeout: bool) -> ClientError {
         let message = if connect {
             format!(
                 "cannot reach the coordinator at {base}: {cause} — is `flotilla serve` running? \
@@ -137,6 +155,16 @@ impl ClientError {
             url: base.to_owned(),
             message: one_line(&message),
             connect,
+            timeout,
+        }
+    }
+
+    /// Builds the error for a connection that broke or fell silent, said in `message`.
+    pub(crate) fn lost(base: &str, message: &str, timeout: bool) -> ClientError {
+        ClientError::Http {
+            url: base.to_owned(),
+            message: one_line(message),
+            connect: false,
             timeout,
         }
     }

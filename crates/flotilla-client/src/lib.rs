@@ -9,6 +9,11 @@
 //!   that exists already (a managed agent in `daemon` mode).
 //! - Managed agents: [`Client::put_pool`], [`Client::spawn_agent`], [`Client::agent_lifecycle`],
 //!   [`Client::agent_logs`], [`Client::follow_agent_logs`] and [`Client::apply_fleet`].
+//! - Messages between agents: [`Client::send_message`], [`Client::request`] (and wait for the
+//!   response), [`Client::publish`], [`Client::broadcast`], receiving by long poll
+//!   ([`Client::receive_messages`], then [`Client::ack_messages`]) or WebSocket
+//!   ([`Client::message_socket`]), and a swarm's traffic live ([`Client::follow_messages`]).
+//! - Topologies: [`Client::topology`], [`Client::set_topology`], [`Client::delegate_task`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flotilla_client::ClientError> {
@@ -26,7 +31,12 @@
 
 mod client;
 mod error;
+mod message_socket;
+mod message_stream;
+mod sse;
 pub mod worker;
 
-pub use client::{Client, EventQuery, LogStream, TaskQuery};
+pub use client::{Client, EventQuery, LogStream, MessageDirection, MessageQuery, TaskQuery};
 pub use error::ClientError;
+pub use message_socket::MessageSocket;
+pub use message_stream::{MessageStream, StreamItem};

@@ -482,9 +482,9 @@ pub struct Delegated {
 }
 
 /// What the coordinator sends on an agent's message WebSocket
-/// (`GET /agents/{id}/messages/ws`).
+/// (`GET /agents/{id}/messages/ws`): `{"type": "messages" | "updated" | "error", …}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "FrameWire")]
 pub enum ServerFrame {
     /// Messages taken for the agent: acknowledge each.
     Messages {
@@ -501,6 +501,43 @@ pub enum ServerFrame {
         /// Why.
         message: String,
     },
+}
+
+/// A frame as read: the tag beside the fields. A `type`-tagged enum is read through serde's
+/// buffered content, which cannot hold the raw JSON text of a message's body; this flat form is
+/// read directly (the same reason as `Task`'s wire form).
+#[derive(Deserialize)]
+struct FrameWire {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    messages: Option<Vec<crate::message::Message>>,
+    #[serde(default)]
+    ids: Option<Vec<crate::ids::MessageId>>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl TryFrom<FrameWire> for ServerFrame {
+    type Error = String;
+
+    fn try_from(w: FrameWire) -> Result<Self, String> {
+        let missing = |field: &str| format!("a {} frame needs `{field}`", w.kind);
+        match w.kind.as_str() {
+            "messages" => Ok(ServerFrame::Messages {
+                messages: w.messages.ok_or_else(|| missing("messages"))?,
+            }),
+            "updated" => Ok(ServerFrame::Updated {
+                ids: w.ids.ok_or_else(|| missing("ids"))?,
+            }),
+            "error" => Ok(ServerFrame::Error {
+                message: w.message.clone().ok_or_else(|| missing("message"))?,
+            }),
+            other => Err(format!(
+                "unknown frame type {other:?}; expected messages, updated or error"
+            )),
+        }
+    }
 }
 
 /// What an agent sends on its message WebSocket.

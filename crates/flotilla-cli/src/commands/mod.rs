@@ -11,12 +11,15 @@ pub mod alerts;
 pub mod bench;
 pub mod checkpoint;
 pub mod fleet;
+pub mod msg;
 pub mod pool;
 pub mod resources;
 pub mod run;
 pub mod serve;
 pub mod swarm;
+pub mod tail;
 pub mod task;
+pub mod topology;
 pub mod worker;
 
 /// Runs the parsed command line; the exit code on success, an error to print otherwise.
@@ -33,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&global, args).await,
         Command::Worker(args) => worker::run(&global, args).await,
         Command::Checkpoint(cmd) => checkpoint::run(&global, cmd).await,
+        Command::Msg(cmd) => msg::run(&global, cmd).await,
         Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Resources(args) => resources::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),

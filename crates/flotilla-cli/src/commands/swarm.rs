@@ -1,4 +1,5 @@
-//! `flotilla swarm create|list|show|update|delete`.
+//! `flotilla swarm create|list|show|update|delete|scale` (and `topology`, in
+//! [`super::topology`]).
 
 use std::process::ExitCode;
 
@@ -126,6 +127,22 @@ pub async fn run(global: &GlobalArgs, cmd: SwarmCommand) -> Result<ExitCode> {
             } else {
                 output::line(&describe_scale(&swarm, &answer))?;
             }
+        }
+        SwarmCommand::Topology {
+            swarm,
+            set,
+            config,
+            dot,
+            out,
+        } => {
+            let args = super::topology::TopologyArgs {
+                swarm,
+                set,
+                config,
+                dot,
+                json: out.json,
+            };
+            super::topology::run(&client, args).await?;
         }
         SwarmCommand::Delete { swarm, force } => {
             client.delete_swarm(&swarm, force).await?;

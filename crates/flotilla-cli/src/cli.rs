@@ -127,6 +127,36 @@ pub struct ResourcesArgs {
     pub out: JsonFlag,
 }
 
+/// The message bus's options of `flotilla serve` and `flotilla up` (see docs/messaging.md).
+#[derive(Debug, Clone, Args)]
+pub struct BusFlags {
+    /// Where committed events and messages are published: `memory` (in this process) or
+    /// `redis://host:port` (shared by several coordinators and anything that subscribes).
+    #[arg(
+        long,
+        default_value = "memory",
+        env = "FLOTILLA_BUS",
+        value_name = "URL"
+    )]
+    pub bus: String,
+    /// Largest message body an agent or operator may send.
+    #[arg(long, default_value = "256KiB", value_parser = crate::fleet_file::parse_size, value_name = "SIZE")]
+    pub message_max_bytes: u64,
+    /// Append a JSON line per message sent and acknowledged to this file (who, what, when;
+    /// never the body).
+    #[arg(long, value_name = "FILE")]
+    pub message_audit: Option<PathBuf>,
+}
+
+impl BusFlags {
+    /// Applies these options to a coordinator's configuration.
+    pub fn apply(&self, config: &mut flotilla_server::ServerConfig) {
+        config.bus = self.bus.clone();
+        config.message_max_bytes = usize::try_from(self.message_max_bytes).unwrap_or(usize::MAX);
+        config.message_audit = self.message_audit.clone();
+    }
+}
+
 /// The resource manager's options of `flotilla serve` and `flotilla up`.
 #[derive(Debug, Clone, Args)]
 pub struct ResourceFlags {
@@ -240,6 +270,9 @@ pub struct ServeArgs {
     /// The resource manager (see docs/resources.md).
     #[command(flatten)]
     pub resources: ResourceFlags,
+    /// The message bus (see docs/messaging.md).
+    #[command(flatten)]
+    pub bus: BusFlags,
 }
 
 /// `flotilla up`.
@@ -262,6 +295,9 @@ pub struct UpArgs {
     /// The resource manager (see docs/resources.md).
     #[command(flatten)]
     pub resources: ResourceFlags,
+    /// The message bus (see docs/messaging.md).
+    #[command(flatten)]
+    pub bus: BusFlags,
 }
 
 /// `flotilla apply`.
@@ -1034,6 +1070,10 @@ pub struct SubmitArgs {
     /// Tasks with the same key prefer the same agent.
     #[arg(long, value_name = "KEY")]
     pub affinity_key: Option<String>,
+    /// Run it one at a time with the swarm's other ordered tasks, in submission order (in a
+    /// ring, by the token's holder; see docs/topologies.md).
+    #[arg(long)]
+    pub ordered: bool,
     /// Wait for the task to finish and print its result; exit 1 if it did not complete.
     #[arg(long)]
     pub wait: bool,

@@ -18,6 +18,13 @@
 //! memory_limit = "1GiB"             # unhealthy above (degraded from 90%); managed agents
 //!                                   # default to their template's memory limit
 //!
+//! [swarms.default.ring]             # a topology's settings (star, mesh, hierarchical, ring;
+//! order = "load"                    # see docs/topologies.md), durations in human units
+//! token_timeout = "10s"
+//!
+//! [swarms.default.messaging]        # message delivery (docs/messaging.md)
+//! ack_timeout = "1m"
+//!
 //! [swarms.default.recovery]         # how failed managed agents come back (all optional)
 //! restart = true
 //! backoff_initial = "1s"            # doubling with each restart in a row…
@@ -204,7 +211,56 @@ const SWARM_KEYS: &[&str] = &[
     "affinity_wait",
     "health",
     "recovery",
+    "star",
+    "mesh",
+    "hierarchical",
+    "ring",
+    "messaging",
     "pools",
+];
+/// Keys of `[swarms.S.star|mesh|hierarchical|ring]` and `[swarms.S.messaging]`, and which of
+/// them are durations (written `"5s"` here, `_ms` in the API).
+const SECTION_KEYS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "star",
+        &["coordinator_count", "max_workers", "failover_coordinator"],
+        &[],
+    ),
+    (
+        "mesh",
+        &[
+            "connection_strategy",
+            "neighbours",
+            "gossip_interval",
+            "routing",
+        ],
+        &["gossip_interval"],
+    ),
+    ("hierarchical", &["levels", "parent_child_ratio"], &[]),
+    (
+        "ring",
+        &["order", "token_timeout", "skip_unhealthy"],
+        &["token_timeout"],
+    ),
+    (
+        "messaging",
+        &[
+            "ack_timeout",
+            "max_deliveries",
+            "retry_initial",
+            "retry_max",
+            "default_ttl",
+            "request_timeout",
+            "max_inbox",
+        ],
+        &[
+            "ack_timeout",
+            "retry_initial",
+            "retry_max",
+            "default_ttl",
+            "request_timeout",
+        ],
+    ),
 ];
 const HEALTH_KEYS: &[&str] = &[
     "error_rate_threshold",
@@ -431,6 +487,10 @@ impl Cx<'_> {
                     config_given = true;
                     self.recovery(v, &kp, &mut config.recovery);
                 }
+                section @ ("star" | "mesh" | "hierarchical" | "ring" | "messaging") => {
+                    config_given = true;
+                    self.section(section, v, &kp, &mut config);
+                }
                 "pools" => {
                     let Some(pools) = self.table(v, &kp) else {
                         continue;
@@ -573,6 +633,102 @@ impl Cx<'_> {
                 _ => self.unknown(k, path, RECOVERY_KEYS),
             }
         }
+    }
+
+    /// `[swarms.S.star]`, `.mesh`, `.hierarchical`, `.ring` (a topology's settings, see
+    /// docs/topologies.md) and `.messaging` (docs/messaging.md): the API's fields, with
+    /// durations in human units instead of `_ms` numbers.
+    fn section(&mut self, section: &str, value: &Value<'_>, path: &str, config: &mut SwarmConfig) {
+        let Some(table) = self.table(value, path) else {
+            return;
+        };
+        let (_, keys, durations) = SECTION_KEYS
+            .iter()
+            .find(|(name, _, _)| *name == section)
+            .expect("a known section");
+        // The section as the API writes it, over the current values.
+        let mut current = match section {
+            "messaging" => serde_json::to_value(&config.messaging),
+            "star" => serde_json::to_value(&config.topology.star),
+            "mesh" => serde_json::to_value(&config.topology.mesh),
+            "hierarchical" => serde_json::to_value(&config.topology.hierarchical),
+            _ => serde_json::to_value(&config.topology.ring),
+        }
+        .expect("settings serialize");
+        let fields = current.as_object_mut().expect("settings are an object");
+        let before = self.errors.len();
+        for (k, v) in table.iter() {
+            let name: &str = k.get_ref();
+            let kp = join(path, name);
+            if !keys.contains(&name) {
+                self.unknown(k, path, keys);
+                continue;
+            }
+            if durations.contains(&name) {
+                if let Some(d) = self.duration(v, &kp) {
+                    fields.insert(
+                        format!("{name}_ms"),
+                        serde_json::json!(d.as_millis() as u64),
+                    );
+                }
+            } else if let Some(j) = self.plain_json(v, &kp) {
+                fields.insert(name.to_owned(), j);
+            }
+        }
+        if self.errors.len() > before {
+            return;
+        }
+        let mut read = |v: serde_json::Value| -> Result<(), String> {
+            match section {
+                "messaging" => {
+                    config.messaging = serde_json::from_value(v).map_err(|e| e.to_string())?
+                }
+                "star" => {
+                    config.topology.star = serde_json::from_value(v).map_err(|e| e.to_string())?
+                }
+                "mesh" => {
+                    config.topology.mesh = serde_json::from_value(v).map_err(|e| e.to_string())?
+                }
+                "hierarchical" => {
+                    config.topology.hierarchical =
+                        serde_json::from_value(v).map_err(|e| e.to_string())?
+                }
+                _ => config.topology.ring = serde_json::from_value(v).map_err(|e| e.to_string())?,
+            }
+            Ok(())
+        };
+        if let Err(e) = read(current) {
+            self.err(value.span(), path, e);
+        }
+    }
+
+    /// A value as JSON: strings, numbers, booleans, arrays and tables of them.
+    fn plain_json(&mut self, v: &Value<'_>, path: &str) -> Option<serde_json::Value> {
+        Some(match v.get_ref() {
+            DeValue::String(s) => serde_json::Value::String(s.to_string()),
+            DeValue::Boolean(b) => serde_json::Value::Bool(*b),
+            DeValue::Integer(_) => serde_json::json!(self.count(v, path, 0, u32::MAX)?),
+            DeValue::Float(_) => serde_json::json!(self.number(v, path)?),
+            DeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.plain_json(item, &format!("{path}[{i}]"))?);
+                }
+                serde_json::Value::Array(out)
+            }
+            DeValue::Table(t) => {
+                let mut out = serde_json::Map::new();
+                for (k, item) in t.iter() {
+                    let name: &str = k.get_ref();
+                    out.insert(name.to_owned(), self.plain_json(item, &join(path, name))?);
+                }
+                serde_json::Value::Object(out)
+            }
+            _ => {
+                self.mismatch(v, path, "a string, number, true/false, array or table");
+                return None;
+            }
+        })
     }
 
     /// `[swarms.S.pools.P.checkpoints]`: how the pool's agents are checkpointed.
@@ -1714,6 +1870,60 @@ agent.cpu = 2
         assert_eq!(config.recovery.rollback_after, 2);
         assert_eq!(config.health.breaker_failures, 3);
         assert!(code.swarms[0].pools[0].checkpoints.after_each_task);
+    }
+
+    #[test]
+    fn topology_and_messaging_settings_are_read_and_checked() {
+        let d = ok(r#"
+[swarms.s]
+topology = "ring"
+
+[swarms.s.ring]
+order = "load"
+token_timeout = "10s"
+
+[swarms.s.mesh]
+connection_strategy = "nearest"
+gossip_interval = "250ms"
+
+[swarms.s.hierarchical]
+levels = [{ role = "coordinator", count = 1 }, { role = "worker" }]
+parent_child_ratio = 8
+
+[swarms.s.messaging]
+ack_timeout = "1m"
+default_ttl = "1h"
+max_deliveries = 3
+"#);
+        let s = &d.swarms[0];
+        assert_eq!(s.topology, Some(Topology::Ring));
+        let c = s.config.as_ref().unwrap();
+        assert_eq!(
+            c.topology.ring.order,
+            flotilla_core::topology::RingOrder::Load
+        );
+        assert_eq!(c.topology.ring.token_timeout, Duration::from_secs(10));
+        assert!(
+            c.topology.ring.skip_unhealthy,
+            "fields left out keep their defaults"
+        );
+        assert_eq!(c.topology.mesh.gossip_interval, Duration::from_millis(250));
+        assert_eq!(c.topology.hierarchical.levels.len(), 2);
+        assert_eq!(c.topology.hierarchical.parent_child_ratio, 8);
+        assert_eq!(c.messaging.ack_timeout, Duration::from_secs(60));
+        assert_eq!(c.messaging.default_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(c.messaging.max_deliveries, 3);
+        let e = error("[swarms.s.ring]\nspeed = 3\n");
+        assert!(
+            e.contains("swarms.s.ring.speed") && e.contains("token_timeout"),
+            "{e}"
+        );
+        let e = error("[swarms.s.ring]\norder = \"random\"\n");
+        assert!(e.contains("swarms.s.ring") && e.contains("random"), "{e}");
+        let e = error("[swarms.s.messaging]\nack_timeout = \"soon\"\n");
+        assert!(e.contains("swarms.s.messaging.ack_timeout"), "{e}");
+        let e = error("[swarms.s.ring]\ntoken_timeout = \"1ms\"\n");
+        assert!(e.contains("token_timeout_ms"), "{e}");
     }
 
     #[test]

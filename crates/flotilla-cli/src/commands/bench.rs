@@ -8,6 +8,9 @@
 //!   authentication and the event log, N connected agents over HTTP, M no-op tasks submitted
 //!   in batches or one by one; tasks per second end to end and latency percentiles.
 //!
+//! - `messages`: the message bus end to end (see `bench_messages.rs`), over the in-process bus
+//!   or Redis (`--bus`).
+//!
 //! Every scenario is bounded in count and time, uses only loopback and a temporary data
 //! directory, and stops by itself.
 
@@ -36,6 +39,8 @@ pub enum Scenario {
     Throughput,
     /// Managed agents: spawn N exec-mode agents running a trivial command, one task each.
     Spawn,
+    /// The message bus: messages per second and delivery latency, send to receive.
+    Messages,
     /// Every scenario.
     All,
 }
@@ -70,6 +75,12 @@ pub struct BenchArgs {
     /// How the store syncs commits (throughput).
     #[arg(long, value_enum, default_value = "full")]
     pub sync: crate::cli::Sync,
+    /// The bus (messages): `memory`, or `redis://host:port`.
+    #[arg(long, default_value = "memory", value_name = "URL")]
+    pub bus: String,
+    /// Messages in the flood (messages).
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -88,7 +99,7 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     samples.sort_unstable();
     let at = |q: f64| -> u64 {
         if samples.is_empty() {
@@ -205,6 +216,20 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             print_spawn(&report);
         }
         out.insert("spawn".into(), serde_json::to_value(&report)?);
+    }
+    if matches!(args.scenario, Scenario::Messages | Scenario::All) {
+        let report = super::bench_messages::messages(
+            &args.bus,
+            args.agents.unwrap_or(10),
+            args.messages,
+            args.submitters.max(1),
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
+        if !args.json {
+            super::bench_messages::print_messages(&report);
+        }
+        out.insert("messages".into(), serde_json::to_value(&report)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -42,14 +42,16 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let data_dir = config::data_dir(global)?;
-    let server = flotilla_server::start(ServerConfig {
+    let mut config = ServerConfig {
         listen: args.listen,
         sync: args.sync.into(),
         resources: args.resources.settings(),
         ..ServerConfig::new(data_dir.clone())
-    })
-    .await
-    .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
+    };
+    args.bus.apply(&mut config);
+    let server = flotilla_server::start(config)
+        .await
+        .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
     let url = server.url();
     let client = Client::new(&url, server.admin_token.clone())?;
     let applied = match client.apply_fleet(&spec).await {

@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command};
 pub mod agent;
 pub mod alerts;
 pub mod bench;
+pub mod bench_messages;
 pub mod checkpoint;
 pub mod fleet;
 pub mod msg;

@@ -204,8 +204,8 @@ async fn send(client: &Client, args: MsgSendArgs) -> Result<()> {
     let exchange = match client.request(agent.id, &spec).await {
         Ok(e) => e,
         Err(e) if timed_out(&e) => bail!(
-            "no response from {} within {wait}: the request stays in its inbox and it may still \
-             answer (see `flotilla msg list {}`) [{e}]",
+            "no response from {} within {wait}; give it longer with --timeout, or check it is \
+             running (`flotilla agent show {}`)",
             agent.name,
             agent.name
         ),

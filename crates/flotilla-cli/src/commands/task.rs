@@ -133,6 +133,7 @@ pub fn build_spec(args: &SubmitArgs, stdin: &mut dyn Read) -> Result<TaskSpec> {
         max_attempts: args.max_attempts,
         timeout: args.timeout,
         deadline,
+        ordered: args.ordered,
         ..TaskSpec::default()
     })
 }
@@ -377,6 +378,25 @@ pub fn describe(t: &Task) -> String {
     }
     if t.affinity_key.is_some() {
         rows.push(("Affinity key", opt(&t.affinity_key)));
+    }
+    if t.ordered {
+        rows.push((
+            "Ordered",
+            "yes, one at a time in submission order".to_owned(),
+        ));
+    }
+    if let Some(by) = t.delegated_by {
+        rows.push(("Delegated by", by.to_string()));
+    }
+    if let Some(d) = &t.delegation {
+        rows.push((
+            "Delegated to",
+            format!(
+                "{} subtask(s), {} finished",
+                d.subtasks.len(),
+                d.outcomes.len()
+            ),
+        ));
     }
     if t.idempotency_key.is_some() {
         rows.push(("Idempotency key", opt(&t.idempotency_key)));

@@ -165,7 +165,7 @@ pub async fn send(
             StatusCode::GATEWAY_TIMEOUT,
             "request_timeout",
             format!(
-                "no response to request {} within its timeout; the recipient may answer later, but nobody waits",
+                "no response to request {} within its timeout; a later answer will be refused",
                 request.id
             ),
         ));

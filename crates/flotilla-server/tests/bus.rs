@@ -674,3 +674,92 @@ async fn no_message_is_lost_across_a_coordinator_restart(bus: String) {
     let (_, first) = h.get(&format!("/messages/{}", sent[0])).await;
     assert_eq!(first["status"], "acked");
 }
+
+/// Redis goes away and comes back: sends are still accepted and stored, receives still get
+/// their messages (they look at the inbox on their own while the bus is down), nothing is lost,
+/// and wake-ups travel through Redis again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_delays_wake_ups_and_loses_nothing() {
+    let Some(mut redis) =
+        common::OwnRedis::start("a_redis_outage_delays_wake_ups_and_loses_nothing")
+    else {
+        return;
+    };
+    let h = start(&redis.url()).await;
+    let agents = swarm(&h, "outage", "mesh", 1).await;
+    let (_, id, token) = agents[0].clone();
+    let admin = h.server.admin_token.clone();
+    redis.kill();
+    // A receive waiting while Redis is down still gets a message sent meanwhile.
+    let url = h.url(&format!("/agents/{id}/messages/next?wait=10"));
+    let (http, t) = (h.http.clone(), token.clone());
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        let v: Value = http
+            .get(url)
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, m) = send(&h, &admin, &id, json!({"body": {"t": "during"}})).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "a send is accepted with the bus down: {m}"
+    );
+    let (got, took) = poll.await.unwrap();
+    assert_eq!(texts(got.as_array().unwrap()), ["during"]);
+    assert!(
+        took < Duration::from_secs(3),
+        "found by looking, not at the 10 s wait: {took:?}"
+    );
+    ack(&h, &id, &token, &[m["id"].as_str().unwrap()]).await;
+    // Redis is back: a long poll is woken through it again.
+    redis.restart();
+    let bus = h.server.state.bus.bus().clone();
+    eventually("the bus reconnects", Duration::from_secs(10), || {
+        let bus = bus.clone();
+        async move { bus.stats().reconnects.ge(&1).then_some(()) }
+    })
+    .await;
+    let url = h.url(&format!("/agents/{id}/messages/next?wait=10"));
+    let (http, t) = (h.http.clone(), token.clone());
+    let poll = tokio::spawn(async move {
+        let v: Value = http
+            .get(url)
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send(&h, &admin, &id, json!({"body": {"t": "after"}})).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .expect("woken in time")
+        .unwrap();
+    assert_eq!(texts(got.as_array().unwrap()), ["after"]);
+    let (_, history) = h
+        .call_as(
+            &token,
+            Method::GET,
+            &format!("/agents/{id}/messages?direction=in"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        2,
+        "nothing lost: {history}"
+    );
+}

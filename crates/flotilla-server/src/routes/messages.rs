@@ -528,34 +528,48 @@ pub async fn receive(
     let swarm = swarm_of(&state, id)?;
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribed before looking, so that a message arriving in between wakes us.
+    // Subscribed before looking, so that a message arriving in between wakes us. Without the
+    // bus (Redis down) the receive still works: it looks again every `POLL_WITHOUT_BUS`.
     let mut sub = if wait.is_zero() {
         None
     } else {
-        Some(
-            state
-                .bus
-                .bus()
-                .subscribe(&inbox_channel(swarm, id))
-                .await
-                .map_err(bus_down)?,
-        )
+        match state.bus.bus().subscribe(&inbox_channel(swarm, id)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "bus unavailable: the receive polls");
+                None
+            }
+        }
     };
     let mut shutdown = state.shutdown.clone();
     loop {
         let got = state.apply(|f, now| f.take_messages(id, max, now)).await?;
-        if !got.is_empty() || wait.is_zero() || *shutdown.borrow() {
+        if !got.is_empty()
+            || wait.is_zero()
+            || *shutdown.borrow()
+            || tokio::time::Instant::now() >= deadline
+        {
             return Ok(Json(got));
         }
-        let Some(s) = sub.as_mut() else {
-            return Ok(Json(got));
+        let woken = async {
+            match sub.as_mut() {
+                Some(s) => s.next().await.is_some(),
+                None => {
+                    tokio::time::sleep(POLL_WITHOUT_BUS).await;
+                    true
+                }
+            }
         };
         tokio::select! {
-            d = s.next() => if d.is_none() { return Ok(Json(Vec::new())) },
+            alive = woken => if !alive { sub = None },
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
             _ = shutdown.changed() => return Ok(Json(Vec::new())),
         }
     }
 }
+
+/// How often a receive or socket without the bus looks at the inbox.
+const POLL_WITHOUT_BUS: Duration = Duration::from_millis(250);
 
 fn bus_down(e: flotilla_bus::BusError) -> ApiError {
     ApiError::unavailable(format!(
@@ -593,12 +607,13 @@ pub async fn socket(
             )));
         }
     };
+    // Without the bus (Redis down) the socket looks at the inbox every `POLL_WITHOUT_BUS`.
     let sub = state
         .bus
         .bus()
         .subscribe(&inbox_channel(swarm, id))
         .await
-        .map_err(bus_down)?;
+        .ok();
     Ok(upgrade.on_upgrade(move |ws| run_socket(state, id, max, sub, ws)))
 }
 
@@ -606,14 +621,18 @@ async fn run_socket(
     state: AppState,
     agent: AgentId,
     max: usize,
-    mut sub: flotilla_bus::Subscription,
+    mut sub: Option<flotilla_bus::Subscription>,
     mut ws: WebSocket,
 ) {
     let mut in_flight: std::collections::HashSet<MessageId> = Default::default();
     let mut shutdown = state.shutdown.clone();
     // A redelivery (not acknowledged in time) comes with no bus wake-up of its own when the
     // agent is full; look again now and then.
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(if sub.is_some() {
+        Duration::from_secs(1)
+    } else {
+        POLL_WITHOUT_BUS
+    });
     loop {
         if in_flight.len() < max {
             let room = max - in_flight.len();
@@ -635,8 +654,14 @@ async fn run_socket(
                 }
             }
         }
+        let woken = async {
+            match sub.as_mut() {
+                Some(s) => s.next().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            d = sub.next() => if d.is_none() { return },
+            alive = woken => if !alive { return },
             _ = tick.tick() => {
                 // Messages given back by the coordinator (ack timeout) are in flight no more.
                 let fleet = state.fleet.lock();

@@ -206,6 +206,7 @@ struct Stats {
     crashes: u64,
     cut_offs: u64,
     unregistrations: u64,
+    topology_changes: u64,
     name_conflicts: u64,
     reregistrations: u64,
     recoveries: u64,
@@ -302,14 +303,28 @@ impl Sim {
             affinity_wait: Duration::from_millis(rng.gen_range(0..2_000)),
             ..SwarmConfig::default()
         };
+        // Every topology too: roles, elections, the ring's token over ordered tasks,
+        // delegation's lanes; users switch it now and then (see `user`).
+        let mut config = config;
+        config.topology.ring.token_timeout = Duration::from_millis(rng.gen_range(50..1_000));
+        config.topology.ring.order = if rng.gen_bool(0.5) {
+            flotilla_core::topology::RingOrder::Sequential
+        } else {
+            flotilla_core::topology::RingOrder::Load
+        };
+        config.topology.mesh.connection_strategy =
+            flotilla_core::topology::ConnectionStrategy::Nearest;
+        let topology = flotilla_core::Topology::ALL[rng.gen_range(0..4)];
         eprintln!(
-            "simulation: strategy {}, prefetch {}",
+            "simulation: strategy {}, prefetch {}, topology {}",
             config.strategy.as_str(),
-            config.prefetch
+            config.prefetch,
+            topology.as_str()
         );
         let spec = SwarmSpec {
             name: SWARM.to_owned(),
             config,
+            topology,
             ..SwarmSpec::default()
         };
         fleet
@@ -1249,6 +1264,8 @@ impl Sim {
             let pool = (self.scale.tasks / 20).max(10);
             spec.idempotency_key = Some(format!("key-{}", rng.gen_range(0..pool)));
         }
+        // A few ordered tasks: each waits for the previous one (in a ring, for the token).
+        spec.ordered = rng.gen_bool(0.002);
         if !self.submitted.is_empty() && rng.gen_bool(0.05) {
             let window = self.submitted.len().min(5_000);
             spec.parent_task_id =
@@ -1437,7 +1454,14 @@ impl Sim {
                 let id = self.retry_pool.swap_remove(i);
                 self.retry(id);
             }
-            80..95 => {
+            80..81 => {
+                // A live change of topology: nothing in flight may be lost.
+                let to = flotilla_core::Topology::ALL[self.rng.gen_range(0..4)];
+                self.stats.topology_changes += 1;
+                self.cmd(|f, now| f.set_topology(SWARM, to, None, now).map(|_| ()))
+                    .expect("change the topology");
+            }
+            81..95 => {
                 let slot = self.rng.gen_range(0..self.agents.len());
                 let a = &self.agents[slot];
                 if let Some(id) = a.id

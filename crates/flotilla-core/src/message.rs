@@ -246,6 +246,10 @@ pub struct MessageSpec {
     /// Dead if not acknowledged within this long (the swarm's default when left out).
     #[serde(default, rename = "ttl_ms", with = "serde_ms::option")]
     pub ttl: Option<Duration>,
+    /// Set by the coordinator on a request whose sender waits for the response on its call
+    /// (`?wait=true`): the response is handed to that call, not put in the sender's inbox.
+    #[serde(skip)]
+    pub waited: bool,
 }
 
 /// A swarm's message settings.

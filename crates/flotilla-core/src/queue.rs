@@ -176,16 +176,17 @@ impl ReadyQueue {
         floor: u8,
         best_fit: bool,
     ) -> Option<(TaskId, QueueSlot)> {
-        self.peek_admitting(capabilities, floor, best_fit, |lane| lane == Lane::Open)
+        self.peek_admitting(capabilities, floor, best_fit, |lane, _| lane == Lane::Open)
     }
 
-    /// Like [`ReadyQueue::peek`], over every lane `admit` accepts.
+    /// Like [`ReadyQueue::peek`], over every partition `admit` accepts (given its lane and the
+    /// capabilities its tasks need).
     pub fn peek_admitting(
         &self,
         capabilities: &[String],
         floor: u8,
         best_fit: bool,
-        admit: impl Fn(Lane) -> bool,
+        admit: impl Fn(Lane, &[String]) -> bool,
     ) -> Option<(TaskId, QueueSlot)> {
         let mut best: Option<(u32, QueueKey)> = None;
         let order = |i: u32, k: &QueueKey| {
@@ -205,7 +206,7 @@ impl ReadyQueue {
             {
                 continue;
             }
-            if has_all(capabilities, &p.capabilities) && admit(p.lane) {
+            if has_all(capabilities, &p.capabilities) && admit(p.lane, &p.capabilities) {
                 best = Some((i as u32, *head));
             }
         }

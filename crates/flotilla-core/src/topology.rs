@@ -325,6 +325,9 @@ pub struct Member {
     /// Alive and well enough to hold a role and relay messages (not down, failed, stopped,
     /// starting or recovering).
     pub alive: bool,
+    /// The role it holds now: coordinators and supervisors keep their places while alive, so
+    /// that roles do not reshuffle when an agent comes back.
+    pub current: AgentRole,
 }
 
 /// A swarm's graph: roles, tree, neighbours, ring and leader.
@@ -338,6 +341,8 @@ pub struct Graph {
     pub roles: HashMap<AgentId, AgentRole>,
     /// Each member's parent, in a star (its coordinator) or a tree.
     pub parent: HashMap<AgentId, AgentId>,
+    /// Each parent's children (the inverse of `parent`).
+    pub children: HashMap<AgentId, Vec<AgentId>>,
     /// Each member's level in a tree (0 at the top); a star has coordinators at 0, workers at 1.
     pub level: HashMap<AgentId, u32>,
     /// Every member in ring order (the order they registered).
@@ -345,6 +350,8 @@ pub struct Graph {
     /// Connections, each once as (smaller id, larger id); empty for a full mesh (everyone is
     /// connected: see [`Graph::full`]).
     pub edges: HashSet<(AgentId, AgentId)>,
+    /// Each member's connections (the same edges, by member).
+    pub adjacent: HashMap<AgentId, Vec<AgentId>>,
     /// Every alive member is connected to every other.
     pub full: bool,
     /// The members alive when it was built (or patched).
@@ -357,10 +364,16 @@ fn edge(a: AgentId, b: AgentId) -> (AgentId, AgentId) {
     if a < b { (a, b) } else { (b, a) }
 }
 
-/// How a leader is chosen when there is none: the most senior requested role, then the
-/// earliest to register, then the smallest id.
-fn candidate_order(m: &Member) -> (u8, Timestamp, AgentId) {
-    (m.requested.seniority(), m.registered_at, m.id)
+/// Who is preferred for a role (and to lead, when the leader is gone): those who already hold
+/// a senior one (a standby coordinator takes over), then the most senior requested role, then
+/// the earliest to register, then the smallest id.
+fn candidate_order(m: &Member) -> (u8, u8, Timestamp, AgentId) {
+    let holds = match m.current {
+        AgentRole::Leader | AgentRole::Coordinator => 0,
+        AgentRole::Supervisor => 1,
+        AgentRole::Worker => 2,
+    };
+    (holds, m.requested.seniority(), m.registered_at, m.id)
 }
 
 /// Builds the graph of a swarm's members (in any order) under a topology, keeping `leader`
@@ -441,7 +454,7 @@ fn build_star(g: &mut Graph, config: &TopologyConfig, ranked: &[AgentId], joined
         g.roles.insert(*c, AgentRole::Coordinator);
         g.level.insert(*c, 0);
         for d in &coordinators[..i] {
-            g.edges.insert(edge(*c, *d));
+            g.connect(*c, *d);
         }
     }
     for w in joined.iter().filter(|id| !coordinators.contains(id)) {
@@ -463,7 +476,7 @@ fn build_mesh(g: &mut Graph, config: &TopologyConfig, joined: &[AgentId]) {
     let reach = k.div_ceil(2);
     for i in 0..n {
         for d in 1..=reach {
-            g.edges.insert(edge(joined[i], joined[(i + d) % n]));
+            g.connect(joined[i], joined[(i + d) % n]);
         }
     }
 }
@@ -513,8 +526,8 @@ fn build_tree(g: &mut Graph, config: &TopologyConfig, ranked: &[AgentId], joined
             } else {
                 i % parents.len()
             };
-            g.parent.insert(*id, parents[p]);
-            g.edges.insert(edge(*id, parents[p]));
+            g.set_parent(*id, parents[p]);
+            g.connect(*id, parents[p]);
         }
     }
 }
@@ -527,7 +540,7 @@ fn build_ring(g: &mut Graph, joined: &[AgentId]) {
     for i in 0..n {
         let next = joined[(i + 1) % n];
         if next != joined[i] {
-            g.edges.insert(edge(joined[i], next));
+            g.connect(joined[i], next);
         }
     }
 }
@@ -554,9 +567,9 @@ impl Graph {
         self.roles.insert(w, AgentRole::Worker);
         self.level.insert(w, 1);
         let pick = (w.0.as_u128() % coordinators.len() as u128) as usize;
-        self.parent.insert(w, coordinators[pick]);
+        self.set_parent(w, coordinators[pick]);
         for c in coordinators {
-            self.edges.insert(edge(w, *c));
+            self.connect(w, *c);
         }
     }
 
@@ -564,10 +577,17 @@ impl Graph {
     /// alive, or left); `member` says whether it stays listed.
     pub fn drop_worker(&mut self, w: AgentId, member: bool) {
         self.level.remove(&w);
-        if let Some(p) = self.parent.remove(&w) {
-            self.edges.remove(&edge(w, p));
+        if let Some(p) = self.parent.remove(&w)
+            && let Some(c) = self.children.get_mut(&p)
+        {
+            c.retain(|x| *x != w);
         }
-        self.edges.retain(|(a, b)| *a != w && *b != w);
+        for n in self.adjacent.remove(&w).unwrap_or_default() {
+            self.edges.remove(&edge(w, n));
+            if let Some(list) = self.adjacent.get_mut(&n) {
+                list.retain(|x| *x != w);
+            }
+        }
         if member {
             self.roles.insert(w, AgentRole::Worker);
         } else {
@@ -631,21 +651,47 @@ impl Graph {
         out
     }
 
-    /// The members connected to `id`.
+    /// The members connected to `id` (by id in a lattice or tree; in ring order in a full mesh).
     pub fn neighbours(&self, id: AgentId) -> Vec<AgentId> {
-        self.ring
-            .iter()
-            .copied()
-            .filter(|x| *x != id && self.connected(id, *x))
-            .collect()
+        if self.full {
+            return self
+                .ring
+                .iter()
+                .copied()
+                .filter(|x| *x != id && self.connected(id, *x))
+                .collect();
+        }
+        let mut out = self.adjacent.get(&id).cloned().unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Connects two members (once).
+    pub fn connect(&mut self, a: AgentId, b: AgentId) {
+        if a != b && self.edges.insert(edge(a, b)) {
+            self.adjacent.entry(a).or_default().push(b);
+            self.adjacent.entry(b).or_default().push(a);
+        }
+    }
+
+    /// Makes `parent` the parent of `child`.
+    pub fn set_parent(&mut self, child: AgentId, parent: AgentId) {
+        if let Some(old) = self.parent.insert(child, parent)
+            && let Some(c) = self.children.get_mut(&old)
+        {
+            c.retain(|x| *x != child);
+        }
+        self.children.entry(parent).or_default().push(child);
     }
 
     /// The children of `id` in a star or a tree.
     pub fn children(&self, id: AgentId) -> impl Iterator<Item = AgentId> + '_ {
-        self.ring
-            .iter()
-            .copied()
-            .filter(move |c| self.parent.get(c) == Some(&id))
+        self.children_of(id).iter().copied()
+    }
+
+    /// The children of `id` in a star or a tree, as a slice.
+    pub fn children_of(&self, id: AgentId) -> &[AgentId] {
+        self.children.get(&id).map_or(&[], Vec::as_slice)
     }
 
     /// The next member after `from` around the ring accepted by `ok` (`from` itself last).
@@ -814,6 +860,7 @@ mod tests {
                 registered_at: Timestamp::from_millis(i as i64 * 10),
                 requested: AgentRole::Worker,
                 alive: true,
+                current: AgentRole::Worker,
             })
             .collect()
     }
@@ -845,6 +892,7 @@ mod tests {
             registered_at: Timestamp::from_millis(1000),
             requested: AgentRole::Leader,
             alive: true,
+            current: AgentRole::Worker,
         });
         let g = build(Topology::Star, &TopologyConfig::default(), &ms, g.leader);
         assert_eq!(g.leader, Some(id(3)));

@@ -234,13 +234,23 @@ fn a_request_gets_its_response_or_a_timeout() {
 fn an_operators_request_is_answered_to_the_operator() {
     let mut h = Harness::new();
     let a = h.agent("a", &[], 1);
+    // An operator has no inbox: its request must wait for the response on its call.
+    let request = MessageSpec {
+        kind: Some(MessageKind::Request),
+        ..spec("status?", MessagePriority::High)
+    };
+    let e = h.send(None, a, request.clone()).unwrap_err();
+    assert!(
+        matches!(&e, CoreError::Invalid(m) if m.contains("wait=true")),
+        "{e:?}"
+    );
     let req = h
         .send(
             None,
             a,
             MessageSpec {
-                kind: Some(MessageKind::Request),
-                ..spec("status?", MessagePriority::High)
+                waited: true,
+                ..request
             },
         )
         .unwrap();

@@ -1264,8 +1264,14 @@ impl Sim {
             let pool = (self.scale.tasks / 20).max(10);
             spec.idempotency_key = Some(format!("key-{}", rng.gen_range(0..pool)));
         }
-        // A few ordered tasks: each waits for the previous one (in a ring, for the token).
-        spec.ordered = rng.gen_bool(0.002);
+        // A few ordered tasks: each waits its turn (in a ring, for the token). They run one at
+        // a time, so the full-size run keeps them few: the rest of its work would wait on them.
+        let share = if self.scale.tasks > 20_000 {
+            0.0003
+        } else {
+            0.003
+        };
+        spec.ordered = rng.gen_bool(share);
         if !self.submitted.is_empty() && rng.gen_bool(0.05) {
             let window = self.submitted.len().min(5_000);
             spec.parent_task_id =

@@ -168,14 +168,10 @@ fn a_ring_processes_ordered_tasks_in_ring_order_and_skips_a_dead_agent() {
             })
             .collect(),
     );
-    // Each waits for the one before.
-    assert_eq!(h.status(tasks[0]), TaskStatus::Queued);
-    assert!(
-        tasks[1..]
-            .iter()
-            .all(|t| h.status(*t) == TaskStatus::Blocked)
-    );
-    assert_eq!(h.task(tasks[3]).depends_on[0].task_id, tasks[2]);
+    // All queued; each waits its turn (no dependency is added: cancelling one does not
+    // release the next early).
+    assert!(tasks.iter().all(|t| h.status(*t) == TaskStatus::Queued));
+    assert!(tasks.iter().all(|t| h.task(*t).depends_on.is_empty()));
 
     let mut ran_by = Vec::new();
     let mut dead = None;
@@ -317,6 +313,7 @@ fn a_hierarchy_delegates_down_and_aggregates_up() {
             top,
             vec![spec("part", 5), spec("part", 5)],
             &ids,
+            &Default::default(),
             h.now,
         )
         .unwrap();
@@ -349,6 +346,7 @@ fn a_hierarchy_delegates_down_and_aggregates_up() {
             s0.id,
             vec![spec("leaf", 5), spec("leaf", 5)],
             &leaf_ids,
+            &Default::default(),
             h.now,
         )
         .unwrap();
@@ -421,7 +419,7 @@ fn a_failed_subtask_fails_the_delegated_task_and_cancelling_cancels_subtasks() {
     let ids = [TaskId(h.uuid()), TaskId(h.uuid())];
     let subs = h
         .fleet
-        .delegate_task(agents[0], top, sub_specs, &ids, h.now)
+        .delegate_task(agents[0], top, sub_specs, &ids, &Default::default(), h.now)
         .unwrap();
     h.settle();
     let child = h.take(agents[1]).unwrap();
@@ -452,7 +450,14 @@ fn a_failed_subtask_fails_the_delegated_task_and_cancelling_cancels_subtasks() {
     let ids = [TaskId(h.uuid())];
     let subs2 = h
         .fleet
-        .delegate_task(holder, top2, vec![spec("c", 5)], &ids, h.now)
+        .delegate_task(
+            holder,
+            top2,
+            vec![spec("c", 5)],
+            &ids,
+            &Default::default(),
+            h.now,
+        )
         .unwrap();
     h.settle();
     h.cancel(top2).unwrap();
@@ -467,9 +472,13 @@ fn only_the_holder_may_delegate() {
     let t = h.submit(spec("t", 5));
     assert_eq!(h.take(a).unwrap().id, t);
     let ids = [TaskId(h.uuid())];
-    let r = h.fleet.delegate_task(b, t, vec![spec("x", 5)], &ids, h.now);
+    let r = h
+        .fleet
+        .delegate_task(b, t, vec![spec("x", 5)], &ids, &Default::default(), h.now);
     assert!(matches!(h.refused(r), CoreError::Conflict(_)));
-    let r = h.fleet.delegate_task(a, t, vec![], &[], h.now);
+    let r = h
+        .fleet
+        .delegate_task(a, t, vec![], &[], &Default::default(), h.now);
     assert!(matches!(h.refused(r), CoreError::Invalid(_)));
 }
 
@@ -487,6 +496,7 @@ fn a_delegation_survives_a_restart() {
             top,
             vec![spec("a", 5), spec("b", 5)],
             &ids,
+            &Default::default(),
             h.now,
         )
         .unwrap();

@@ -27,12 +27,15 @@ pub const MAX_SUBTASKS: usize = 1_000;
 impl Fleet {
     /// The agent running `task` delegates it to `specs` (new tasks with these ids). Returns
     /// the subtasks' ids, in order (an idempotency key may resolve to an existing task).
+    /// `known` answers for tasks the subtasks name (dependencies, idempotency keys) that the
+    /// fleet no longer holds in memory, as for [`Fleet::submit_tasks`].
     pub fn delegate_task(
         &mut self,
         agent: AgentId,
         task: TaskId,
         specs: Vec<TaskSpec>,
         ids: &[TaskId],
+        known: &KnownTasks,
         now: Timestamp,
     ) -> Result<Vec<TaskId>, CoreError> {
         self.check_reporter(agent, task, None)?;
@@ -47,6 +50,12 @@ impl Fleet {
                 specs.len()
             )));
         }
+        if let Some(i) = specs.iter().position(|s| s.ordered) {
+            return Err(CoreError::invalid(format!(
+                "subtask #{i} is ordered; subtasks follow their delegator, not the swarm's order: \
+                 leave `ordered` out"
+            )));
+        }
         let swarm_id = self.tasks[&task].task.swarm_id;
         let specs: Vec<TaskSpec> = specs
             .into_iter()
@@ -56,15 +65,42 @@ impl Fleet {
                 s
             })
             .collect();
-        let submitted = self.submit_tasks(
-            &swarm_id.to_string(),
-            specs,
-            ids,
-            &KnownTasks::default(),
-            now,
-        )?;
+        // An idempotency key may name a task that exists: it must not be this task or one of
+        // its ancestors (it would wait for itself).
+        let mut lineage = vec![task];
+        let mut up = self.tasks[&task].task.parent_task_id;
+        while let Some(p) = up {
+            if lineage.contains(&p) {
+                break;
+            }
+            lineage.push(p);
+            up = self.tasks.get(&p).and_then(|e| e.task.parent_task_id);
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            let Some(key) = spec.idempotency_key.as_deref() else {
+                continue;
+            };
+            let existing = self
+                .idempotency
+                .get(&(swarm_id, key.to_owned()))
+                .copied()
+                .or_else(|| known.idempotency.get(key).map(|(id, _)| *id));
+            if existing.is_some_and(|e| lineage.contains(&e)) {
+                return Err(CoreError::invalid(format!(
+                    "subtask #{i}'s idempotency key {key:?} names the delegated task or one of its \
+                     parents: it would wait for itself"
+                )));
+            }
+        }
+        let submitted = self.submit_tasks(&swarm_id.to_string(), specs, ids, known, now)?;
         self.touch(agent, now)?;
-        let subtasks: Vec<TaskId> = submitted.iter().map(|s| s.task).collect();
+        // The same task twice (one idempotency key) is one subtask.
+        let mut subtasks: Vec<TaskId> = Vec::with_capacity(submitted.len());
+        for s in &submitted {
+            if !subtasks.contains(&s.task) {
+                subtasks.push(s.task);
+            }
+        }
         self.emit(
             now,
             EventKind::TaskDelegated,

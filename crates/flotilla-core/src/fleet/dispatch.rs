@@ -218,6 +218,10 @@ impl Fleet {
         let Some(key) = t.affinity_key.as_deref() else {
             return false;
         };
+        // Ordered and delegated tasks keep to their own rules of who takes them.
+        if t.ordered || t.delegated_by.is_some() {
+            return false;
+        }
         let s = &self.swarms[&t.swarm_id];
         if s.swarm.config.strategy != Strategy::Affinity || s.swarm.config.affinity_wait.is_zero() {
             return false;
@@ -282,9 +286,14 @@ impl Fleet {
             .filter(|(_, slot)| slot.priority() >= floor);
         let shared = s
             .queue
-            .peek_admitting(&a.capabilities, floor, best_fit, |lane| {
-                self.admits(a, lane)
+            .peek_admitting(&a.capabilities, floor, best_fit, |lane, caps| {
+                self.admits(a, lane, caps)
             });
+        // The ordered task whose turn it is, if this agent may take it, competes by rank.
+        let shared = match (shared, self.ordered_candidate(a, floor)) {
+            (Some((u, g)), Some((t, o))) => Some(if o.rank() < g.rank() { (t, o) } else { (u, g) }),
+            (x, None) | (None, x) => x,
+        };
         match (own, shared) {
             (Some((t, o)), Some((u, g))) => Some(if g.rank() < o.rank() {
                 (u, Source::Swarm)

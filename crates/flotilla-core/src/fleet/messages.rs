@@ -39,6 +39,8 @@ struct Awaiting {
     requester: Option<AgentId>,
     responder: Option<AgentId>,
     reply_by: Timestamp,
+    /// The requester waits on its call: the response goes to that call, not to an inbox.
+    waited: bool,
 }
 
 /// The messages in flight.
@@ -85,6 +87,12 @@ impl Fleet {
             return self.respond(id, from, spec, now);
         }
         self.check_spec(&spec)?;
+        if kind == MessageKind::Request && from.is_none() && !spec.waited {
+            return Err(CoreError::invalid(
+                "an operator has no inbox to receive the response in: send the request with \
+                 ?wait=true and get the response on the call",
+            ));
+        }
         let Some(recipient) = self.agents.get(&to) else {
             return Err(CoreError::not_found(format!("agent {to} not found")));
         };
@@ -97,7 +105,12 @@ impl Fleet {
             return Err(CoreError::conflict(format!("message id {id} is taken")));
         }
         let message = self.new_message(id, swarm, kind, from, Some(to), &spec, now);
-        Ok(self.enqueue_message(message, now))
+        let waited = spec.waited && kind == MessageKind::Request;
+        let message = self.enqueue_message(message, now);
+        if waited && let Some(w) = self.mail.awaiting.get_mut(&id) {
+            w.waited = true;
+        }
+        Ok(message)
     }
 
     /// Sends a copy to every agent of the swarm that `from` may reach (every agent, for an
@@ -247,16 +260,16 @@ impl Fleet {
             now,
         );
         self.out.effects.push(Effect::RequestAnswered(request));
-        Ok(self.deliver_response(message, now))
+        Ok(self.deliver_response(message, w.waited, now))
     }
 
-    /// A response goes to its requester's inbox; one to an operator is final at once and kept
-    /// for the operator's waiting call.
-    fn deliver_response(&mut self, mut message: Message, now: Timestamp) -> Message {
+    /// A response goes to its requester's inbox; one to an operator, or to a requester that
+    /// waits on its call, is final at once and kept for that call.
+    fn deliver_response(&mut self, mut message: Message, waited: bool, now: Timestamp) -> Message {
         let Some(request) = message.correlation_id else {
             return self.enqueue_message(message, now);
         };
-        if message.to.is_some() {
+        if message.to.is_some() && !waited {
             return self.enqueue_message(message, now);
         }
         message.status = MessageStatus::Acked;
@@ -396,6 +409,7 @@ impl Fleet {
                     requester: message.from,
                     responder: Some(to),
                     reply_by: at,
+                    waited: false,
                 },
             );
         }
@@ -416,13 +430,13 @@ impl Fleet {
             .entry(to)
             .or_default()
             .insert((Reverse(m.priority), m.seq, id));
-        if !self.out.effects.contains(&wake) {
+        if self.out.woken_inboxes.insert(to) {
             self.out.effects.push(wake);
         }
     }
 
     fn mark_message(&mut self, id: MessageId) {
-        if !self.out.messages.contains(&id) {
+        if self.out.marked_messages.insert(id) {
             self.out.messages.push(id);
         }
     }
@@ -526,15 +540,16 @@ impl Fleet {
 
     /// Removes every message waiting in the agent's inbox (not those it took and has not yet
     /// acknowledged). Returns how many.
-    pub fn clear_inbox(&mut self, agent: AgentId, _now: Timestamp) -> Result<usize, CoreError> {
+    pub fn clear_inbox(&mut self, agent: AgentId, now: Timestamp) -> Result<usize, CoreError> {
         self.check_agent(agent)?;
         let ready = self.mail.inboxes.remove(&agent).unwrap_or_default();
+        let mut cleared_requests = Vec::new();
         for (_, _, id) in &ready {
             if let Some(m) = self.mail.live.remove(id) {
                 self.unhold(m.to);
                 self.forget_message_timers(&m);
-                self.out.messages.retain(|x| x != id);
                 self.out.deleted_messages.push(*id);
+                cleared_requests.push(*id);
             }
         }
         // Pending retries (not yet ready) go too.
@@ -549,9 +564,18 @@ impl Fleet {
             if let Some(m) = self.mail.live.remove(id) {
                 self.unhold(m.to);
                 self.forget_message_timers(&m);
-                self.out.messages.retain(|x| x != id);
                 self.out.deleted_messages.push(*id);
+                cleared_requests.push(*id);
             }
+        }
+        // A cleared request will get no answer: its requester hears so now.
+        for id in cleared_requests {
+            self.end_request(
+                id,
+                "cleared",
+                "the request was cleared from its recipient's inbox",
+                now,
+            );
         }
         Ok(ready.len() + waiting.len())
     }
@@ -587,6 +611,12 @@ impl Fleet {
         mut message: Message,
         now: Timestamp,
     ) -> Result<Message, CoreError> {
+        if self.mail.live.contains_key(&message.id) {
+            return Err(CoreError::conflict(format!(
+                "message {} is being delivered again already",
+                message.id
+            )));
+        }
         if message.status != MessageStatus::Dead {
             return Err(CoreError::conflict(format!(
                 "message {} is {}; only dead messages can be retried",
@@ -610,9 +640,14 @@ impl Fleet {
         message.ack_by = None;
         message.deliver_after = None;
         message.expires_at = message.expires_at.filter(|at| *at > now);
-        message.reply = message.reply.filter(|_| false);
-        message.reply_by = None;
-        Ok(self.enqueue_message(message, now))
+        // A request keeps its reply state and deadline (still answerable if it still waits);
+        // it is not registered as awaiting a second time.
+        let reply_by = message.reply_by.take();
+        let id = message.id;
+        self.enqueue_message(message, now);
+        let m = self.mail.live.get_mut(&id).expect("just enqueued");
+        m.reply_by = reply_by;
+        Ok(m.clone())
     }
 
     /// A message in flight.
@@ -698,7 +733,6 @@ impl Fleet {
             );
             m.dead_reason = Some(why);
         }
-        self.out.messages.retain(|x| *x != id);
         self.out.finished_messages.push(m);
     }
 
@@ -780,13 +814,24 @@ impl Fleet {
 
     /// No response came in time: the requester gets a `timeout` response.
     pub(super) fn request_timeout_timer(&mut self, request: MessageId, now: Timestamp) {
-        let Some(w) = self.mail.awaiting.get(&request).cloned() else {
+        if self
+            .mail
+            .awaiting
+            .get(&request)
+            .is_some_and(|w| w.reply_by <= now)
+        {
+            self.end_request(request, "timeout", "no response to request in time", now);
+        }
+    }
+
+    /// A request that will get no response (it timed out, or was cleared from the recipient's
+    /// inbox): the requester gets a response with `{"error": error}` in its stead.
+    fn end_request(&mut self, request: MessageId, error: &str, words: &str, now: Timestamp) {
+        let Some(w) = self.mail.awaiting.remove(&request) else {
             return;
         };
-        if w.reply_by > now {
-            return;
-        }
-        self.mail.awaiting.remove(&request);
+        self.timers
+            .remove(w.reply_by, Timer::RequestTimeout(request));
         self.out
             .message_replies
             .push((request, ReplyState::TimedOut));
@@ -802,18 +847,16 @@ impl Fleet {
         let spec = MessageSpec {
             kind: Some(MessageKind::Response),
             body: crate::json::Json::from_value(&serde_json::json!({
-                "error": "timeout",
-                "message": format!("no response to request {request} in time"),
+                "error": error,
+                "message": format!("{words}: {request}"),
             })),
             priority: crate::message::MessagePriority::High,
             correlation_id: Some(request),
             ..MessageSpec::default()
         };
-        // The timeout response's id is derived from the request's (the core makes no ids): a
-        // fixed pattern over bits that both random (v7) and counting ids leave alone.
-        let id = MessageId(uuid::Uuid::from_u128(
-            request.0.as_u128() ^ 0x5a5a_5a5a_0000_0000_0000_0000,
-        ));
+        // Its id is derived from the request's (the core makes no ids): a fixed pattern over
+        // the low, random bits of a v7 id, which counting test ids do not reach either.
+        let id = MessageId(uuid::Uuid::from_u128(request.0.as_u128() ^ 0x5a5a_5a5a));
         let message = self.new_message(
             id,
             w.swarm,
@@ -823,7 +866,7 @@ impl Fleet {
             &spec,
             now,
         );
-        self.deliver_response(message, now);
+        self.deliver_response(message, w.waited, now);
     }
 
     // ----- restore -----
@@ -847,6 +890,8 @@ impl Fleet {
                     requester: r.from,
                     responder: r.to,
                     reply_by: at,
+                    // The waiting call did not survive the restart: the inbox it is.
+                    waited: false,
                 },
             );
         }

@@ -171,8 +171,13 @@ struct Outbox {
     discards: Vec<crate::json::Json>,
     /// Swarms whose topology must be rebuilt.
     topology: Vec<SwarmId>,
-    /// Messages in flight that changed.
+    /// Messages in flight that changed (a message no longer in flight by then is skipped: its
+    /// final row is in `finished_messages`).
     messages: Vec<crate::ids::MessageId>,
+    /// The same, as a set.
+    marked_messages: HashSet<crate::ids::MessageId>,
+    /// Inboxes already woken by these effects.
+    woken_inboxes: HashSet<AgentId>,
     /// Messages acknowledged or dead (no longer in memory).
     finished_messages: Vec<crate::message::Message>,
     /// Messages cleared from inboxes.
@@ -438,22 +443,15 @@ impl Fleet {
         fleet.relink_blocked(blocked, now);
         fleet.restored_managed(now);
         fleet.restore_messages(messages, awaiting_requests, now);
-        // Each swarm's newest unfinished ordered task is the one the next waits for.
-        let mut tails: HashMap<SwarmId, (Timestamp, TaskId)> = HashMap::new();
-        for e in fleet.tasks.values() {
-            let t = &e.task;
-            if t.ordered && !t.status().is_terminal() {
-                let tail = tails.entry(t.swarm_id).or_insert((t.created_at, t.id));
-                *tail = (*tail).max((t.created_at, t.id));
-            }
-        }
-        for (swarm, (_, tail)) in tails {
-            fleet
-                .swarms
-                .get_mut(&swarm)
-                .expect("task's swarm")
-                .topo
-                .ordered_tail = Some(tail);
+        // Unfinished ordered tasks wait their turn again, in submission order.
+        let ordered: Vec<(SwarmId, Timestamp, TaskId)> = fleet
+            .tasks
+            .values()
+            .filter(|e| e.task.ordered && !e.task.status().is_terminal())
+            .map(|e| (e.task.swarm_id, e.task.created_at, e.task.id))
+            .collect();
+        for (swarm, at, id) in ordered {
+            fleet.ordered_waits(swarm, at, id);
         }
         for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
             fleet.mark_topology(id);
@@ -701,6 +699,11 @@ impl Fleet {
             }
         );
         let terminal = state.status().is_terminal();
+        if terminal && entry.task.ordered {
+            // Its turn is over: the next ordered task may go.
+            let key = (entry.task.created_at, id);
+            swarm.topo.ordered.remove(&key);
+        }
         if terminal {
             entry.task.progress = None;
             self.terminal.push_back((now, id));
@@ -963,6 +966,7 @@ impl Fleet {
                 changes.tasks.push(e.task.clone());
             }
         }
+        out.marked_messages.clear();
         for id in std::mem::take(&mut out.messages) {
             if let Some(m) = self.mail.live_message(id) {
                 changes.messages.push(m.clone());
@@ -986,6 +990,7 @@ impl Fleet {
 
     /// Takes the effects to carry out once the changes are durable.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.out.woken_inboxes.clear();
         std::mem::take(&mut self.out.effects)
     }
 

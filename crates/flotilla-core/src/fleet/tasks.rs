@@ -201,21 +201,6 @@ impl Fleet {
                 }
             }
         }
-        // Ordered tasks wait for the one submitted before them, in the swarm or in the batch.
-        let mut previous = self.ordered_predecessor(swarm_id).map(Target::Existing);
-        let mut tail = None;
-        for (i, p) in prepared.iter_mut().enumerate() {
-            if !p.task.ordered || p.duplicate_of.is_some() {
-                continue;
-            }
-            if let Some(prev) = previous
-                && !p.deps.iter().any(|(t, _)| *t == prev)
-            {
-                p.deps.push((prev, DependencyKind::Completion));
-            }
-            previous = Some(Target::Batch(i));
-            tail = Some(ids[i]);
-        }
         if !unknown.is_empty() {
             unknown.sort();
             unknown.dedup();
@@ -237,13 +222,6 @@ impl Fleet {
             })
             .collect();
         let order = topological_order(&edges, &names)?;
-        if tail.is_some() {
-            self.swarms
-                .get_mut(&swarm_id)
-                .expect("swarm")
-                .topo
-                .ordered_tail = tail;
-        }
 
         // Resolve each spec to the task it stands for.
         let resolve = |prepared: &[Prepared], mut t: Target| -> TaskId {
@@ -295,6 +273,9 @@ impl Fleet {
                 self.timers.insert(deadline, Timer::TaskDeadline(id));
             }
             let detail = format!("{} (priority {})", task.task_type, task.priority);
+            if task.ordered {
+                self.ordered_waits(swarm_id, task.created_at, id);
+            }
             self.tasks.insert(
                 id,
                 TaskEntry {
@@ -774,6 +755,18 @@ impl Fleet {
             entry.task.max_attempts = m;
         }
         entry.task.attempts = 0;
+        // A delegation belongs to the attempts that made it.
+        entry.task.delegation = None;
+        let (ordered, swarm_id, created_at) = (
+            entry.task.ordered,
+            entry.task.swarm_id,
+            entry.task.created_at,
+        );
+        if ordered {
+            // Back in its place among the ordered tasks.
+            self.ordered_waits(swarm_id, created_at, task);
+        }
+        let entry = self.tasks.get_mut(&task).expect("task in memory");
         // A deadline still ahead holds again (its timer may be gone with a restart); one
         // already past would fail the retry at once, so it is dropped.
         match entry.task.deadline {
@@ -897,6 +890,8 @@ impl Fleet {
             completed_at: now,
         };
         self.transition(task, state, now);
+        // A delegated task that fails (its deadline, say) takes its unfinished subtasks along.
+        self.cancel_subtasks(task, now);
     }
 
     /// Puts a placed or running task back in the queue without counting an attempt (its

@@ -104,6 +104,7 @@ impl Fleet {
             }
         }
         self.evict(now);
+        self.hand_out_lost_tokens(now);
         self.dispatch(now);
     }
 

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use super::{Fleet, Timer, dispatch::in_service};
-use crate::agent::{Agent, AgentRole, AgentStatus};
+use crate::agent::{Agent, AgentRole, AgentStatus, has_all};
 use crate::error::CoreError;
 use crate::event::EventKind;
 use crate::health::HealthState;
@@ -46,8 +46,8 @@ pub(super) struct SwarmTopology {
     token_passes: u64,
     /// When the token times out, if an ordered task waits for its holder.
     token_deadline: Option<Timestamp>,
-    /// The most recently submitted ordered task (the next one depends on it).
-    pub(super) ordered_tail: Option<TaskId>,
+    /// Unfinished ordered tasks by submission: the first is the one whose turn it is.
+    pub(super) ordered: std::collections::BTreeSet<(Timestamp, TaskId)>,
     /// Bumped when the set of alive members changes.
     membership_version: u64,
     /// The membership version each member has heard of (mesh gossip).
@@ -228,6 +228,7 @@ impl Fleet {
                 registered_at: e.agent.registered_at,
                 requested: e.agent.requested_role,
                 alive: alive(&e.agent),
+                current: e.agent.role,
             })
             .collect();
         let kind = s.swarm.topology;
@@ -285,20 +286,63 @@ impl Fleet {
 
     // ----- admission: who may take a task of a lane -----
 
-    /// Whether `agent` may take tasks of `lane` now.
-    pub(super) fn admits(&self, agent: &Agent, lane: Lane) -> bool {
+    /// Whether `agent` may take tasks of `lane` that need `capabilities` now. Ordered tasks
+    /// are not taken through their lane but one at a time (see [`Fleet::ordered_candidate`]).
+    pub(super) fn admits(&self, agent: &Agent, lane: Lane, capabilities: &[String]) -> bool {
         match lane {
             Lane::Open => true,
-            Lane::Ordered => {
-                let s = &self.swarms[&agent.swarm_id];
-                s.swarm.topology != Topology::Ring || s.topo.token == Some(agent.id)
-            }
+            Lane::Ordered => false,
             Lane::Delegated(by) => {
                 let s = &self.swarms[&agent.swarm_id];
-                s.topo.graph.parent.get(&agent.id) == Some(&by)
-                    || s.topo.children_alive.get(&by).is_none_or(|n| *n == 0)
+                if s.topo.graph.parent.get(&agent.id) == Some(&by) {
+                    return true;
+                }
+                // Anyone, when none of the delegator's children in service could run it: a
+                // subtask is never stranded by a change of topology, capabilities or health.
+                !s.topo.graph.children_of(by).iter().any(|c| {
+                    self.agents.get(c).is_some_and(|e| {
+                        in_service(&e.agent) && has_all(&e.agent.capabilities, capabilities)
+                    })
+                })
             }
         }
+    }
+
+    // ----- ordered tasks -----
+
+    /// An unfinished ordered task waits for its turn.
+    pub(super) fn ordered_waits(&mut self, swarm: SwarmId, created_at: Timestamp, task: TaskId) {
+        if let Some(s) = self.swarms.get_mut(&swarm) {
+            s.topo.ordered.insert((created_at, task));
+        }
+    }
+
+    /// The ordered task whose turn it is, if it is ready (queued in the swarm's queue).
+    fn ordered_head_ready(&self, swarm: SwarmId) -> Option<(TaskId, crate::queue::QueueSlot)> {
+        let (_, head) = self.swarms.get(&swarm)?.topo.ordered.first()?;
+        let e = self.tasks.get(head)?;
+        e.slot.map(|slot| (*head, slot))
+    }
+
+    /// The ordered task an agent may take now: the one whose turn it is, if it is ready, the
+    /// agent can run it, it is not below the priority floor, and (in a ring) the agent holds
+    /// the token.
+    pub(super) fn ordered_candidate(
+        &self,
+        agent: &Agent,
+        floor: u8,
+    ) -> Option<(TaskId, crate::queue::QueueSlot)> {
+        let s = &self.swarms[&agent.swarm_id];
+        if s.topo.ordered.is_empty() {
+            return None;
+        }
+        if s.swarm.topology == Topology::Ring && s.topo.token != Some(agent.id) {
+            return None;
+        }
+        let (task, slot) = self.ordered_head_ready(agent.swarm_id)?;
+        let t = &self.tasks[&task].task;
+        (slot.priority() >= floor && has_all(&agent.capabilities, &t.required_capabilities))
+            .then_some((task, slot))
     }
 
     // ----- the ring's token -----
@@ -329,6 +373,27 @@ impl Fleet {
             self.pass_token(swarm_id, &why, now);
         } else {
             self.arm_token_timer(swarm_id, now);
+        }
+    }
+
+    /// A ring whose token went to nobody (everyone was out of service) hands it out again
+    /// once an ordered task waits: agents come back into service in ways that change no
+    /// status (a breaker closing, a reported health), so every tick looks.
+    pub(super) fn hand_out_lost_tokens(&mut self, now: Timestamp) {
+        let lost: Vec<SwarmId> = self
+            .swarms
+            .iter()
+            .filter(|(_, s)| {
+                s.swarm.topology == Topology::Ring
+                    && s.topo.token.is_none()
+                    && !s.topo.ordered.is_empty()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if self.ordered_head_ready(id).is_some() {
+                self.pass_token(id, "an ordered task waits", now);
+            }
         }
     }
 
@@ -369,10 +434,13 @@ impl Fleet {
         };
         let detail = format!("token: {} -> {} ({why})", name(from), name(next));
         let t = &mut self.swarms.get_mut(&swarm_id).expect("swarm").topo;
-        if next == from && next.is_some() {
-            // Nobody else can take it: it stays, and its timer starts again.
+        if next == from {
+            // Nobody else can take it: it stays (with nobody, until someone can), and its
+            // timer starts again.
             t.token_deadline = None;
-            self.arm_token_timer(swarm_id, now);
+            if next.is_some() {
+                self.arm_token_timer(swarm_id, now);
+            }
             return;
         }
         t.token = next;
@@ -380,7 +448,9 @@ impl Fleet {
         t.token_passes += 1;
         t.token_deadline = None;
         self.emit(now, EventKind::TokenPassed, swarm_id, next, None, detail);
-        self.arm_token_timer(swarm_id, now);
+        if next.is_some() {
+            self.arm_token_timer(swarm_id, now);
+        }
         if !self.out.dispatch.contains(&swarm_id) {
             self.out.dispatch.push(swarm_id);
         }
@@ -391,11 +461,17 @@ impl Fleet {
         let Some(s) = self.swarms.get_mut(&swarm_id) else {
             return;
         };
-        if s.swarm.topology != Topology::Ring
-            || s.topo.token.is_none()
-            || s.topo.token_deadline.is_some()
-            || s.queue.lane_len(Lane::Ordered) == 0
-        {
+        if s.swarm.topology != Topology::Ring || s.topo.token_deadline.is_some() {
+            return;
+        }
+        if self.ordered_head_ready(swarm_id).is_none() {
+            return;
+        }
+        let s = self.swarms.get_mut(&swarm_id).expect("swarm");
+        if s.topo.token.is_none() {
+            // Everyone was out of service when it last moved: hand it out again now that
+            // an ordered task waits (nothing else would).
+            self.pass_token(swarm_id, "an ordered task waits", now);
             return;
         }
         let at = now + s.swarm.config.topology.ring.token_timeout;
@@ -415,9 +491,13 @@ impl Fleet {
             return;
         }
         s.topo.token_deadline = None;
-        if s.swarm.topology != Topology::Ring || s.queue.lane_len(Lane::Ordered) == 0 {
+        if s.swarm.topology != Topology::Ring {
             return;
         }
+        if self.ordered_head_ready(swarm_id).is_none() {
+            return;
+        }
+        let s = &self.swarms[&swarm_id];
         let timeout = s.swarm.config.topology.ring.token_timeout;
         let holder = s.topo.token.and_then(|h| self.agents.get(&h));
         let why = format!(
@@ -445,16 +525,6 @@ impl Fleet {
             let why = format!("after ordered task {task}");
             self.pass_token(swarm_id, &why, now);
         }
-    }
-
-    /// Chains a new ordered task after the swarm's previous one; returns the task it must wait
-    /// for, if that one is unfinished.
-    pub(super) fn ordered_predecessor(&self, swarm_id: SwarmId) -> Option<TaskId> {
-        let tail = self.swarms[&swarm_id].topo.ordered_tail?;
-        self.tasks
-            .get(&tail)
-            .filter(|e| !e.task.status().is_terminal())
-            .map(|_| tail)
     }
 
     // ----- mesh gossip -----

@@ -109,6 +109,9 @@ pub async fn send(
     if let Some(n) = notified.as_mut().as_pin_mut() {
         n.enable();
     }
+    let mut spec = spec;
+    // A waited request's response comes back on this call, not to an inbox.
+    spec.waited = wait;
     let topic = spec.topic.clone();
     let ctx = SendContext {
         action: SendAction::Send,
@@ -153,21 +156,16 @@ pub async fn send(
             format!("no response to request {} came in time", request.id),
         ));
     };
-    // The requester had its answer here: it need not take it again from its inbox.
-    if let Some(agent) = from {
-        let id = response.id;
-        let _ = state
-            .apply(|f, now| f.ack_messages(agent, &[id], now))
-            .await;
-    }
-    if response.body.to_value()["error"] == "timeout" && response.from.is_none() {
+    if response.from.is_none() {
+        // The coordinator's stand-in: nobody answered in time, or the request was cleared.
+        let why = match response.body.to_value()["error"].as_str() {
+            Some("cleared") => "it was cleared from the recipient's inbox",
+            _ => "no answer came within its timeout; a later answer will be refused",
+        };
         return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "request_timeout",
-            format!(
-                "no response to request {} within its timeout; a later answer will be refused",
-                request.id
-            ),
+            format!("no response to request {}: {why}", request.id),
         ));
     }
     Ok((StatusCode::OK, Json(Exchange { request, response })).into_response())

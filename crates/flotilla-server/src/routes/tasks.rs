@@ -11,8 +11,8 @@ use flotilla_core::api::{
 };
 use flotilla_core::fleet::KnownTasks;
 use flotilla_core::{
-    AgentId, CompletionReport, CoreError, FailureReport, Progress, Task, TaskId, TaskSpec,
-    TaskStatus,
+    AgentId, CompletionReport, CoreError, FailureReport, Progress, SwarmId, Task, TaskId, TaskSpec,
+    TaskStatus, Timestamp,
 };
 use flotilla_store::TaskFilter;
 use serde::Deserialize;
@@ -76,44 +76,14 @@ pub async fn submit(
     let ids: Vec<TaskId> = (0..specs.len())
         .map(|_| TaskId(uuid::Uuid::now_v7()))
         .collect();
-    // What the submission needs from the store is looked up without the fleet lock; if a task
-    // left memory in between, the command finds a lookup missing and the handler looks again.
-    let mut looked_up: (Vec<TaskId>, Vec<String>) = (Vec::new(), Vec::new());
-    let mut known = KnownTasks::default();
-    let (outcome, mut tasks) = loop {
-        let needed = state.fleet.lock().submission_lookups(&swarm, &specs);
-        let (new_ids, new_keys) = unseen(&needed, &looked_up);
-        if !new_ids.is_empty() || !new_keys.is_empty() {
-            let (found, by_key) =
-                lookup_stored(&state, swarm_id, new_ids.clone(), new_keys.clone()).await?;
-            // Only finished tasks leave memory; anything else read here is a stale row.
-            known.statuses.extend(
-                found
-                    .into_iter()
-                    .filter(|t| t.status().is_terminal())
-                    .map(|t| (t.id, t.status())),
-            );
-            known.idempotency.extend(by_key);
-            looked_up.0.extend(new_ids);
-            looked_up.1.extend(new_keys);
-        }
-        let attempt = state
-            .apply(|f, now| {
-                let (again_ids, again_keys) =
-                    unseen(&f.submission_lookups(&swarm, &specs), &looked_up);
-                if !again_ids.is_empty() || !again_keys.is_empty() {
-                    return Ok(None);
-                }
-                let outcome = f.submit_tasks(&swarm, specs.clone(), &ids, &known, now)?;
-                let tasks: Vec<Option<Task>> =
-                    outcome.iter().map(|s| f.task(s.task).cloned()).collect();
-                Ok(Some((outcome, tasks)))
-            })
-            .await?;
-        if let Some(done) = attempt {
-            break done;
-        }
-    };
+    let (outcome, mut tasks) =
+        with_known_tasks(&state, &swarm, swarm_id, &specs, |f, known, now| {
+            let outcome = f.submit_tasks(&swarm, specs.clone(), &ids, known, now)?;
+            let tasks: Vec<Option<Task>> =
+                outcome.iter().map(|s| f.task(s.task).cloned()).collect();
+            Ok((outcome, tasks))
+        })
+        .await?;
     // An idempotent repeat of a task that has left memory is read from the store.
     let gone: Vec<TaskId> = tasks
         .iter()
@@ -143,6 +113,52 @@ pub async fn submit(
         .next()
         .ok_or_else(|| ApiError::internal("submitted task vanished"))?;
     Ok((status, Json(task)).into_response())
+}
+
+/// Runs a command that submits `specs` (a submission, a delegation) with what they need from
+/// the store: tasks they name that left memory, and the tasks behind idempotency keys no longer
+/// in memory. The lookups run without the fleet lock; if a task left memory in between, the
+/// command finds a lookup missing, and the lookup runs again.
+pub(super) async fn with_known_tasks<T>(
+    state: &AppState,
+    swarm: &str,
+    swarm_id: SwarmId,
+    specs: &[TaskSpec],
+    mut command: impl FnMut(&mut flotilla_core::Fleet, &KnownTasks, Timestamp) -> Result<T, CoreError>,
+) -> Result<T, ApiError> {
+    let mut looked_up: (Vec<TaskId>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut known = KnownTasks::default();
+    loop {
+        let needed = state.fleet.lock().submission_lookups(swarm, specs);
+        let (new_ids, new_keys) = unseen(&needed, &looked_up);
+        if !new_ids.is_empty() || !new_keys.is_empty() {
+            let (found, by_key) =
+                lookup_stored(state, swarm_id, new_ids.clone(), new_keys.clone()).await?;
+            // Only finished tasks leave memory; anything else read here is a stale row.
+            known.statuses.extend(
+                found
+                    .into_iter()
+                    .filter(|t| t.status().is_terminal())
+                    .map(|t| (t.id, t.status())),
+            );
+            known.idempotency.extend(by_key);
+            looked_up.0.extend(new_ids);
+            looked_up.1.extend(new_keys);
+        }
+        let attempt = state
+            .apply(|f, now| {
+                let (again_ids, again_keys) =
+                    unseen(&f.submission_lookups(swarm, specs), &looked_up);
+                if !again_ids.is_empty() || !again_keys.is_empty() {
+                    return Ok(None);
+                }
+                command(f, &known, now).map(Some)
+            })
+            .await?;
+        if let Some(done) = attempt {
+            return Ok(done);
+        }
+    }
 }
 
 /// The ids and keys of `needed` not in `seen`.

@@ -149,13 +149,26 @@ pub async fn delegate(
         .iter()
         .map(|_| TaskId(uuid::Uuid::now_v7()))
         .collect();
-    let (task, subtasks) = state
-        .apply(|f, now| {
-            let subs = f.delegate_task(agent, task, body.subtasks, &ids, now)?;
+    let swarm_id = {
+        let fleet = state.fleet.lock();
+        fleet
+            .task(task)
+            .map(|t| t.swarm_id)
+            .ok_or_else(|| ApiError::not_found(format!("task {task} not found or not running")))?
+    };
+    let swarm = swarm_id.to_string();
+    let (task, subtasks) = super::tasks::with_known_tasks(
+        &state,
+        &swarm,
+        swarm_id,
+        &body.subtasks,
+        |f, known, now| {
+            let subs = f.delegate_task(agent, task, body.subtasks.clone(), &ids, known, now)?;
             let t = f.task(task).expect("delegated task in memory").clone();
             Ok((t, subs))
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(flotilla_core::api::Delegated { task, subtasks }),

@@ -542,42 +542,33 @@ impl Fleet {
     /// acknowledged). Returns how many.
     pub fn clear_inbox(&mut self, agent: AgentId, now: Timestamp) -> Result<usize, CoreError> {
         self.check_agent(agent)?;
-        let ready = self.mail.inboxes.remove(&agent).unwrap_or_default();
-        let mut cleared_requests = Vec::new();
-        for (_, _, id) in &ready {
-            if let Some(m) = self.mail.live.remove(id) {
-                self.unhold(m.to);
-                self.forget_message_timers(&m);
-                self.out.deleted_messages.push(*id);
-                cleared_requests.push(*id);
-            }
-        }
-        // Pending retries (not yet ready) go too.
-        let waiting: Vec<MessageId> = self
+        self.mail.inboxes.remove(&agent);
+        // Ready ones and pending retries (not yet ready) alike.
+        let pending: Vec<MessageId> = self
             .mail
             .live
             .values()
             .filter(|m| m.to == Some(agent) && m.status == MessageStatus::Pending)
             .map(|m| m.id)
             .collect();
-        for id in &waiting {
+        for id in &pending {
             if let Some(m) = self.mail.live.remove(id) {
                 self.unhold(m.to);
                 self.forget_message_timers(&m);
                 self.out.deleted_messages.push(*id);
-                cleared_requests.push(*id);
             }
         }
-        // A cleared request will get no answer: its requester hears so now.
-        for id in cleared_requests {
+        // A cleared request will get no answer: its requester hears so now (`end_request` does
+        // nothing for messages that are not awaited requests).
+        for id in &pending {
             self.end_request(
-                id,
+                *id,
                 "cleared",
                 "the request was cleared from its recipient's inbox",
                 now,
             );
         }
-        Ok(ready.len() + waiting.len())
+        Ok(pending.len())
     }
 
     /// Sets the topic patterns an agent is subscribed to.

@@ -488,15 +488,7 @@ pub struct ReceiveQuery {
 
 impl ReceiveQuery {
     fn wait(&self) -> Result<Duration, ApiError> {
-        match self.wait {
-            None => Ok(Duration::ZERO),
-            Some(w) if w.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&w) => {
-                Ok(Duration::from_secs_f64(w))
-            }
-            Some(_) => Err(ApiError::bad_request(format!(
-                "wait must be between 0 and {MAX_WAIT_SECS} seconds"
-            ))),
-        }
+        super::WaitQuery { wait: self.wait }.duration()
     }
 
     fn max(&self) -> Result<usize, ApiError> {

@@ -26,7 +26,7 @@ use flotilla_core::{
 use flotilla_store::{Direction, MessageFilter};
 use serde::Deserialize;
 
-use super::{MAX_WAIT_SECS, check_limit};
+use super::check_limit;
 use crate::auth::Principal;
 use crate::bus::inbox_channel;
 use crate::error::{ApiError, ApiResult};

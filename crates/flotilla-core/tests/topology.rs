@@ -677,3 +677,51 @@ impl CompleteAny for Harness {
         self.complete(agent_id, task, attempt).unwrap();
     }
 }
+
+#[test]
+fn a_failed_coordinator_is_replaced_by_election_too() {
+    let mut h = harness(Topology::Star, |t| t.star.coordinator_count = 2);
+    let agents: Vec<AgentId> = (0..5).map(|i| h.agent(&format!("c{i}"), &[], 1)).collect();
+    assert_eq!(role(&h, agents[0]), AgentRole::Leader);
+    assert_eq!(role(&h, agents[1]), AgentRole::Coordinator);
+    let first = h
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::LeaderElection)
+        .map(|e| e.detail.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        first.iter().any(|d| d.contains("c1 elected coordinator")),
+        "{first:?}"
+    );
+    // The standing coordinator c1 dies: c2 is elected in its place, by an election event.
+    let lease = SwarmConfig::default().lease_duration();
+    for _ in 0..3 {
+        h.advance(lease / 3);
+        heartbeat_all_but(&mut h, &agents, &agents[1..2]);
+    }
+    h.advance(ms(1));
+    assert_eq!(role(&h, agents[2]), AgentRole::Coordinator);
+    assert_eq!(role(&h, agents[1]), AgentRole::Worker);
+    let last = h
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::LeaderElection)
+        .unwrap();
+    assert_eq!(last.agent_id, Some(agents[2]));
+    assert!(
+        last.detail
+            .contains("c2 elected coordinator (c1 is unhealthy)"),
+        "{}",
+        last.detail
+    );
+    // Then the leader dies: the standby coordinator takes over.
+    for _ in 0..3 {
+        h.advance(lease / 3);
+        heartbeat_all_but(&mut h, &agents, &[agents[0], agents[1]]);
+    }
+    h.advance(ms(1));
+    assert_eq!(leader(&h), Some(agents[2]), "the standby coordinator leads");
+}

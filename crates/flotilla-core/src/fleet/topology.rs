@@ -37,8 +37,6 @@ pub(super) struct SwarmTopology {
     rebuild: bool,
     /// Agents that joined, left, or became alive or not since the last refresh.
     changed: Vec<AgentId>,
-    /// Parents (in a star or tree) and how many alive children each has.
-    children_alive: HashMap<AgentId, u32>,
     /// The ring's token: who holds it.
     pub(super) token: Option<AgentId>,
     /// Bumped at every pass, so a timer armed for an earlier holder is recognised.
@@ -172,7 +170,6 @@ impl Fleet {
         let s = self.swarms.get_mut(&swarm_id).expect("swarm");
         let t = &mut s.topo;
         for (id, state) in updates {
-            let was_alive = t.graph.alive.contains(&id);
             if !t.graph.ring.contains(&id) && state.is_some() {
                 // A newcomer: at the end of the ring (it registered last).
                 t.graph.ring.push(id);
@@ -182,22 +179,11 @@ impl Fleet {
                     t.graph.alive.insert(id);
                     if kind == Topology::Star {
                         t.graph.add_star_worker(id, &coordinators);
-                        if let Some(p) = t.graph.parent.get(&id)
-                            && !was_alive
-                        {
-                            *t.children_alive.entry(*p).or_default() += 1;
-                        }
                     } else {
                         t.graph.roles.insert(id, AgentRole::Worker);
                     }
                 }
                 Some(false) | None => {
-                    if was_alive
-                        && let Some(p) = t.graph.parent.get(&id)
-                        && let Some(n) = t.children_alive.get_mut(p)
-                    {
-                        *n = n.saturating_sub(1);
-                    }
                     t.graph.alive.remove(&id);
                     t.graph.drop_worker(id, state.is_some());
                 }
@@ -235,12 +221,35 @@ impl Fleet {
         let old_leader = s.swarm.leader_agent_id;
         let graph = topology::build(kind, &s.swarm.config.topology, &members, old_leader);
         let new_leader = graph.leader;
-        let mut children_alive: HashMap<AgentId, u32> = HashMap::new();
-        for (child, p) in &graph.parent {
-            if graph.alive.contains(child) {
-                *children_alive.entry(*p).or_default() += 1;
-            }
-        }
+        // Coordinators that lost the role, and agents that gained it (the leader apart).
+        let mut lost: Vec<AgentId> = members
+            .iter()
+            .filter(|m| m.current == AgentRole::Coordinator)
+            .filter(|m| graph.roles.get(&m.id) != Some(&AgentRole::Coordinator))
+            .filter(|m| Some(m.id) != new_leader)
+            .map(|m| m.id)
+            .collect();
+        // Those that left are not members any more; their roles were in the old graph.
+        let old = &s.topo.graph;
+        lost.extend(
+            old.roles
+                .iter()
+                .filter(|(id, r)| **r == AgentRole::Coordinator && !graph.roles.contains_key(id))
+                .map(|(id, _)| *id),
+        );
+        lost.sort();
+        let mut promoted: Vec<AgentId> = graph
+            .roles
+            .iter()
+            .filter(|(id, r)| {
+                **r == AgentRole::Coordinator
+                    && members
+                        .iter()
+                        .any(|m| m.id == **id && m.current != AgentRole::Coordinator)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        promoted.sort();
         let mut changed_roles = Vec::new();
         for (id, role) in &graph.roles {
             if let Some(e) = self.agents.get_mut(id)
@@ -255,7 +264,33 @@ impl Fleet {
         }
         let entry = self.swarms.get_mut(&swarm_id).expect("swarm");
         entry.topo.graph = graph;
-        entry.topo.children_alive = children_alive;
+        // A coordinator failing (or missing) is replaced by election too.
+        let name = |fleet: &Fleet, id: AgentId| {
+            fleet
+                .agents
+                .get(&id)
+                .map_or_else(|| id.to_string(), |e| e.agent.name.clone())
+        };
+        let mut lost = lost.into_iter();
+        for p in promoted {
+            let why = match lost.next() {
+                Some(l) => match self.agents.get(&l) {
+                    Some(e) => format!("{} is {}", e.agent.name, e.agent.status.as_str()),
+                    None => format!("{} left", name(self, l)),
+                },
+                None => "a coordinator's place was free".to_owned(),
+            };
+            let detail = format!("{} elected coordinator ({why})", name(self, p));
+            self.emit(
+                now,
+                EventKind::LeaderElection,
+                swarm_id,
+                Some(p),
+                None,
+                detail,
+            );
+        }
+        let entry = self.swarms.get_mut(&swarm_id).expect("swarm");
         if new_leader != old_leader {
             entry.swarm.leader_agent_id = new_leader;
             entry.swarm.updated_at = now;

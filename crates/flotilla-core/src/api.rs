@@ -178,6 +178,12 @@ pub struct OrchestratorInfo {
     pub uptime_ms: u64,
     /// Where state is stored, e.g. `sqlite:/path/flotilla.db`.
     pub store: String,
+    /// The bus events and messages are published on: `in-process` or `redis://host:port`.
+    #[serde(default)]
+    pub bus: String,
+    /// Inter-agent messages in flight (not yet acknowledged).
+    #[serde(default)]
+    pub messages_in_flight: u64,
     /// How many swarms exist.
     pub swarms: u64,
     /// Agents of all swarms.

@@ -160,12 +160,17 @@ pub async fn orchestrator(
 ) -> ApiResult<Json<OrchestratorInfo>> {
     who.require_admin()?;
     let now = state.now();
-    let (swarms, agents, tasks) = state.fleet.lock().totals();
+    let ((swarms, agents, tasks), in_flight) = {
+        let fleet = state.fleet.lock();
+        (fleet.totals(), fleet.messages_in_flight())
+    };
     Ok(Json(OrchestratorInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: state.clock.started_at(),
         uptime_ms: now.since(state.clock.started_at()).as_millis() as u64,
         store: state.store_description.clone(),
+        bus: state.bus.describe(),
+        messages_in_flight: in_flight as u64,
         swarms,
         agents,
         tasks,

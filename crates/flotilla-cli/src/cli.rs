@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flotilla_core::{
-    AgentId, AgentStatus, DEFAULT_SWARM, MessageId, MessagePriority, MessageStatus, TaskId,
-    TaskStatus, Topology,
+    AgentId, AgentStatus, DEFAULT_SWARM, EventKind, MessageId, MessagePriority, MessageStatus,
+    TaskId, TaskStatus, Topology,
 };
 
 use crate::duration::parse_duration;
@@ -91,6 +91,9 @@ pub enum Command {
     /// Show the newest alerts: agents degraded (warning), down or given up on (critical), and
     /// healthy again (recovery).
     Alerts(AlertsArgs),
+    /// Show the event log (the newest events, with filters); `--follow` prints new ones as
+    /// they happen, missing none.
+    Events(EventsArgs),
     /// Show the resource manager: capacity, allocations, waiting pools, usage and pressure;
     /// `--strategy`/`--admission` change its policy live.
     Resources(ResourcesArgs),
@@ -112,6 +115,43 @@ pub struct AlertsArgs {
     pub limit: usize,
     #[command(flatten)]
     pub out: JsonFlag,
+}
+
+/// `flotilla events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this swarm's events.
+    #[arg(long)]
+    pub swarm: Option<String>,
+    /// Only events of this type (task_completed, leader_election, …).
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_event_kind)]
+    pub kind: Option<EventKind>,
+    /// Only events about this agent (name or id).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only events about this task (id).
+    #[arg(long)]
+    pub task: Option<TaskId>,
+    /// Only events after this sequence number.
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+    /// How many of the newest to show (without --follow).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Keep printing new events as they happen, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// Parses an event type by its API name.
+pub fn parse_event_kind(text: &str) -> Result<EventKind, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        format!(
+            "{text:?} is not an event type (e.g. task_completed, agent_joined, leader_election)"
+        )
+    })
 }
 
 /// `flotilla resources`.

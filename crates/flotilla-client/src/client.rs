@@ -981,32 +981,22 @@ impl Client {
     /// `GET /events`: one page of the event log, in log order.
     pub async fn list_events(&self, query: &EventQuery) -> Result<Page<Event>, ClientError> {
         let mut url = self.url(&["events"]);
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = &query.swarm {
-                q.append_pair("swarm", s);
-            }
-            if let Some(k) = query.kind {
-                q.append_pair("type", k.as_str());
-            }
-            if let Some(a) = query.agent {
-                q.append_pair("agent", &a.to_string());
-            }
-            if let Some(t) = query.task {
-                q.append_pair("task", &t.to_string());
-            }
-            if let Some(after) = query.after {
-                q.append_pair("after", &after.to_string());
-            }
-            if let Some(l) = query.limit {
-                q.append_pair("limit", &l.to_string());
-            }
-            if let Some(c) = &query.cursor {
-                q.append_pair("cursor", c);
-            }
-        }
-        strip_empty_query(&mut url);
+        event_query(&mut url, query, true);
         self.get_json(&url).await
+    }
+
+    /// `GET /events/stream`: the events after `query.after` that pass its filters, then each
+    /// new one as it is committed (server-sent events; the coordinator misses none). Items are
+    /// [`crate::StreamItem::Event`]s.
+    pub async fn follow_events(&self, query: &EventQuery) -> Result<MessageStream, ClientError> {
+        let mut url = self.url(&["events", "stream"]);
+        event_query(&mut url, query, false);
+        let req = self
+            .req(Method::GET, &url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(FOLLOW_TIMEOUT);
+        let response = self.send_streaming(req).await?;
+        Ok(MessageStream::new(response, self.base_url()))
     }
 
     /// `GET /agents/{id}/status`: the coordinator's judgement of an agent's health.
@@ -1185,6 +1175,37 @@ impl Client {
             Err(ClientError::from_response(status.as_u16(), &body))
         }
     }
+}
+
+/// The filters of an event query in `url`; `paged` adds the page's limit and cursor.
+fn event_query(url: &mut Url, query: &EventQuery, paged: bool) {
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = &query.swarm {
+            q.append_pair("swarm", s);
+        }
+        if let Some(k) = query.kind {
+            q.append_pair("type", k.as_str());
+        }
+        if let Some(a) = query.agent {
+            q.append_pair("agent", &a.to_string());
+        }
+        if let Some(t) = query.task {
+            q.append_pair("task", &t.to_string());
+        }
+        if let Some(after) = query.after {
+            q.append_pair("after", &after.to_string());
+        }
+        if paged {
+            if let Some(l) = query.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &query.cursor {
+                q.append_pair("cursor", c);
+            }
+        }
+    }
+    strip_empty_query(url);
 }
 
 fn decode<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, ClientError> {

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod bench;
 pub mod bench_messages;
 pub mod checkpoint;
+pub mod events;
 pub mod fleet;
 pub mod msg;
 pub mod pool;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkpoint(cmd) => checkpoint::run(&global, cmd).await,
         Command::Msg(cmd) => msg::run(&global, cmd).await,
         Command::Alerts(args) => alerts::run(&global, args).await,
+        Command::Events(args) => events::run(&global, args).await,
         Command::Resources(args) => resources::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }

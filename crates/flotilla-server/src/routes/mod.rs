@@ -3,6 +3,7 @@
 
 mod agents;
 mod checkpoints;
+mod events_live;
 pub mod messages;
 mod pools;
 mod resources;
@@ -198,6 +199,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks/{id}/complete", post(tasks::complete))
         .route("/tasks/{id}/fail", post(tasks::fail))
         .route("/events", get(system::events))
+        .route("/events/stream", get(events_live::stream))
+        .route("/events/ws", get(events_live::socket))
         .route("/orchestrator", get(system::orchestrator))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -43,6 +43,16 @@ pub async fn events(
 ) -> ApiResult<Json<Page<Event>>> {
     who.require_admin()?;
     let limit = check_limit(q.limit)?;
+    let filter = event_filter(&state, &q)?;
+    let items = read_events(&state, filter, limit).await?;
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|e| e.seq.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// The store filter of an event query (the swarm resolved, types parsed, ids checked).
+pub(super) fn event_filter(state: &AppState, q: &EventQuery) -> Result<EventFilter, ApiError> {
     let kinds = match q.kind.as_deref() {
         None => Vec::new(),
         Some(list) => list
@@ -56,9 +66,9 @@ pub async fn events(
         })?,
         (None, a) => a.unwrap_or(0),
     };
-    let filter = EventFilter {
-        swarm: match q.swarm {
-            Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
+    Ok(EventFilter {
+        swarm: match &q.swarm {
+            Some(s) => Some(state.fleet.lock().resolve_swarm(s)?),
             None => None,
         },
         kinds,
@@ -66,16 +76,11 @@ pub async fn events(
         task: q.task.as_deref().map(parse_id::<TaskId>).transpose()?,
         after,
         latest: false,
-    };
-    let items = read_events(&state, filter, limit).await?;
-    let next_cursor = (items.len() == limit)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    })
 }
 
 /// Reads events from the store, off the async threads.
-async fn read_events(
+pub(super) async fn read_events(
     state: &AppState,
     filter: EventFilter,
     limit: usize,

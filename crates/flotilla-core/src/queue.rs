@@ -51,7 +51,8 @@ struct QueueKey {
 pub enum Lane {
     /// Any agent with the capabilities.
     Open,
-    /// Ordered tasks: in a ring, only the token's holder.
+    /// Ordered tasks: never peeked through the lane; the fleet hands out the one whose turn it
+    /// is (in a ring, to the token's holder).
     Ordered,
     /// Subtasks delegated by this agent: its children in the hierarchy.
     Delegated(crate::ids::AgentId),
@@ -71,8 +72,6 @@ pub struct ReadyQueue {
     by_capabilities: HashMap<(Vec<String>, Lane), u32>,
     /// Every queued task by arrival, to find the oldest.
     by_age: BTreeMap<u64, TaskId>,
-    /// Queued ordered tasks.
-    ordered: usize,
 }
 
 impl ReadyQueue {
@@ -126,9 +125,6 @@ impl ReadyQueue {
                 p
             }
         };
-        if lane == Lane::Ordered {
-            self.ordered += 1;
-        }
         let key = QueueKey {
             priority: Reverse(priority),
             seq,
@@ -146,20 +142,9 @@ impl ReadyQueue {
         };
         let removed = p.tasks.remove(&slot.key);
         if removed {
-            if p.lane == Lane::Ordered {
-                self.ordered -= 1;
-            }
             self.by_age.remove(&slot.key.seq);
         }
         removed
-    }
-
-    /// How many tasks wait in a lane (counted for [`Lane::Ordered`] only; 0 for others).
-    pub fn lane_len(&self, lane: Lane) -> usize {
-        match lane {
-            Lane::Ordered => self.ordered,
-            _ => 0,
-        }
     }
 
     /// The best task an agent with these (sorted) capabilities may run, without taking it.

@@ -700,16 +700,17 @@ impl Graph {
         from: Option<AgentId>,
         ok: impl Fn(AgentId) -> bool,
     ) -> Option<AgentId> {
+        self.around(from).find(|id| ok(*id))
+    }
+
+    /// Every member once, around the ring from the one after `from` (from the first when
+    /// `from` is `None` or not a member), `from` itself last.
+    pub fn around(&self, from: Option<AgentId>) -> impl Iterator<Item = AgentId> + '_ {
         let n = self.ring.len();
-        if n == 0 {
-            return None;
-        }
         let start = from
             .and_then(|f| self.ring.iter().position(|x| *x == f))
             .map_or(0, |i| i + 1);
-        (0..n)
-            .map(|d| self.ring[(start + d) % n])
-            .find(|id| ok(*id))
+        (0..n).map(move |d| self.ring[(start + d) % n])
     }
 }
 

@@ -8,6 +8,7 @@
 //! WebSocket, the size limit and the audit log, the live stream, and no message lost across a
 //! coordinator restart.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -16,30 +17,6 @@ use common::{Harness, eventually};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// Runs `$case` against each backend.
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case("memory".to_owned()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(url) = super::common::redis_or_skip(stringify!($case)).await {
-                        super::$case(url).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     an_inbox_is_served_by_priority,

@@ -2,6 +2,7 @@
 //! WebSocket), on both bus backends: replay then follow, filters, resuming with
 //! `Last-Event-ID`, and no event missing or repeated under a burst.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -10,29 +11,6 @@ use common::Harness;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case("memory".to_owned()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(url) = super::common::redis_or_skip(stringify!($case)).await {
-                        super::$case(url).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     the_stream_replays_then_follows_and_resumes,

@@ -106,7 +106,7 @@ impl Fleet {
         }
         let message = self.new_message(id, swarm, kind, from, Some(to), &spec, now);
         let waited = spec.waited && kind == MessageKind::Request;
-        let message = self.enqueue_message(message, now);
+        let message = self.enqueue_message(message);
         if waited && let Some(w) = self.mail.awaiting.get_mut(&id) {
             w.waited = true;
         }
@@ -202,7 +202,7 @@ impl Fleet {
                 return Err(CoreError::conflict(format!("message id {id} is taken")));
             }
             let m = self.new_message(id, swarm, kind, from, Some(a), spec, now);
-            messages.push(self.enqueue_message(m, now));
+            messages.push(self.enqueue_message(m));
         }
         Ok(Sent {
             messages,
@@ -267,10 +267,10 @@ impl Fleet {
     /// waits on its call, is final at once and kept for that call.
     fn deliver_response(&mut self, mut message: Message, waited: bool, now: Timestamp) -> Message {
         let Some(request) = message.correlation_id else {
-            return self.enqueue_message(message, now);
+            return self.enqueue_message(message);
         };
         if message.to.is_some() && !waited {
-            return self.enqueue_message(message, now);
+            return self.enqueue_message(message);
         }
         message.status = MessageStatus::Acked;
         message.finished_at = Some(now);
@@ -394,7 +394,7 @@ impl Fleet {
     }
 
     /// Puts a new message in its recipient's inbox, with its timers.
-    fn enqueue_message(&mut self, message: Message, now: Timestamp) -> Message {
+    fn enqueue_message(&mut self, message: Message) -> Message {
         let id = message.id;
         let to = message.to.expect("an inbox message has a recipient");
         if let Some(at) = message.expires_at {
@@ -415,13 +415,13 @@ impl Fleet {
         }
         *self.mail.held.entry(to).or_default() += 1;
         self.mail.live.insert(id, message);
-        self.make_ready(id, now);
+        self.make_ready(id);
         self.mark_message(id);
         self.mail.live[&id].clone()
     }
 
     /// A pending message may be taken now: into the inbox, and its recipient is woken.
-    fn make_ready(&mut self, id: MessageId, _now: Timestamp) {
+    fn make_ready(&mut self, id: MessageId) {
         let m = &self.mail.live[&id];
         let to = m.to.expect("an inbox message has a recipient");
         let wake = Effect::WakeInbox(m.swarm_id, to);
@@ -635,7 +635,7 @@ impl Fleet {
         // it is not registered as awaiting a second time.
         let reply_by = message.reply_by.take();
         let id = message.id;
-        self.enqueue_message(message, now);
+        self.enqueue_message(message);
         let m = self.mail.live.get_mut(&id).expect("just enqueued");
         m.reply_by = reply_by;
         Ok(m.clone())
@@ -788,7 +788,7 @@ impl Fleet {
             return;
         }
         m.deliver_after = None;
-        self.make_ready(id, now);
+        self.make_ready(id);
         self.mark_message(id);
     }
 
@@ -912,7 +912,7 @@ impl Fleet {
                 Some(at) if at > now => self.timers.insert(at, Timer::MessageRetry(id)),
                 _ => {
                     self.mail.live.get_mut(&id).expect("inserted").deliver_after = None;
-                    self.make_ready(id, now);
+                    self.make_ready(id);
                 }
             }
         }

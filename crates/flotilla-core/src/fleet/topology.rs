@@ -9,9 +9,9 @@
 //! fail (a lapsed lease, an exited process), or at the latest at the next tick.
 //!
 //! Ordered tasks (`ordered: true`) run one at a time per swarm, in the order they were
-//! submitted: each depends on the one before (a `completion` dependency, visible in its
-//! `depends_on`). In a ring only the token's holder may take one; the token moves on when the
-//! holder's attempt ends, or when an ordered task waited `token_timeout` for it.
+//! submitted: the swarm keeps its unfinished ones in that order and only the first may start
+//! ([`Fleet::ordered_candidate`]). In a ring only the token's holder may take it; the token moves
+//! on when the holder's attempt ends, or when the task waited `token_timeout` for it.
 
 use std::collections::HashMap;
 
@@ -265,22 +265,16 @@ impl Fleet {
         let entry = self.swarms.get_mut(&swarm_id).expect("swarm");
         entry.topo.graph = graph;
         // A coordinator failing (or missing) is replaced by election too.
-        let name = |fleet: &Fleet, id: AgentId| {
-            fleet
-                .agents
-                .get(&id)
-                .map_or_else(|| id.to_string(), |e| e.agent.name.clone())
-        };
         let mut lost = lost.into_iter();
         for p in promoted {
             let why = match lost.next() {
                 Some(l) => match self.agents.get(&l) {
                     Some(e) => format!("{} is {}", e.agent.name, e.agent.status.as_str()),
-                    None => format!("{} left", name(self, l)),
+                    None => format!("{l} left"),
                 },
                 None => "a coordinator's place was free".to_owned(),
             };
-            let detail = format!("{} elected coordinator ({why})", name(self, p));
+            let detail = format!("{} elected coordinator ({why})", self.name_or(Some(p), "?"));
             self.emit(
                 now,
                 EventKind::LeaderElection,
@@ -295,17 +289,16 @@ impl Fleet {
             entry.swarm.leader_agent_id = new_leader;
             entry.swarm.updated_at = now;
             self.mark_swarm(swarm_id);
-            let name = |id: Option<AgentId>| {
-                id.and_then(|a| self.agents.get(&a))
-                    .map_or_else(|| "none".to_owned(), |e| e.agent.name.clone())
-            };
-            let why = match old_leader.and_then(|l| self.agents.get(&l)) {
-                None if old_leader.is_some() => format!("{} left", name(old_leader)),
-                None => "the swarm had no leader".to_owned(),
-                Some(e) => format!("{} is {}", e.agent.name, e.agent.status.as_str()),
+            let why = match (old_leader, old_leader.and_then(|l| self.agents.get(&l))) {
+                (Some(l), None) => format!("{l} left"),
+                (None, _) => "the swarm had no leader".to_owned(),
+                (Some(_), Some(e)) => format!("{} is {}", e.agent.name, e.agent.status.as_str()),
             };
             let detail = match new_leader {
-                Some(_) => format!("{} elected leader ({why})", name(new_leader)),
+                Some(_) => format!(
+                    "{} elected leader ({why})",
+                    self.name_or(new_leader, "none")
+                ),
                 None => format!("no agent can lead ({why}); the swarm is degraded until one can"),
             };
             self.emit(
@@ -316,6 +309,17 @@ impl Fleet {
                 None,
                 detail,
             );
+        }
+    }
+
+    /// An agent's name, or `none` for no agent (the id of one no longer registered).
+    fn name_or(&self, id: Option<AgentId>, none: &str) -> String {
+        match id {
+            Some(a) => self
+                .agents
+                .get(&a)
+                .map_or_else(|| a.to_string(), |e| e.agent.name.clone()),
+            None => none.to_owned(),
         }
     }
 
@@ -448,26 +452,22 @@ impl Fleet {
         };
         let next = match ring.order {
             RingOrder::Sequential => s.topo.graph.next_in_ring(from, usable),
-            RingOrder::Load => {
-                // The least loaded, ties going to the first after the holder.
-                let n = s.topo.graph.ring.len();
-                let start = from
-                    .and_then(|f| s.topo.graph.ring.iter().position(|x| *x == f))
-                    .map_or(0, |i| i + 1);
-                (0..n)
-                    .map(|d| s.topo.graph.ring[(start + d) % n])
-                    .filter(|id| usable(*id))
-                    .min_by_key(|id| {
-                        let e = &self.agents[id];
-                        e.agent.current_tasks.len() + e.local.len()
-                    })
-            }
+            // The least loaded, ties going to the first after the holder.
+            RingOrder::Load => s
+                .topo
+                .graph
+                .around(from)
+                .filter(|id| usable(*id))
+                .min_by_key(|id| {
+                    let e = &self.agents[id];
+                    e.agent.current_tasks.len() + e.local.len()
+                }),
         };
-        let name = |id: Option<AgentId>| {
-            id.and_then(|a| self.agents.get(&a))
-                .map_or_else(|| "nobody".to_owned(), |e| e.agent.name.clone())
-        };
-        let detail = format!("token: {} -> {} ({why})", name(from), name(next));
+        let detail = format!(
+            "token: {} -> {} ({why})",
+            self.name_or(from, "nobody"),
+            self.name_or(next, "nobody")
+        );
         let t = &mut self.swarms.get_mut(&swarm_id).expect("swarm").topo;
         if next == from {
             // Nobody else can take it: it stays (with nobody, until someone can), and its
@@ -534,10 +534,9 @@ impl Fleet {
         }
         let s = &self.swarms[&swarm_id];
         let timeout = s.swarm.config.topology.ring.token_timeout;
-        let holder = s.topo.token.and_then(|h| self.agents.get(&h));
         let why = format!(
             "{} did not take the waiting ordered task within {} ms",
-            holder.map_or("nobody", |e| e.agent.name.as_str()),
+            self.name_or(s.topo.token, "nobody"),
             timeout.as_millis()
         );
         self.pass_token(swarm_id, &why, now);
@@ -574,12 +573,13 @@ impl Fleet {
             s.topo.known.clear();
             return;
         }
-        let members: Vec<AgentId> = s.topo.graph.ring.clone();
-        s.topo.known.retain(|id, _| members.contains(id));
+        let graph = &s.topo.graph;
+        s.topo.known.retain(|id, _| graph.roles.contains_key(id));
         // Those whose neighbourhood changed know first: every alive member connected to a
         // member whose liveness or connections changed. A cheap, safe approximation: members
         // that had not heard of any version yet, and the neighbours of the newest arrivals.
-        let fresh: Vec<AgentId> = members
+        let fresh: Vec<AgentId> = graph
+            .ring
             .iter()
             .copied()
             .filter(|id| !s.topo.known.contains_key(id))

@@ -1,6 +1,33 @@
 //! A real coordinator on a free loopback port, and a small HTTP helper around reqwest.
 #![allow(dead_code)]
 
+/// Runs each `$case(bus_url)` of the calling test file once with the in-process bus (module
+/// `memory`) and once with Redis (module `redis`; skipped with a note when Redis is absent,
+/// failing under CI=true).
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case("memory".to_owned()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(url) = super::common::redis_or_skip(stringify!($case)).await {
+                        super::$case(url).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 use std::time::Duration;
 
 use flotilla_server::{Server, ServerConfig};

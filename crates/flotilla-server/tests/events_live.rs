@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 both_backends!(
     the_stream_replays_then_follows_and_resumes,
     no_event_is_missing_or_repeated_under_a_burst,
+    the_stream_keeps_log_order_across_channels,
     the_websocket_follows_the_log,
 );
 
@@ -148,6 +149,46 @@ async fn no_event_is_missing_or_repeated_under_a_burst(bus: String) {
             .collect();
         let (s, v) = h.post("/swarms/default/tasks", Value::Array(batch)).await;
         assert!(s.is_success(), "{v}");
+    }
+    let (_, page) = h.get("/events?limit=1000").await;
+    let expected: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let last = *expected.last().unwrap();
+    let got = read_sse(&mut resp, Duration::from_secs(10), |ev| {
+        ev.last().is_some_and(|(seq, _)| *seq >= last)
+    })
+    .await;
+    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs, expected,
+        "the stream equals the log, in order, once each"
+    );
+}
+
+/// One command's events go out on several channels (an agent joining is on `:registry`, the
+/// election it starts on `:fleet`, a task it takes on `:allocation`), which the bus may deliver
+/// in any order; the stream still equals the log.
+async fn the_stream_keeps_log_order_across_channels(bus: String) {
+    let h = start(&bus).await;
+    let mut resp = open(&h, "", None).await;
+    let (s, v) = h
+        .post(
+            "/swarms",
+            json!({"name": "mix", "topology": "hierarchical"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for i in 0..3 {
+        h.submit("mix", json!({"type": format!("t{i}")})).await;
+    }
+    for i in 0..3 {
+        let (agent, token) = h.register("mix", json!({"name": format!("a{i}")})).await;
+        let task = h.next(&agent, &token, 1.0).await.expect("a task");
+        assert!(task["id"].is_string(), "{task}");
     }
     let (_, page) = h.get("/events?limit=1000").await;
     let expected: Vec<u64> = page["items"]

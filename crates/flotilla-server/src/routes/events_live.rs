@@ -2,12 +2,12 @@
 //! (WebSocket), with the filters of `GET /events`.
 //!
 //! A follower first replays the stored events after `after` (or the SSE `Last-Event-ID`), then
-//! follows the bus, where every committed batch's events are published. The bus is
-//! notification only, so nothing is trusted to it: the follower keeps the highest sequence
-//! number it delivered, skips anything at or below it, and reads the store again after it when
-//! the bus reports a gap, when the bus is unavailable, and once a second anyway (a publish may
-//! have been dropped). A store read sees a prefix of the commits, which are in sequence order,
-//! so no event is skipped and none is delivered twice.
+//! follows the bus, where every committed batch's events are published. The bus only wakes it:
+//! payloads are split per channel and published by each request after its own commit, so they
+//! may arrive out of sequence order, and a publish may be dropped. On each wake-up (a burst
+//! drained into one), after a gap, and once a second anyway, the follower reads the store after
+//! the highest sequence number it delivered. A store read sees a prefix of the commits, which
+//! are in sequence order, so no event is skipped and none is delivered twice.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -42,6 +42,8 @@ struct Follower {
     sub: Option<Subscription>,
     /// The highest sequence number delivered (or asked to start after).
     last: u64,
+    /// The last store read filled a page: more is stored, read it without waiting.
+    behind: bool,
     resync: tokio::time::Interval,
 }
 
@@ -62,6 +64,7 @@ impl Follower {
             filter,
             sub,
             last,
+            behind: false,
             resync,
         }
     }
@@ -73,19 +76,11 @@ impl Follower {
             ..self.filter.clone()
         };
         let events = read_events(&self.state, filter, PAGE).await?;
+        self.behind = events.len() == PAGE;
         if let Some(e) = events.last() {
             self.last = e.seq;
         }
         Ok(events)
-    }
-
-    fn wanted(&self, e: &Event) -> bool {
-        let f = &self.filter;
-        e.seq > self.last
-            && f.swarm.is_none_or(|s| e.swarm_id == s)
-            && (f.kinds.is_empty() || f.kinds.contains(&e.kind))
-            && f.agent.is_none_or(|a| e.agent_id == Some(a))
-            && f.task.is_none_or(|t| e.task_id == Some(t))
     }
 
     /// The next events to deliver, in order; `None` when the coordinator shuts down.
@@ -95,45 +90,47 @@ impl Follower {
             if *shutdown.borrow() {
                 return None;
             }
+            if self.behind {
+                return Some(self.catch_up().await);
+            }
             let delivery = async {
                 match self.sub.as_mut() {
                     Some(s) => s.next().await,
                     None => std::future::pending().await,
                 }
             };
-            let from_bus = tokio::select! {
+            let woke = tokio::select! {
                 d = delivery => d,
                 _ = self.resync.tick() => Some(Delivery::Gap),
                 _ = shutdown.changed() => return None,
             };
-            match from_bus {
+            match woke {
                 // The bus ended (shut down): the store alone, at each resync.
-                None => self.sub = None,
-                Some(Delivery::Gap) => {
-                    let events = self.catch_up().await;
-                    if events.as_ref().map_or(true, |e| !e.is_empty()) {
-                        return Some(events);
-                    }
+                None => {
+                    self.sub = None;
+                    continue;
                 }
-                Some(Delivery::Message { channel, payload }) => {
-                    if matches!(
-                        Channel::parse(&channel),
-                        Some(Channel::Agent(..) | Channel::Messages(_)) | None
-                    ) {
-                        continue;
-                    }
-                    let Ok(batch) = serde_json::from_slice::<Vec<Event>>(&payload) else {
-                        continue;
-                    };
-                    let events: Vec<Event> = batch.into_iter().filter(|e| self.wanted(e)).collect();
-                    if let Some(e) = events.last() {
-                        self.last = e.seq;
-                        return Some(Ok(events));
-                    }
-                }
+                Some(Delivery::Message { channel, .. }) if !is_event_channel(&channel) => continue,
+                Some(_) => {}
+            }
+            // One store read serves every wake-up already queued.
+            if let Some(sub) = self.sub.as_mut() {
+                while sub.try_next().is_some() {}
+            }
+            let events = self.catch_up().await;
+            if events.as_ref().map_or(true, |e| !e.is_empty()) {
+                return Some(events);
             }
         }
     }
+}
+
+/// Whether the coordinator publishes events on a channel (not messages or inbox wake-ups).
+fn is_event_channel(channel: &str) -> bool {
+    !matches!(
+        Channel::parse(channel),
+        Some(Channel::Agent(..) | Channel::Messages(_)) | None
+    )
 }
 
 /// Where to start: `after`, or the `Last-Event-ID` a reconnecting SSE client sends.

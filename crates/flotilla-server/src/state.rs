@@ -198,17 +198,7 @@ impl AppState {
                     ));
                 }
             },
-            Wait::Watermark(seq) => {
-                if !self
-                    .writer
-                    .wait_committed(seq, Duration::from_secs(10))
-                    .await
-                {
-                    return Err(ApiError::unavailable(
-                        "the store has not confirmed earlier changes; retry shortly",
-                    ));
-                }
-            }
+            Wait::Watermark(seq) => self.durable(seq).await?,
         }
         if let Some(p) = pending.published {
             self.bus.committed(p);
@@ -216,6 +206,23 @@ impl AppState {
         self.run_effects(&pending.effects);
         crate::checkpoints::discard_all(pending.discards);
         Ok(())
+    }
+
+    /// Waits until every batch up to `seq` is durable: what a caller read from memory when
+    /// [`Writer::last_submitted`](crate::writer::Writer::last_submitted) was `seq` is then in
+    /// the store too, and no crash can take it back.
+    pub async fn durable(&self, seq: u64) -> Result<(), ApiError> {
+        if self
+            .writer
+            .wait_committed(seq, Duration::from_secs(10))
+            .await
+        {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "the store has not confirmed earlier changes; retry shortly",
+            ))
+        }
     }
 
     /// Agents that stopped (unregistered, replaced, swarm deleted) lose their tokens.

@@ -1323,3 +1323,66 @@ async fn finished_tasks_read_from_the_store_behave_as_in_memory() {
         .await;
     Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
 }
+
+/// Memory runs ahead of the store by the commit in flight. `GET /tasks/{id}` and
+/// `POST /tasks/lookup` answer from memory, so they wait until what they show is durable: a
+/// client told a task finished reads its events from the store at once. Here another
+/// connection holds the store's write lock while the agent completes the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_shown_finished_is_already_in_the_store() {
+    let h = Harness::start().await;
+    let (agent, token) = h.register("default", json!({"name": "a"})).await;
+    let task = h.submit("default", json!({"type": "x"})).await;
+    let t = id(&task);
+    assert_eq!(
+        h.next(&agent, &token, 1.0).await.expect("a task")["id"],
+        task["id"]
+    );
+    let lock = rusqlite::Connection::open(h.dir.path().join("flotilla.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let complete = h
+        .http
+        .post(h.url(&format!("/tasks/{t}/complete")))
+        .bearer_auth(&token)
+        .json(&json!({"result": {"n": 1}}))
+        .send();
+    let completing = tokio::spawn(complete);
+    // The completion is in memory (the agent's count shows it), its commit waits for the lock.
+    common::eventually(
+        "the completion in memory",
+        Duration::from_secs(5),
+        || async {
+            let (_, a) = h.get(&format!("/agents/{agent}")).await;
+            (a["tasks_completed"] == 1).then_some(())
+        },
+    )
+    .await;
+    let show = h
+        .http
+        .get(h.url(&format!("/tasks/{t}")))
+        .bearer_auth(&h.server.admin_token)
+        .send();
+    let lookup = h
+        .http
+        .post(h.url("/tasks/lookup"))
+        .bearer_auth(&h.server.admin_token)
+        .json(&json!({"ids": [t]}))
+        .send();
+    let (show, lookup) = (tokio::spawn(show), tokio::spawn(lookup));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !show.is_finished() && !lookup.is_finished(),
+        "answered before the completion was stored"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    let shown: Value = show.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    let looked: Value = lookup.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(looked["items"][0]["status"], "completed", "{looked}");
+    let (_, events) = h
+        .get(&format!("/events?task={t}&type=task_completed"))
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+    let done = completing.await.unwrap().unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+}

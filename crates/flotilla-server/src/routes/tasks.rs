@@ -36,12 +36,20 @@ async fn read<T: Send + 'static>(
         .map_err(|e| ApiError::internal(e.to_string()))??)
 }
 
-/// A task from memory, else from the store.
+/// A task from memory, once what memory shows of it is durable (a client told a task finished
+/// may read its events and result from the store at once), else from the store.
 async fn find_task(state: &AppState, id: TaskId) -> ApiResult<Option<Task>> {
-    if let Some(t) = state.fleet.lock().task(id) {
-        return Ok(Some(t.clone()));
+    let (task, seen) = {
+        let fleet = state.fleet.lock();
+        (fleet.task(id).cloned(), state.writer.last_submitted())
+    };
+    match task {
+        Some(t) => {
+            state.durable(seen).await?;
+            Ok(Some(t))
+        }
+        None => read(state, move |r| r.get_task(id)).await,
     }
-    read(state, move |r| r.get_task(id)).await
 }
 
 /// `POST /swarms/{swarm}/tasks`: one task (an object) or a batch (an array).
@@ -292,7 +300,7 @@ pub async fn lookup(
     }
     let mut items = Vec::with_capacity(req.ids.len());
     let mut elsewhere = Vec::new();
-    {
+    let seen = {
         let fleet = state.fleet.lock();
         for id in &req.ids {
             match fleet.task(*id) {
@@ -300,6 +308,11 @@ pub async fn lookup(
                 None => elsewhere.push(*id),
             }
         }
+        state.writer.last_submitted()
+    };
+    // What memory shows is answered once it is durable, as in `find_task`.
+    if !items.is_empty() {
+        state.durable(seen).await?;
     }
     let mut missing = Vec::new();
     if !elsewhere.is_empty() {

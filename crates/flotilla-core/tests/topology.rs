@@ -564,6 +564,41 @@ fn a_nearest_mesh_spreads_membership_one_hop_per_gossip_round() {
     assert!(h.fleet.may_send(newcomer, agents[5]).is_err());
 }
 
+/// A lattice mesh made full while a gossip round is armed: the coordinator tells everyone at
+/// once, so that round is the last (it used to arm itself again every interval, for ever).
+#[test]
+fn a_mesh_made_full_gossips_no_more() {
+    let lattice = |t: &mut TopologyConfig| {
+        t.mesh.connection_strategy = ConnectionStrategy::Nearest;
+        t.mesh.neighbours = 2;
+        t.mesh.gossip_interval = ms(10);
+    };
+    let mut h = harness(Topology::Mesh, lattice);
+    for i in 0..10 {
+        h.agent(&format!("m{i}"), &[], 1);
+    }
+    assert_eq!(
+        h.fleet.next_deadline(),
+        Some(h.now + ms(10)),
+        "a gossip round is armed"
+    );
+    let mut full = TopologyConfig::default();
+    lattice(&mut full);
+    full.mesh.connection_strategy = ConnectionStrategy::Full;
+    let swarm = h.swarm.clone();
+    h.fleet
+        .set_topology(&swarm, Topology::Mesh, Some(full), h.now)
+        .unwrap();
+    h.settle();
+    h.advance(ms(10));
+    let next = h.fleet.next_deadline().expect("leases at least");
+    assert!(
+        next > h.now + ms(1000),
+        "nothing due soon once the mesh is full: next at {next:?}, now {:?}",
+        h.now
+    );
+}
+
 #[test]
 fn changing_the_topology_live_reassigns_roles_and_keeps_tasks_in_flight() {
     let mut h = harness(Topology::Star, |_| {});

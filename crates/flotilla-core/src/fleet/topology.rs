@@ -608,6 +608,10 @@ impl Fleet {
             return;
         };
         s.topo.gossip_armed = false;
+        if s.swarm.topology != Topology::Mesh || s.topo.graph.full {
+            // No longer a lattice: the coordinator tells everyone at once.
+            return;
+        }
         let version = s.topo.membership_version;
         let g = &s.topo.graph;
         let mut learnt = Vec::new();
@@ -635,7 +639,7 @@ impl Fleet {
             .alive
             .iter()
             .any(|id| s.topo.known.get(id).copied().unwrap_or(0) < version);
-        if behind && s.swarm.topology == Topology::Mesh {
+        if behind {
             s.topo.gossip_armed = true;
             let at = now + s.swarm.config.topology.mesh.gossip_interval;
             self.timers.insert(at, Timer::Gossip(swarm_id));

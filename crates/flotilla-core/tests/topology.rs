@@ -482,6 +482,33 @@ fn only_the_holder_may_delegate() {
     assert!(matches!(h.refused(r), CoreError::Invalid(_)));
 }
 
+/// A subtask whose idempotency key names a finished task no longer in memory cannot be waited
+/// on (its result is only in the store): the delegation is refused with a way out, where it
+/// used to be accepted and then fail the parent with an "(unknown)" subtask.
+#[test]
+fn a_subtask_key_naming_an_evicted_task_is_refused() {
+    let mut h = harness(Topology::Hierarchical, |_| {});
+    let a = h.agent("a", &[], 1);
+    let t = h.submit(spec("t", 5));
+    assert_eq!(h.take(a).unwrap().id, t);
+    let old = TaskId(h.uuid());
+    let mut known = flotilla_core::fleet::KnownTasks::default();
+    known
+        .idempotency
+        .insert("k-1".into(), (old, TaskStatus::Completed));
+    let mut sub = spec("x", 5);
+    sub.idempotency_key = Some("k-1".into());
+    let ids = [TaskId(h.uuid())];
+    let r = h.fleet.delegate_task(a, t, vec![sub], &ids, &known, h.now);
+    match h.refused(r) {
+        CoreError::Conflict(m) => {
+            assert!(m.contains("\"k-1\"") && m.contains(&old.to_string()), "{m}")
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(h.status(t), TaskStatus::Running);
+}
+
 #[test]
 fn a_delegation_survives_a_restart() {
     let mut h = harness(Topology::Hierarchical, |_| {});

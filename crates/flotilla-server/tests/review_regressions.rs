@@ -16,9 +16,11 @@ fn id(v: &Value) -> String {
 /// `POST /tasks/{id}/delegate` with a subtask whose idempotency key belongs to a finished task no
 /// longer in memory: the delegate path gives the core no store lookups (`KnownTasks::default()`),
 /// so the core makes a second task with that key; SQLite's unique index refuses the commit and
-/// the writer fails closed: every later change is refused until the coordinator restarts.
+/// the writer fails closed: every later change is refused until the coordinator restarts. Now
+/// the store is looked up, and the delegation refused (409): the parent could not wait for a
+/// task that finished long ago.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delegating_with_an_evicted_idempotency_key_reuses_that_task() {
+async fn delegating_with_an_evicted_idempotency_key_is_refused_and_changes_go_on() {
     let h = Harness::start_with(tempfile::tempdir().unwrap(), |c| {
         c.limits.retain_terminal = 0;
         c.limits.retain_terminal_for = Duration::ZERO;
@@ -52,7 +54,11 @@ async fn delegating_with_an_evicted_idempotency_key_reuses_that_task() {
             Some(json!({"subtasks": [{"type": "part", "idempotency_key": "k-1"}]})),
         )
         .await;
-    eprintln!("delegate: {s} {v}");
+    Harness::assert_error(s, &v, StatusCode::CONFLICT, "conflict");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&id(&old)),
+        "{v}"
+    );
     // Whatever the answer to that call, the coordinator must still accept changes.
     let (s2, v2) = h
         .post("/swarms/default/tasks", json!({"type": "after"}))

@@ -91,6 +91,14 @@ impl Fleet {
                      parents: it would wait for itself"
                 )));
             }
+            // A finished task no longer in memory has its result in the store only: the
+            // delegation could not wait for it nor aggregate its result.
+            if let Some(e) = existing.filter(|e| !self.tasks.contains_key(e)) {
+                return Err(CoreError::conflict(format!(
+                    "subtask #{i}'s idempotency key {key:?} names task {e}, which finished long \
+                     ago: read its result with GET /tasks/{e}, or delegate with a new key"
+                )));
+            }
         }
         let submitted = self.submit_tasks(&swarm_id.to_string(), specs, ids, known, now)?;
         self.touch(agent, now)?;

@@ -417,3 +417,42 @@ async fn messages_and_topologies_from_the_command_line() {
     beats.abort();
     h.finish().await;
 }
+
+/// `flotilla events -f` follows the log live, naming agents (one that joined after it started
+/// too, and still after it was removed); `flotilla events --json` prints the stored log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_from_the_command_line() {
+    let h = Harness::start().await;
+    let follow = Running::start(&h, &["events", "-f", "--swarm", "default"]);
+    let (carol, _) = register(&h, "carol").await;
+    Running::wait_line(&follow.stdout, "carol joining", SHORT, |l| {
+        l.contains("agent_joined") && l.contains("carol")
+    });
+    h.admin.remove_agent(carol).await.expect("remove carol");
+    Running::wait_line(&follow.stdout, "carol leaving", SHORT, |l| {
+        l.contains("agent_left") && l.contains("carol")
+    });
+    let log: Vec<Value> = serde_json::from_str(&ok(
+        &h,
+        &[
+            "events",
+            "--swarm",
+            "default",
+            "--type",
+            "agent_left",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["agent_id"], json!(carol));
+    let out = h.cli(&["events", "--type", "nonsense"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.contains("\"nonsense\" is not an event type (e.g. task_completed")),
+        "{err}"
+    );
+}

@@ -32,9 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// The longest wait the API accepts, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
-/// How long a request waits for its response when its spec does not say (the swarm's
-/// default, unless changed).
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of following a log: in effect none (a year).
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -781,7 +778,10 @@ impl Client {
             kind: Some(MessageKind::Request),
             ..spec.clone()
         };
-        let wait = spec.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        // The swarm's default, unless changed.
+        let wait = spec
+            .timeout
+            .unwrap_or(flotilla_core::message::DEFAULT_REQUEST_TIMEOUT);
         let req = self
             .req(Method::POST, &url)
             .json(&spec)

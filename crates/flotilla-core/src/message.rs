@@ -277,6 +277,9 @@ pub struct MessagingConfig {
     pub max_inbox: u32,
 }
 
+/// How long a request waits for its response when neither it nor its swarm says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Default for MessagingConfig {
     fn default() -> Self {
         MessagingConfig {
@@ -285,7 +288,7 @@ impl Default for MessagingConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             default_ttl: None,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_inbox: 10_000,
         }
     }

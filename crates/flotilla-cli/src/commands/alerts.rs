@@ -7,6 +7,7 @@ use anyhow::Result;
 use flotilla_core::{AgentId, Event, EventKind};
 
 use crate::cli::{AlertsArgs, GlobalArgs};
+use crate::commands::names::{agent_names, agent_or_dash};
 use crate::config;
 use crate::output::{self, age, now, table};
 
@@ -25,16 +26,7 @@ pub async fn run(global: &GlobalArgs, args: AlertsArgs) -> Result<ExitCode> {
         output::line("no alerts")?;
         return Ok(ExitCode::SUCCESS);
     }
-    // Agent names, for the agents still known (a removed agent shows its id).
-    let mut names: HashMap<AgentId, String> = HashMap::new();
-    for swarm in client.list_swarms().await? {
-        for a in client
-            .list_agents(&swarm.swarm.id.to_string(), None, None)
-            .await?
-        {
-            names.insert(a.id, a.name);
-        }
-    }
+    let names = agent_names(&client, None).await?;
     output::line(&alert_table(&page.items, &names, now()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -61,9 +53,7 @@ pub fn alert_table(
             vec![
                 age(e.at, now),
                 level(e.kind).to_owned(),
-                e.agent_id
-                    .map(|a| names.get(&a).cloned().unwrap_or_else(|| a.to_string()))
-                    .unwrap_or_else(|| "-".to_owned()),
+                agent_or_dash(e.agent_id, names),
                 e.detail.clone(),
             ]
         })

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use flotilla_client::{Client, EventQuery, StreamItem};
+use flotilla_client::{EventQuery, StreamItem};
 use flotilla_core::{AgentId, Event};
 
 use crate::cli::{EventsArgs, FindAgent, GlobalArgs};
 use crate::commands::agent;
+use crate::commands::names::{NameBook, agent_or_dash};
 use crate::config;
 use crate::output::{self, age, now, table};
 
@@ -24,7 +25,10 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut names = agent_names(&client).await?;
+    let mut names = NameBook::new(args.swarm.as_deref());
+    if !args.out.json {
+        names.refresh(&client).await?;
+    }
     if !args.follow {
         // The newest `limit`: read the log's tail page by page (it answers oldest first).
         let mut query = EventQuery {
@@ -53,7 +57,7 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
         } else if all.is_empty() {
             output::line("no events")?;
         } else {
-            output::line(&event_table(&all, &names, now()))?;
+            output::line(&event_table(&all, &names.names, now()))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -73,34 +77,10 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
             output::line(&serde_json::to_string(&e)?)?;
             continue;
         }
-        if let Some(a) = e.agent_id
-            && !names.contains_key(&a)
-        {
-            names = agent_names(&client).await?;
-        }
-        output::line(&event_line(&e, &names))?;
+        names.learn(&client, e.agent_id).await;
+        output::line(&event_line(&e, &names.names))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every known agent's name, by id (a removed agent shows its id).
-async fn agent_names(client: &Client) -> Result<HashMap<AgentId, String>> {
-    let mut names = HashMap::new();
-    for swarm in client.list_swarms().await? {
-        for a in client
-            .list_agents(&swarm.swarm.id.to_string(), None, None)
-            .await?
-        {
-            names.insert(a.id, a.name);
-        }
-    }
-    Ok(names)
-}
-
-fn agent_name(e: &Event, names: &HashMap<AgentId, String>) -> String {
-    e.agent_id
-        .map(|a| names.get(&a).cloned().unwrap_or_else(|| a.to_string()))
-        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// The table of `flotilla events`, oldest first.
@@ -116,7 +96,7 @@ pub fn event_table(
                 e.seq.to_string(),
                 age(e.at, now),
                 e.kind.as_str().to_owned(),
-                agent_name(e, names),
+                agent_or_dash(e.agent_id, names),
                 e.task_id.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 e.detail.clone(),
             ]
@@ -139,7 +119,7 @@ pub fn event_line(e: &Event, names: &HashMap<AgentId, String>) -> String {
         "{:>8}  {time}  {:<22} {}{task}{detail}",
         e.seq,
         e.kind.as_str(),
-        agent_name(e, names)
+        agent_or_dash(e.agent_id, names)
     )
 }
 

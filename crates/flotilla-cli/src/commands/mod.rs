@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod events;
 pub mod fleet;
 pub mod msg;
+pub mod names;
 pub mod pool;
 pub mod resources;
 pub mod run;

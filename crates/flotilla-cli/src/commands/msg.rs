@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flotilla_client::{Client, ClientError, MessageQuery};
@@ -12,13 +11,10 @@ use flotilla_core::{AgentId, Json, Message, MessageSpec, MessageStatus, Sent};
 
 use crate::cli::{FindAgent, GlobalArgs, MsgBody, MsgCommand, MsgSendArgs};
 use crate::commands::agent::resolve;
+use crate::commands::names::agent_names;
 use crate::config;
 use crate::duration::format_duration;
 use crate::output::{self, age, age_opt, ellipsize, json_summary, now, table};
-
-/// How long a request waits for its response when `--timeout` is not given (the swarm's
-/// default, unless changed).
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a `msg` subcommand.
 pub async fn run(global: &GlobalArgs, cmd: MsgCommand) -> Result<ExitCode> {
@@ -106,7 +102,7 @@ pub async fn run(global: &GlobalArgs, cmd: MsgCommand) -> Result<ExitCode> {
                     agent.name
                 ))?;
             } else {
-                let names = agent_names(&client, &agent.swarm_id.to_string()).await?;
+                let names = agent_names(&client, Some(&agent.swarm_id.to_string())).await?;
                 output::line(&message_table(&page.items, &names))?;
                 if page.next_cursor.is_some() {
                     eprintln!(
@@ -127,7 +123,7 @@ pub async fn run(global: &GlobalArgs, cmd: MsgCommand) -> Result<ExitCode> {
             } else if page.items.is_empty() {
                 output::line(&format!("no dead letters in swarm {swarm}"))?;
             } else {
-                let names = agent_names(&client, &swarm).await?;
+                let names = agent_names(&client, Some(&swarm)).await?;
                 output::line(&dead_table(&page.items, &names))?;
                 eprintln!("(put one back in its inbox with `flotilla msg retry ID`)");
             }
@@ -196,7 +192,10 @@ async fn send(client: &Client, args: MsgSendArgs) -> Result<()> {
         ));
     }
     spec.timeout = args.timeout;
-    let wait = format_duration(args.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT));
+    let wait = format_duration(
+        args.timeout
+            .unwrap_or(flotilla_core::message::DEFAULT_REQUEST_TIMEOUT),
+    );
     eprintln!(
         "sent a request to {}; waiting up to {wait} for its response",
         agent.name
@@ -273,16 +272,6 @@ fn reach(sent: &Sent, noun: &str, why_none: &str) -> String {
         ));
     }
     text
-}
-
-/// The names of a swarm's agents, by id.
-pub async fn agent_names(client: &Client, swarm: &str) -> Result<HashMap<AgentId, String>> {
-    Ok(client
-        .list_agents(swarm, None, None)
-        .await?
-        .into_iter()
-        .map(|a| (a.id, a.name))
-        .collect())
 }
 
 /// An agent's name, its id when unknown (removed), `operator` for none.
@@ -374,6 +363,7 @@ pub fn in_swarm(swarm: &str) -> FindAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn body(text: &str) -> MsgBody {
         MsgBody {

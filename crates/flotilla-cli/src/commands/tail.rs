@@ -1,7 +1,7 @@
 //! `flotilla msg tail`: a swarm's messages (and, with `--events`, its events) as they happen,
 //! one line each, until Ctrl-C.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -10,7 +10,8 @@ use flotilla_core::{AgentId, Event, Message, Timestamp};
 use serde::Serialize;
 
 use crate::commands::agent::resolve;
-use crate::commands::msg::{agent_names, in_swarm, party, sender};
+use crate::commands::msg::{in_swarm, party, sender};
+use crate::commands::names::NameBook;
 use crate::output::{self, json_summary};
 
 /// How much of a body a line shows.
@@ -29,7 +30,7 @@ pub async fn run(
         Some(a) => Some(resolve(client, a, &in_swarm(swarm)).await?),
         None => None,
     };
-    let mut names = NameBook::new(swarm);
+    let mut names = NameBook::new(Some(swarm));
     if !json {
         names.refresh(client).await?;
     }
@@ -96,47 +97,6 @@ impl<'a> From<&'a StreamItem> for JsonLine<'a> {
             StreamItem::Event(event) => JsonLine::Event { event },
             StreamItem::Gap => JsonLine::Gap,
         }
-    }
-}
-
-/// The names of a swarm's agents, read once and again when an agent not yet known appears
-/// (it joined since); ids that a fresh read did not know either (removed agents) are not asked
-/// about again.
-struct NameBook {
-    swarm: String,
-    names: HashMap<AgentId, String>,
-    unknown: HashSet<AgentId>,
-}
-
-impl NameBook {
-    fn new(swarm: &str) -> NameBook {
-        NameBook {
-            swarm: swarm.to_owned(),
-            names: HashMap::new(),
-            unknown: HashSet::new(),
-        }
-    }
-
-    async fn refresh(&mut self, client: &Client) -> Result<()> {
-        self.names = agent_names(client, &self.swarm).await?;
-        Ok(())
-    }
-
-    /// Makes sure `ids` are known, reading the swarm's agents again if one is not. A failed
-    /// read leaves the ids shown as they are: following goes on.
-    async fn learn(&mut self, client: &Client, ids: impl IntoIterator<Item = AgentId>) {
-        let new: Vec<AgentId> = ids
-            .into_iter()
-            .filter(|id| !self.names.contains_key(id) && !self.unknown.contains(id))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        if self.refresh(client).await.is_err() {
-            return;
-        }
-        self.unknown
-            .extend(new.into_iter().filter(|id| !self.names.contains_key(id)));
     }
 }
 

@@ -161,6 +161,11 @@ impl Bus {
         }
     }
 
+    /// Whether this is the in-process bus (no other process hears its publishes).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.backend, Backend::Memory)
+    }
+
     /// The bus's counters.
     pub fn stats(&self) -> BusStats {
         self.inner.router.stats()

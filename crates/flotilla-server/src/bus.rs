@@ -13,11 +13,10 @@
 //!
 //! Publishing never blocks a request: payloads go through a bounded queue to one publishing
 //! task, which keeps their order; when the queue is full (the bus is down or slow) they are
-//! dropped and counted. Nothing is lost by that: the bus is notification, the store is truth,
+//! dropped, with a warning now and then. Nothing is lost by that: the bus is notification, the store is truth,
 //! and a waiter re-reads state whenever it wakes, times out or is told of a gap.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_bus::{Bus, Channel};
@@ -30,11 +29,9 @@ const QUEUE: usize = 16_384;
 /// The bus, and the queue to its publishing task.
 pub struct BusLink {
     bus: Bus,
-    /// The in-process bus: nobody else listens.
-    local: bool,
     queue: mpsc::Sender<(String, Vec<u8>)>,
+    /// Payloads dropped because the queue was full (to warn now and then).
     dropped: AtomicU64,
-    failed: Arc<AtomicU64>,
 }
 
 impl BusLink {
@@ -42,24 +39,22 @@ impl BusLink {
     pub async fn connect(url: &str) -> Result<BusLink, flotilla_bus::BusError> {
         let bus = Bus::connect(url).await?;
         let (queue, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
-        let failed = Arc::new(AtomicU64::new(0));
         let publisher = bus.clone();
-        let count = failed.clone();
         tokio::spawn(async move {
+            let mut failed: u64 = 0;
             while let Some((channel, payload)) = rx.recv().await {
-                if let Err(e) = publisher.publish(&channel, &payload).await
-                    && count.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000)
-                {
-                    tracing::warn!(error = %e, "bus publish failed (waiters fall back to polling)");
+                if let Err(e) = publisher.publish(&channel, &payload).await {
+                    if failed.is_multiple_of(1000) {
+                        tracing::warn!(error = %e, "bus publish failed (waiters fall back to polling)");
+                    }
+                    failed += 1;
                 }
             }
         });
         Ok(BusLink {
-            local: url == "memory",
             bus,
             queue,
             dropped: AtomicU64::new(0),
-            failed,
         })
     }
 
@@ -73,17 +68,16 @@ impl BusLink {
         self.bus.describe()
     }
 
-    /// Payloads dropped because the queue was full, and publishes that failed.
-    pub fn losses(&self) -> (u64, u64) {
-        (
-            self.dropped.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-
     fn send(&self, channel: String, payload: Vec<u8>) {
-        if self.queue.try_send((channel, payload)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.queue.try_send((channel, payload)).is_err()
+            && self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+        {
+            tracing::warn!(
+                "the bus publishing queue is full; dropping (waiters fall back to polling)"
+            );
         }
     }
 
@@ -91,7 +85,7 @@ impl BusLink {
     /// (other coordinators may listen), on the in-process bus only while someone subscribes.
     pub fn wants(&self, changes: &Changes) -> bool {
         (!changes.events.is_empty() || !changes.messages.is_empty())
-            && (!self.local || self.bus.subscriber_count() > 0)
+            && (!self.bus.is_local() || self.bus.subscriber_count() > 0)
     }
 
     /// Publishes what a durable batch holds: its events and its new messages.

@@ -118,11 +118,12 @@ impl Audit {
         })
     }
 
-    fn write(&self, line: serde_json::Value) {
+    /// Appends the lines together, flushed once (a broadcast's lines in one write).
+    fn write(&self, lines: impl IntoIterator<Item = serde_json::Value>) {
         let mut f = self.file.lock();
-        let ok = serde_json::to_writer(&mut *f, &line).is_ok()
-            && f.write_all(b"\n").is_ok()
-            && f.flush().is_ok();
+        let ok = lines.into_iter().all(|line| {
+            serde_json::to_writer(&mut *f, &line).is_ok() && f.write_all(b"\n").is_ok()
+        }) && f.flush().is_ok();
         if !ok {
             tracing::warn!(path = %self.path.display(), "could not write the message audit log");
         }
@@ -135,8 +136,8 @@ impl MessageMiddleware for Audit {
     }
 
     fn after_send(&self, ctx: &SendContext<'_>, sent: &[Message]) {
-        for m in sent {
-            self.write(json!({
+        self.write(sent.iter().map(|m| {
+            json!({
                 "at": ctx.at,
                 "action": ctx.action.as_str(),
                 "token_id": ctx.token_id,
@@ -149,19 +150,19 @@ impl MessageMiddleware for Audit {
                 "priority": m.priority,
                 "correlation_id": m.correlation_id,
                 "bytes": m.body.len(),
-            }));
-        }
+            })
+        }));
     }
 
     fn after_ack(&self, agent: AgentId, acked: &[MessageId], at: Timestamp) {
         if acked.is_empty() {
             return;
         }
-        self.write(json!({
+        self.write([json!({
             "at": at,
             "action": "ack",
             "agent_id": agent,
             "ids": acked,
-        }));
+        })]);
     }
 }

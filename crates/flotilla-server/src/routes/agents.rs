@@ -107,10 +107,7 @@ pub async fn show(
     if let Some(a) = state.fleet.lock().agent(id) {
         return Ok(Json(a.clone()));
     }
-    let reader = state.reader.clone();
-    let stored = tokio::task::spawn_blocking(move || reader.get_agent(id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let stored = super::read(&state, move |r| r.get_agent(id)).await?;
     stored
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))
@@ -141,10 +138,8 @@ pub async fn status(
             return Ok(Json(view));
         }
     }
-    let reader = state.reader.clone();
-    let stored = tokio::task::spawn_blocking(move || reader.get_agent(id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??
+    let stored = super::read(&state, move |r| r.get_agent(id))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
     let w = window(&state.fleet.lock(), &stored);
     Ok(Json(flotilla_core::api::AgentStatusView::of(

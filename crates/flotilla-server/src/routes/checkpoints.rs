@@ -38,10 +38,7 @@ pub async fn list(
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
     known_agent(&state, id).await?;
-    let reader = state.reader.clone();
-    let items = tokio::task::spawn_blocking(move || reader.list_checkpoints(id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let items = super::read(&state, move |r| r.list_checkpoints(id)).await?;
     Ok(Json(Page {
         items,
         next_cursor: None,
@@ -57,10 +54,7 @@ pub async fn show(
     let id: AgentId = parse_id(&id)?;
     let checkpoint: CheckpointId = parse_id(&checkpoint)?;
     who.require_agent(id)?;
-    let reader = state.reader.clone();
-    let found = tokio::task::spawn_blocking(move || reader.get_checkpoint(checkpoint))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let found = super::read(&state, move |r| r.get_checkpoint(checkpoint)).await?;
     match found {
         Some(c) if c.agent_id == id => Ok(Json(c)),
         _ => Err(ApiError::not_found(format!(
@@ -116,10 +110,7 @@ pub async fn get_state(
 ) -> ApiResult<impl IntoResponse> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
-    let reader = state.reader.clone();
-    let found = tokio::task::spawn_blocking(move || reader.get_agent_state(id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let found = super::read(&state, move |r| r.get_agent_state(id)).await?;
     match found {
         Some((doc, at)) => Ok(Json(StateView {
             state: doc,
@@ -136,10 +127,7 @@ async fn known_agent(state: &AppState, id: AgentId) -> Result<(), ApiError> {
     if state.fleet.lock().agent(id).is_some() {
         return Ok(());
     }
-    let reader = state.reader.clone();
-    let stored = tokio::task::spawn_blocking(move || reader.get_agent(id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let stored = super::read(state, move |r| r.get_agent(id)).await?;
     stored
         .map(drop)
         .ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))

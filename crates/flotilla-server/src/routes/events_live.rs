@@ -57,7 +57,8 @@ impl Follower {
         let sub = state.bus.bus().subscribe(&pattern).await.ok();
         let last = filter.after;
         filter.latest = false;
-        let mut resync = tokio::time::interval(RESYNC);
+        // The first resync one period on: the caller reads the store right after starting.
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Follower {
             state,

@@ -26,7 +26,7 @@ use flotilla_core::{
 use flotilla_store::{Direction, MessageFilter};
 use serde::Deserialize;
 
-use super::check_limit;
+use super::{check_count, check_limit, read};
 use crate::auth::Principal;
 use crate::bus::inbox_channel;
 use crate::error::{ApiError, ApiResult};
@@ -34,12 +34,8 @@ use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::middleware::{SendAction, SendContext};
 use crate::state::AppState;
 
-/// Most messages one receive hands out.
+/// Most messages one update (ack, nack, …) takes at once.
 const MAX_TAKE: usize = 1000;
-
-fn blocking_err(e: tokio::task::JoinError) -> ApiError {
-    ApiError::internal(e.to_string())
-}
 
 /// The agent's swarm (it must be registered).
 fn swarm_of(state: &AppState, agent: AgentId) -> Result<SwarmId, ApiError> {
@@ -176,14 +172,11 @@ async fn find_response(state: &AppState, request: &Message) -> Result<Option<Mes
     if let Some(r) = state.fleet.lock().response_to(request.id) {
         return Ok(Some(r.clone()));
     }
-    let reader = state.reader.clone();
     let filter = MessageFilter {
         correlation_id: Some(request.id),
         ..MessageFilter::default()
     };
-    let page = tokio::task::spawn_blocking(move || reader.list_messages(&filter, 1, None))
-        .await
-        .map_err(blocking_err)??;
+    let page = read(state, move |r| r.list_messages(&filter, 1, None)).await?;
     Ok(page.items.into_iter().next())
 }
 
@@ -312,13 +305,11 @@ async fn history(
     q: &HistoryQuery,
 ) -> ApiResult<Json<Page<Message>>> {
     let limit = check_limit(q.limit)?;
-    let reader = state.reader.clone();
     let cursor = q.cursor.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        reader.list_messages(&filter, limit, cursor.as_deref())
+    let page = read(state, move |r| {
+        r.list_messages(&filter, limit, cursor.as_deref())
     })
-    .await
-    .map_err(blocking_err)??;
+    .await?;
     Ok(Json(page))
 }
 
@@ -370,12 +361,7 @@ pub async fn show(
     let live = state.fleet.lock().message(id).cloned();
     let found = match live {
         Some(m) => Some(m),
-        None => {
-            let reader = state.reader.clone();
-            tokio::task::spawn_blocking(move || reader.get_message(id))
-                .await
-                .map_err(blocking_err)??
-        }
+        None => read(&state, move |r| r.get_message(id)).await?,
     };
     let Some(m) = found else {
         return Err(ApiError::not_found(format!("message {id} not found")));
@@ -399,10 +385,7 @@ pub async fn retry(
 ) -> ApiResult<Json<Message>> {
     who.require_admin()?;
     let id: MessageId = parse_id(&id)?;
-    let reader = state.reader.clone();
-    let stored = tokio::task::spawn_blocking(move || reader.get_message(id))
-        .await
-        .map_err(blocking_err)??;
+    let stored = read(&state, move |r| r.get_message(id)).await?;
     let Some(stored) = stored else {
         if state.fleet.lock().message(id).is_some() {
             return Err(ApiError::conflict(format!(
@@ -492,13 +475,7 @@ impl ReceiveQuery {
     }
 
     fn max(&self) -> Result<usize, ApiError> {
-        match self.max {
-            None => Ok(100),
-            Some(n) if (1..=MAX_TAKE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::bad_request(format!(
-                "max must be between 1 and {MAX_TAKE}"
-            ))),
-        }
+        check_count("max", self.max)
     }
 }
 
@@ -588,15 +565,7 @@ pub async fn socket(
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
     let swarm = swarm_of(&state, id)?;
-    let max = match q.max_in_flight {
-        None => 100,
-        Some(n) if (1..=MAX_TAKE).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "max_in_flight must be between 1 and {MAX_TAKE}"
-            )));
-        }
-    };
+    let max = check_count("max_in_flight", q.max_in_flight)?;
     // Without the bus (Redis down) the socket looks at the inbox every `POLL_WITHOUT_BUS`.
     let sub = state
         .bus
@@ -618,11 +587,13 @@ async fn run_socket(
     let mut shutdown = state.shutdown.clone();
     // A redelivery (not acknowledged in time) comes with no bus wake-up of its own when the
     // agent is full; look again now and then.
-    let mut tick = tokio::time::interval(if sub.is_some() {
+    let period = if sub.is_some() {
         Duration::from_secs(1)
     } else {
         POLL_WITHOUT_BUS
-    });
+    };
+    // The first look is the loop's own; the tick comes one period on.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         if in_flight.len() < max {
             let room = max - in_flight.len();
@@ -761,6 +732,7 @@ pub async fn stream(
     if let Some(t) = &q.topic {
         flotilla_core::message::validate_pattern(t)?;
     }
+    // Only this swarm's channels: its messages, and with `events` the rest of them.
     let pattern = if q.events.unwrap_or(false) {
         flotilla_bus::swarm_pattern(&swarm.to_string())
     } else {
@@ -772,7 +744,6 @@ pub async fn stream(
         .subscribe(&pattern)
         .await
         .map_err(bus_down)?;
-    let messages_channel = flotilla_bus::Channel::Messages(swarm.to_string()).name();
     let topic = q.topic.clone();
     let mut shutdown = state.shutdown.clone();
     let stream = async_stream::stream! {
@@ -784,8 +755,8 @@ pub async fn stream(
             let Some(d) = d else { break };
             match d {
                 Delivery::Gap => yield Ok::<_, Infallible>(SseEvent::default().event("gap").data("messages may have been missed")),
-                Delivery::Message { channel, payload } => {
-                    if &*channel == messages_channel.as_str() {
+                Delivery::Message { channel, payload } => match flotilla_bus::Channel::parse(&channel) {
+                    Some(flotilla_bus::Channel::Messages(_)) => {
                         let Ok(batch) = serde_json::from_slice::<Vec<Message>>(&payload) else { continue };
                         for m in batch {
                             if agent.is_some_and(|a| m.to != Some(a) && m.from != Some(a)) { continue }
@@ -796,9 +767,9 @@ pub async fn stream(
                                 yield Ok(SseEvent::default().event("message").data(json));
                             }
                         }
-                    } else if channel.contains(":agent:") {
-                        continue;
-                    } else {
+                    }
+                    Some(flotilla_bus::Channel::Agent(..)) | None => continue,
+                    Some(_) => {
                         let Ok(batch) = serde_json::from_slice::<Vec<flotilla_core::Event>>(&payload) else { continue };
                         for e in batch {
                             if let Ok(json) = serde_json::to_string(&e) {

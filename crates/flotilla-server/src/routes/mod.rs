@@ -274,11 +274,32 @@ pub fn paginate<T>(
     }
 }
 
-/// `limit` and `cursor` of list endpoints.
+/// Runs a blocking store read off the async threads.
+pub(super) async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let reader = state.reader.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&reader))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??)
+}
+
+/// The `limit` of list endpoints.
 pub fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
+    check_count("limit", limit)
+}
+
+/// A count asked for in parameter `name` (a page's `limit`, a receive's `max`): 100 when not
+/// given, else 1 to 1000.
+pub fn check_count(name: &str, n: Option<usize>) -> Result<usize, ApiError> {
+    match n {
         None => Ok(100),
         Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("limit must be between 1 and 1000")),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be between 1 and 1000"
+        ))),
     }
 }

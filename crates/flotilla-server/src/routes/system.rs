@@ -85,12 +85,7 @@ pub(super) async fn read_events(
     filter: EventFilter,
     limit: usize,
 ) -> Result<Vec<Event>, ApiError> {
-    let reader = state.reader.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || reader.list_events(&filter, limit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??,
-    )
+    super::read(state, move |r| r.list_events(&filter, limit)).await
 }
 
 fn parse_kind(k: &str) -> Result<EventKind, ApiError> {

@@ -17,24 +17,11 @@ use flotilla_core::{
 use flotilla_store::TaskFilter;
 use serde::Deserialize;
 
-use super::{WaitQuery, check_limit};
+use super::{WaitQuery, check_limit, read};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, OptionalJson, RawJson, parse_id, parse_json};
 use crate::state::AppState;
-
-/// Runs a blocking store read off the async threads.
-async fn read<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError>
-    + Send
-    + 'static,
-) -> ApiResult<T> {
-    let reader = state.reader.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&reader))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??)
-}
 
 /// A task from memory, once what memory shows of it is durable (a client told a task finished
 /// may read its events and result from the store at once), else from the store.

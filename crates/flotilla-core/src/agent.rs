@@ -76,7 +76,8 @@ impl std::str::FromStr for AgentStatus {
     }
 }
 
-/// The part an agent plays in its swarm's topology.
+/// The part an agent plays in its swarm's topology. Declared most senior first: the derived
+/// order is seniority (elections rely on it).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

@@ -69,7 +69,8 @@ struct Partition {
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
     partitions: Vec<Partition>,
-    by_capabilities: HashMap<(Vec<String>, Lane), u32>,
+    /// Each lane's partitions by the capabilities their tasks need.
+    by_capabilities: HashMap<Lane, HashMap<Vec<String>, u32>>,
     /// Every queued task by arrival, to find the oldest.
     by_age: BTreeMap<u64, TaskId>,
 }
@@ -111,9 +112,14 @@ impl ReadyQueue {
         capabilities: &[String],
         lane: Lane,
     ) -> QueueSlot {
-        let key = (capabilities.to_vec(), lane);
-        let partition = match self.by_capabilities.get(&key) {
-            Some(&p) => p,
+        // Looked up by the borrowed capabilities: a push allocates only for a new partition.
+        let known = self
+            .by_capabilities
+            .get(&lane)
+            .and_then(|m| m.get(capabilities))
+            .copied();
+        let partition = match known {
+            Some(p) => p,
             None => {
                 let p = u32::try_from(self.partitions.len()).expect("fewer than 2^32 partitions");
                 self.partitions.push(Partition {
@@ -121,7 +127,10 @@ impl ReadyQueue {
                     lane,
                     tasks: BTreeSet::new(),
                 });
-                self.by_capabilities.insert(key, p);
+                self.by_capabilities
+                    .entry(lane)
+                    .or_default()
+                    .insert(capabilities.to_vec(), p);
                 p
             }
         };

@@ -75,16 +75,6 @@ impl AgentRole {
             AgentRole::Worker => "worker",
         }
     }
-
-    /// 0 for the most senior role: who is preferred when roles are handed out.
-    fn seniority(self) -> u8 {
-        match self {
-            AgentRole::Leader => 0,
-            AgentRole::Coordinator => 1,
-            AgentRole::Supervisor => 2,
-            AgentRole::Worker => 3,
-        }
-    }
 }
 
 /// Star: one coordinator (the leader) and workers around it.
@@ -367,13 +357,14 @@ fn edge(a: AgentId, b: AgentId) -> (AgentId, AgentId) {
 /// Who is preferred for a role (and to lead, when the leader is gone): those who already hold
 /// a senior one (a standby coordinator takes over), then the most senior requested role, then
 /// the earliest to register, then the smallest id.
-fn candidate_order(m: &Member) -> (u8, u8, Timestamp, AgentId) {
+fn candidate_order(m: &Member) -> (u8, AgentRole, Timestamp, AgentId) {
     let holds = match m.current {
         AgentRole::Leader | AgentRole::Coordinator => 0,
         AgentRole::Supervisor => 1,
         AgentRole::Worker => 2,
     };
-    (holds, m.requested.seniority(), m.registered_at, m.id)
+    // Roles are declared most senior first, so their order is seniority.
+    (holds, m.requested, m.registered_at, m.id)
 }
 
 /// Builds the graph of a swarm's members (in any order) under a topology, keeping `leader`

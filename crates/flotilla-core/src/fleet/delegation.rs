@@ -136,7 +136,7 @@ impl Fleet {
 
     /// Links a delegated task to its unfinished subtasks (after a restore too), recording
     /// those already finished; concludes it if none is left.
-    fn link_subtasks(&mut self, task: TaskId, now: Timestamp) {
+    pub(super) fn link_subtasks(&mut self, task: TaskId, now: Timestamp) {
         let delegation = self.tasks[&task]
             .task
             .delegation
@@ -164,11 +164,6 @@ impl Fleet {
             self.conclude_delegation(task, now);
             self.settle_dependents(vec![task], now);
         }
-    }
-
-    /// After a restore: a blocked task delegated to subtasks waits for them again.
-    pub(super) fn relink_delegation(&mut self, task: TaskId, now: Timestamp) {
-        self.link_subtasks(task, now);
     }
 
     /// Records on the delegated task how one of its subtasks ended.

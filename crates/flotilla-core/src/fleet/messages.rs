@@ -146,8 +146,11 @@ impl Fleet {
         spec.topic = Some(topic.to_owned());
         self.check_spec(&spec)?;
         self.check_sender(swarm, from)?;
-        let reach: std::collections::HashSet<AgentId> =
-            self.broadcast_reach(swarm, from).into_iter().collect();
+        // Reach is asked of the subscribers only, not of every member.
+        let graph = &self.swarms[&swarm].topo.graph;
+        let reaches = |a: AgentId| {
+            from.is_none_or(|f| graph.roles.contains_key(&a) && graph.may_send(f, a).is_ok())
+        };
         let mut subscribers = 0;
         let mut to = Vec::new();
         let mut members: Vec<AgentId> = self.swarms[&swarm].agents.iter().copied().collect();
@@ -164,7 +167,7 @@ impl Fleet {
                 continue;
             }
             subscribers += 1;
-            if reach.contains(&a) {
+            if reaches(a) {
                 to.push(a);
             }
         }

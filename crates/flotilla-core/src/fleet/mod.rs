@@ -456,10 +456,8 @@ impl Fleet {
         for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
             fleet.mark_topology(id);
         }
+        // Every swarm's topology, and with it its status, is worked out afresh.
         fleet.refresh_topologies(now);
-        for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
-            fleet.refresh_swarm_status(id, now);
-        }
         fleet
     }
 
@@ -470,7 +468,7 @@ impl Fleet {
         for id in blocked {
             let deps = self.tasks[&id].task.depends_on.clone();
             if self.tasks[&id].task.delegation.is_some() {
-                self.relink_delegation(id, now);
+                self.link_subtasks(id, now);
                 continue;
             }
             let mut unmet = 0;

@@ -794,15 +794,4 @@ impl Fleet {
             }
         }
     }
-
-    /// The role each agent of a swarm may be asked to play: for tests and views.
-    pub fn roles_of(&self, swarm: SwarmId) -> Vec<(AgentId, AgentRole)> {
-        let Some(s) = self.swarms.get(&swarm) else {
-            return Vec::new();
-        };
-        let mut v: Vec<(AgentId, AgentRole)> =
-            s.topo.graph.roles.iter().map(|(a, r)| (*a, *r)).collect();
-        v.sort();
-        v
-    }
 }

@@ -494,7 +494,6 @@ pub async fn receive(
     let max = q.max()?;
     let swarm = swarm_of(&state, id)?;
     let deadline = tokio::time::Instant::now() + wait;
-    // Subscribed before looking, so that a message arriving in between wakes us.
     // Subscribed before looking, so that a message arriving in between wakes us. Without the
     // bus (Redis down) the receive still works: it looks again every `POLL_WITHOUT_BUS`.
     let mut sub = if wait.is_zero() {

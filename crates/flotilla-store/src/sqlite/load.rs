@@ -83,8 +83,18 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
         token::from_row,
     )?;
 
-    let messages = rows::collect(conn, &unfinished_messages_sql(), [], message::from_row)?;
-    let awaiting_requests = rows::collect(conn, &awaiting_requests_sql(), [], message::from_row)?;
+    let messages = rows::collect(
+        conn,
+        &messages_where(message::UNFINISHED),
+        [],
+        message::from_row,
+    )?;
+    let awaiting_requests = rows::collect(
+        conn,
+        &messages_where(message::AWAITING),
+        [],
+        message::from_row,
+    )?;
 
     Ok(Snapshot {
         swarms,
@@ -98,21 +108,13 @@ pub(crate) fn load(conn: &Connection, retain_terminal: usize) -> Result<Snapshot
     })
 }
 
-/// Messages in flight, in arrival order.
-fn unfinished_messages_sql() -> String {
+/// The messages that meet `condition`, in arrival order: those in flight
+/// ([`message::UNFINISHED`]), requests waiting for their response whatever their delivery
+/// status ([`message::AWAITING`]).
+fn messages_where(condition: &str) -> String {
     format!(
-        "SELECT {} FROM agent_messages WHERE {} ORDER BY seq",
-        message::COLUMNS,
-        message::UNFINISHED
-    )
-}
-
-/// Requests waiting for their response, whatever their delivery status, in arrival order.
-fn awaiting_requests_sql() -> String {
-    format!(
-        "SELECT {} FROM agent_messages WHERE {} ORDER BY seq",
-        message::COLUMNS,
-        message::AWAITING
+        "SELECT {} FROM agent_messages WHERE {condition} ORDER BY seq",
+        message::COLUMNS
     )
 }
 
@@ -150,12 +152,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store =
             SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Normal).expect("open");
-        let unfinished = plan(&store.conn, &unfinished_messages_sql());
+        let unfinished = plan(&store.conn, &messages_where(message::UNFINISHED));
         assert!(
             unfinished.contains("USING INDEX agent_messages_unfinished"),
             "{unfinished}"
         );
-        let awaiting = plan(&store.conn, &awaiting_requests_sql());
+        let awaiting = plan(&store.conn, &messages_where(message::AWAITING));
         assert!(
             awaiting.contains("USING INDEX agent_messages_awaiting"),
             "{awaiting}"

@@ -122,7 +122,7 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Message, StoreError> {
         ack_by: c.opt_ts(17, "ack_by")?,
         finished_at: c.opt_ts(18, "finished_at")?,
         dead_reason: c.opt_string(19, "dead_reason")?,
-        seq: c.i64(20, "seq")? as u64,
+        seq: c.u64(20, "seq")?,
     })
 }
 

@@ -236,10 +236,12 @@ impl<'a, 'r> Cols<'a, 'r> {
         i: usize,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
-        match self.opt_str(i, name)? {
-            None => Ok(None),
-            Some(_) => self.enumeration(i, name).map(Some),
-        }
+        self.opt_str(i, name)?
+            .map(|text| {
+                T::deserialize(StrDeserializer::<ValueError>::new(text))
+                    .map_err(|_| self.bad(name, format!("unknown value {text:?}")))
+            })
+            .transpose()
     }
 
     /// A JSON document kept as text.

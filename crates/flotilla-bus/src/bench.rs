@@ -1,4 +1,5 @@
-//! Publish → receive measurement of a bus, for `examples/bus_bench.rs` and `flotilla bench`.
+//! Publish → receive measurement of a bus, for `examples/bus_bench.rs`
+//! (`cargo run --release -p flotilla-bus --example bus_bench`).
 //!
 //! One publisher sends numbered messages on one fresh channel to `subscribers` subscribers of
 //! that channel; each payload carries its send time, so each subscriber measures delivery

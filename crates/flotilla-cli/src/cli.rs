@@ -97,8 +97,33 @@ pub enum Command {
     /// Show the resource manager: capacity, allocations, waiting pools, usage and pressure;
     /// `--strategy`/`--admission` change its policy live.
     Resources(ResourcesArgs),
+    /// Show a swarm's metrics over time (throughput, latency, wait, errors, queue, utilisation),
+    /// from the stored per-minute, 5-minute, hourly and daily aggregates.
+    Metrics(MetricsArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
+}
+
+/// `flotilla metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The swarm (name or id).
+    #[arg(default_value = "default")]
+    pub swarm: String,
+    /// Length of each row: 1m, 5m, 1h or 1d.
+    #[arg(long, default_value = "1m", value_parser = ["1m", "5m", "1h", "1d"])]
+    pub period: String,
+    /// How far back to go (default: 15 periods).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<std::time::Duration>,
+    /// One pool's, agent's or task type's figures instead of the swarm's.
+    #[arg(long, value_parser = ["pool", "agent", "task_type"], requires = "key")]
+    pub scope: Option<String>,
+    /// The pool, agent name or task type of `--scope`.
+    #[arg(long, requires = "scope")]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub out: JsonFlag,
 }
 
 /// `flotilla alerts`.

@@ -10,12 +10,13 @@ use flotilla_core::api::{
     LookupRequest, LookupResponse, MessageStatusUpdate, MessagesUpdated, OrchestratorInfo, Page,
     PoolPut, Registration, RetryRequest, Subscriptions, SwarmHealth, SwarmView, TopologyChange,
 };
+use flotilla_core::metrics::{HeartbeatHistory, MetricKeys, MetricsResponse, Period, Scope};
 use flotilla_core::topology::TopologyView;
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, CompletionReport, Event, EventKind, FailureReport,
     Heartbeat, Json, LifecycleRequest, Message, MessageId, MessageKind, MessageSpec, MessageStatus,
     Operation, Pool, PoolSpec, Progress, Sent, SwarmSpec, SwarmUpdate, Task, TaskId, TaskSpec,
-    TaskStatus,
+    TaskStatus, Timestamp,
 };
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,33 @@ pub struct TaskQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// Which series [`Client::swarm_metrics`] reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsQuery {
+    /// The period of each point.
+    pub period: Period,
+    /// The first period wanted (the coordinator's default: 60 periods before `to`).
+    pub from: Option<Timestamp>,
+    /// The last (default: now).
+    pub to: Option<Timestamp>,
+    /// The swarm, or one pool, agent or task type.
+    pub scope: Scope,
+    /// The pool, agent name or task type; for the swarm, none.
+    pub key: Option<String>,
+}
+
+impl Default for MetricsQuery {
+    fn default() -> Self {
+        MetricsQuery {
+            period: Period::Minute,
+            from: None,
+            to: None,
+            scope: Scope::Swarm,
+            key: None,
+        }
+    }
 }
 
 /// Filters of [`Client::list_events`]; every field is optional.
@@ -371,6 +399,65 @@ impl Client {
             return Ok(None);
         }
         decode(&url, &body).map(Some)
+    }
+
+    // ----- metrics -----
+
+    /// `GET /swarms/{swarm}/metrics`: one series of stored aggregates over a time range.
+    pub async fn swarm_metrics(
+        &self,
+        swarm: &str,
+        query: &MetricsQuery,
+    ) -> Result<MetricsResponse, ClientError> {
+        let mut url = self.url(&["swarms", swarm, "metrics"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("period", query.period.as_str());
+            if let Some(from) = query.from {
+                q.append_pair("from", &from.to_rfc3339());
+            }
+            if let Some(to) = query.to {
+                q.append_pair("to", &to.to_rfc3339());
+            }
+            if query.scope != Scope::Swarm {
+                q.append_pair("scope", query.scope.as_str());
+            }
+            if let Some(k) = &query.key {
+                q.append_pair("key", k);
+            }
+        }
+        self.get_json(&url).await
+    }
+
+    /// `GET /swarms/{swarm}/metrics/keys`: the pools, agents or task types with figures.
+    pub async fn metric_keys(&self, swarm: &str, scope: Scope) -> Result<MetricKeys, ClientError> {
+        let mut url = self.url(&["swarms", swarm, "metrics", "keys"]);
+        url.query_pairs_mut().append_pair("scope", scope.as_str());
+        self.get_json(&url).await
+    }
+
+    /// `GET /agents/{id}/heartbeats`: the agent's stored heartbeats, newest first.
+    pub async fn agent_heartbeats(
+        &self,
+        agent: AgentId,
+        limit: Option<u32>,
+    ) -> Result<HeartbeatHistory, ClientError> {
+        let mut url = self.url(&["agents", &agent.to_string(), "heartbeats"]);
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        self.get_json(&url).await
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub async fn prometheus_text(&self) -> Result<String, ClientError> {
+        let mut url = (*self.base).clone();
+        url.path_segments_mut()
+            .expect("checked in Client::new")
+            .pop_if_empty()
+            .push("metrics");
+        let body = self.send(self.req(Method::GET, &url)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     // ----- tasks -----

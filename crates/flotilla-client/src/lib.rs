@@ -36,7 +36,9 @@ mod message_stream;
 mod sse;
 pub mod worker;
 
-pub use client::{Client, EventQuery, LogStream, MessageDirection, MessageQuery, TaskQuery};
+pub use client::{
+    Client, EventQuery, LogStream, MessageDirection, MessageQuery, MetricsQuery, TaskQuery,
+};
 pub use error::ClientError;
 pub use message_socket::MessageSocket;
 pub use message_stream::{MessageStream, StreamItem};

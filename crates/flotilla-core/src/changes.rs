@@ -38,6 +38,12 @@ pub struct Changes {
     pub deleted_messages: Vec<crate::ids::MessageId>,
     /// Requests answered or timed out.
     pub message_replies: Vec<(crate::ids::MessageId, crate::message::ReplyState)>,
+    /// Metric deltas: each is added to the stored row of its series, period and start.
+    pub metric_rows: Vec<crate::metrics::MetricRow>,
+    /// Stored history to drop, past its retention.
+    pub metric_prunes: Vec<crate::metrics::Prune>,
+    /// Heartbeats for the agents' history.
+    pub heartbeat_samples: Vec<crate::metrics::HeartbeatSample>,
 }
 
 impl Changes {
@@ -56,6 +62,9 @@ impl Changes {
             && self.messages.is_empty()
             && self.deleted_messages.is_empty()
             && self.message_replies.is_empty()
+            && self.metric_rows.is_empty()
+            && self.metric_prunes.is_empty()
+            && self.heartbeat_samples.is_empty()
     }
 
     /// Appends another set of changes after this one.
@@ -91,6 +100,9 @@ impl Changes {
         self.messages.extend(other.messages);
         self.deleted_messages.extend(other.deleted_messages);
         self.message_replies.extend(other.message_replies);
+        self.metric_rows.extend(other.metric_rows);
+        self.metric_prunes.extend(other.metric_prunes);
+        self.heartbeat_samples.extend(other.heartbeat_samples);
     }
 }
 

@@ -21,6 +21,7 @@ pub mod health;
 pub mod ids;
 pub mod json;
 pub mod message;
+pub mod metrics;
 pub mod pool;
 pub mod pressure;
 pub mod queue;

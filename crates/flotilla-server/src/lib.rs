@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod logs;
 pub mod middleware;
+pub mod prometheus;
 pub mod resources;
 pub mod routes;
 pub mod state;
@@ -182,6 +183,17 @@ impl Server {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.ticker.abort();
         let _ = self.ticker.await;
+        // The minute under way goes to the store with the rest, not lost with the process.
+        if let Err(e) = self
+            .state
+            .apply(|f, _| {
+                f.flush_metrics();
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(error = %e.message, "the last minute's metrics were not stored");
+        }
         // Dropping the last state drops the writer's sender; the thread then drains and ends.
         drop(self.state);
         let _ = tokio::task::spawn_blocking(move || self.writer_thread.join()).await;

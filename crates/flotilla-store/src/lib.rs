@@ -22,7 +22,9 @@ mod token;
 pub use error::StoreError;
 pub use flotilla_core::Changes;
 pub use flotilla_core::api::Page;
-pub use sqlite::reader::{Direction, EventFilter, MessageFilter, SqliteReader, TaskFilter};
+pub use sqlite::reader::{
+    Direction, EventFilter, HistorySize, MessageFilter, MetricSeries, SqliteReader, TaskFilter,
+};
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use token::{TokenRecord, TokenRole};

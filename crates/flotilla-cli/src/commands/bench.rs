@@ -10,6 +10,8 @@
 //!
 //! - `messages`: the message bus end to end (see `bench_messages.rs`), over the in-process bus
 //!   or Redis (`--bus`).
+//! - `history`: simulated days of work through the core and the SQLite store: metrics history
+//!   stays bounded (see `bench_history.rs`).
 //!
 //! Every scenario is bounded in count and time, uses only loopback and a temporary data
 //! directory, and stops by itself.
@@ -41,6 +43,8 @@ pub enum Scenario {
     Spawn,
     /// The message bus: messages per second and delivery latency, send to receive.
     Messages,
+    /// Metrics history over simulated days: stored rows, database size and memory stay flat.
+    History,
     /// Every scenario.
     All,
 }
@@ -78,6 +82,9 @@ pub struct BenchArgs {
     /// The bus (messages): `memory`, or `redis://host:port`.
     #[arg(long, default_value = "memory", value_name = "URL")]
     pub bus: String,
+    /// Simulated days (history).
+    #[arg(long, default_value_t = 5)]
+    pub days: u32,
     /// Messages in the flood (messages).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
@@ -231,6 +238,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         out.insert("messages".into(), serde_json::to_value(&report)?);
     }
+    if matches!(args.scenario, Scenario::History | Scenario::All) {
+        let agents = args.agents.unwrap_or(20);
+        let days = args.days.max(1);
+        let report =
+            tokio::task::spawn_blocking(move || super::bench_history::history(agents, days))
+                .await??;
+        if !args.json {
+            super::bench_history::print_history(&report);
+        }
+        out.insert("history".into(), serde_json::to_value(&report)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
@@ -256,7 +274,7 @@ pub struct SpawnReport {
 }
 
 /// Peak and current resident memory of this process, in MiB, from /proc/self/status.
-fn rss_mib() -> (f64, f64) {
+pub(crate) fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status

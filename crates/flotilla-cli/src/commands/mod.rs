@@ -9,10 +9,12 @@ use crate::cli::{Cli, Command};
 pub mod agent;
 pub mod alerts;
 pub mod bench;
+pub mod bench_history;
 pub mod bench_messages;
 pub mod checkpoint;
 pub mod events;
 pub mod fleet;
+pub mod metrics;
 pub mod msg;
 pub mod names;
 pub mod pool;
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Events(args) => events::run(&global, args).await,
         Command::Resources(args) => resources::run(&global, args).await,
+        Command::Metrics(args) => metrics::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

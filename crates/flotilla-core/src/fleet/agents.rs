@@ -297,9 +297,11 @@ impl Fleet {
         let entry = self.agents.get_mut(&id).expect("touched agent");
         let reported = heartbeat.status.is_some();
         let usage = heartbeat.resource_usage.is_some();
+        // Recorded as it arrived, before any judgement below changes the agent.
         if let Some(u) = heartbeat.resource_usage {
             entry.agent.resource_usage = u;
         }
+        self.observe_heartbeat(id, usage, now);
         if usage {
             self.check_usage(id, now);
         } else if reported {

@@ -17,6 +17,7 @@ mod dispatch;
 mod health;
 mod managed;
 mod messages;
+mod metrics;
 mod resources;
 mod scaling;
 mod swarms;
@@ -77,6 +78,8 @@ pub struct FleetLimits {
     pub retain_terminal_for: Duration,
     /// How often an agent's state is persisted when only heartbeats change it.
     pub heartbeat_persist_interval: Duration,
+    /// Metrics: gauge sampling, retention, heartbeat history.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Default for FleetLimits {
@@ -87,6 +90,7 @@ impl Default for FleetLimits {
             retain_terminal: 10_000,
             retain_terminal_for: Duration::from_secs(60),
             heartbeat_persist_interval: Duration::from_secs(30),
+            metrics: Default::default(),
         }
     }
 }
@@ -209,6 +213,8 @@ pub struct Fleet {
     scaling: scaling::ScalingState,
     /// Messages in flight between agents.
     mail: messages::Mail,
+    /// Metrics of the work done, in time buckets.
+    metrics: crate::metrics::Recorder,
 }
 
 /// Which count of [`ActiveTaskCounts`] a state falls in.
@@ -250,6 +256,7 @@ impl Fleet {
     /// An empty fleet.
     pub fn new(limits: FleetLimits) -> Self {
         Fleet {
+            metrics: crate::metrics::Recorder::new(limits.metrics.clone()),
             limits,
             swarms: HashMap::new(),
             swarm_names: HashMap::new(),
@@ -545,6 +552,7 @@ impl Fleet {
             task_id,
             detail,
         });
+        self.observe_event(now, kind, swarm_id, agent_id, task_id);
     }
 
     fn mark_swarm(&mut self, id: SwarmId) {
@@ -653,6 +661,7 @@ impl Fleet {
     /// Moves a task to a new state, keeping every index in step. The only place task states
     /// change.
     fn transition(&mut self, id: TaskId, state: TaskState, now: Timestamp) {
+        self.observe_transition(id, &state, now);
         self.unplace_local(id);
         let entry = self.tasks.get_mut(&id).expect("task in transition");
         // Timers watching the state it leaves are of no more use.
@@ -749,6 +758,7 @@ impl Fleet {
         }
         entry.agent.status = status;
         let swarm_id = entry.agent.swarm_id;
+        self.observe_status(id, status, now);
         if let Some(s) = self.swarms.get_mut(&swarm_id) {
             s.agent_counts[status_index(old)] -= 1;
             s.agent_counts[status_index(status)] += 1;
@@ -938,6 +948,13 @@ impl Fleet {
             agent_states: std::mem::take(&mut out.agent_states),
             ..Changes::default()
         };
+        if self.metrics.has_output() {
+            (
+                changes.metric_rows,
+                changes.metric_prunes,
+                changes.heartbeat_samples,
+            ) = self.metrics.take();
+        }
         for id in out.swarms.drain(..) {
             if let Some(e) = self.swarms.get_mut(&id) {
                 e.dirty = false;

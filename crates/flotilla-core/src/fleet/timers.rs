@@ -83,6 +83,7 @@ impl Fleet {
     /// or, out of attempts, to `dead`), times out attempts, releases retries whose backoff has
     /// passed, fails tasks past their deadline, and takes back placed tasks never taken.
     pub fn tick(&mut self, now: Timestamp) {
+        self.tick_metrics(now);
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::AgentLease(id) => self.lease_timer(id, now),

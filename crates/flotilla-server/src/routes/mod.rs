@@ -5,6 +5,7 @@ mod agents;
 mod checkpoints;
 mod events_live;
 pub mod messages;
+mod metrics;
 mod pools;
 mod resources;
 mod swarms;
@@ -119,6 +120,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(swarms::show).put(swarms::update).delete(swarms::delete),
         )
         .route("/swarms/{swarm}/health", get(swarms::health))
+        .route("/swarms/{swarm}/metrics", get(metrics::series))
+        .route("/swarms/{swarm}/metrics/keys", get(metrics::keys))
         .route("/swarms/{swarm}/scale", post(swarms::scale))
         .route(
             "/swarms/{swarm}/agents",
@@ -170,6 +173,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/agents/{id}/logs", get(pools::logs))
         .route("/agents/{id}/status", get(agents::status))
+        .route("/agents/{id}/heartbeats", get(metrics::heartbeats))
         .route(
             "/agents/{id}/state",
             get(checkpoints::get_state).put(checkpoints::put_state),
@@ -204,12 +208,37 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/orchestrator", get(system::orchestrator))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let scrape = Router::new()
+        .route("/metrics", get(prometheus_metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/v1", api)
+        .merge(scrape)
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus exposition (see [`crate::prometheus`]).
+async fn prometheus_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    who.require_admin()?;
+    let body = {
+        let fleet = state.fleet.lock();
+        crate::prometheus::render(&fleet, state.now())
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::prometheus::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /healthz`: 200 `ok`, or 503 once the store has refused a change (restart needed).

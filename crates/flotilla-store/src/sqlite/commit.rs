@@ -21,13 +21,17 @@ use std::hash::Hash;
 use flotilla_core::{AgentId, MessageId, SwarmId, TaskId};
 use rusqlite::Transaction;
 
-use super::rows::{agent, checkpoint, event, id, message, pool, swarm, task, token};
+use flotilla_core::metrics::Prune;
+
+use super::rows::{agent, checkpoint, event, id, message, metric, pool, swarm, task, token};
 use crate::Batch;
 use crate::error::StoreError;
 
 /// Removes a swarm and everything that belongs to it except its events.
-const DELETE_SWARM: [&str; 9] = [
+const DELETE_SWARM: [&str; 11] = [
     "DELETE FROM agent_messages WHERE swarm_id = ?1",
+    "DELETE FROM swarm_metrics WHERE swarm_id = ?1",
+    "DELETE FROM agent_heartbeats WHERE swarm_id = ?1",
     "DELETE FROM agent_checkpoints WHERE swarm_id = ?1",
     "DELETE FROM agent_states
      WHERE agent_id IN (SELECT id FROM swarm_agents WHERE swarm_id = ?1)",
@@ -159,6 +163,34 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         let mut stmt = tx.prepare_cached(message::SET_REPLY)?;
         for (request, reply) in &changes.message_replies {
             message::set_reply(&mut stmt, request, *reply)?;
+        }
+    }
+
+    // Metrics of a swarm deleted in this batch were removed with it; a delta of it written
+    // afterwards would leave an orphan row.
+    if !changes.metric_rows.is_empty() {
+        metric::merge_rows(tx, changes.metric_rows.iter().filter(|r| live(&r.swarm_id)))?;
+    }
+    if !changes.heartbeat_samples.is_empty() {
+        let mut stmt = tx.prepare_cached(metric::INSERT_HEARTBEAT)?;
+        for h in changes
+            .heartbeat_samples
+            .iter()
+            .filter(|h| live(&h.swarm_id))
+        {
+            metric::insert_heartbeat(&mut stmt, h)?;
+        }
+    }
+    for prune in &changes.metric_prunes {
+        match *prune {
+            Prune::Metrics(period, before) => {
+                tx.prepare_cached(metric::PRUNE_METRICS)?
+                    .execute((period.as_str(), before.as_millis()))?;
+            }
+            Prune::Heartbeats(before) => {
+                tx.prepare_cached(metric::PRUNE_HEARTBEATS)?
+                    .execute([before.as_millis()])?;
+            }
         }
     }
 

@@ -10,14 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use flotilla_core::Timestamp;
 use flotilla_core::api::Page;
+use flotilla_core::metrics::{Bucket, HeartbeatSample, Period, Scope};
 use flotilla_core::{Agent, AgentId, Event, EventKind, Pool, SwarmId, Task, TaskId, TaskStatus};
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
 use super::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
 use super::open_read_only;
-use super::rows::{self, agent, event, id, pool, task};
+use super::rows::{self, agent, event, id, metric, pool, task};
 use crate::error::StoreError;
 
 mod messages;
@@ -335,6 +337,152 @@ impl SqliteReader {
         }
         Ok(events)
     }
+
+    /// The stored buckets of one series and period whose start is in `[from, to)`, oldest
+    /// first.
+    pub fn metric_buckets(
+        &self,
+        series: &MetricSeries<'_>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, Bucket)>, StoreError> {
+        let sql = "SELECT period_start, data FROM swarm_metrics
+                   WHERE swarm_id = ?1 AND scope = ?2 AND key = ?3 AND period = ?4
+                     AND period_start >= ?5 AND period_start < ?6
+                   ORDER BY period_start";
+        self.with(|conn| {
+            rows::collect(
+                conn,
+                sql,
+                (
+                    id(&series.swarm),
+                    series.scope.as_str(),
+                    series.key,
+                    series.period.as_str(),
+                    from.as_millis(),
+                    to.as_millis(),
+                ),
+                metric::bucket_from_row,
+            )
+        })
+    }
+
+    /// The keys of a swarm's series of one scope that have rows of `period` since `from`, in
+    /// name order (the pools, agents or task types there are figures for).
+    pub fn metric_keys(
+        &self,
+        swarm: SwarmId,
+        scope: Scope,
+        period: Period,
+        from: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT DISTINCT key FROM swarm_metrics
+                   WHERE swarm_id = ?1 AND scope = ?2 AND period = ?3 AND period_start >= ?4
+                   ORDER BY key";
+        self.with(|conn| {
+            rows::collect(
+                conn,
+                sql,
+                (
+                    id(&swarm),
+                    scope.as_str(),
+                    period.as_str(),
+                    from.as_millis(),
+                ),
+                |row| rows::Cols::new(row, "swarm_metrics").string(0, "key"),
+            )
+        })
+    }
+
+    /// Up to `limit` of an agent's stored heartbeats recorded in `[from, to)`, newest first.
+    pub fn heartbeats(
+        &self,
+        agent: AgentId,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<HeartbeatSample>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM agent_heartbeats
+             WHERE agent_id = ?1 AND recorded_at >= ?2 AND recorded_at < ?3
+             ORDER BY recorded_at DESC LIMIT ?4",
+            metric::HEARTBEAT_COLUMNS
+        );
+        self.with(|conn| {
+            rows::collect(
+                conn,
+                &sql,
+                (
+                    id(&agent),
+                    from.as_millis(),
+                    to.as_millis(),
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                ),
+                metric::heartbeat_from_row,
+            )
+        })
+    }
+
+    /// Rows and bytes in the metric and heartbeat tables: what retention keeps bounded.
+    pub fn history_size(&self) -> Result<HistorySize, StoreError> {
+        self.with(|conn| {
+            let mut size = HistorySize::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT period, COUNT(*), COALESCE(SUM(LENGTH(data) + LENGTH(key)), 0)
+                 FROM swarm_metrics GROUP BY period",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let c = rows::Cols::new(row, "swarm_metrics");
+                let period: Period = c.enumeration(0, "period")?;
+                let at = Period::ALL.iter().position(|p| *p == period).unwrap_or(0);
+                size.metric_rows[at] = c.u64(1, "count")?;
+                size.metric_bytes += c.u64(2, "bytes")?;
+            }
+            let (n, bytes): (i64, i64) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(resource_usage) + LENGTH(current_tasks)), 0)
+                 FROM agent_heartbeats",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            size.heartbeat_rows = n.max(0) as u64;
+            size.heartbeat_bytes = bytes.max(0) as u64;
+            Ok(size)
+        })
+    }
+}
+
+/// What the metric and heartbeat history holds ([`SqliteReader::history_size`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    /// Rows in `swarm_metrics` by period: 1m, 5m, 1h, 1d.
+    pub metric_rows: [u64; 4],
+    /// Bytes of their keys and buckets (the rows' payload, without SQLite's overhead).
+    pub metric_bytes: u64,
+    /// Rows in `agent_heartbeats`.
+    pub heartbeat_rows: u64,
+    /// Bytes of their JSON columns.
+    pub heartbeat_bytes: u64,
+}
+
+impl HistorySize {
+    /// Rows in `swarm_metrics`, every period.
+    pub fn total_metric_rows(&self) -> u64 {
+        self.metric_rows.iter().sum()
+    }
+}
+
+/// One series of one period, as [`SqliteReader::metric_buckets`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricSeries<'a> {
+    /// The swarm.
+    pub swarm: SwarmId,
+    /// What the series aggregates over.
+    pub scope: Scope,
+    /// The pool, agent name or task type; empty for the swarm.
+    pub key: &'a str,
+    /// The period of its buckets.
+    pub period: Period,
 }
 
 #[cfg(test)]

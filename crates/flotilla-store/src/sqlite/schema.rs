@@ -256,6 +256,43 @@ CREATE INDEX agent_messages_correlation ON agent_messages (correlation_id, creat
 CREATE INDEX agent_messages_awaiting ON agent_messages (seq) WHERE reply = 'awaiting';
 "#;
 
+/// Migration 7: metrics (the PRD's `swarm_metrics`) and heartbeat history (`agent_heartbeats`).
+///
+/// A metric row is one bucket of one series (the swarm, a pool, an agent or a task type) over
+/// one period (`1m`, `5m`, `1h`, `1d`) starting at `period_start`; `data` is the bucket as
+/// compact JSON (counts, duration sketches, gauge sums). The primary key serves the API's reads
+/// (one series, a time range) and the merge on write; the second index serves the hourly
+/// retention prune, period by period. Heartbeat samples are read per agent newest first and
+/// pruned by age.
+const MIGRATION_7: &str = r#"
+CREATE TABLE swarm_metrics (
+    swarm_id      TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    period        TEXT NOT NULL,
+    period_start  INTEGER NOT NULL,
+    data          TEXT NOT NULL,
+    PRIMARY KEY (swarm_id, scope, key, period, period_start)
+) WITHOUT ROWID;
+CREATE INDEX swarm_metrics_age ON swarm_metrics (period, period_start);
+
+CREATE TABLE agent_heartbeats (
+    agent_id         TEXT NOT NULL,
+    swarm_id         TEXT NOT NULL,
+    recorded_at      INTEGER NOT NULL,
+    status           TEXT NOT NULL,
+    reported_health  TEXT NOT NULL,
+    cpu_percent      REAL,
+    memory_mb        REAL,
+    resource_usage   TEXT NOT NULL,
+    current_tasks    TEXT NOT NULL,
+    queue_depth      INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, recorded_at)
+) WITHOUT ROWID;
+CREATE INDEX agent_heartbeats_age ON agent_heartbeats (recorded_at);
+CREATE INDEX agent_heartbeats_swarm ON agent_heartbeats (swarm_id);
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -264,6 +301,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// The schema version this build writes.

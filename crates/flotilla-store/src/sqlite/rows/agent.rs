@@ -127,7 +127,7 @@ fn role_str(r: AgentRole) -> &'static str {
 }
 
 /// The reported health as the API writes it.
-fn health_str(h: ReportedHealth) -> &'static str {
+pub(crate) fn health_str(h: ReportedHealth) -> &'static str {
     match h {
         ReportedHealth::Healthy => "healthy",
         ReportedHealth::Degraded => "degraded",

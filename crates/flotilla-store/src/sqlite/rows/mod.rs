@@ -13,6 +13,7 @@ pub(crate) mod agent;
 pub(crate) mod checkpoint;
 pub(crate) mod event;
 pub(crate) mod message;
+pub(crate) mod metric;
 pub(crate) mod pool;
 pub(crate) mod swarm;
 pub(crate) mod task;

@@ -1,0 +1,141 @@
+//! The `swarm_metrics` table (aggregated buckets, merged on write) and the `agent_heartbeats`
+//! table (an agent's sampled heartbeat history).
+//!
+//! A metric row is keyed by swarm, scope, series key, period and the period's start; its
+//! `data` is the core's [`Bucket`] as compact JSON. The core hands the store deltas, so a write
+//! reads the stored bucket, merges the delta into it and writes it back: the 5-minute, hour and
+//! day rows of a series are updated once a minute each, and never recomputed from the minutes.
+
+use std::collections::HashMap;
+
+use flotilla_core::metrics::{Bucket, HeartbeatSample, MetricRow, Period, Scope};
+use flotilla_core::{SwarmId, Timestamp};
+use rusqlite::{OptionalExtension, Row, Statement, Transaction};
+
+use super::agent::health_str;
+use super::{Cols, id, to_json};
+use crate::error::StoreError;
+
+/// The stored bucket of one key.
+const SELECT_BUCKET: &str = "\
+SELECT data FROM swarm_metrics
+WHERE swarm_id = ?1 AND scope = ?2 AND key = ?3 AND period = ?4 AND period_start = ?5";
+
+/// Writes the (merged) bucket of one key.
+const UPSERT_BUCKET: &str = "\
+INSERT INTO swarm_metrics (swarm_id, scope, key, period, period_start, data)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (swarm_id, scope, key, period, period_start) DO UPDATE SET data = excluded.data";
+
+/// Appends one heartbeat sample; a second sample of an agent at the same millisecond replaces
+/// the first.
+pub(crate) const INSERT_HEARTBEAT: &str = "\
+INSERT OR REPLACE INTO agent_heartbeats
+    (agent_id, swarm_id, recorded_at, status, reported_health, cpu_percent, memory_mb,
+     resource_usage, current_tasks, queue_depth)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// The columns [`heartbeat_from_row`] reads, in order.
+pub(crate) const HEARTBEAT_COLUMNS: &str = "agent_id, swarm_id, recorded_at, status, \
+     reported_health, resource_usage, current_tasks, queue_depth";
+
+/// Drops metric rows of a period older than an instant.
+pub(crate) const PRUNE_METRICS: &str =
+    "DELETE FROM swarm_metrics WHERE period = ?1 AND period_start < ?2";
+
+/// Drops heartbeat samples older than an instant.
+pub(crate) const PRUNE_HEARTBEATS: &str = "DELETE FROM agent_heartbeats WHERE recorded_at < ?1";
+
+/// A row's key.
+type Key<'a> = (SwarmId, Scope, &'a str, Period, Timestamp);
+
+/// Adds every delta of `rows` to its stored bucket. Deltas of one key within the batch are
+/// merged first, so each key is read and written once.
+pub(crate) fn merge_rows<'a>(
+    tx: &Transaction<'_>,
+    rows: impl Iterator<Item = &'a MetricRow>,
+) -> Result<(), StoreError> {
+    let mut merged: HashMap<Key<'a>, Bucket> = HashMap::new();
+    let mut order: Vec<Key<'a>> = Vec::new();
+    for r in rows {
+        let key = (r.swarm_id, r.scope, r.key.as_str(), r.period, r.start);
+        match merged.get_mut(&key) {
+            Some(b) => b.merge(&r.bucket),
+            None => {
+                merged.insert(key, r.bucket.clone());
+                order.push(key);
+            }
+        }
+    }
+    let mut select = tx.prepare_cached(SELECT_BUCKET)?;
+    let mut upsert = tx.prepare_cached(UPSERT_BUCKET)?;
+    for key in order {
+        let (swarm, scope, series, period, start) = key;
+        let mut bucket = merged.remove(&key).unwrap_or_default();
+        let params = (
+            id(&swarm),
+            scope.as_str(),
+            series,
+            period.as_str(),
+            start.as_millis(),
+        );
+        let stored: Option<String> = select.query_row(params, |row| row.get(0)).optional()?;
+        if let Some(text) = stored {
+            let old: Bucket = serde_json::from_str(&text)
+                .map_err(|e| StoreError::bad_value("swarm_metrics.data", e))?;
+            bucket.merge(&old);
+        }
+        upsert.execute((
+            id(&swarm),
+            scope.as_str(),
+            series,
+            period.as_str(),
+            start.as_millis(),
+            to_json(&bucket),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Decodes a `period_start, data` row.
+pub(crate) fn bucket_from_row(row: &Row<'_>) -> Result<(Timestamp, Bucket), StoreError> {
+    let c = Cols::new(row, "swarm_metrics");
+    let start = c.ts(0, "period_start")?;
+    Ok((start, c.decode(1, "data")?))
+}
+
+/// Binds `sample` to a prepared insert and runs it.
+pub(crate) fn insert_heartbeat(
+    stmt: &mut Statement<'_>,
+    sample: &HeartbeatSample,
+) -> Result<(), StoreError> {
+    let usage = &sample.resource_usage;
+    stmt.execute((
+        id(&sample.agent_id),
+        id(&sample.swarm_id),
+        sample.recorded_at.as_millis(),
+        sample.status.as_str(),
+        health_str(sample.reported_health),
+        usage.cpu_percent,
+        usage.memory_mb,
+        to_json(usage),
+        to_json(&sample.current_tasks),
+        i64::from(sample.queue_depth),
+    ))?;
+    Ok(())
+}
+
+/// Decodes a row of [`HEARTBEAT_COLUMNS`].
+pub(crate) fn heartbeat_from_row(row: &Row<'_>) -> Result<HeartbeatSample, StoreError> {
+    let c = Cols::new(row, "agent_heartbeats");
+    Ok(HeartbeatSample {
+        agent_id: c.id(0, "agent_id")?,
+        swarm_id: c.id(1, "swarm_id")?,
+        recorded_at: c.ts(2, "recorded_at")?,
+        status: c.enumeration(3, "status")?,
+        reported_health: c.enumeration(4, "reported_health")?,
+        resource_usage: c.decode(5, "resource_usage")?,
+        current_tasks: c.decode(6, "current_tasks")?,
+        queue_depth: c.int(7, "queue_depth")?,
+    })
+}

@@ -313,6 +313,15 @@ pub struct ServeArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// How the log (on stderr) is written.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// `flotilla up`.
@@ -338,6 +347,15 @@ pub struct UpArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// How the log (on stderr) is written.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// `flotilla apply`.
@@ -378,6 +396,18 @@ A fleet file describes swarms and their pools; applying it is idempotent and del
   stop_grace = \"10s\"
 
 Errors name the file, line, column and key. Exit 1 on any error.";
+
+/// How the coordinator writes its log (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, the request's span, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line for log collectors: `timestamp`, `level`, `message`, the
+    /// event's fields, `target`, and the spans it happened in (a request's carries its
+    /// `request_id`).
+    Json,
+}
 
 /// How hard the store pushes each commit to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

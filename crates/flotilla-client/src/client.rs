@@ -87,6 +87,9 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `Some(true)`: the newest `limit` matching events (still oldest first) instead of the
+    /// oldest; [`Client::list_events`] only (a followed log starts after `after`).
+    pub latest: Option<bool>,
 }
 
 /// Which of an agent's messages [`Client::message_history`] lists.
@@ -1202,6 +1205,9 @@ fn event_query(url: &mut Url, query: &EventQuery, paged: bool) {
             }
             if let Some(c) = &query.cursor {
                 q.append_pair("cursor", c);
+            }
+            if let Some(latest) = query.latest {
+                q.append_pair("latest", if latest { "true" } else { "false" });
             }
         }
     }

@@ -313,7 +313,7 @@ impl Client {
     }
 
     /// `GET /swarms/{swarm}/agents`: the swarm's agents, optionally only those with a status or
-    /// a type (follows the cursors).
+    /// a type (follows the cursors, a page of 1,000 at a time: the API's largest).
     pub async fn list_agents(
         &self,
         swarm: &str,
@@ -321,7 +321,7 @@ impl Client {
         agent_type: Option<&str>,
     ) -> Result<Vec<Agent>, ClientError> {
         let url = self.url(&["swarms", swarm, "agents"]);
-        let mut query = Vec::new();
+        let mut query = vec![("limit", "1000".to_owned())];
         if let Some(s) = status {
             query.push(("status", s.as_str().to_owned()));
         }

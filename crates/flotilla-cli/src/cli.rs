@@ -97,6 +97,9 @@ pub enum Command {
     /// Show the resource manager: capacity, allocations, waiting pools, usage and pressure;
     /// `--strategy`/`--admission` change its policy live.
     Resources(ResourcesArgs),
+    /// Watch the fleet live in the terminal: totals and throughput, swarms, agents, the queue
+    /// and the newest events (q quits, ? shows the keys).
+    Top(TopArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
 }
@@ -152,6 +155,22 @@ pub fn parse_event_kind(text: &str) -> Result<EventKind, String> {
             "{text:?} is not an event type (e.g. task_completed, agent_joined, leader_election)"
         )
     })
+}
+
+/// `flotilla top`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs a terminal; for a snapshot a script can read, use `flotilla swarm list`, \
+`flotilla agent list`, `flotilla task list` or `flotilla events` with --json. While the \
+coordinator does not answer, the header says so and reads go on every interval."
+)]
+pub struct TopArgs {
+    /// How often to read the coordinator (at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Show only this swarm (`s` cycles through them all).
+    #[arg(long)]
+    pub swarm: Option<String>,
 }
 
 /// `flotilla resources`.

@@ -54,6 +54,8 @@ pub fn main() -> ExitCode {
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
+        // Lines on stderr would tear its screen (RUST_LOG with 2>FILE still gets them).
+        Command::Top(_) => "off",
         _ => "warn",
     };
     let format = match command {

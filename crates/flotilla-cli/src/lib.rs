@@ -1,5 +1,6 @@
 //! The `flotilla` binary: the coordinator (`serve`, and `up` with a fleet file), the CLI of its
-//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`, `msg`) and an agent host (`worker`).
+//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`, `msg`), a live view of it (`top`) and
+//! an agent host (`worker`).
 
 pub mod cli;
 pub mod commands;

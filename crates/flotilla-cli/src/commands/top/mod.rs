@@ -18,7 +18,7 @@ use anyhow::{Result, bail};
 use crossterm::event::{
     Event as TermEvent, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers,
 };
-use flotilla_client::Client;
+use flotilla_client::{Client, ClientError};
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -28,7 +28,7 @@ use crate::cli::{GlobalArgs, TopArgs};
 use crate::config;
 use crate::output::now;
 use fetch::Snapshot;
-use model::{Action, Input, Model};
+use model::{Action, Input, Model, ReadError};
 use render::{Clock, Palette};
 
 /// The shortest refresh interval.
@@ -88,7 +88,7 @@ async fn read_loop(
     client: Client,
     interval: Duration,
     mut wanted: watch::Receiver<Wanted>,
-    reads: mpsc::Sender<(Result<Snapshot, String>, Instant)>,
+    reads: mpsc::Sender<(Result<Snapshot, ReadError>, Instant)>,
 ) {
     let mut refreshed = 0;
     loop {
@@ -104,12 +104,19 @@ async fn read_loop(
             )
             .await
             {
-                Ok(read) => read.map_err(|e| e.to_string()),
-                Err(_) => Err(format!(
-                    "no answer from {} within {}",
-                    client.base_url(),
-                    crate::output::millis(patience.as_millis() as u64)
-                )),
+                Ok(read) => read.map_err(|e| ReadError {
+                    // No answer at all, as against an error answer.
+                    unreachable: matches!(e, ClientError::Http { .. }),
+                    message: e.to_string(),
+                }),
+                Err(_) => Err(ReadError {
+                    message: format!(
+                        "no answer from {} within {}",
+                        client.base_url(),
+                        crate::output::millis(patience.as_millis() as u64)
+                    ),
+                    unreachable: true,
+                }),
             };
             if reads.send((read, Instant::now())).await.is_err() {
                 return;
@@ -140,7 +147,7 @@ async fn ui_loop(
     model: &mut Model,
     palette: Palette,
     wanted: &watch::Sender<Wanted>,
-    reads: &mut mpsc::Receiver<(Result<Snapshot, String>, Instant)>,
+    reads: &mut mpsc::Receiver<(Result<Snapshot, ReadError>, Instant)>,
 ) -> Result<()> {
     let mut keys = EventStream::new();
     // A SIGTERM (a closed tmux pane, a kill) ends it like q, terminal restored.

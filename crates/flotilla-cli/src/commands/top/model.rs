@@ -104,11 +104,23 @@ pub enum Link {
     Down {
         /// Why, in one line.
         error: String,
+        /// No answer came (refused, timed out); otherwise the coordinator answered with an
+        /// error (a revoked token, a swarm that no longer exists).
+        unreachable: bool,
         /// Since when reads fail.
         since: Instant,
         /// How many reads in a row failed.
         failures: u32,
     },
+}
+
+/// Why a read failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadError {
+    /// In one line.
+    pub message: String,
+    /// No answer came at all.
+    pub unreachable: bool,
 }
 
 /// Completions and failures per minute, measured over the last [`THROUGHPUT_WINDOW`].
@@ -545,7 +557,7 @@ impl Model {
 
     /// Takes the outcome of a read that finished at `at`. A snapshot of another swarm than
     /// the one now in view (read before the user switched) is dropped.
-    pub fn apply(&mut self, read: Result<Snapshot, String>, at: Instant) {
+    pub fn apply(&mut self, read: Result<Snapshot, ReadError>, at: Instant) {
         match read {
             Ok(snap) => {
                 if snap.swarm != self.swarm {
@@ -561,20 +573,18 @@ impl Model {
                 self.view = Some(view);
                 self.link = Link::Up(at);
             }
-            Err(error) => {
-                self.link = match &self.link {
+            Err(e) => {
+                let (since, failures) = match &self.link {
                     Link::Down {
                         since, failures, ..
-                    } => Link::Down {
-                        error,
-                        since: *since,
-                        failures: failures + 1,
-                    },
-                    _ => Link::Down {
-                        error,
-                        since: at,
-                        failures: 1,
-                    },
+                    } => (*since, failures + 1),
+                    _ => (at, 1),
+                };
+                self.link = Link::Down {
+                    error: e.message,
+                    unreachable: e.unreachable,
+                    since,
+                    failures,
                 };
             }
         }
@@ -975,21 +985,28 @@ pub(crate) mod tests {
     fn an_unreachable_coordinator_keeps_the_last_view() {
         let mut m = Model::new("http://x", Duration::from_secs(1), None);
         let t0 = Instant::now();
-        m.apply(Err("connection refused".into()), t0);
+        let refused = || ReadError {
+            message: "connection refused".into(),
+            unreachable: true,
+        };
+        m.apply(Err(refused()), t0);
         assert!(matches!(&m.link, Link::Down { failures: 1, .. }));
         m.apply(Ok(snapshot(0)), t0 + Duration::from_secs(1));
-        m.apply(
-            Err("connection refused".into()),
-            t0 + Duration::from_secs(2),
-        );
-        m.apply(Err("timed out".into()), t0 + Duration::from_secs(3));
+        m.apply(Err(refused()), t0 + Duration::from_secs(2));
+        let revoked = ReadError {
+            message: "unknown or revoked token (401 unauthorized)".into(),
+            unreachable: false,
+        };
+        m.apply(Err(revoked), t0 + Duration::from_secs(3));
         match &m.link {
             Link::Down {
                 error,
+                unreachable,
                 since,
                 failures,
             } => {
-                assert_eq!(error, "timed out");
+                assert_eq!(error, "unknown or revoked token (401 unauthorized)");
+                assert!(!unreachable);
                 assert_eq!(*since, t0 + Duration::from_secs(2));
                 assert_eq!(*failures, 2);
             }

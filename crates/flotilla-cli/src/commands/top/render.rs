@@ -259,6 +259,7 @@ fn link_line(model: &Model, palette: Palette, clock: Clock) -> Line<'static> {
         ),
         Link::Down {
             error,
+            unreachable,
             since,
             failures,
         } => {
@@ -267,9 +268,14 @@ fn link_line(model: &Model, palette: Palette, clock: Clock) -> Line<'static> {
             } else {
                 ""
             };
+            let what = if *unreachable {
+                "coordinator unreachable"
+            } else {
+                "cannot read the fleet"
+            };
             Line::styled(
                 format!(
-                    "coordinator unreachable for {} ({failures} failed reads), retrying every \
+                    "{what} for {} ({failures} failed reads), retrying every \
                      {every}: {error}{kept}",
                     millis(clock.mono.saturating_duration_since(*since).as_millis() as u64)
                 ),
@@ -515,7 +521,7 @@ mod tests {
 
     use super::*;
     use crate::commands::top::model::tests::{NOW, snapshot};
-    use crate::commands::top::model::{Input, Model};
+    use crate::commands::top::model::{Input, Model, ReadError};
 
     fn clock(at: Instant) -> Clock {
         Clock {
@@ -593,7 +599,10 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Model::new("http://127.0.0.1:9", Duration::from_secs(2), None);
         m.apply(
-            Err("cannot reach http://127.0.0.1:9: connection refused".into()),
+            Err(ReadError {
+                message: "cannot reach http://127.0.0.1:9: connection refused".into(),
+                unreachable: true,
+            }),
             t0,
         );
         let s = screen(&m, t0 + Duration::from_secs(4), 140, 40);
@@ -603,8 +612,15 @@ mod tests {
         assert!(s.contains("waiting for the first read"), "{s}");
         // With an earlier read, its view stays.
         m.apply(Ok(snapshot(0)), t0);
-        m.apply(Err("timed out".into()), t0 + Duration::from_secs(1));
+        m.apply(
+            Err(ReadError {
+                message: "no swarm named \"gone\" (404 not_found)".into(),
+                unreachable: false,
+            }),
+            t0 + Duration::from_secs(1),
+        );
         let s = screen(&m, t0 + Duration::from_secs(2), 160, 48);
+        assert!(s.contains("cannot read the fleet for 1s"), "{s}");
         assert!(s.contains("showing the last good read"), "{s}");
         assert!(s.contains("coder-10"), "{s}");
     }

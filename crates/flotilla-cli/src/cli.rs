@@ -100,6 +100,9 @@ pub enum Command {
     /// Show a swarm's metrics over time (throughput, latency, wait, errors, queue, utilisation),
     /// from the stored per-minute, 5-minute, hourly and daily aggregates.
     Metrics(MetricsArgs),
+    /// Watch the fleet live in the terminal: totals and throughput, swarms, agents, the queue
+    /// and the newest events (q quits, ? shows the keys).
+    Top(TopArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
 }
@@ -177,6 +180,22 @@ pub fn parse_event_kind(text: &str) -> Result<EventKind, String> {
             "{text:?} is not an event type (e.g. task_completed, agent_joined, leader_election)"
         )
     })
+}
+
+/// `flotilla top`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs a terminal; for a snapshot a script can read, use `flotilla swarm list`, \
+`flotilla agent list`, `flotilla task list` or `flotilla events` with --json. While the \
+coordinator does not answer, the header says so and reads go on every interval."
+)]
+pub struct TopArgs {
+    /// How often to read the coordinator (at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Show only this swarm (`s` cycles through them all).
+    #[arg(long)]
+    pub swarm: Option<String>,
 }
 
 /// `flotilla resources`.
@@ -338,6 +357,15 @@ pub struct ServeArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// How the log (on stderr) is written.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// `flotilla up`.
@@ -363,6 +391,15 @@ pub struct UpArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// How the log (on stderr) is written.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// `flotilla apply`.
@@ -403,6 +440,18 @@ A fleet file describes swarms and their pools; applying it is idempotent and del
   stop_grace = \"10s\"
 
 Errors name the file, line, column and key. Exit 1 on any error.";
+
+/// How the coordinator writes its log (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, the request's span, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line for log collectors: `timestamp`, `level`, `message`, the
+    /// event's fields, `target`, and the spans it happened in (a request's carries its
+    /// `request_id`).
+    Json,
+}
 
 /// How hard the store pushes each commit to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

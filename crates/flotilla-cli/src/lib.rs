@@ -1,5 +1,6 @@
 //! The `flotilla` binary: the coordinator (`serve`, and `up` with a fleet file), the CLI of its
-//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`, `msg`) and an agent host (`worker`).
+//! API (`apply`, `swarm`, `pool`, `agent`, `task`, `run`, `msg`), a live view of it (`top`) and
+//! an agent host (`worker`).
 
 pub mod cli;
 pub mod commands;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 
 /// Parses the command line, runs the command and returns the process's exit code: 0 on
 /// success, 1 on an error (printed as one `error: …` line), 2 on a usage error or a timeout.
@@ -50,19 +51,35 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: `info` for the long-running commands, `warn` otherwise; `RUST_LOG`
-/// overrides.
+/// overrides. The coordinator's may be JSON lines (`--log-format json`).
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
+        // Lines on stderr would tear its screen (RUST_LOG with 2>FILE still gets them).
+        Command::Top(_) => "off",
         _ => "warn",
+    };
+    let format = match command {
+        Command::Serve(args) => args.log_format,
+        Command::Up(args) => args.log_format,
+        _ => LogFormat::Text,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        // Fields at the top level, where collectors look; every enclosing span listed, so a
+        // request's id is on every line it causes even inside a nested span.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Sets `FLOTILLA_BIN` to this executable unless it is set, so that the coordinator's managed

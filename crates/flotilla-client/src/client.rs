@@ -115,6 +115,9 @@ pub struct EventQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `Some(true)`: the newest `limit` matching events (still oldest first) instead of the
+    /// oldest; [`Client::list_events`] only (a followed log starts after `after`).
+    pub latest: Option<bool>,
 }
 
 /// Which of an agent's messages [`Client::message_history`] lists.
@@ -338,7 +341,7 @@ impl Client {
     }
 
     /// `GET /swarms/{swarm}/agents`: the swarm's agents, optionally only those with a status or
-    /// a type (follows the cursors).
+    /// a type (follows the cursors, a page of 1,000 at a time: the API's largest).
     pub async fn list_agents(
         &self,
         swarm: &str,
@@ -346,7 +349,7 @@ impl Client {
         agent_type: Option<&str>,
     ) -> Result<Vec<Agent>, ClientError> {
         let url = self.url(&["swarms", swarm, "agents"]);
-        let mut query = Vec::new();
+        let mut query = vec![("limit", "1000".to_owned())];
         if let Some(s) = status {
             query.push(("status", s.as_str().to_owned()));
         }
@@ -1289,6 +1292,9 @@ fn event_query(url: &mut Url, query: &EventQuery, paged: bool) {
             }
             if let Some(c) = &query.cursor {
                 q.append_pair("cursor", c);
+            }
+            if let Some(latest) = query.latest {
+                q.append_pair("latest", if latest { "true" } else { "false" });
             }
         }
     }

@@ -281,6 +281,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong and what to do.
     pub message: String,
+    /// The id of the request that failed (its `x-request-id`), to find its log lines; left
+    /// out when the coordinator did not give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `PUT /fleet`: swarms and their pools, applied idempotently.

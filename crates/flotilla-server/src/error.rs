@@ -1,10 +1,13 @@
-//! [`ApiError`]: every error the API answers with, as `{"error": {"code", "message"}}`.
+//! [`ApiError`]: every error the API answers with, as `{"error": {"code", "message",
+//! "request_id"}}` (the id of the request, see [`crate::request_id`]).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flotilla_core::CoreError;
 use flotilla_core::api::{ErrorBody, ErrorDetail};
+
+use crate::request_id::RequestId;
 
 /// An error answer: a status code, a machine-readable code and a message for people.
 #[derive(Debug, Clone)]
@@ -92,6 +95,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                request_id: RequestId::current().map(|id| id.to_string()),
             },
         };
         (self.status, Json(body)).into_response()

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod logs;
 pub mod middleware;
 pub mod prometheus;
+pub mod request_id;
 pub mod resources;
 pub mod routes;
 pub mod state;
@@ -377,43 +378,4 @@ async fn tick_loop(state: AppState, every: Duration) {
         interval.tick().await;
         state.flush(true).await;
     }
-}
-
-/// Runs the coordinator until Ctrl-C or SIGTERM, printing where it listens and where the
-/// admin token is.
-pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
-    let server = start(config).await?;
-    if server.admin_token_created {
-        println!(
-            "created an admin token in {}",
-            server.admin_token_path.display()
-        );
-    } else {
-        println!("admin token: {}", server.admin_token_path.display());
-    }
-    println!("flotilla coordinator listening on {}", server.url());
-    wait_for_signal().await;
-    println!("shutting down");
-    server.shutdown().await
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -1134,6 +1134,57 @@ async fn health_orchestrator_and_events_describe_the_fleet() {
 }
 
 #[tokio::test]
+async fn latest_events_are_the_newest_page_oldest_first() {
+    let h = Harness::start().await;
+    for p in 1..=5 {
+        h.submit("default", json!({"priority": p})).await;
+    }
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, all) = h.get("/events?limit=1000").await;
+    let all = seqs(&all);
+    assert!(all.len() > 5, "{all:?}");
+    let (s, oldest) = h.get("/events?limit=3").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(seqs(&oldest), all[..3]);
+    let (s, newest) = h.get("/events?limit=3&latest=true").await;
+    assert_eq!(s, StatusCode::OK, "{newest}");
+    assert_eq!(seqs(&newest), all[all.len() - 3..]);
+    // Filters still apply: the newest two submissions, in log order.
+    let (_, submitted) = h
+        .get("/events?type=task_submitted&limit=2&latest=true")
+        .await;
+    let (_, every) = h.get("/events?type=task_submitted&limit=1000").await;
+    assert_eq!(seqs(&every).len(), 5, "{every}");
+    assert_eq!(seqs(&submitted), seqs(&every)[3..]);
+    // `latest=false` is the default, and anything but a boolean is refused.
+    let (_, explicit) = h.get("/events?limit=3&latest=false").await;
+    assert_eq!(seqs(&explicit), all[..3]);
+    let (s, bad) = h.get("/events?latest=yes").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+
+    // The typed client asks the same.
+    let client =
+        flotilla_client::Client::new(&h.server.url(), h.server.admin_token.clone()).unwrap();
+    let page = client
+        .list_events(&flotilla_client::EventQuery {
+            limit: Some(3),
+            latest: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<u64> = page.items.iter().map(|e| e.seq).collect();
+    assert_eq!(got, all[all.len() - 3..]);
+}
+
+#[tokio::test]
 async fn state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

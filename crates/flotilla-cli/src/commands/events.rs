@@ -39,6 +39,7 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
             after: args.after,
             limit: Some(1000),
             cursor: None,
+            latest: None,
         };
         let mut all: Vec<Event> = Vec::new();
         loop {
@@ -69,6 +70,7 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
         after: args.after,
         limit: None,
         cursor: None,
+        latest: None,
     };
     let mut stream = client.follow_events(&query).await?;
     while let Some(item) = stream.next().await? {

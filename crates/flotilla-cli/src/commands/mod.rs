@@ -24,6 +24,7 @@ pub mod serve;
 pub mod swarm;
 pub mod tail;
 pub mod task;
+pub mod top;
 pub mod topology;
 pub mod worker;
 
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Events(args) => events::run(&global, args).await,
         Command::Resources(args) => resources::run(&global, args).await,
         Command::Metrics(args) => metrics::run(&global, args).await,
+        Command::Top(args) => top::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -5,20 +5,52 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use flotilla_server::ServerConfig;
 
-use crate::cli::{GlobalArgs, ServeArgs};
+use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
+use crate::commands::worker::wait_for_signal;
 use crate::config;
 
-/// Runs the coordinator until Ctrl-C or SIGTERM.
+/// Runs the coordinator until Ctrl-C or SIGTERM, saying where it listens and where the admin
+/// token is: on stdout for people, or as log lines when the log is JSON (so that everything
+/// the process writes is JSON lines).
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let data_dir = config::data_dir(global)?;
-    let mut server = ServerConfig {
+    let mut config = ServerConfig {
         listen: args.listen,
         sync: args.sync.into(),
         resources: args.resources.settings(),
         ..ServerConfig::new(data_dir)
     };
-    args.bus.apply(&mut server);
-    flotilla_server::serve(server)
+    args.bus.apply(&mut config);
+    let server = flotilla_server::start(config)
+        .await
+        .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
+    let token = server.admin_token_path.display().to_string();
+    let url = server.url();
+    match args.log_format {
+        LogFormat::Text => {
+            if server.admin_token_created {
+                println!("created an admin token in {token}");
+            } else {
+                println!("admin token: {token}");
+            }
+            println!("flotilla coordinator listening on {url}");
+        }
+        LogFormat::Json => {
+            tracing::info!(
+                admin_token = %token,
+                created = server.admin_token_created,
+                %url,
+                "flotilla coordinator listening"
+            );
+        }
+    }
+    wait_for_signal().await;
+    match args.log_format {
+        LogFormat::Text => println!("shutting down"),
+        LogFormat::Json => tracing::info!("shutting down"),
+    }
+    server
+        .shutdown()
         .await
         .map_err(|e| anyhow!("the coordinator stopped: {e}"))?;
     Ok(ExitCode::SUCCESS)

@@ -26,6 +26,7 @@ use flotilla_core::autoscale::{Direction, Verdict};
 
 use crate::auth::authenticate;
 use crate::error::ApiError;
+use crate::request_id::RequestIdLayer;
 use crate::state::AppState;
 
 pub use pools::apply_document;
@@ -217,6 +218,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestIdLayer)
         .with_state(state)
 }
 

@@ -33,6 +33,8 @@ pub struct EventQuery {
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    latest: Option<bool>,
 }
 
 /// `GET /events`
@@ -75,7 +77,7 @@ pub(super) fn event_filter(state: &AppState, q: &EventQuery) -> Result<EventFilt
         agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
         task: q.task.as_deref().map(parse_id::<TaskId>).transpose()?,
         after,
-        latest: false,
+        latest: q.latest.unwrap_or(false),
     })
 }
 

@@ -1,6 +1,6 @@
-//! The dashboard's server side: the event WebSocket authenticated by the `bearer.<token>`
-//! subprotocol a browser must use, and `GET /events?latest=true` (the newest events, which the
-//! dashboard's live list starts from).
+//! The dashboard's files as a browser gets them (content types, ETag revalidation, the
+//! Content-Security-Policy, no token needed), the event WebSocket authenticated by the
+//! `bearer.<token>` subprotocol a browser must use, and `GET /events?latest=true`.
 
 mod common;
 
@@ -9,9 +9,123 @@ use std::time::Duration;
 use common::Harness;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const FILES: [(&str, &str); 5] = [
+    ("/", "text/html; charset=utf-8"),
+    ("/app.js", "text/javascript; charset=utf-8"),
+    ("/charts.js", "text/javascript; charset=utf-8"),
+    ("/style.css", "text/css; charset=utf-8"),
+    ("/favicon.svg", "image/svg+xml"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_are_served_with_their_types_a_strict_policy_and_no_token() {
+    let h = Harness::start().await;
+    for (path, content_type) in FILES {
+        let resp = h
+            .http
+            .get(format!("{}{path}", h.server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let headers = resp.headers().clone();
+        assert_eq!(headers[CONTENT_TYPE], content_type, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert_eq!(csp, flotilla_server::dashboard::POLICY, "{path}");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp} lacks {directive}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert!(headers.contains_key(ETAG), "{path}");
+        let body = resp.bytes().await.unwrap();
+        assert!(!body.is_empty(), "{path}");
+    }
+    let page = h
+        .http
+        .get(h.server.url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<script type="module" src="/app.js"></script>"#));
+    // No inline script or style that the policy would block.
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "{page}"
+    );
+    // The API still wants its token; unknown paths are still JSON 404s.
+    let resp = h.http.get(h.url("/swarms")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = h
+        .http
+        .get(format!("{}/nothing.js", h.server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_etag_is_answered_304_without_a_body() {
+    let h = Harness::start().await;
+    let url = format!("{}/app.js", h.server.url());
+    let first = h.http.get(&url).send().await.unwrap();
+    let etag = first.headers()[ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    for sent in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+    ] {
+        let again = h
+            .http
+            .get(&url)
+            .header(IF_NONE_MATCH, &sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{sent}");
+        assert_eq!(again.headers()[ETAG], etag.as_str());
+        assert!(again.headers().contains_key("content-security-policy"));
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+    let changed = h
+        .http
+        .get(&url)
+        .header(IF_NONE_MATCH, "\"an-older-build\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    // Each file has its own tag.
+    let css = h
+        .http
+        .get(format!("{}/style.css", h.server.url()))
+        .header(IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+}
 
 /// Opens the event WebSocket with these subprotocols and no Authorization header.
 async fn open_with_protocols(

@@ -286,11 +286,20 @@ async function full() {
     result.passed.push("charts fill");
   });
 
-  await step("alerts", async () => {
+  await step("an alert appears live", async () => {
     await show("#/alerts");
     await page.waitForSelector("#alert-list li");
     await page.waitForSelector("svg.timeline");
+    // A connected agent that says it is degraded raises a warning.
+    const reg = await api("POST", `/swarms/${swarm}/agents`, { name: "dash-reporter", type: "reporter" });
+    check(reg.status === 201, `registered: ${JSON.stringify(reg.body)}`);
+    const beat = await api("POST", `/agents/${reg.body.agent_id}/heartbeat`, { status: "degraded" }, reg.body.token);
+    check(beat.status === 200, `heartbeat: ${JSON.stringify(beat.body)}`);
+    await page.waitForSelector('#alert-list li[data-level="warning"]', { timeout: 10_000 });
+    check((await page.textContent('#alert-list li[data-level="warning"]')).includes("dash-reporter"), "the alert names the agent");
+    await page.waitForSelector("svg.timeline circle.warning");
     await shot("alerts");
+    await api("DELETE", `/agents/${reg.body.agent_id}`);
   });
 
   await step("topology", async () => {

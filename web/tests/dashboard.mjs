@@ -31,6 +31,10 @@ const swarm = env.DASHBOARD_SWARM ?? "default";
 const pool = env.DASHBOARD_POOL ?? "dash";
 const agents = Number(env.DASHBOARD_AGENTS ?? "3");
 fs.mkdirSync(artefacts, { recursive: true });
+// A failure's screenshot from an earlier run of this mode would mislead: they go.
+for (const f of fs.readdirSync(artefacts)) {
+  if (f.startsWith(`failed-${mode}-`)) fs.rmSync(path.join(artefacts, f));
+}
 
 function need(name) {
   const v = env[name];
@@ -97,7 +101,7 @@ async function step(name, fn) {
   try {
     await fn();
   } catch (e) {
-    await page.screenshot({ path: path.join(artefacts, `failed-${name}.png`), fullPage: true }).catch(() => {});
+    await page.screenshot({ path: path.join(artefacts, `failed-${mode}-${name}.png`), fullPage: true }).catch(() => {});
     console.log(`FAIL ${name}: ${e.message}`);
     throw e;
   }

@@ -13,6 +13,23 @@ if ! command -v tmux >/dev/null 2>&1; then
   else sudo apt-get install -y -q tmux >/dev/null; fi
 fi
 
+# The dashboard's browser tests drive Debian's chromium with playwright-core (web/package.json;
+# outside CI they skip when these are missing, under CI=true they must run).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null); \
+  else sudo apt-get install -y -q chromium >/dev/null; fi
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "== installing nodejs and npm"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q nodejs npm >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null); \
+  else sudo apt-get install -y -q nodejs npm >/dev/null; fi
+fi
+if [ ! -d web/node_modules/playwright-core ]; then
+  echo "== npm ci in web/"
+  (cd web && npm ci --no-audit --no-fund >/dev/null)
+fi
+
 # The bus's tests run against Redis at 127.0.0.1:6379 (outside CI they skip when it is absent;
 # under CI=true they must run): start it when it is installed but down, install it if missing.
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flotilla_core::{AgentId, Timestamp};
@@ -169,27 +170,25 @@ impl TokenTable {
     }
 }
 
+/// The WebSocket subprotocol the coordinator answers with when a client authenticated
+/// through [`WS_BEARER_PREFIX`] (a browser must offer a protocol the server picks, and the
+/// token is never echoed back).
+pub const WS_PROTOCOL: &str = "flotilla";
+
+/// Prefix of the WebSocket subprotocol that carries a token: `bearer.<token>`. Browsers cannot
+/// set headers on a WebSocket, so a page offers `flotilla, bearer.<token>` instead.
+pub const WS_BEARER_PREFIX: &str = "bearer.";
+
 /// Checks the bearer token of every API request and records who is calling.
+///
+/// The token comes from `Authorization: Bearer <token>`; only on a WebSocket upgrade with no
+/// such header, from a `bearer.<token>` entry of `Sec-WebSocket-Protocol`.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(header) = header else {
-        return ApiError::unauthorized(
-            "missing token: send `Authorization: Bearer <token>` (the admin token is in <data-dir>/admin.token)",
-        )
-        .into_response();
+    let secret = match bearer_secret(&req) {
+        Ok(secret) => secret,
+        Err(e) => return e.into_response(),
     };
-    let Some(secret) = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-    else {
-        return ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`")
-            .into_response();
-    };
-    let principal = state.tokens.read().principal(&hash_token(secret));
+    let principal = state.tokens.read().principal(&hash_token(&secret));
     match principal {
         Some(p) => {
             req.extensions_mut().insert(p);
@@ -197,6 +196,50 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         }
         None => ApiError::unauthorized("unknown or revoked token").into_response(),
     }
+}
+
+/// The token a request carries.
+fn bearer_secret(req: &Request) -> Result<String, ApiError> {
+    if let Some(header) = req.headers().get(AUTHORIZATION) {
+        let header = header.to_str().unwrap_or("");
+        return header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(|s| s.trim().to_owned())
+            .ok_or_else(|| {
+                ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`")
+            });
+    }
+    if is_websocket_upgrade(req) {
+        let offered = req
+            .headers()
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX));
+        if let Some(secret) = offered {
+            return Ok(secret.to_owned());
+        }
+        return Err(ApiError::unauthorized(
+            "missing token: send `Authorization: Bearer <token>`, or offer the WebSocket \
+             subprotocols `flotilla, bearer.<token>` (the admin token is in <data-dir>/admin.token)",
+        ));
+    }
+    Err(ApiError::unauthorized(
+        "missing token: send `Authorization: Bearer <token>` (the admin token is in <data-dir>/admin.token)",
+    ))
+}
+
+/// Whether a request asks to become a WebSocket (`GET` with `Upgrade: websocket`).
+fn is_websocket_upgrade(req: &Request) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Where the admin token lives in a data directory.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bus;
 pub mod checkpoints;
 pub mod clock;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod logs;

@@ -24,7 +24,7 @@ use flotilla_store::EventFilter;
 use serde::Serialize;
 
 use super::system::{EventQuery, event_filter, read_events};
-use crate::auth::Principal;
+use crate::auth::{Principal, WS_PROTOCOL};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -198,7 +198,9 @@ enum Frame<'a> {
 }
 
 /// `GET /events/ws?swarm=&type=&agent=&task=&after=`: the same as `/events/stream`, as
-/// WebSocket text frames `{"type": "events", "events": [...]}`.
+/// WebSocket text frames `{"type": "events", "events": [...]}`. A browser, which cannot set
+/// headers on a WebSocket, authenticates with the subprotocols `flotilla, bearer.<token>`;
+/// the answer picks `flotilla` (see [`crate::auth::authenticate`]).
 pub async fn socket(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -208,7 +210,9 @@ pub async fn socket(
     who.require_admin()?;
     let filter = event_filter(&state, &q)?;
     let follower = Follower::start(state, filter).await;
-    Ok(upgrade.on_upgrade(move |ws| run_socket(follower, ws)))
+    Ok(upgrade
+        .protocols([WS_PROTOCOL])
+        .on_upgrade(move |ws| run_socket(follower, ws)))
 }
 
 async fn run_socket(mut follower: Follower, mut ws: WebSocket) {

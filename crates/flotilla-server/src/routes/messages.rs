@@ -572,7 +572,9 @@ pub async fn socket(
         .subscribe(&inbox_channel(swarm, id))
         .await
         .ok();
-    Ok(upgrade.on_upgrade(move |ws| run_socket(state, id, max, sub, ws)))
+    Ok(upgrade
+        .protocols([crate::auth::WS_PROTOCOL])
+        .on_upgrade(move |ws| run_socket(state, id, max, sub, ws)))
 }
 
 async fn run_socket(

@@ -112,7 +112,7 @@ pub async fn autoscale(state: &AppState) {
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
 
-/// The whole router.
+/// The whole router: the API under `/api/v1`, `/healthz`, and the dashboard at `/`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/swarms", post(swarms::create).get(swarms::list))
@@ -216,6 +216,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .nest("/api/v1", api)
         .merge(scrape)
         .route("/healthz", get(healthz))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(RequestIdLayer)

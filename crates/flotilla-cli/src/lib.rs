@@ -51,9 +51,14 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: `info` for the long-running commands, `warn` otherwise; `RUST_LOG`
-/// overrides. The coordinator's may be JSON lines (`--log-format json`).
+/// overrides. The coordinator's may be JSON lines (`--log-format json`). `flotilla up` in text
+/// (the quick start, someone at a terminal) leaves out the access line of every request: with
+/// agents heartbeating it would bury everything else.
 fn init_tracing(command: &Command) {
     let default = match command {
+        Command::Up(args) if matches!(args.log_format, LogFormat::Text) => {
+            "info,flotilla::access=off"
+        }
         Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
         // Lines on stderr would tear its screen (RUST_LOG with 2>FILE still gets them).
         Command::Top(_) => "off",

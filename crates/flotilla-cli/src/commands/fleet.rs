@@ -255,6 +255,21 @@ pub fn next_steps(n: &NextSteps<'_>) -> String {
     }) {
         out.push(format!("  {prefix}flotilla agent attach {}", a.name));
     }
+    out.push(format!(
+        "  {prefix}flotilla top                     # watch it live"
+    ));
+    let metrics = match n.swarm {
+        Some(s) => format!("metrics {}", shell_quote(s)),
+        None => "metrics".to_owned(),
+    };
+    out.push(format!(
+        "  {prefix}flotilla {metrics:<24}# throughput and latency per minute"
+    ));
+    out.push(String::new());
+    out.push(format!(
+        "Dashboard: {}/ (sign in with the admin token)",
+        n.url.trim_end_matches('/')
+    ));
     out.push(String::new());
     out.push("Press Ctrl-C to stop the coordinator and its agents.".to_owned());
     out.join("\n")
@@ -328,6 +343,11 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains("Dashboard: http://127.0.0.1:9000/ (sign in with the admin token)"),
+            "{text}"
+        );
+        assert!(text.contains("flotilla metrics "), "{text}");
         assert!(
             text.contains("admin token in /tmp/my data/admin.token"),
             "{text}"

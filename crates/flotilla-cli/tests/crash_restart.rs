@@ -2,6 +2,9 @@
 //! the same data directory; check that nothing acknowledged was lost and nothing ran to
 //! completion twice.
 
+mod common;
+
+use common::free_port;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,14 +14,6 @@ use std::time::{Duration, Instant};
 use flotilla_client::Client;
 use flotilla_core::{AgentSpec, Json, TaskId, TaskSpec, TaskStatus};
 use parking_lot::Mutex;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Coordinator {
     child: Child,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{FLOTILLA, MARKER_ENV, kill_marked, poll, proc_stat};
+use common::{FLOTILLA, MARKER_ENV, free_port, kill_marked, poll, proc_stat};
 use flotilla_client::Client;
 use flotilla_core::{AgentSpec, PoolSpec, SwarmSpec, TaskSpec};
 use serde_json::{Value, json};
@@ -82,14 +82,6 @@ fn artefacts_dir() -> PathBuf {
             exe.ancestors().nth(3).unwrap().to_path_buf()
         });
     target.join("test-artefacts").join("dashboard")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `flotilla serve` as its own process, on a fresh data directory; stopped (SIGTERM, which

@@ -33,11 +33,11 @@ async fn series(h: &Harness, period: Period, scope: Scope, key: Option<&str>) ->
 
 /// Checks the whole swarm's figures: 24 submitted, 20 completed, 4 dead after 4 retries.
 fn check_totals(points: &[MetricPoint]) {
-    assert_eq!(sum(points, |p| p.submitted), 24, "{points:#?}");
-    assert_eq!(sum(points, |p| p.completed), 20);
-    assert_eq!(sum(points, |p| p.dead), 4);
-    assert_eq!(sum(points, |p| p.retried), 4);
-    assert_eq!(sum(points, |p| p.failed + p.cancelled), 0);
+    assert_eq!(sum(points, |p| p.tasks.submitted), 24, "{points:#?}");
+    assert_eq!(sum(points, |p| p.tasks.completed), 20);
+    assert_eq!(sum(points, |p| p.tasks.dead), 4);
+    assert_eq!(sum(points, |p| p.tasks.retried), 4);
+    assert_eq!(sum(points, |p| p.tasks.failed + p.tasks.cancelled), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,16 +109,16 @@ async fn a_known_workload_is_counted_in_the_api_prometheus_and_the_cli() {
     check_totals(&series(&h, Period::Day, Scope::Swarm, None).await.points);
     // By task type, pool and agent.
     let bad = series(&h, Period::Hour, Scope::TaskType, Some("bad")).await;
-    assert_eq!(sum(&bad.points, |p| p.dead), 4);
+    assert_eq!(sum(&bad.points, |p| p.tasks.dead), 4);
     assert_eq!(bad.key.as_deref(), Some("bad"));
     let pool = series(&h, Period::Hour, Scope::Pool, Some("workers")).await;
-    assert_eq!(sum(&pool.points, |p| p.completed), 20);
+    assert_eq!(sum(&pool.points, |p| p.tasks.completed), 20);
     let agents = h.admin.metric_keys("m", Scope::Agent).await.unwrap();
     assert_eq!(agents.keys.len(), 2, "{agents:?}");
     let mut by_agent = 0;
     for key in &agents.keys {
         let s = series(&h, Period::Hour, Scope::Agent, Some(key)).await;
-        by_agent += sum(&s.points, |p| p.completed);
+        by_agent += sum(&s.points, |p| p.tasks.completed);
     }
     assert_eq!(by_agent, 20);
 

@@ -2,6 +2,9 @@
 //! carries an `x-request-id` (the caller's, or a fresh UUID v7), error bodies carry it too, and
 //! every line the process writes is JSON, with one access line per request naming its id.
 
+mod common;
+
+use common::free_port;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -9,14 +12,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `flotilla serve` process whose output lines are collected as they come.
 struct Coordinator {

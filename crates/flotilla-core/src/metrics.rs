@@ -246,11 +246,10 @@ pub struct Summary {
     pub max: f64,
 }
 
-/// Everything observed in one series over one period. Merging two buckets gives the bucket of
-/// both periods' observations.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What happened to tasks: counts over a period, or since the coordinator started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Bucket {
+pub struct TaskCounts {
     /// Tasks submitted.
     pub submitted: u64,
     /// Tasks completed.
@@ -265,6 +264,44 @@ pub struct Bucket {
     pub retried: u64,
     /// Tasks put back in the queue without costing an attempt (their agent was lost).
     pub requeued: u64,
+}
+
+impl TaskCounts {
+    /// Adds other counts.
+    pub fn merge(&mut self, o: &TaskCounts) {
+        self.submitted += o.submitted;
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.dead += o.dead;
+        self.cancelled += o.cancelled;
+        self.retried += o.retried;
+        self.requeued += o.requeued;
+    }
+
+    /// Counts a task that ended.
+    pub fn finished(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Completed => self.completed += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Dead => self.dead += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    /// Tasks that ended, cancelled ones aside.
+    fn ended(&self) -> u64 {
+        self.completed + self.failed + self.dead
+    }
+}
+
+/// Everything observed in one series over one period. Merging two buckets gives the bucket of
+/// both periods' observations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Bucket {
+    /// What happened to tasks.
+    #[serde(flatten)]
+    pub tasks: TaskCounts,
     /// Queue wait: from entering the ready queue to being placed on an agent.
     pub wait: Sketch,
     /// Completion time: from submission to the end (completed, failed, dead, cancelled).
@@ -306,13 +343,7 @@ pub struct Bucket {
 impl Bucket {
     /// Adds another bucket's observations.
     pub fn merge(&mut self, o: &Bucket) {
-        self.submitted += o.submitted;
-        self.completed += o.completed;
-        self.failed += o.failed;
-        self.dead += o.dead;
-        self.cancelled += o.cancelled;
-        self.retried += o.retried;
-        self.requeued += o.requeued;
+        self.tasks.merge(&o.tasks);
         self.wait.merge(&o.wait);
         self.latency.merge(&o.latency);
         self.run.merge(&o.run);
@@ -336,22 +367,17 @@ impl Bucket {
     /// The figures of a period this bucket covers, as the API shows them.
     pub fn point(&self, start: Timestamp, period: Period) -> MetricPoint {
         let minutes = period.millis() as f64 / 60_000.0;
-        let finished = self.completed + self.failed + self.dead;
-        let attempts_ended = self.completed + self.failed + self.dead + self.retried;
+        let t = &self.tasks;
+        let finished = t.ended();
+        let attempts_ended = finished + t.retried;
         let avg = |sum: f64| (self.samples > 0).then(|| sum / self.samples as f64);
         MetricPoint {
             start,
             end: Timestamp::from_millis(start.as_millis() + period.millis()),
-            submitted: self.submitted,
-            completed: self.completed,
-            failed: self.failed,
-            dead: self.dead,
-            cancelled: self.cancelled,
-            retried: self.retried,
-            requeued: self.requeued,
-            throughput_per_min: self.completed as f64 / minutes,
-            error_rate: (finished > 0).then(|| (self.failed + self.dead) as f64 / finished as f64),
-            retry_rate: (attempts_ended > 0).then(|| self.retried as f64 / attempts_ended as f64),
+            tasks: *t,
+            throughput_per_min: t.completed as f64 / minutes,
+            error_rate: (finished > 0).then(|| (t.failed + t.dead) as f64 / finished as f64),
+            retry_rate: (attempts_ended > 0).then(|| t.retried as f64 / attempts_ended as f64),
             wait_ms: self.wait.summary(),
             latency_ms: self.latency.summary(),
             run_ms: self.run.summary(),
@@ -396,20 +422,9 @@ pub struct MetricPoint {
     pub start: Timestamp,
     /// Its end (exclusive).
     pub end: Timestamp,
-    /// Tasks submitted.
-    pub submitted: u64,
-    /// Tasks completed.
-    pub completed: u64,
-    /// Tasks failed for good.
-    pub failed: u64,
-    /// Tasks out of attempts.
-    pub dead: u64,
-    /// Tasks cancelled.
-    pub cancelled: u64,
-    /// Failed attempts retried.
-    pub retried: u64,
-    /// Tasks requeued because their agent was lost.
-    pub requeued: u64,
+    /// What happened to tasks.
+    #[serde(flatten)]
+    pub tasks: TaskCounts,
     /// Completed tasks per minute.
     pub throughput_per_min: f64,
     /// Failed and dead over all finished (cancelled aside).
@@ -605,20 +620,8 @@ impl Histogram {
 /// Task totals of one swarm, pool and task type since the coordinator started.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskTotals {
-    /// Submitted (pool empty: not yet run by anyone).
-    pub submitted: u64,
-    /// Completed.
-    pub completed: u64,
-    /// Failed for good.
-    pub failed: u64,
-    /// Out of attempts.
-    pub dead: u64,
-    /// Cancelled.
-    pub cancelled: u64,
-    /// Failed attempts retried.
-    pub retried: u64,
-    /// Requeued after their agent was lost.
-    pub requeued: u64,
+    /// What happened to them (submitted ones under the pool `""`: not yet run by an agent).
+    pub counts: TaskCounts,
     /// Queue waits.
     pub wait: Histogram,
     /// Attempt run times.
@@ -829,8 +832,8 @@ impl Recorder {
 
     /// A task was submitted.
     pub fn submitted(&mut self, now: Timestamp, dims: Dims<'_>) {
-        self.record(now, dims, |b| b.submitted += 1);
-        self.task_totals(dims).submitted += 1;
+        self.record(now, dims, |b| b.tasks.submitted += 1);
+        self.task_totals(dims).counts.submitted += 1;
     }
 
     /// A task left the ready queue for an agent after waiting `waited`.
@@ -848,34 +851,24 @@ impl Recorder {
     /// A task ended for good, `took` after its submission.
     pub fn finished(&mut self, now: Timestamp, dims: Dims<'_>, outcome: Outcome, took: Duration) {
         self.record(now, dims, |b| {
-            match outcome {
-                Outcome::Completed => b.completed += 1,
-                Outcome::Failed => b.failed += 1,
-                Outcome::Dead => b.dead += 1,
-                Outcome::Cancelled => b.cancelled += 1,
-            }
+            b.tasks.finished(outcome);
             b.latency.record(took);
         });
         let t = self.task_totals(dims);
-        match outcome {
-            Outcome::Completed => t.completed += 1,
-            Outcome::Failed => t.failed += 1,
-            Outcome::Dead => t.dead += 1,
-            Outcome::Cancelled => t.cancelled += 1,
-        }
+        t.counts.finished(outcome);
         t.latency.record(took);
     }
 
     /// A failed attempt will be retried.
     pub fn retried(&mut self, now: Timestamp, dims: Dims<'_>) {
-        self.record(now, dims, |b| b.retried += 1);
-        self.task_totals(dims).retried += 1;
+        self.record(now, dims, |b| b.tasks.retried += 1);
+        self.task_totals(dims).counts.retried += 1;
     }
 
     /// A task went back to the queue without costing an attempt.
     pub fn requeued(&mut self, now: Timestamp, dims: Dims<'_>) {
-        self.record(now, dims, |b| b.requeued += 1);
-        self.task_totals(dims).requeued += 1;
+        self.record(now, dims, |b| b.tasks.requeued += 1);
+        self.task_totals(dims).counts.requeued += 1;
     }
 
     /// A pool changed size.
@@ -1188,10 +1181,10 @@ mod tests {
             .unwrap();
         assert_eq!(five.key, "w-1");
         assert_eq!(five.start.to_rfc3339(), "2026-12-02T10:00:00.000Z");
-        assert_eq!(five.bucket.completed, 1);
+        assert_eq!(five.bucket.tasks.completed, 1);
         assert_eq!(five.bucket.wait.count, 1);
         let totals = &r.totals().tasks[&swarm]["workers"]["echo"];
-        assert_eq!((totals.completed, totals.wait.count), (1, 1));
+        assert_eq!((totals.counts.completed, totals.wait.count), (1, 1));
     }
 
     #[test]
@@ -1222,9 +1215,12 @@ mod tests {
         assert_eq!(p.utilization, None);
         assert_eq!(p.end.as_millis(), 3_600_000);
         let mut b = Bucket {
-            completed: 3,
-            dead: 1,
-            retried: 1,
+            tasks: TaskCounts {
+                completed: 3,
+                dead: 1,
+                retried: 1,
+                ..TaskCounts::default()
+            },
             ..Bucket::default()
         };
         b.sample(GaugeSample {

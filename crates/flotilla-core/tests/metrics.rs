@@ -93,7 +93,12 @@ fn a_known_workload_gives_the_expected_counts_and_percentiles() {
         .expect("an open bucket");
     assert_eq!(open_at, minute);
     assert_eq!(
-        (open.submitted, open.completed, open.failed, open.retried),
+        (
+            open.tasks.submitted,
+            open.tasks.completed,
+            open.tasks.failed,
+            open.tasks.retried
+        ),
         (12, 9, 3, 2)
     );
 
@@ -113,7 +118,13 @@ fn a_known_workload_gives_the_expected_counts_and_percentiles() {
     let whole = row(&rows, Scope::Swarm, "", Period::Minute);
     let p = whole.point(minute, Period::Minute);
     assert_eq!(
-        (p.submitted, p.completed, p.failed, p.dead, p.retried),
+        (
+            p.tasks.submitted,
+            p.tasks.completed,
+            p.tasks.failed,
+            p.tasks.dead,
+            p.tasks.retried
+        ),
         (12, 9, 3, 0, 2)
     );
     assert_eq!(p.throughput_per_min, 9.0);
@@ -143,22 +154,36 @@ fn a_known_workload_gives_the_expected_counts_and_percentiles() {
         assert_eq!(row(&rows, Scope::Swarm, "", period), whole);
     }
     let by_type = |t: &str| row(&rows, Scope::TaskType, t, Period::Minute);
-    assert_eq!((by_type("echo").completed, by_type("echo").failed), (7, 3));
     assert_eq!(
-        (by_type("flaky").completed, by_type("flaky").retried),
+        (
+            by_type("echo").tasks.completed,
+            by_type("echo").tasks.failed
+        ),
+        (7, 3)
+    );
+    assert_eq!(
+        (
+            by_type("flaky").tasks.completed,
+            by_type("flaky").tasks.retried
+        ),
         (2, 2)
     );
     let agent = row(&rows, Scope::Agent, "w-1", Period::Minute);
-    assert_eq!(agent.completed, 9);
+    assert_eq!(agent.tasks.completed, 9);
     let pool = h.fleet.agent(a).unwrap().agent_type.clone();
-    assert_eq!(row(&rows, Scope::Pool, &pool, Period::Minute).completed, 9);
+    assert_eq!(
+        row(&rows, Scope::Pool, &pool, Period::Minute)
+            .tasks
+            .completed,
+        9
+    );
 
     // Cumulative totals for Prometheus, by swarm, pool and task type.
     let totals = &h.fleet.metrics().totals().tasks[&h.swarm_id];
-    assert_eq!(totals[&pool]["echo"].completed, 7);
-    assert_eq!(totals[&pool]["echo"].failed, 3);
+    assert_eq!(totals[&pool]["echo"].counts.completed, 7);
+    assert_eq!(totals[&pool]["echo"].counts.failed, 3);
     assert_eq!(
-        totals[""]["echo"].submitted, 10,
+        totals[""]["echo"].counts.submitted, 10,
         "submitted before any agent"
     );
     assert_eq!(totals[&pool]["flaky"].run.count, 4);

@@ -131,17 +131,17 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
         (
             "flotilla_tasks_submitted_total",
             "Tasks submitted (pool empty: not yet run by an agent).",
-            |t| t.submitted,
+            |t| t.counts.submitted,
         ),
         (
             "flotilla_task_retries_total",
             "Failed attempts that were retried.",
-            |t| t.retried,
+            |t| t.counts.retried,
         ),
         (
             "flotilla_tasks_requeued_total",
             "Tasks put back in the queue because their agent was lost.",
-            |t| t.requeued,
+            |t| t.counts.requeued,
         ),
     ];
     for (name, help, get) in counters {
@@ -159,7 +159,7 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
     );
     for r in &rows {
         let l = labels(r);
-        let t = r.3;
+        let t = &r.3.counts;
         for (outcome, n) in [
             ("completed", t.completed),
             ("failed", t.failed),

@@ -11,10 +11,8 @@ use flotilla_core::{AgentStatus, Changes, ReportedHealth, ResourceUsage, TaskId}
 use flotilla_store::{MetricSeries, Store};
 
 fn bucket(completed: u64, waits: &[u64]) -> Bucket {
-    let mut b = Bucket {
-        completed,
-        ..Bucket::default()
-    };
+    let mut b = Bucket::default();
+    b.tasks.completed = completed;
     for w in waits {
         b.wait.record(Duration::from_millis(*w));
     }
@@ -90,7 +88,7 @@ fn deltas_are_merged_into_the_stored_row_within_a_batch_and_across_batches() {
         .metric_buckets(&series(1, Period::Minute), ts(0), ts(86_400_000))
         .unwrap();
     assert_eq!(minutes.len(), 1);
-    assert_eq!(minutes[0].1.completed, 3);
+    assert_eq!(minutes[0].1.tasks.completed, 3);
     // The range is [from, to).
     assert!(
         reader

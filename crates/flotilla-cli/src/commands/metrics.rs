@@ -85,9 +85,9 @@ pub fn metrics_table(points: &[MetricPoint], period: Period) -> String {
             );
             vec![
                 when,
-                p.submitted.to_string(),
-                p.completed.to_string(),
-                (p.failed + p.dead).to_string(),
+                p.tasks.submitted.to_string(),
+                p.tasks.completed.to_string(),
+                (p.tasks.failed + p.tasks.dead).to_string(),
                 format!("{:.1}", p.throughput_per_min),
                 latency,
                 p.wait_ms
@@ -126,14 +126,17 @@ pub fn metrics_table(points: &[MetricPoint], period: Period) -> String {
 mod tests {
     use super::*;
     use flotilla_core::Timestamp;
-    use flotilla_core::metrics::Bucket;
+    use flotilla_core::metrics::{Bucket, TaskCounts};
 
     #[test]
     fn a_row_shows_counts_latency_and_load() {
         let mut b = Bucket {
-            submitted: 12,
-            completed: 10,
-            dead: 2,
+            tasks: TaskCounts {
+                submitted: 12,
+                completed: 10,
+                dead: 2,
+                ..TaskCounts::default()
+            },
             ..Bucket::default()
         };
         for v in [100, 200, 2_500] {

@@ -315,6 +315,15 @@ pub async fn wait_until<E: std::fmt::Debug>(
     poll(what, within, || std::future::ready(f())).await
 }
 
+/// A TCP port free on loopback now (for a coordinator started as its own process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The agent id of an agent as JSON.
 pub fn id_of(agent: &Value) -> AgentId {
     agent["id"].as_str().unwrap().parse().unwrap()

@@ -324,7 +324,7 @@ pub struct Bucket {
     pub capacity_sum: u64,
     /// Heartbeats received.
     pub heartbeats: u64,
-    /// Heartbeats that reported resource usage.
+    /// Resource usage reports (heartbeats that carried it, samples of managed agents).
     pub usage_samples: u64,
     /// Sum of reported CPU percentages.
     pub cpu_sum: f64,
@@ -917,7 +917,8 @@ impl Recorder {
         self.last_heartbeat_sample.remove(&id);
     }
 
-    /// A heartbeat arrived; `sample` builds its history record, taken when one is due.
+    /// A heartbeat arrived (with the resource usage it reported, if any); `sample` builds its
+    /// history record, taken when one is due.
     pub fn heartbeat(
         &mut self,
         now: Timestamp,
@@ -925,16 +926,10 @@ impl Recorder {
         usage: Option<&ResourceUsage>,
         sample: impl FnOnce() -> HeartbeatSample,
     ) {
-        let (cpu, memory) = usage.map_or((None, None), |u| (u.cpu_percent, u.memory_mb));
-        let reported = cpu.is_some() || memory.is_some();
-        self.record(now, dims, |b| {
-            b.heartbeats += 1;
-            if reported {
-                b.usage_samples += 1;
-                b.cpu_sum += cpu.unwrap_or(0.0);
-                b.memory_sum += memory.unwrap_or(0.0);
-            }
-        });
+        self.record(now, dims, |b| b.heartbeats += 1);
+        if let Some(u) = usage {
+            self.usage(now, dims, u);
+        }
         self.totals.swarms.entry(dims.swarm).or_default().heartbeats += 1;
         if let Some((id, _, _)) = dims.agent {
             let due = self
@@ -946,6 +941,19 @@ impl Recorder {
                 self.heartbeats.push(sample());
             }
         }
+    }
+
+    /// An agent's resource usage, as it reported it or as its processes were sampled.
+    pub fn usage(&mut self, now: Timestamp, dims: Dims<'_>, usage: &ResourceUsage) {
+        let (cpu, memory) = (usage.cpu_percent, usage.memory_mb);
+        if cpu.is_none() && memory.is_none() {
+            return;
+        }
+        self.record(now, dims, |b| {
+            b.usage_samples += 1;
+            b.cpu_sum += cpu.unwrap_or(0.0);
+            b.memory_sum += memory.unwrap_or(0.0);
+        });
     }
 
     /// Whether a gauge sample is due at `now`.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Harness, ms, secs, spec};
 use flotilla_core::metrics::{Bucket, MetricRow, Period, Scope};
-use flotilla_core::{AgentId, AgentStatus, Backoff, TaskId};
+use flotilla_core::{AgentId, AgentStatus, Backoff, Heartbeat, ResourceUsage, TaskId};
 
 /// Moves the harness to the start of the next minute, closing the one under way, with every
 /// agent heartbeating every 10 s on the way (their lease is 15 s). Returns the metric rows and
@@ -265,4 +265,34 @@ fn a_long_run_keeps_the_recorder_flat_and_prunes_history() {
         "{prunes}"
     );
     assert!(h.fleet.tasks_in_memory() < 20_000);
+}
+
+#[test]
+fn reported_and_sampled_usage_are_averaged_per_agent() {
+    let mut h = Harness::new();
+    let a = h.agent("a", &[], 1);
+    let minute = Period::Minute.start_of(h.now);
+    let usage = |cpu: f64, mb: f64| ResourceUsage {
+        cpu_percent: Some(cpu),
+        memory_mb: Some(mb),
+        ..ResourceUsage::default()
+    };
+    // A heartbeat with usage, one without, and a sample of the agent's processes.
+    let beat = Heartbeat {
+        resource_usage: Some(usage(10.0, 100.0)),
+        ..Heartbeat::default()
+    };
+    h.fleet.heartbeat(a, beat, h.now).unwrap();
+    h.settle();
+    h.heartbeat(a).unwrap();
+    h.fleet.record_usage(a, usage(30.0, 300.0), h.now);
+    h.settle();
+    let (_, open) = h
+        .fleet
+        .metrics()
+        .open_bucket(h.swarm_id, Scope::Agent, "a")
+        .unwrap();
+    let p = open.point(minute, Period::Minute);
+    assert_eq!(p.heartbeats, 2);
+    assert_eq!((p.cpu_percent, p.memory_mb), (Some(20.0), Some(200.0)));
 }

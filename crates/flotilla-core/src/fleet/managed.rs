@@ -607,6 +607,7 @@ impl Fleet {
         if let Some(e) = self.agents.get_mut(&id) {
             e.agent.resource_usage = usage;
         }
+        self.observe_usage(id, now);
         self.check_usage(id, now);
         self.dispatch(now);
     }

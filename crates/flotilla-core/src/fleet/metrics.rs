@@ -142,6 +142,15 @@ impl Fleet {
         });
     }
 
+    /// Observes resource usage sampled from a managed agent's processes.
+    pub(super) fn observe_usage(&mut self, id: AgentId, now: Timestamp) {
+        let Some(e) = self.agents.get(&id) else {
+            return;
+        };
+        let d = dims(&self.agents, e.agent.swarm_id, Some(id), None);
+        self.metrics.usage(now, d, &e.agent.resource_usage);
+    }
+
     /// Lets the recorder's time pass, and samples the gauges when a sample is due.
     pub(super) fn tick_metrics(&mut self, now: Timestamp) {
         self.metrics.tick(now);

@@ -455,13 +455,22 @@ const VIEWS = {
   events: eventsView,
 };
 
+/** A URI component decoded, or as it is when it is not valid percent-encoding. */
+function safeDecode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = raw.split("?");
   const [name, arg] = path.split("/");
   return {
     name: VIEWS[name] ? name : "swarms",
-    arg: arg ? decodeURIComponent(arg) : null,
+    arg: arg ? safeDecode(arg) : null,
     params: new URLSearchParams(query),
   };
 }
@@ -1226,7 +1235,11 @@ function chartsView(r) {
   scopeSel.addEventListener("change", changed);
   keyIn.addEventListener("change", changed);
 
+  let latest = 0;
   async function load() {
+    // Only the newest read draws: an older answer arriving late (after a change of period,
+    // or a timer's read) must not replace the chart of the selection on screen.
+    const ticket = ++latest;
     const period = periodSel.value;
     const { from, to } = timeRange(period);
     const q = new URLSearchParams({ period, from: new Date(from).toISOString(), to: new Date(to).toISOString() });
@@ -1241,7 +1254,9 @@ function chartsView(r) {
     let answer;
     try {
       answer = await api(`/swarms/${enc(swarm)}/metrics?${q}`);
+      if (ticket !== latest) return;
     } catch (e) {
+      if (ticket !== latest) return;
       if (e.status === 404) {
         box.dataset.state = "unavailable";
         setText(status, `Metrics unavailable: ${e.message}`);

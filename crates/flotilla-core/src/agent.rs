@@ -122,17 +122,22 @@ pub struct ResourceUsage {
 }
 
 impl ResourceUsage {
-    /// Checks that numbers are finite and not negative.
+    /// The largest CPU share an agent may report: 100,000% (a thousand cores).
+    pub const MAX_CPU_PERCENT: f64 = 100_000.0;
+    /// The largest resident memory an agent may report: 1 PiB in MiB.
+    pub const MAX_MEMORY_MB: f64 = 1_073_741_824.0;
+
+    /// Checks that numbers are finite, not negative and not absurd (the metrics add them up).
     pub fn validate(&self) -> Result<(), CoreError> {
-        for (name, v) in [
-            ("cpu_percent", self.cpu_percent),
-            ("memory_mb", self.memory_mb),
+        for (name, v, max) in [
+            ("cpu_percent", self.cpu_percent, Self::MAX_CPU_PERCENT),
+            ("memory_mb", self.memory_mb, Self::MAX_MEMORY_MB),
         ] {
             if let Some(v) = v
-                && (!v.is_finite() || v < 0.0)
+                && (!v.is_finite() || !(0.0..=max).contains(&v))
             {
                 return Err(CoreError::invalid(format!(
-                    "resource_usage.{name} must be a non-negative number"
+                    "resource_usage.{name} must be a number from 0 to {max}"
                 )));
             }
         }

@@ -324,10 +324,12 @@ pub struct Bucket {
     pub capacity_sum: u64,
     /// Heartbeats received.
     pub heartbeats: u64,
-    /// Resource usage reports (heartbeats that carried it, samples of managed agents).
-    pub usage_samples: u64,
+    /// Reports of CPU use (heartbeats that carried it, samples of managed agents).
+    pub cpu_samples: u64,
     /// Sum of reported CPU percentages.
     pub cpu_sum: f64,
+    /// Reports of resident memory.
+    pub memory_samples: u64,
     /// Sum of reported resident memory, MiB.
     pub memory_sum: f64,
     /// Pool size changes (by a user or the autoscaler).
@@ -355,8 +357,9 @@ impl Bucket {
         self.held_sum += o.held_sum;
         self.capacity_sum += o.capacity_sum;
         self.heartbeats += o.heartbeats;
-        self.usage_samples += o.usage_samples;
+        self.cpu_samples += o.cpu_samples;
         self.cpu_sum += o.cpu_sum;
+        self.memory_samples += o.memory_samples;
         self.memory_sum += o.memory_sum;
         self.scaling_events += o.scaling_events;
         self.failures += o.failures;
@@ -366,7 +369,17 @@ impl Bucket {
 
     /// The figures of a period this bucket covers, as the API shows them.
     pub fn point(&self, start: Timestamp, period: Period) -> MetricPoint {
-        let minutes = period.millis() as f64 / 60_000.0;
+        self.point_until(start, period, Timestamp::from_millis(i64::MAX))
+    }
+
+    /// Like [`Bucket::point`] for a period that may still be under way at `now`: rates are
+    /// over the part of it that has passed (at least a second), not over all of it.
+    pub fn point_until(&self, start: Timestamp, period: Period, now: Timestamp) -> MetricPoint {
+        let passed = now
+            .as_millis()
+            .saturating_sub(start.as_millis())
+            .clamp(1_000, period.millis());
+        let minutes = passed as f64 / 60_000.0;
         let t = &self.tasks;
         let finished = t.ended();
         let attempts_ended = finished + t.retried;
@@ -393,9 +406,9 @@ impl Bucket {
                 .then(|| self.held_sum as f64 / self.capacity_sum as f64),
             busy_slots: avg(self.held_sum as f64),
             heartbeats: self.heartbeats,
-            cpu_percent: (self.usage_samples > 0).then(|| self.cpu_sum / self.usage_samples as f64),
-            memory_mb: (self.usage_samples > 0)
-                .then(|| self.memory_sum / self.usage_samples as f64),
+            cpu_percent: (self.cpu_samples > 0).then(|| self.cpu_sum / self.cpu_samples as f64),
+            memory_mb: (self.memory_samples > 0)
+                .then(|| self.memory_sum / self.memory_samples as f64),
             scaling_events: self.scaling_events,
             failures: self.failures,
             recoveries: self.recoveries,
@@ -425,7 +438,7 @@ pub struct MetricPoint {
     /// What happened to tasks.
     #[serde(flatten)]
     pub tasks: TaskCounts,
-    /// Completed tasks per minute.
+    /// Completed tasks per minute (of the period, or of the part of it that has passed).
     pub throughput_per_min: f64,
     /// Failed and dead over all finished (cancelled aside).
     pub error_rate: Option<f64>,
@@ -447,8 +460,8 @@ pub struct MetricPoint {
     pub busy_slots: Option<f64>,
     /// Heartbeats received.
     pub heartbeats: u64,
-    /// Mean reported CPU, percent of one core (per agent in the agent scope, summed over
-    /// reports otherwise).
+    /// Mean reported CPU, percent of one core, over the reports of the period (of one agent in
+    /// the agent scope, of all the series' agents otherwise).
     pub cpu_percent: Option<f64>,
     /// Mean reported resident memory, MiB.
     pub memory_mb: Option<f64>,
@@ -943,16 +956,23 @@ impl Recorder {
         }
     }
 
-    /// An agent's resource usage, as it reported it or as its processes were sampled.
+    /// An agent's resource usage, as it reported it or as its processes were sampled. Values
+    /// that are not finite and non-negative are left out (the API refuses them anyway).
     pub fn usage(&mut self, now: Timestamp, dims: Dims<'_>, usage: &ResourceUsage) {
-        let (cpu, memory) = (usage.cpu_percent, usage.memory_mb);
+        let sane = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+        let (cpu, memory) = (sane(usage.cpu_percent), sane(usage.memory_mb));
         if cpu.is_none() && memory.is_none() {
             return;
         }
         self.record(now, dims, |b| {
-            b.usage_samples += 1;
-            b.cpu_sum += cpu.unwrap_or(0.0);
-            b.memory_sum += memory.unwrap_or(0.0);
+            if let Some(c) = cpu {
+                b.cpu_samples += 1;
+                b.cpu_sum += c;
+            }
+            if let Some(m) = memory {
+                b.memory_samples += 1;
+                b.memory_sum += m;
+            }
         });
     }
 
@@ -1015,24 +1035,31 @@ impl Recorder {
     }
 
     /// The open minute's bucket of one series, if anything was observed in it yet, with the
-    /// minute's start: what the store does not have yet.
+    /// minute's start: what the store does not have yet. Agents are keyed by name, as stored:
+    /// two agents of one name in the minute (one replaced the other) are merged, as their rows
+    /// will be.
     pub fn open_bucket(
         &self,
         swarm: SwarmId,
         scope: Scope,
         key: &str,
-    ) -> Option<(Timestamp, &Bucket)> {
+    ) -> Option<(Timestamp, Bucket)> {
         let minute = self.minute?;
         let series = self.open.get(&swarm)?;
         let bucket = match scope {
-            Scope::Swarm => Some(&series.swarm),
-            Scope::Pool => series.pools.get(key),
+            Scope::Swarm => Some(series.swarm.clone()),
+            Scope::Pool => series.pools.get(key).cloned(),
             Scope::Agent => series
                 .agents
                 .values()
-                .find(|(name, _)| name == key)
-                .map(|(_, b)| b),
-            Scope::TaskType => series.task_types.get(key),
+                .filter(|(name, _)| name == key)
+                .map(|(_, b)| b)
+                .fold(None, |acc: Option<Bucket>, b| {
+                    let mut acc = acc.unwrap_or_default();
+                    acc.merge(b);
+                    Some(acc)
+                }),
+            Scope::TaskType => series.task_types.get(key).cloned(),
         }?;
         Some((minute, bucket))
     }

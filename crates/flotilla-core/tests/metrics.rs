@@ -295,4 +295,27 @@ fn reported_and_sampled_usage_are_averaged_per_agent() {
     let p = open.point(minute, Period::Minute);
     assert_eq!(p.heartbeats, 2);
     assert_eq!((p.cpu_percent, p.memory_mb), (Some(20.0), Some(200.0)));
+
+    // A report of memory alone does not pull the CPU mean down.
+    let memory_only = ResourceUsage {
+        memory_mb: Some(500.0),
+        ..ResourceUsage::default()
+    };
+    h.fleet.record_usage(a, memory_only, h.now);
+    h.settle();
+    let (_, open) = h
+        .fleet
+        .metrics()
+        .open_bucket(h.swarm_id, Scope::Agent, "a")
+        .unwrap();
+    let p = open.point(minute, Period::Minute);
+    assert_eq!((p.cpu_percent, p.memory_mb), (Some(20.0), Some(300.0)));
+
+    // Absurd figures are refused before they reach the sums.
+    let absurd = Heartbeat {
+        resource_usage: Some(usage(1e308, 1.0)),
+        ..Heartbeat::default()
+    };
+    let refused = h.fleet.heartbeat(a, absurd, h.now);
+    assert!(h.refused(refused).to_string().contains("cpu_percent"));
 }

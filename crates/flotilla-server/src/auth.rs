@@ -232,9 +232,12 @@ fn bearer_secret(req: &Request) -> Result<String, ApiError> {
     ))
 }
 
-/// Whether a request asks to become a WebSocket (`GET` with `Upgrade: websocket`).
+/// Whether a request asks to become a WebSocket (`GET` with `Upgrade: websocket`) on one of
+/// the API's sockets (`/events/ws`, `/agents/{id}/messages/ws`): the only requests that may
+/// carry their token in the subprotocol.
 fn is_websocket_upgrade(req: &Request) -> bool {
     req.method() == Method::GET
+        && req.uri().path().ends_with("/ws")
         && req
             .headers()
             .get(UPGRADE)

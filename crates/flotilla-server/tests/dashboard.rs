@@ -203,11 +203,25 @@ async fn websockets_take_the_token_from_a_subprotocol() {
     assert_eq!(resp.headers()["sec-websocket-protocol"], "flotilla");
     refused_with(open_with_protocols(&h, "flotilla").await, 401);
 
-    // The subprotocol is read on WebSocket upgrades only: a plain request carrying it is
-    // refused as if it had no token.
+    // The subprotocol is read on WebSocket upgrades of the sockets only: a plain request
+    // carrying it is refused as if it had no token.
     let resp = h
         .http
         .get(h.url("/orchestrator"))
+        .header(
+            "Sec-WebSocket-Protocol",
+            format!("flotilla, bearer.{admin}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Nor does an upgrade of a route that is not a socket take it.
+    let resp = h
+        .http
+        .get(h.url("/orchestrator"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
         .header(
             "Sec-WebSocket-Protocol",
             format!("flotilla, bearer.{admin}"),

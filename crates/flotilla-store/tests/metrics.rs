@@ -210,3 +210,37 @@ fn a_deleted_swarm_takes_its_metrics_and_heartbeats_with_it() {
     assert_eq!(left.len(), 1);
     assert!(store.describe().starts_with("sqlite:"));
 }
+
+#[test]
+fn an_unreadable_stored_bucket_is_replaced_rather_than_stopping_commits() {
+    let (_dir, mut store) = open();
+    // A non-finite sum is written as JSON null, which does not read back as a number: what an
+    // agent reporting absurd figures once caused.
+    let mut poisoned = bucket(1, &[]);
+    poisoned.cpu_samples = 2;
+    poisoned.cpu_sum = f64::INFINITY;
+    commit(
+        &mut store,
+        Changes {
+            metric_rows: vec![row(1, Period::Day, 0, poisoned)],
+            ..Changes::default()
+        },
+    );
+    commit(
+        &mut store,
+        Changes {
+            metric_rows: vec![row(1, Period::Day, 0, bucket(2, &[]))],
+            ..Changes::default()
+        },
+    );
+    let days = store
+        .reader()
+        .unwrap()
+        .metric_buckets(&series(1, Period::Day), ts(0), ts(86_400_000))
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(
+        days[0].1.tasks.completed, 2,
+        "the delta replaced the unreadable row"
+    );
+}

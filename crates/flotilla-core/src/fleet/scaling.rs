@@ -213,7 +213,9 @@ impl Fleet {
             detail.push_str(&format!("; kept draining {}", kept.join(", ")));
         }
         self.emit(now, EventKind::PoolScaled, swarm_id, None, None, detail);
-        self.metrics.scaled(now, swarm_id, pool);
+        if from != to {
+            self.metrics.scaled(now, swarm_id, pool);
+        }
         self.dispatch(now);
         let view = self.pool_view(swarm_id, pool, now).expect("pool exists");
         Ok(ScaleAnswer {

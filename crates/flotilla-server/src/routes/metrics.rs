@@ -94,13 +94,13 @@ pub async fn series(
         if let Some((minute, open)) = fleet.metrics().open_bucket(swarm_id, scope, &key) {
             let start = period.start_of(minute);
             if start >= from && start < to {
-                buckets.entry(start).or_default().merge(open);
+                buckets.entry(start).or_default().merge(&open);
             }
         }
     }
     let points = buckets
         .into_iter()
-        .map(|(start, b)| b.point(start, period))
+        .map(|(start, b)| b.point_until(start, period, now))
         .collect();
     Ok(Json(MetricsResponse {
         swarm: swarm_id,

@@ -80,10 +80,19 @@ pub(crate) fn merge_rows<'a>(
             start.as_millis(),
         );
         let stored: Option<String> = select.query_row(params, |row| row.get(0)).optional()?;
+        // A stored bucket that cannot be read (written by a build with a bug) is replaced, not
+        // allowed to stop every later commit: losing one row's history is the smaller harm.
         if let Some(text) = stored {
-            let old: Bucket = serde_json::from_str(&text)
-                .map_err(|e| StoreError::bad_value("swarm_metrics.data", e))?;
-            bucket.merge(&old);
+            match serde_json::from_str::<Bucket>(&text) {
+                Ok(old) => bucket.merge(&old),
+                Err(e) => tracing::warn!(
+                    scope = scope.as_str(),
+                    key = series,
+                    period = period.as_str(),
+                    error = %e,
+                    "unreadable metrics bucket replaced"
+                ),
+            }
         }
         upsert.execute((
             id(&swarm),

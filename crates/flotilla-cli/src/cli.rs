@@ -241,6 +241,37 @@ impl BusFlags {
     }
 }
 
+/// The request rate limit of `flotilla serve` and `flotilla up`.
+#[derive(Debug, Clone, Args)]
+pub struct RateFlags {
+    /// Requests a second each token may make on average; past it (and its burst) requests are
+    /// answered 429 with Retry-After. 0: no limit.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "FLOTILLA_RATE_LIMIT",
+        value_name = "PER_SECOND"
+    )]
+    pub rate_limit: u32,
+    /// Requests a token may make at once after a quiet spell [default: twice --rate-limit].
+    #[arg(long, value_name = "REQUESTS")]
+    pub rate_burst: Option<u32>,
+}
+
+impl RateFlags {
+    /// Applies these options to a coordinator's configuration.
+    pub fn apply(&self, config: &mut flotilla_server::ServerConfig) {
+        use std::num::NonZeroU32;
+        config.rate_limit = NonZeroU32::new(self.rate_limit).map(|per_second| {
+            let burst = self
+                .rate_burst
+                .and_then(NonZeroU32::new)
+                .unwrap_or(per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1)));
+            flotilla_server::rate_limit::RateLimit { per_second, burst }
+        });
+    }
+}
+
 /// The resource manager's options of `flotilla serve` and `flotilla up`.
 #[derive(Debug, Clone, Args)]
 pub struct ResourceFlags {
@@ -357,6 +388,9 @@ pub struct ServeArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// Requests per token.
+    #[command(flatten)]
+    pub rate: RateFlags,
     /// How the log (on stderr) is written.
     #[arg(
         long,
@@ -391,6 +425,9 @@ pub struct UpArgs {
     /// The message bus (see docs/messaging.md).
     #[command(flatten)]
     pub bus: BusFlags,
+    /// Requests per token.
+    #[command(flatten)]
+    pub rate: RateFlags,
     /// How the log (on stderr) is written.
     #[arg(
         long,

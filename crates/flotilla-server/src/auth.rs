@@ -188,14 +188,34 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(secret) => secret,
         Err(e) => return e.into_response(),
     };
-    let principal = state.tokens.read().principal(&hash_token(&secret));
+    let hash = hash_token(&secret);
+    let principal = state.tokens.read().principal(&hash);
     match principal {
         Some(p) => {
+            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&hash)) {
+                return rate_limited(wait);
+            }
             req.extensions_mut().insert(p);
             next.run(req).await
         }
         None => ApiError::unauthorized("unknown or revoked token").into_response(),
     }
+}
+
+/// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many requests with this token: try again in {secs} s (see flotilla serve --rate-limit)"
+        ),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, secs.into());
+    resp
 }
 
 /// The token a request carries.

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod logs;
 pub mod middleware;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod request_id;
 pub mod resources;
 pub mod routes;
@@ -71,6 +72,9 @@ pub struct ServerConfig {
     pub message_max_bytes: usize,
     /// Where to append the message audit log (a JSON line per send and acknowledgement).
     pub message_audit: Option<PathBuf>,
+    /// Requests each token may make (`None`, the default of embedders: unlimited;
+    /// `flotilla serve` sets 1,000 a second).
+    pub rate_limit: Option<rate_limit::RateLimit>,
 }
 
 impl ServerConfig {
@@ -88,6 +92,7 @@ impl ServerConfig {
             bus: "memory".to_owned(),
             message_max_bytes: 256 * 1024,
             message_audit: None,
+            rate_limit: None,
         }
     }
 }
@@ -291,6 +296,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         scale_veto: RwLock::new(state::no_scale_veto()),
         bus,
         middleware: RwLock::new(message_middleware),
+        limiter: config.rate_limit.map(rate_limit::Limiter::new),
     });
     state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
@@ -375,8 +381,17 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
 async fn tick_loop(state: AppState, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_forget = std::time::Instant::now();
     loop {
         interval.tick().await;
         state.flush(true).await;
+        // Rate-limit cells of tokens idle long enough to be back at a full burst go, so
+        // that agents long gone leave nothing behind.
+        if last_forget.elapsed() >= Duration::from_secs(60) {
+            last_forget = std::time::Instant::now();
+            if let Some(limiter) = &state.limiter {
+                limiter.forget_idle();
+            }
+        }
     }
 }

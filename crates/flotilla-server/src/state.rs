@@ -58,6 +58,8 @@ pub struct Inner {
     pub bus: crate::bus::BusLink,
     /// Hooks every message send passes through (size limit, audit, your own).
     pub middleware: RwLock<Vec<Arc<dyn crate::middleware::MessageMiddleware>>>,
+    /// Requests per token (`None`: unlimited).
+    pub limiter: Option<crate::rate_limit::Limiter>,
 }
 
 /// Asked, under the fleet lock, before the autoscaler grows a pool: given the fleet, the pool

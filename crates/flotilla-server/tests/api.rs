@@ -1437,3 +1437,61 @@ async fn a_task_shown_finished_is_already_in_the_store() {
     let done = completing.await.unwrap().unwrap();
     assert_eq!(done.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_others_go_on() {
+    use std::num::NonZeroU32;
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(dir, |c| {
+        c.rate_limit = Some(flotilla_server::rate_limit::RateLimit {
+            per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(5).unwrap(),
+        });
+    })
+    .await;
+    // Five requests of the admin token (its burst): one registers an agent.
+    let (status, reg) = h
+        .call(
+            Method::POST,
+            "/swarms/default/agents",
+            Some(json!({"name": "a"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reg}");
+    for _ in 0..4 {
+        assert_eq!(h.get("/swarms").await.0, StatusCode::OK);
+    }
+    let resp = h
+        .http
+        .get(h.url("/swarms"))
+        .bearer_auth(&h.server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(wait, 1);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again")
+    );
+    // The agent's token has its own allowance; an unknown token is a 401, not a 429.
+    let agent_token = reg["token"].as_str().unwrap();
+    let path = format!("/agents/{}", reg["agent_id"].as_str().unwrap());
+    let (status, _) = h.call_as(agent_token, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h.call_as("nope", Method::GET, "/swarms", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A second later the admin token may make one more.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(h.get("/swarms").await.0, StatusCode::OK);
+    assert_eq!(h.get("/swarms").await.0, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -49,6 +49,7 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
         ..ServerConfig::new(data_dir.clone())
     };
     args.bus.apply(&mut config);
+    args.rate.apply(&mut config);
     let server = flotilla_server::start(config)
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;

@@ -21,6 +21,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         ..ServerConfig::new(data_dir)
     };
     args.bus.apply(&mut config);
+    args.rate.apply(&mut config);
     let server = flotilla_server::start(config)
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;

@@ -402,6 +402,21 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl ServeArgs {
+    /// The coordinator's configuration these options give, with this data directory.
+    pub fn config(&self, data_dir: PathBuf) -> flotilla_server::ServerConfig {
+        let mut config = flotilla_server::ServerConfig {
+            listen: self.listen,
+            sync: self.sync.into(),
+            resources: self.resources.settings(),
+            ..flotilla_server::ServerConfig::new(data_dir)
+        };
+        self.bus.apply(&mut config);
+        self.rate.apply(&mut config);
+        config
+    }
+}
+
 /// `flotilla up`.
 #[derive(Debug, Args)]
 #[command(
@@ -412,31 +427,9 @@ until Ctrl-C or SIGTERM and shuts down gracefully. See `flotilla apply --help` f
 pub struct UpArgs {
     /// The fleet file (TOML).
     pub file: PathBuf,
-    /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// `full`: every change is on disk before it is acknowledged; `normal`: faster, safe
-    /// across a crash of flotilla only.
-    #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
-    pub sync: Sync,
-    /// The resource manager (see docs/resources.md).
+    /// The coordinator's options, as `flotilla serve` takes them.
     #[command(flatten)]
-    pub resources: ResourceFlags,
-    /// The message bus (see docs/messaging.md).
-    #[command(flatten)]
-    pub bus: BusFlags,
-    /// Requests per token.
-    #[command(flatten)]
-    pub rate: RateFlags,
-    /// How the log (on stderr) is written.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "FLOTILLA_LOG_FORMAT",
-        value_name = "FORMAT"
-    )]
-    pub log_format: LogFormat,
+    pub serve: ServeArgs,
 }
 
 /// `flotilla apply`.

@@ -56,7 +56,7 @@ pub fn main() -> ExitCode {
 /// agents heartbeating it would bury everything else.
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Up(args) if matches!(args.log_format, LogFormat::Text) => {
+        Command::Up(args) if matches!(args.serve.log_format, LogFormat::Text) => {
             "info,flotilla::access=off"
         }
         Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
@@ -66,7 +66,7 @@ fn init_tracing(command: &Command) {
     };
     let format = match command {
         Command::Serve(args) => args.log_format,
-        Command::Up(args) => args.log_format,
+        Command::Up(args) => args.serve.log_format,
         _ => LogFormat::Text,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Harness, ms, secs, spec};
-use flotilla_core::metrics::{Bucket, MetricRow, Period, Scope};
+use flotilla_core::metrics::{Bucket, MetricPoint, MetricRow, Period, Scope};
 use flotilla_core::{AgentId, AgentStatus, Backoff, Heartbeat, ResourceUsage, TaskId};
 
 /// Moves the harness to the start of the next minute, closing the one under way, with every
@@ -23,6 +23,16 @@ fn next_minute(h: &mut Harness, agents: &[AgentId]) -> (usize, usize) {
         }
     }
     (rows, prunes)
+}
+
+/// The figures of the minute under way of one series of the harness's swarm.
+fn open_point(h: &Harness, scope: Scope, key: &str) -> MetricPoint {
+    let (minute, open) = h
+        .fleet
+        .metrics()
+        .open_bucket(h.swarm_id, scope, key)
+        .expect("an open bucket");
+    open.point(minute, Period::Minute)
 }
 
 fn row<'a>(rows: &'a [MetricRow], scope: Scope, key: &str, period: Period) -> &'a Bucket {
@@ -194,7 +204,6 @@ fn a_failed_agent_that_comes_back_gives_one_failure_one_recovery_and_the_mttr() 
     let mut h = Harness::new();
     let a = h.agent("a", &[], 1);
     let b = h.agent("b", &[], 1);
-    let minute = Period::Minute.start_of(h.now);
     // a falls silent for its lease (5 s × 3) and fails; b keeps beating.
     for _ in 0..3 {
         h.advance(secs(5));
@@ -205,12 +214,7 @@ fn a_failed_agent_that_comes_back_gives_one_failure_one_recovery_and_the_mttr() 
     h.advance(secs(4));
     assert_eq!(h.heartbeat(a).unwrap(), AgentStatus::Idle);
     let took = h.now.since(failed_at);
-    let (_, open) = h
-        .fleet
-        .metrics()
-        .open_bucket(h.swarm_id, Scope::Swarm, "")
-        .unwrap();
-    let p = open.point(minute, Period::Minute);
+    let p = open_point(&h, Scope::Swarm, "");
     assert_eq!((p.failures, p.recoveries), (1, 1));
     // The failure is noticed by the tick that ends the lease, at most one tick after it.
     let mttr = p.mttr_ms.unwrap();
@@ -271,7 +275,6 @@ fn a_long_run_keeps_the_recorder_flat_and_prunes_history() {
 fn reported_and_sampled_usage_are_averaged_per_agent() {
     let mut h = Harness::new();
     let a = h.agent("a", &[], 1);
-    let minute = Period::Minute.start_of(h.now);
     let usage = |cpu: f64, mb: f64| ResourceUsage {
         cpu_percent: Some(cpu),
         memory_mb: Some(mb),
@@ -287,12 +290,7 @@ fn reported_and_sampled_usage_are_averaged_per_agent() {
     h.heartbeat(a).unwrap();
     h.fleet.record_usage(a, usage(30.0, 300.0), h.now);
     h.settle();
-    let (_, open) = h
-        .fleet
-        .metrics()
-        .open_bucket(h.swarm_id, Scope::Agent, "a")
-        .unwrap();
-    let p = open.point(minute, Period::Minute);
+    let p = open_point(&h, Scope::Agent, "a");
     assert_eq!(p.heartbeats, 2);
     assert_eq!((p.cpu_percent, p.memory_mb), (Some(20.0), Some(200.0)));
 
@@ -303,12 +301,7 @@ fn reported_and_sampled_usage_are_averaged_per_agent() {
     };
     h.fleet.record_usage(a, memory_only, h.now);
     h.settle();
-    let (_, open) = h
-        .fleet
-        .metrics()
-        .open_bucket(h.swarm_id, Scope::Agent, "a")
-        .unwrap();
-    let p = open.point(minute, Period::Minute);
+    let p = open_point(&h, Scope::Agent, "a");
     assert_eq!((p.cpu_percent, p.memory_mb), (Some(20.0), Some(300.0)));
 
     // Absurd figures are refused before they reach the sums.

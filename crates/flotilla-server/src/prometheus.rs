@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use flotilla_core::metrics::{Histogram, PROMETHEUS_BOUNDS, Totals};
+use flotilla_core::metrics::{Histogram, PROMETHEUS_BOUNDS, TaskTotals, Totals};
 use flotilla_core::{AgentStatus, Fleet, SwarmId, Timestamp};
 
 /// The content type of the exposition.
@@ -107,10 +107,18 @@ pub fn render(fleet: &Fleet, now: Timestamp) -> String {
     x.out
 }
 
+/// One series of task totals: the swarm's name, the pool, the task type and the totals.
+type TaskRow<'a> = (String, &'a str, &'a str, &'a TaskTotals);
+
+/// The labels of a series of task totals.
+fn task_labels<'r>(r: &'r TaskRow<'_>) -> [(&'static str, &'r str); 3] {
+    [("swarm", &r.0), ("pool", r.1), ("task_type", r.2)]
+}
+
 /// Task counters and histograms by swarm, pool and task type.
 fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> String) {
     // Sorted, so that successive scrapes list series in the same order.
-    let mut rows = Vec::new();
+    let mut rows: Vec<TaskRow<'_>> = Vec::new();
     for (swarm, pools) in &totals.tasks {
         for (pool, types) in pools {
             for (task_type, t) in types {
@@ -119,14 +127,7 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
         }
     }
     rows.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
-    let labels = |r: &(String, &str, &str, _)| {
-        [
-            ("swarm", r.0.clone()),
-            ("pool", r.1.to_owned()),
-            ("task_type", r.2.to_owned()),
-        ]
-    };
-    type Counter = fn(&flotilla_core::metrics::TaskTotals) -> u64;
+    type Counter = fn(&TaskTotals) -> u64;
     let counters: [(&str, &str, Counter); 3] = [
         (
             "flotilla_tasks_submitted_total",
@@ -147,9 +148,7 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
     for (name, help, get) in counters {
         x.family(name, "counter", help);
         for r in &rows {
-            let l = labels(r);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            x.sample(name, &l, get(r.3) as f64);
+            x.sample(name, &task_labels(r), get(r.3) as f64);
         }
     }
     x.family(
@@ -158,7 +157,7 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
         "Tasks that ended, by outcome (completed, failed, dead, cancelled).",
     );
     for r in &rows {
-        let l = labels(r);
+        let [swarm, pool, task_type] = task_labels(r);
         let t = &r.3.counts;
         for (outcome, n) in [
             ("completed", t.completed),
@@ -166,12 +165,11 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
             ("dead", t.dead),
             ("cancelled", t.cancelled),
         ] {
-            let mut l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            l.push(("outcome", outcome));
+            let l = [swarm, pool, task_type, ("outcome", outcome)];
             x.sample("flotilla_tasks_finished_total", &l, n as f64);
         }
     }
-    type Hist = fn(&flotilla_core::metrics::TaskTotals) -> &Histogram;
+    type Hist = fn(&TaskTotals) -> &Histogram;
     let histograms: [(&str, &str, Hist); 3] = [
         (
             "flotilla_task_wait_seconds",
@@ -192,9 +190,7 @@ fn tasks(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId) -> Stri
     for (name, help, get) in histograms {
         x.family(name, "histogram", help);
         for r in &rows {
-            let l = labels(r);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            x.histogram(name, &l, get(r.3));
+            x.histogram(name, &task_labels(r), get(r.3));
         }
     }
 }
@@ -248,15 +244,16 @@ fn swarm_counters(x: &mut Exposition, totals: &Totals, name_of: &dyn Fn(&SwarmId
 /// Queue, agent and pool gauges, read now.
 fn gauges(x: &mut Exposition, fleet: &Fleet, now: Timestamp) {
     let views = fleet.swarm_views(now);
+    let healths: Vec<_> = views
+        .iter()
+        .filter_map(|v| fleet.swarm_health(v.swarm.id, now))
+        .collect();
     x.family(
         "flotilla_tasks",
         "gauge",
         "Unfinished tasks by state (blocked, queued, delayed, assigned, running).",
     );
-    for v in &views {
-        let Some(h) = fleet.swarm_health(v.swarm.id, now) else {
-            continue;
-        };
+    for h in &healths {
         let t = &h.tasks;
         for (state, n) in [
             ("blocked", t.blocked),
@@ -267,7 +264,7 @@ fn gauges(x: &mut Exposition, fleet: &Fleet, now: Timestamp) {
         ] {
             x.sample(
                 "flotilla_tasks",
-                &[("swarm", &v.swarm.name), ("state", state)],
+                &[("swarm", &h.name), ("state", state)],
                 n as f64,
             );
         }
@@ -277,14 +274,11 @@ fn gauges(x: &mut Exposition, fleet: &Fleet, now: Timestamp) {
         "gauge",
         "Age of the oldest task waiting in the ready queue.",
     );
-    for v in &views {
-        if let Some(age) = fleet
-            .swarm_health(v.swarm.id, now)
-            .and_then(|h| h.oldest_queued_age_ms)
-        {
+    for h in &healths {
+        if let Some(age) = h.oldest_queued_age_ms {
             x.sample(
                 "flotilla_queue_oldest_age_seconds",
-                &[("swarm", &v.swarm.name)],
+                &[("swarm", &h.name)],
                 age as f64 / 1000.0,
             );
         }

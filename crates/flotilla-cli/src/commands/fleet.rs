@@ -9,7 +9,6 @@ use anyhow::{Context, Result, anyhow};
 use flotilla_client::Client;
 use flotilla_core::api::{FleetApplied, FleetChange, FleetSpec};
 use flotilla_core::{Agent, DEFAULT_SWARM, RuntimeKind, SwarmId};
-use flotilla_server::ServerConfig;
 
 use crate::cli::{ApplyArgs, GlobalArgs, UpArgs};
 use crate::commands::agent::agent_table;
@@ -42,15 +41,7 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let data_dir = config::data_dir(global)?;
-    let mut config = ServerConfig {
-        listen: args.listen,
-        sync: args.sync.into(),
-        resources: args.resources.settings(),
-        ..ServerConfig::new(data_dir.clone())
-    };
-    args.bus.apply(&mut config);
-    args.rate.apply(&mut config);
-    let server = flotilla_server::start(config)
+    let server = flotilla_server::start(args.serve.config(data_dir.clone()))
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
     let url = server.url();
@@ -123,7 +114,7 @@ fn print_next_steps(
         fleet_file: &args.file,
         swarm,
         url,
-        listen_is_default: args.listen.to_string() == flotilla_server::DEFAULT_LISTEN,
+        listen_is_default: args.serve.listen.to_string() == flotilla_server::DEFAULT_LISTEN,
         data_dir,
         data_dir_is_default: config::default_data_dir().as_deref() == Some(data_dir),
         admin_token_path,

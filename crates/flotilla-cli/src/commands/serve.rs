@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use flotilla_server::ServerConfig;
 
 use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
 use crate::commands::worker::wait_for_signal;
@@ -14,15 +13,7 @@ use crate::config;
 /// the process writes is JSON lines).
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let data_dir = config::data_dir(global)?;
-    let mut config = ServerConfig {
-        listen: args.listen,
-        sync: args.sync.into(),
-        resources: args.resources.settings(),
-        ..ServerConfig::new(data_dir)
-    };
-    args.bus.apply(&mut config);
-    args.rate.apply(&mut config);
-    let server = flotilla_server::start(config)
+    let server = flotilla_server::start(args.config(data_dir))
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
     let token = server.admin_token_path.display().to_string();

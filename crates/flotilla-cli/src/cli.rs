@@ -105,6 +105,79 @@ pub enum Command {
     Top(TopArgs),
     /// Measure Flotilla on this machine (core assignment rate, end-to-end throughput).
     Bench(crate::commands::bench::BenchArgs),
+    /// Create, list and revoke API tokens (roles viewer, operator, admin; optionally limited
+    /// to one swarm and expiring).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit log: who called what, when, from where, and how it ended (newest first).
+    Audit(AuditArgs),
+}
+
+/// `flotilla token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and cannot be shown again.
+    Create(TokenCreateArgs),
+    /// List the tokens in force (people's, not agents').
+    List(TokenListArgs),
+    /// Revoke a token at once, by id.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `flotilla token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// viewer (reads), operator (also submits and controls tasks and agents) or admin (also
+    /// manages swarms, pools, fleet files, policies, tokens and reads the audit log).
+    #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+    pub role: String,
+    /// Limit the token to this swarm (name or id): it sees nothing of the others.
+    #[arg(long)]
+    pub swarm: Option<String>,
+    /// Let it expire after this long (e.g. 12h, 30d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expires: Option<std::time::Duration>,
+    /// What it is for.
+    #[arg(long)]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla token list`.
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    /// Every token ever issued: revoked, expired and agents' ones too.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `flotilla token revoke`.
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `flotilla token list`), not the token itself.
+    pub id: String,
+}
+
+/// `flotilla audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only calls made with the token of this id (from `flotilla token list`).
+    #[arg(long, value_name = "ID")]
+    pub token_id: Option<String>,
+    /// Only calls in this last stretch of time (e.g. 1h, 7d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<std::time::Duration>,
+    /// Only refused calls (401 and 403).
+    #[arg(long)]
+    pub denied: bool,
+    /// How many of the newest to show.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    #[command(flatten)]
+    pub out: JsonFlag,
 }
 
 /// `flotilla metrics`.
@@ -241,7 +314,7 @@ impl BusFlags {
     }
 }
 
-/// The request rate limit of `flotilla serve` and `flotilla up`.
+/// The per-token limits and the audit log's retention of `flotilla serve` and `flotilla up`.
 #[derive(Debug, Clone, Args)]
 pub struct RateFlags {
     /// Requests a second each token may make on average; past it (and its burst) requests are
@@ -256,6 +329,17 @@ pub struct RateFlags {
     /// Requests a token may make at once after a quiet spell [default: twice --rate-limit].
     #[arg(long, value_name = "REQUESTS")]
     pub rate_burst: Option<u32>,
+    /// Streams, WebSockets and long polls each token may hold open at once; past it, 429
+    /// too_many_streams.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_token: u32,
+    /// How long the audit log keeps its entries.
+    #[arg(long, default_value = "90d", value_parser = parse_duration, value_name = "DURATION")]
+    pub audit_retention: Duration,
+    /// Unfinished tasks the fleet holds at most; past it, submissions are refused with 429
+    /// queue_full until some finish.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_unfinished_tasks: u64,
 }
 
 impl RateFlags {
@@ -269,6 +353,9 @@ impl RateFlags {
                 .unwrap_or(per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1)));
             flotilla_server::rate_limit::RateLimit { per_second, burst }
         });
+        config.max_streams_per_token = self.max_streams_per_token as usize;
+        config.audit_retention = self.audit_retention;
+        config.limits.max_unfinished_tasks = self.max_unfinished_tasks as usize;
     }
 }
 

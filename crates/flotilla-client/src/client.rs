@@ -201,6 +201,21 @@ struct ProgressBody<'a> {
     message: Option<&'a str>,
 }
 
+/// Filters of [`Client::audit`].
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only calls made with this token (by id).
+    pub token: Option<String>,
+    /// Only calls at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only refused calls.
+    pub denied: bool,
+    /// Page size (1 to 1000; the coordinator's default when `None`).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 impl Client {
     /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:7171`), acting with
     /// `token`. A trailing `/` or `/api/v1` on the URL is ignored.
@@ -1143,6 +1158,66 @@ impl Client {
     /// `GET /orchestrator`: the coordinator's version, uptime and counts.
     pub async fn orchestrator(&self) -> Result<OrchestratorInfo, ClientError> {
         self.get_json(&self.url(&["orchestrator"])).await
+    }
+
+    /// `POST /tokens`: a new token for a person or program; its secret is shown only here.
+    pub async fn create_token(
+        &self,
+        spec: &flotilla_core::api::TokenSpec,
+    ) -> Result<flotilla_core::api::NewToken, ClientError> {
+        let url = self.url(&["tokens"]);
+        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /tokens`: people's tokens in force; with `all`, every token ever issued.
+    pub async fn list_tokens(
+        &self,
+        all: bool,
+    ) -> Result<Vec<flotilla_core::api::TokenView>, ClientError> {
+        let mut url = self.url(&["tokens"]);
+        if all {
+            url.query_pairs_mut().append_pair("all", "true");
+        }
+        self.get_json(&url).await
+    }
+
+    /// `DELETE /tokens/{id}`: revokes a token at once.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+    ) -> Result<flotilla_core::api::TokenView, ClientError> {
+        let url = self.url(&["tokens", id]);
+        let body = self.send(self.req(Method::DELETE, &url)).await?;
+        decode(&url, &body)
+    }
+
+    /// `GET /audit`: one page of the audit log, newest first.
+    pub async fn audit(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<Page<flotilla_core::api::AuditEntry>, ClientError> {
+        let mut url = self.url(&["audit"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(t) = &query.token {
+                q.append_pair("token", t);
+            }
+            if let Some(s) = query.since {
+                q.append_pair("since", &s.to_rfc3339());
+            }
+            if query.denied {
+                q.append_pair("denied", "true");
+            }
+            if let Some(l) = query.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &query.cursor {
+                q.append_pair("cursor", c);
+            }
+        }
+        strip_empty_query(&mut url);
+        self.get_json(&url).await
     }
 
     // ----- plumbing -----

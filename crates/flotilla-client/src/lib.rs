@@ -37,7 +37,8 @@ mod sse;
 pub mod worker;
 
 pub use client::{
-    Client, EventQuery, LogStream, MessageDirection, MessageQuery, MetricsQuery, TaskQuery,
+    AuditQuery, Client, EventQuery, LogStream, MessageDirection, MessageQuery, MetricsQuery,
+    TaskQuery,
 };
 pub use error::ClientError;
 pub use message_socket::MessageSocket;

@@ -561,3 +561,83 @@ pub struct ClientFrame {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nack: Vec<crate::ids::MessageId>,
 }
+
+/// `POST /tokens`: a token for a person or a program.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// `viewer` (reads), `operator` (also submits and controls tasks and agents) or `admin`
+    /// (also manages swarms, pools, fleet files, policies, tokens, and reads the audit log).
+    pub role: String,
+    /// Limit the token to this swarm (name or id): it sees nothing of the others.
+    #[serde(default)]
+    pub swarm: Option<String>,
+    /// Let the token expire this long after its creation, in milliseconds.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+    /// What it is for (shown in listings and the audit log's token list).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A token as listings show it: never the secret, nor its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its id: what the audit log records and `DELETE /tokens/{id}` takes.
+    pub id: String,
+    /// `viewer`, `operator`, `admin` or `agent`.
+    pub role: String,
+    /// The only swarm it sees, if it is limited to one.
+    pub swarm_id: Option<SwarmId>,
+    /// The agent it acts for (role `agent`).
+    pub agent_id: Option<AgentId>,
+    /// What it is for.
+    pub label: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it stops working, if it does.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The answer to `POST /tokens`: the token, shown only here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The secret: send it as `Authorization: Bearer <token>`. It is not stored and cannot be
+    /// shown again.
+    pub token: String,
+    /// What it is.
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// One entry of the audit log (`GET /audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its place in the log.
+    pub seq: u64,
+    /// When the call was answered.
+    pub at: Timestamp,
+    /// The id of the token it came with (never the token); `null` when it had none or an
+    /// unknown one.
+    pub token_id: Option<String>,
+    /// That token's role.
+    pub role: Option<String>,
+    /// The agent an agent token acts for.
+    pub agent_id: Option<AgentId>,
+    /// The HTTP method.
+    pub method: String,
+    /// The path called, without its query.
+    pub path: String,
+    /// The endpoint: method and route, e.g. `POST /api/v1/swarms/{swarm}/tasks`.
+    pub action: String,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// `ok`, or the error code of the answer (`forbidden`, `not_found`, …).
+    pub outcome: String,
+    /// The caller's address, when known.
+    pub remote: Option<String>,
+    /// The request's id (`x-request-id`), to find its log lines.
+    pub request_id: Option<String>,
+}

@@ -24,6 +24,9 @@ pub enum CoreError {
     /// A payload, result or batch is over its size limit (HTTP 413).
     #[error("{0}")]
     TooLarge(String),
+    /// The fleet holds as many unfinished tasks as it may; nothing was accepted (HTTP 429).
+    #[error("{0}")]
+    Full(String),
 }
 
 impl CoreError {
@@ -55,6 +58,7 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::Forbidden(_) => "forbidden",
             CoreError::TooLarge(_) => "payload_too_large",
+            CoreError::Full(_) => "queue_full",
         }
     }
 }

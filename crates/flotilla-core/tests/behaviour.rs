@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, at, ms, secs, spec, strings};
+use common::{Harness, at, done, ms, secs, spec, strings};
 use flotilla_core::fleet::KnownTasks;
 use flotilla_core::{
     AgentStatus, Backoff, CoreError, Dependency, DependencyKind, DependencySpec, Effect, ErrorKind,
@@ -496,6 +496,35 @@ fn a_payload_over_the_limit_is_too_large() {
     let err = h.refused(r);
     assert!(matches!(err, CoreError::TooLarge(_)), "{err:?}");
     assert_eq!(h.status(id), TaskStatus::Running);
+}
+
+#[test]
+fn submissions_past_the_unfinished_limit_are_refused_whole_until_tasks_finish() {
+    let limits = FleetLimits {
+        max_unfinished_tasks: 3,
+        ..FleetLimits::default()
+    };
+    let mut h = Harness::with(limits, SwarmConfig::default());
+    let first = h.submit(spec("a", 5));
+    h.submit(spec("b", 5));
+    // Two more would make four: refused whole, nothing added.
+    let err = h.refuse_submit(vec![spec("c", 5), spec("d", 5)]);
+    assert!(matches!(err, CoreError::Full(_)), "{err:?}");
+    assert_eq!(err.code(), "queue_full");
+    assert!(err.to_string().contains("at most 3"), "{err}");
+    h.submit(spec("c", 5));
+    let err = h.refuse_submit(vec![spec("e", 5)]);
+    assert!(matches!(err, CoreError::Full(_)), "{err:?}");
+    // A running task still counts; a finished one frees its place.
+    let a = h.agent("a", &[], 1);
+    let taken = h.take(a).unwrap();
+    assert_eq!(taken.id, first);
+    assert!(matches!(
+        h.refuse_submit(vec![spec("e", 5)]),
+        CoreError::Full(_)
+    ));
+    h.fleet.complete_task(a, first, done(1), h.now).unwrap();
+    h.submit(spec("e", 5));
 }
 
 // ----- leases -----

@@ -9,29 +9,82 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use flotilla_core::{AgentId, Timestamp};
+use flotilla_core::{AgentId, SwarmId, Timestamp};
 use flotilla_store::{TokenRecord, TokenRole};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Prefix of every token, so that leaked ones are easy to recognise.
 const TOKEN_PREFIX: &str = "flt_";
 
+/// What a person's (not an agent's) token may do; each role may do everything the ones before
+/// it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Submits and controls tasks and agents, and reads.
+    Operator,
+    /// Everything: swarms, pools, fleet files, policies, tokens, the audit log.
+    Admin,
+}
+
+impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// The stored role of a token with this role.
+    pub fn token_role(self) -> TokenRole {
+        match self {
+            Role::Viewer => TokenRole::Viewer,
+            Role::Operator => TokenRole::Operator,
+            Role::Admin => TokenRole::Admin,
+        }
+    }
+
+    /// The role of a stored token, unless it is an agent's.
+    pub fn of(role: TokenRole) -> Option<Role> {
+        match role {
+            TokenRole::Viewer => Some(Role::Viewer),
+            TokenRole::Operator => Some(Role::Operator),
+            TokenRole::Admin => Some(Role::Admin),
+            TokenRole::Agent => None,
+        }
+    }
+
+    /// `viewer`, `operator`, `admin`.
+    pub fn as_str(self) -> &'static str {
+        self.token_role().as_str()
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: expected viewer, operator or admin"))
+    }
+}
+
 /// Who is calling, once their token is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    /// The administrator: may do everything.
-    Admin {
+    /// A person or program with a role, over the whole fleet or one swarm.
+    User {
         /// The token's id.
         token_id: String,
+        /// What it may do.
+        role: Role,
+        /// The only swarm it sees, if it is limited to one.
+        swarm: Option<SwarmId>,
     },
     /// An agent: may act only for itself.
     Agent {
@@ -43,20 +96,47 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// Refuses anyone but the administrator.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Principal::Admin { .. } => Ok(()),
-            Principal::Agent { .. } => Err(ApiError::forbidden(
-                "this call needs the admin token; an agent token may only act for its own agent",
-            )),
+    /// The administrator of the whole fleet (tests and embedders).
+    pub fn admin(token_id: &str) -> Principal {
+        Principal::User {
+            token_id: token_id.to_owned(),
+            role: Role::Admin,
+            swarm: None,
         }
     }
 
-    /// Refuses anyone but the administrator and the agent itself.
+    /// Refuses anyone without at least `role` (agents never have one).
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        match self {
+            Principal::User { role: own, .. } if *own >= role => Ok(()),
+            Principal::User { role: own, .. } => Err(ApiError::forbidden(format!(
+                "this call needs the {} role; this is a {} token (flotilla token create --role {})",
+                role.as_str(),
+                own.as_str(),
+                role.as_str()
+            ))),
+            Principal::Agent { .. } => Err(ApiError::forbidden(format!(
+                "this call needs the {} role; an agent token may only act for its own agent",
+                role.as_str()
+            ))),
+        }
+    }
+
+    /// Refuses anyone but an administrator of the whole fleet.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require(Role::Admin)?;
+        match self.swarm() {
+            None => Ok(()),
+            Some(s) => Err(ApiError::forbidden(format!(
+                "this call concerns the whole fleet; this token is limited to swarm {s}"
+            ))),
+        }
+    }
+
+    /// Refuses agents other than `agent` (people's roles are checked by the route's rule).
     pub fn require_agent(&self, agent: AgentId) -> Result<(), ApiError> {
         match self {
-            Principal::Admin { .. } => Ok(()),
+            Principal::User { .. } => Ok(()),
             Principal::Agent { agent: own, .. } if *own == agent => Ok(()),
             Principal::Agent { agent: own, .. } => Err(ApiError::forbidden(format!(
                 "this token belongs to agent {own} and cannot act for agent {agent}"
@@ -67,7 +147,7 @@ impl Principal {
     /// The id of the token it called with (never the token).
     pub fn token_id(&self) -> &str {
         match self {
-            Principal::Admin { token_id } | Principal::Agent { token_id, .. } => token_id,
+            Principal::User { token_id, .. } | Principal::Agent { token_id, .. } => token_id,
         }
     }
 
@@ -75,8 +155,29 @@ impl Principal {
     pub fn agent(&self) -> Option<AgentId> {
         match self {
             Principal::Agent { agent, .. } => Some(*agent),
-            Principal::Admin { .. } => None,
+            Principal::User { .. } => None,
         }
+    }
+
+    /// The stored role of its token.
+    pub fn token_role(&self) -> TokenRole {
+        match self {
+            Principal::User { role, .. } => role.token_role(),
+            Principal::Agent { .. } => TokenRole::Agent,
+        }
+    }
+
+    /// The only swarm a person's token sees, if it is limited to one.
+    pub fn swarm(&self) -> Option<SwarmId> {
+        match self {
+            Principal::User { swarm, .. } => *swarm,
+            Principal::Agent { .. } => None,
+        }
+    }
+
+    /// Whether it may see swarm `id` (always, unless limited to another swarm).
+    pub fn sees(&self, id: SwarmId) -> bool {
+        self.swarm().is_none_or(|s| s == id)
     }
 }
 
@@ -94,7 +195,7 @@ pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// A token record for a new secret.
+/// A token record for a new secret (no swarm limit, no expiry).
 pub fn record(
     hash: String,
     role: TokenRole,
@@ -107,10 +208,21 @@ pub fn record(
         hash,
         role,
         agent_id,
+        swarm_id: None,
         label: label.to_owned(),
         created_at: now,
+        expires_at: None,
         revoked_at: None,
     }
+}
+
+/// Why a token is not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Never issued, or revoked (the two are not told apart).
+    Unknown,
+    /// Past its expiry.
+    Expired,
 }
 
 /// The tokens in force, by hash.
@@ -118,6 +230,7 @@ pub fn record(
 pub struct TokenTable {
     by_hash: HashMap<String, TokenRecord>,
     by_agent: HashMap<AgentId, String>,
+    by_id: HashMap<String, String>,
 }
 
 impl TokenTable {
@@ -138,6 +251,7 @@ impl TokenTable {
         if let Some(a) = r.agent_id {
             self.by_agent.insert(a, r.hash.clone());
         }
+        self.by_id.insert(r.id.clone(), r.hash.clone());
         self.by_hash.insert(r.hash.clone(), r);
     }
 
@@ -146,27 +260,82 @@ impl TokenTable {
         self.by_hash.contains_key(hash)
     }
 
-    /// Who a token with this hash belongs to.
-    pub fn principal(&self, hash: &str) -> Option<Principal> {
-        let r = self.by_hash.get(hash)?;
-        Some(match (r.role, r.agent_id) {
-            (TokenRole::Agent, Some(agent)) => Principal::Agent {
+    /// Who a token with this hash belongs to, at `now`.
+    pub fn principal(&self, hash: &str, now: Timestamp) -> Result<Principal, Refusal> {
+        let r = self.by_hash.get(hash).ok_or(Refusal::Unknown)?;
+        if r.expires_at.is_some_and(|e| e <= now) {
+            return Err(Refusal::Expired);
+        }
+        match (Role::of(r.role), r.agent_id) {
+            (None, Some(agent)) => Ok(Principal::Agent {
                 token_id: r.id.clone(),
                 agent,
-            },
-            (TokenRole::Agent, None) => return None,
-            (TokenRole::Admin, _) => Principal::Admin {
+            }),
+            (None, None) => Err(Refusal::Unknown),
+            (Some(role), _) => Ok(Principal::User {
                 token_id: r.id.clone(),
-            },
-        })
+                role,
+                swarm: r.swarm_id,
+            }),
+        }
+    }
+
+    /// The people's tokens in force (agents' are not listed), oldest first.
+    pub fn people(&self) -> Vec<TokenRecord> {
+        let mut v: Vec<TokenRecord> = self
+            .by_hash
+            .values()
+            .filter(|r| r.role != TokenRole::Agent)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        v
+    }
+
+    /// The token with this id, if it is in force.
+    pub fn get(&self, id: &str) -> Option<&TokenRecord> {
+        self.by_hash.get(self.by_id.get(id)?)
+    }
+
+    /// Revokes the token with this id; returns the revoked record to persist.
+    pub fn revoke(&mut self, id: &str, now: Timestamp) -> Option<TokenRecord> {
+        let hash = self.by_id.remove(id)?;
+        let mut r = self.by_hash.remove(&hash)?;
+        if let Some(a) = r.agent_id {
+            self.by_agent.remove(&a);
+        }
+        r.revoked_at = Some(now);
+        Some(r)
     }
 
     /// Revokes an agent's token; returns the revoked record to persist.
     pub fn revoke_agent(&mut self, agent: AgentId, now: Timestamp) -> Option<TokenRecord> {
-        let hash = self.by_agent.remove(&agent)?;
-        let mut r = self.by_hash.remove(&hash)?;
-        r.revoked_at = Some(now);
-        Some(r)
+        let hash = self.by_agent.get(&agent)?;
+        let id = self.by_hash.get(hash)?.id.clone();
+        self.revoke(&id, now)
+    }
+
+    /// Revokes every token limited to this swarm (it was deleted); returns the records.
+    pub fn revoke_swarm(&mut self, swarm: SwarmId, now: Timestamp) -> Vec<TokenRecord> {
+        let ids: Vec<String> = self
+            .by_hash
+            .values()
+            .filter(|r| r.swarm_id == Some(swarm))
+            .map(|r| r.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.revoke(id, now)).collect()
+    }
+
+    /// How many admin tokens of the whole fleet are in force at `now`.
+    pub fn fleet_admins(&self, now: Timestamp) -> usize {
+        self.by_hash
+            .values()
+            .filter(|r| {
+                r.role == TokenRole::Admin
+                    && r.swarm_id.is_none()
+                    && r.expires_at.is_none_or(|e| e > now)
+            })
+            .count()
     }
 }
 
@@ -179,47 +348,8 @@ pub const WS_PROTOCOL: &str = "flotilla";
 /// set headers on a WebSocket, so a page offers `flotilla, bearer.<token>` instead.
 pub const WS_BEARER_PREFIX: &str = "bearer.";
 
-/// Checks the bearer token of every API request and records who is calling.
-///
-/// The token comes from `Authorization: Bearer <token>`; only on a WebSocket upgrade with no
-/// such header, from a `bearer.<token>` entry of `Sec-WebSocket-Protocol`.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let secret = match bearer_secret(&req) {
-        Ok(secret) => secret,
-        Err(e) => return e.into_response(),
-    };
-    let hash = hash_token(&secret);
-    let principal = state.tokens.read().principal(&hash);
-    match principal {
-        Some(p) => {
-            if let Some(Err(wait)) = state.limiter.as_ref().map(|l| l.check(&hash)) {
-                return rate_limited(wait);
-            }
-            req.extensions_mut().insert(p);
-            next.run(req).await
-        }
-        None => ApiError::unauthorized("unknown or revoked token").into_response(),
-    }
-}
-
-/// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
-fn rate_limited(wait: std::time::Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = ApiError::new(
-        axum::http::StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!(
-            "too many requests with this token: try again in {secs} s (see flotilla serve --rate-limit)"
-        ),
-    )
-    .into_response();
-    resp.headers_mut()
-        .insert(axum::http::header::RETRY_AFTER, secs.into());
-    resp
-}
-
 /// The token a request carries.
-fn bearer_secret(req: &Request) -> Result<String, ApiError> {
+pub(crate) fn bearer_secret(req: &Request) -> Result<String, ApiError> {
     if let Some(header) = req.headers().get(AUTHORIZATION) {
         let header = header.to_str().unwrap_or("");
         return header
@@ -273,9 +403,13 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 /// Reads the admin token file, or creates a new admin token and writes it (mode 0600).
 /// Returns the secret, whether it was created, and the record to persist if it is new to
 /// the store.
+///
+/// A file whose token was revoked (`revoked(hash)`) is replaced by a new token: revoking the
+/// admin token and restarting is how a leaked one is changed.
 pub fn ensure_admin_token(
     data_dir: &Path,
     tokens: &TokenTable,
+    revoked: impl Fn(&str) -> bool,
     now: Timestamp,
 ) -> std::io::Result<(String, bool, Option<TokenRecord>)> {
     let path = admin_token_path(data_dir);
@@ -283,9 +417,12 @@ pub fn ensure_admin_token(
         let secret = text.trim().to_owned();
         if !secret.is_empty() {
             let hash = hash_token(&secret);
-            let rec = (!tokens.contains(&hash))
-                .then(|| record(hash, TokenRole::Admin, None, "admin (from file)", now));
-            return Ok((secret, false, rec));
+            if !revoked(&hash) {
+                let rec = (!tokens.contains(&hash))
+                    .then(|| record(hash, TokenRole::Admin, None, "admin (from file)", now));
+                return Ok((secret, false, rec));
+            }
+            tracing::warn!(path = %path.display(), "the admin token in this file was revoked: writing a new one");
         }
     }
     let (secret, hash) = new_token();

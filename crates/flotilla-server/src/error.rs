@@ -74,6 +74,7 @@ impl From<CoreError> for ApiError {
             CoreError::Conflict(_) => StatusCode::CONFLICT,
             CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
             CoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CoreError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError::new(status, e.code(), e.to_string())
     }
@@ -98,9 +99,15 @@ impl IntoResponse for ApiError {
                 request_id: RequestId::current().map(|id| id.to_string()),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
     }
 }
+
+/// The code of an error answer, kept in the response's extensions for the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 /// The result type of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;

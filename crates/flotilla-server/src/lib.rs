@@ -7,6 +7,7 @@
 //! Start reading at [`start`]; [`state`] holds the one path by which state changes, and
 //! [`routes`] the API.
 
+pub mod access;
 pub mod auth;
 pub mod bus;
 pub mod checkpoints;
@@ -75,6 +76,10 @@ pub struct ServerConfig {
     /// Requests each token may make (`None`, the default of embedders: unlimited;
     /// `flotilla serve` sets 1,000 a second).
     pub rate_limit: Option<rate_limit::RateLimit>,
+    /// Streams, WebSockets and long polls one token may hold open at once (32).
+    pub max_streams_per_token: usize,
+    /// How long the audit log keeps its entries (90 days).
+    pub audit_retention: Duration,
 }
 
 impl ServerConfig {
@@ -93,6 +98,8 @@ impl ServerConfig {
             message_max_bytes: 256 * 1024,
             message_audit: None,
             rate_limit: None,
+            max_streams_per_token: 32,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -252,8 +259,19 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let now = clock.now();
     let (stored, stored_tokens) = snapshot.into_parts();
     let tokens = TokenTable::new(stored_tokens);
-    let (admin_token, admin_token_created, admin_record) =
-        auth::ensure_admin_token(dir, &tokens, now).map_err(dir_err)?;
+    let (admin_token, admin_token_created, admin_record) = auth::ensure_admin_token(
+        dir,
+        &tokens,
+        |hash| {
+            reader
+                .find_token(hash)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.revoked_at.is_some())
+        },
+        now,
+    )
+    .map_err(dir_err)?;
     let mut tokens = tokens;
     let mut fleet = Fleet::restore(config.limits.clone(), stored, now);
     fleet.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
@@ -261,6 +279,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let first = Batch {
         changes: fleet.take_changes(),
         tokens: admin_record.iter().cloned().collect(),
+        ..Default::default()
     };
     // Managed agents meant to run are started once the supervisor runs.
     let restored_effects = fleet.take_effects();
@@ -297,6 +316,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         bus,
         middleware: RwLock::new(message_middleware),
         limiter: config.rate_limit.map(rate_limit::Limiter::new),
+        streams: access::Streams::new(config.max_streams_per_token),
+        audit: access::AuditLog::new(config.audit_retention),
     });
     state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
@@ -309,11 +330,15 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let app = routes::router(state.clone(), config.max_body_bytes);
     let mut stop = shutdown_rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+        // With the peer's address, for the audit log.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
     });
     let ticker = tokio::spawn(tick_loop(state.clone(), config.tick_interval));
     let supervisor = tokio::spawn(supervisor::run(
@@ -382,6 +407,7 @@ async fn tick_loop(state: AppState, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_forget = std::time::Instant::now();
+    let mut last_prune: Option<std::time::Instant> = None;
     loop {
         interval.tick().await;
         state.flush(true).await;
@@ -392,6 +418,10 @@ async fn tick_loop(state: AppState, every: Duration) {
             if let Some(limiter) = &state.limiter {
                 limiter.forget_idle();
             }
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_prune = Some(std::time::Instant::now());
+            state.audit.prune(&state, state.now());
         }
     }
 }

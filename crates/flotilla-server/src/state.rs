@@ -60,6 +60,10 @@ pub struct Inner {
     pub middleware: RwLock<Vec<Arc<dyn crate::middleware::MessageMiddleware>>>,
     /// Requests per token (`None`: unlimited).
     pub limiter: Option<crate::rate_limit::Limiter>,
+    /// Open streams, WebSockets and long polls per token.
+    pub streams: crate::access::Streams,
+    /// The audit log's writer side.
+    pub audit: crate::access::AuditLog,
 }
 
 /// Asked, under the fleet lock, before the autoscaler grows a pool: given the fleet, the pool
@@ -174,7 +178,11 @@ impl AppState {
         let wait = if changes.is_empty() && tokens.is_empty() {
             Wait::Watermark(self.writer.last_submitted())
         } else {
-            Wait::Ack(self.writer.submit(Batch { changes, tokens }))
+            Wait::Ack(self.writer.submit(Batch {
+                changes,
+                tokens,
+                ..Batch::default()
+            }))
         };
         Pending {
             wait,
@@ -227,7 +235,8 @@ impl AppState {
         }
     }
 
-    /// Agents that stopped (unregistered, replaced, swarm deleted) lose their tokens.
+    /// Agents that stopped (unregistered, replaced, swarm deleted) lose their tokens, and so do
+    /// tokens limited to a deleted swarm.
     fn revoke_tokens_of_stopped_agents(
         &self,
         changes: &Changes,
@@ -242,6 +251,11 @@ impl AppState {
         for agent in stopped {
             let table = tokens.get_or_insert_with(|| self.tokens.write());
             revoked.extend(table.revoke_agent(agent.id, now));
+        }
+        // Tokens limited to a deleted swarm (ids are never used again) go with it.
+        for swarm in &changes.deleted_swarms {
+            let table = tokens.get_or_insert_with(|| self.tokens.write());
+            revoked.extend(table.revoke_swarm(*swarm, now));
         }
         revoked
     }

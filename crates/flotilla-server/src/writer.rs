@@ -132,6 +132,8 @@ fn run(
         for job in jobs {
             batch.changes.extend(job.batch.changes);
             batch.tokens.extend(job.batch.tokens);
+            batch.audit.extend(job.batch.audit);
+            batch.audit_prune_before = batch.audit_prune_before.max(job.batch.audit_prune_before);
             waiters.push(job.done);
             last_seq = job.seq;
         }
@@ -189,5 +191,6 @@ fn empty_batch() -> Batch {
     Batch {
         changes: Changes::default(),
         tokens: Vec::new(),
+        ..Default::default()
     }
 }

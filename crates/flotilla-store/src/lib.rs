@@ -23,11 +23,12 @@ pub use error::StoreError;
 pub use flotilla_core::Changes;
 pub use flotilla_core::api::Page;
 pub use sqlite::reader::{
-    Direction, EventFilter, HistorySize, MessageFilter, MetricSeries, SqliteReader, TaskFilter,
+    AuditFilter, Direction, EventFilter, HistorySize, MessageFilter, MetricSeries, SqliteReader,
+    TaskFilter,
 };
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, SyncMode};
-pub use token::{TokenRecord, TokenRole};
+pub use token::{AuditRecord, TokenRecord, TokenRole};
 
 use flotilla_core::{Agent, Message, Pool, StoredState, Swarm, Task};
 
@@ -69,12 +70,19 @@ pub struct Batch {
     pub changes: Changes,
     /// Tokens created or revoked.
     pub tokens: Vec<TokenRecord>,
+    /// Entries to append to the audit log.
+    pub audit: Vec<AuditRecord>,
+    /// Forget the audit entries older than this.
+    pub audit_prune_before: Option<flotilla_core::Timestamp>,
 }
 
 impl Batch {
     /// Whether there is nothing to persist.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.tokens.is_empty()
+        self.changes.is_empty()
+            && self.tokens.is_empty()
+            && self.audit.is_empty()
+            && self.audit_prune_before.is_none()
     }
 }
 

@@ -1,28 +1,39 @@
-//! API tokens as the store keeps them: only a hash of the secret, the role it grants, and whether
-//! it was revoked.
+//! API tokens as the store keeps them: only a hash of the secret, the role it grants, the swarm
+//! it is limited to, when it expires, and whether it was revoked.
 
 use std::fmt;
 use std::str::FromStr;
 
-use flotilla_core::{AgentId, Timestamp};
+use flotilla_core::{AgentId, SwarmId, Timestamp};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenRole {
-    /// Everything.
+    /// Everything: swarms, pools, fleet files, policies, tokens, the audit log.
     Admin,
+    /// Submits and controls tasks and agents, and reads.
+    Operator,
+    /// Reads.
+    Viewer,
     /// Act for one agent only.
     Agent,
 }
 
 impl TokenRole {
     /// Every role.
-    pub const ALL: [TokenRole; 2] = [TokenRole::Admin, TokenRole::Agent];
+    pub const ALL: [TokenRole; 4] = [
+        TokenRole::Admin,
+        TokenRole::Operator,
+        TokenRole::Viewer,
+        TokenRole::Agent,
+    ];
 
-    /// The role as stored and shown: `admin`, `agent`.
+    /// The role as stored and shown: `admin`, `operator`, `viewer`, `agent`.
     pub fn as_str(self) -> &'static str {
         match self {
             TokenRole::Admin => "admin",
+            TokenRole::Operator => "operator",
+            TokenRole::Viewer => "viewer",
             TokenRole::Agent => "agent",
         }
     }
@@ -56,10 +67,43 @@ pub struct TokenRecord {
     pub role: TokenRole,
     /// The agent it acts for (role `agent`).
     pub agent_id: Option<AgentId>,
+    /// The only swarm it may see, if it is limited to one.
+    pub swarm_id: Option<SwarmId>,
     /// Free text saying what it is for.
     pub label: String,
     /// When it was created.
     pub created_at: Timestamp,
+    /// When it stops working, if it does.
+    pub expires_at: Option<Timestamp>,
     /// When it was revoked, if it was; revoked tokens are kept but not loaded.
     pub revoked_at: Option<Timestamp>,
+}
+
+/// One entry of the audit log: who did what, when, from where, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Its place in the log (assigned by the store; 0 before it is written).
+    pub seq: u64,
+    /// When the call was answered.
+    pub at: Timestamp,
+    /// The id of the token it came with (never the token), if it had a known one.
+    pub token_id: Option<String>,
+    /// That token's role.
+    pub role: Option<TokenRole>,
+    /// The agent an agent token acts for.
+    pub agent_id: Option<AgentId>,
+    /// The HTTP method.
+    pub method: String,
+    /// The path called, without its query.
+    pub path: String,
+    /// The endpoint: the method and route pattern, e.g. `POST /swarms/{swarm}/tasks`.
+    pub action: String,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// `ok`, or the error code of the answer (`forbidden`, `not_found`, …).
+    pub outcome: String,
+    /// The caller's address, when known.
+    pub remote: Option<String>,
+    /// The request's id (`x-request-id`).
+    pub request_id: Option<String>,
 }

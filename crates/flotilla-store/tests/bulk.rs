@@ -62,6 +62,7 @@ fn batch(tasks: Vec<Task>, events: Vec<Event>) -> Batch {
             ..Changes::default()
         },
         tokens: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,7 @@ fn everything_committed_survives_closing_and_reopening() {
                 ..Changes::default()
             },
             tokens: tokens.clone(),
+            ..Default::default()
         })
         .unwrap();
     let before = store.load(usize::MAX).unwrap();
@@ -109,6 +110,7 @@ fn a_failing_batch_writes_nothing() {
         .commit(&Batch {
             changes: bad,
             tokens: Vec::new(),
+            ..Default::default()
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -128,6 +130,7 @@ fn a_failing_batch_writes_nothing() {
                 ..Changes::default()
             },
             tokens: Vec::new(),
+            ..Default::default()
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -232,6 +235,7 @@ fn a_second_writer_waiting_on_a_held_lock_reports_it_locked() {
                 ..Changes::default()
             },
             tokens: Vec::new(),
+            ..Default::default()
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Locked(_)), "{err}");

@@ -189,6 +189,7 @@ fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events(
                 token("a1", TokenRole::Agent, Some(doomed_agent.id)),
                 token("a2", TokenRole::Agent, Some(kept_agent.id)),
             ],
+            ..Default::default()
         })
         .unwrap();
 
@@ -220,6 +221,7 @@ fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events(
                 ..Changes::default()
             },
             tokens: vec![token("a3", TokenRole::Agent, Some(late_agent.id))],
+            ..Default::default()
         })
         .unwrap();
 

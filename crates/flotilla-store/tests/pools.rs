@@ -282,6 +282,7 @@ fn into_parts_hands_every_part_of_the_snapshot_over() {
                 ..Changes::default()
             },
             tokens: vec![admin.clone()],
+            ..Default::default()
         })
         .unwrap();
     let snapshot = store.load(10).unwrap();

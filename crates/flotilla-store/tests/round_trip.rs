@@ -8,7 +8,7 @@ use flotilla_core::{
     AgentMode, AgentRole, AgentStatus, Changes, Desired, EventKind, Managed, ReportedHealth,
     ResourceUsage, RuntimeKind, SwarmStatus, Topology,
 };
-use flotilla_store::{EventFilter, Store, TokenRole};
+use flotilla_store::{AuditFilter, AuditRecord, EventFilter, Store, TokenRole};
 
 #[test]
 fn every_task_state_round_trips_with_every_field_set_or_unset() {
@@ -284,10 +284,12 @@ fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
     let admin = token("admin1", TokenRole::Admin, None);
     let agent_token = token("agent1", TokenRole::Agent, Some(agent_id(1)));
     let mut revoked = token("agent2", TokenRole::Agent, Some(agent_id(2)));
+    let revoked_hash = revoked.hash.clone();
     store
         .commit(&flotilla_store::Batch {
             changes: Changes::default(),
             tokens: vec![admin.clone(), agent_token.clone(), revoked.clone()],
+            ..Default::default()
         })
         .unwrap();
     revoked.revoked_at = Some(ts(1_800_000_000_000));
@@ -295,15 +297,133 @@ fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
         .commit(&flotilla_store::Batch {
             changes: Changes::default(),
             tokens: vec![revoked],
+            ..Default::default()
         })
         .unwrap();
     let loaded = store.load(0).unwrap().tokens;
     assert_eq!(loaded, vec![admin.clone(), agent_token.clone()]);
+    let reader = store.reader().unwrap();
+    assert_eq!(
+        reader.list_tokens().unwrap().len(),
+        3,
+        "listing keeps revoked ones"
+    );
+    let found = reader
+        .find_token(&revoked_hash)
+        .unwrap()
+        .expect("revoked found by hash");
+    assert!(found.revoked_at.is_some());
+    assert_eq!(reader.find_token("nope").unwrap(), None);
     drop(store);
     assert_eq!(
         reopen(&dir).load(0).unwrap().tokens,
         vec![admin, agent_token]
     );
+}
+
+#[test]
+fn scoped_expiring_tokens_of_every_role_round_trip() {
+    let (dir, mut store) = open();
+    let mut tokens = Vec::new();
+    for (i, role) in TokenRole::ALL.into_iter().enumerate() {
+        let mut t = token(&format!("t{i}"), role, None);
+        t.swarm_id = Some(swarm_id(7));
+        t.expires_at = Some(ts(1_900_000_000_000 + i as i64));
+        tokens.push(t);
+    }
+    store
+        .commit(&flotilla_store::Batch {
+            tokens: tokens.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    drop(store);
+    assert_eq!(reopen(&dir).load(0).unwrap().tokens, tokens);
+}
+
+#[test]
+fn audit_entries_round_trip_filter_page_and_prune() {
+    let (dir, mut store) = open();
+    let entry = |n: i64, token: Option<&str>, status: u16| AuditRecord {
+        seq: 0,
+        at: ts(1_000 * n),
+        token_id: token.map(str::to_owned),
+        role: token.map(|_| TokenRole::Operator),
+        agent_id: (n == 2).then(|| agent_id(2)),
+        method: "POST".into(),
+        path: format!("/api/v1/swarms/s{n}/tasks"),
+        action: "POST /swarms/{swarm}/tasks".into(),
+        status,
+        outcome: if status < 400 {
+            "ok".into()
+        } else {
+            "forbidden".into()
+        },
+        remote: (n != 3).then(|| "127.0.0.1:5000".to_owned()),
+        request_id: Some(format!("req-{n}")),
+    };
+    let written: Vec<AuditRecord> = (1..=5)
+        .map(|n| {
+            entry(
+                n,
+                (n != 4).then_some("tok-a"),
+                if n == 3 { 403 } else { 201 },
+            )
+        })
+        .collect();
+    store
+        .commit(&flotilla_store::Batch {
+            audit: written.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let reader = store.reader().unwrap();
+    let all = reader.list_audit(&AuditFilter::default(), 100).unwrap();
+    let mut expected: Vec<AuditRecord> = written
+        .iter()
+        .zip(1..)
+        .map(|(e, seq)| AuditRecord { seq, ..e.clone() })
+        .collect();
+    expected.reverse();
+    assert_eq!(all, expected, "newest first, every field kept");
+
+    let page = reader.list_audit(&AuditFilter::default(), 2).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4]);
+    let next = AuditFilter {
+        before_seq: Some(4),
+        ..AuditFilter::default()
+    };
+    let page = reader.list_audit(&next, 2).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2]);
+
+    let denied = AuditFilter {
+        denied: true,
+        ..AuditFilter::default()
+    };
+    let d = reader.list_audit(&denied, 100).unwrap();
+    assert_eq!(d.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+    let by_token = AuditFilter {
+        token_id: Some("tok-a".into()),
+        since: Some(ts(2_000)),
+        until: Some(ts(5_000)),
+        ..AuditFilter::default()
+    };
+    let t = reader.list_audit(&by_token, 100).unwrap();
+    assert_eq!(t.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 2]);
+
+    store
+        .commit(&flotilla_store::Batch {
+            audit_prune_before: Some(ts(3_000)),
+            ..Default::default()
+        })
+        .unwrap();
+    drop(store);
+    let left = reopen(&dir)
+        .reader()
+        .unwrap()
+        .list_audit(&AuditFilter::default(), 100)
+        .unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4, 3]);
 }
 
 #[test]

@@ -117,6 +117,7 @@ pub fn history(agents: usize, days: u32) -> Result<HistoryReport> {
             store.commit(&Batch {
                 changes,
                 tokens: Vec::new(),
+                ..Default::default()
             })?;
         }
         Ok(())

@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command};
 
 pub mod agent;
 pub mod alerts;
+pub mod audit;
 pub mod bench;
 pub mod bench_history;
 pub mod bench_messages;
@@ -49,5 +50,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Metrics(args) => metrics::run(&global, args).await,
         Command::Top(args) => top::run(&global, args).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Token(cmd) => audit::token(&global, cmd).await,
+        Command::Audit(args) => audit::run(&global, args).await,
     }
 }

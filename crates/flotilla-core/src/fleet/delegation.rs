@@ -50,6 +50,7 @@ impl Fleet {
                 specs.len()
             )));
         }
+        self.check_task_room(specs.len())?;
         if let Some(i) = specs.iter().position(|s| s.ordered) {
             return Err(CoreError::invalid(format!(
                 "subtask #{i} is ordered; subtasks follow their delegator, not the swarm's order: \

@@ -80,6 +80,10 @@ pub struct FleetLimits {
     pub heartbeat_persist_interval: Duration,
     /// Metrics: gauge sampling, retention, heartbeat history.
     pub metrics: crate::metrics::MetricsConfig,
+    /// Unfinished tasks (blocked, queued, assigned, running) the fleet holds at most; a
+    /// submission that would go past it is refused whole, so a flood of submissions meets a
+    /// clear error instead of exhausting memory.
+    pub max_unfinished_tasks: usize,
 }
 
 impl Default for FleetLimits {
@@ -91,6 +95,7 @@ impl Default for FleetLimits {
             retain_terminal_for: Duration::from_secs(60),
             heartbeat_persist_interval: Duration::from_secs(30),
             metrics: Default::default(),
+            max_unfinished_tasks: 1_000_000,
         }
     }
 }
@@ -1119,6 +1124,27 @@ impl Fleet {
             oldest_queued_at,
             oldest_queued_age_ms: oldest_queued_at.map(|at| now.since(at).as_millis() as u64),
         })
+    }
+
+    /// Refuses `n` more unfinished tasks if the fleet would then hold more than
+    /// [`FleetLimits::max_unfinished_tasks`].
+    pub(crate) fn check_task_room(&self, n: usize) -> Result<(), CoreError> {
+        let unfinished: u64 = self
+            .swarms
+            .values()
+            .map(|e| {
+                let c = &e.task_counts;
+                c.blocked + c.queued + c.delayed + c.assigned + c.running
+            })
+            .sum();
+        let max = self.limits.max_unfinished_tasks;
+        if unfinished.saturating_add(n as u64) > max as u64 {
+            return Err(CoreError::Full(format!(
+                "the fleet holds {unfinished} unfinished tasks and takes at most {max}: \
+                 retry when some have finished (flotilla serve --max-unfinished-tasks)"
+            )));
+        }
+        Ok(())
     }
 
     /// Totals over every swarm: how many swarms, agents by status, unfinished tasks.

@@ -155,6 +155,7 @@ impl Fleet {
                 specs.len()
             )));
         }
+        self.check_task_room(specs.len())?;
         assert_eq!(specs.len(), ids.len(), "one id per spec");
         let refs = index_refs(
             specs

@@ -10,6 +10,7 @@
 //! are in sequence order, so no event is skipped and none is delivered twice.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
@@ -24,6 +25,7 @@ use flotilla_store::EventFilter;
 use serde::Serialize;
 
 use super::system::{EventQuery, event_filter, read_events};
+use crate::access::StreamPermit;
 use crate::auth::{Principal, WS_PROTOCOL};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
@@ -156,8 +158,7 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Response> {
-    who.require_admin()?;
-    let mut filter = event_filter(&state, &q)?;
+    let mut filter = event_filter(&state, &who, &q)?;
     start_after(&headers, &mut filter)?;
     let mut follower = Follower::start(state, filter).await;
     let first = follower.catch_up().await?;
@@ -200,19 +201,23 @@ enum Frame<'a> {
 /// `GET /events/ws?swarm=&type=&agent=&task=&after=`: the same as `/events/stream`, as
 /// WebSocket text frames `{"type": "events", "events": [...]}`. A browser, which cannot set
 /// headers on a WebSocket, authenticates with the subprotocols `flotilla, bearer.<token>`;
-/// the answer picks `flotilla` (see [`crate::auth::authenticate`]).
+/// the answer picks `flotilla` (see [`crate::access::authorize`]).
 pub async fn socket(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    Extension(permit): Extension<Arc<StreamPermit>>,
     ApiQuery(q): ApiQuery<EventQuery>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    who.require_admin()?;
-    let filter = event_filter(&state, &q)?;
+    let filter = event_filter(&state, &who, &q)?;
     let follower = Follower::start(state, filter).await;
     Ok(upgrade
         .protocols([WS_PROTOCOL])
-        .on_upgrade(move |ws| run_socket(follower, ws)))
+        .on_upgrade(move |ws| async move {
+            // The token's slot stays taken while the socket lives.
+            let _permit = permit;
+            run_socket(follower, ws).await
+        }))
 }
 
 async fn run_socket(mut follower: Follower, mut ws: WebSocket) {

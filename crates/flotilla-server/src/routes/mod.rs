@@ -11,20 +11,22 @@ mod resources;
 mod swarms;
 mod system;
 mod tasks;
+mod tokens;
 pub mod topology;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde::Deserialize;
 
 use flotilla_core::ScaleTarget;
 use flotilla_core::autoscale::{Direction, Verdict};
 
-use crate::auth::authenticate;
+use crate::access::{Access, Agents, Guard, Hold, Target, authorize};
 use crate::error::ApiError;
 use crate::request_id::RequestIdLayer;
 use crate::state::AppState;
@@ -112,109 +114,419 @@ pub async fn autoscale(state: &AppState) {
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
 
-/// The whole router: the API under `/api/v1`, `/healthz`, and the dashboard at `/`.
+/// One endpoint: its method, path, access rule and handler. [`table`] lists them all; the
+/// router is built from it, so no endpoint exists without its rule.
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path from the server's root (`/api/v1/...`, or `/metrics`), with `{params}`.
+    pub path: &'static str,
+    /// Who may call it (see [`crate::access`]).
+    pub access: Access,
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+impl Route {
+    /// The path under `/api/v1`, if it is an API route.
+    fn api_path(&self) -> Option<&'static str> {
+        self.path.strip_prefix("/api/v1")
+    }
+
+    /// How the audit log names it: `POST /api/v1/swarms/{swarm}/tasks`.
+    pub fn action(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: fn() -> MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every authenticated endpoint with its rule. Reading this table is reading the API's
+/// authorization: `docs/security.md` shows it as a matrix, and the authorization test calls
+/// every row with every kind of token.
+pub fn table() -> Vec<Route> {
+    use Agents::{Handler, Own, SameSwarm};
+    use Method as M;
+    use Target::{Agent, Fleet, Listed, Message, Swarm, Task};
+    let read = Access::read;
+    let operate = Access::operate;
+    let admin = Access::admin;
+    vec![
+        route(M::POST, "/api/v1/swarms", admin(Fleet), || {
+            post(swarms::create)
+        }),
+        route(M::GET, "/api/v1/swarms", read(Listed), || get(swarms::list)),
+        route(M::GET, "/api/v1/swarms/{swarm}", read(Swarm), || {
+            get(swarms::show)
+        }),
+        route(M::PUT, "/api/v1/swarms/{swarm}", admin(Swarm), || {
+            put(swarms::update)
+        }),
+        route(M::DELETE, "/api/v1/swarms/{swarm}", admin(Swarm), || {
+            delete(swarms::delete)
+        }),
+        route(M::GET, "/api/v1/swarms/{swarm}/health", read(Swarm), || {
+            get(swarms::health)
+        }),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/metrics",
+            read(Swarm),
+            || get(metrics::series),
+        ),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/metrics/keys",
+            read(Swarm),
+            || get(metrics::keys),
+        ),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/scale",
+            operate(Swarm),
+            || post(swarms::scale),
+        ),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/agents",
+            operate(Swarm),
+            || post(agents::register),
+        ),
+        route(M::GET, "/api/v1/swarms/{swarm}/agents", read(Swarm), || {
+            get(agents::list)
+        }),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/tasks",
+            operate(Swarm),
+            || post(tasks::submit),
+        ),
+        route(M::GET, "/api/v1/swarms/{swarm}/tasks", read(Swarm), || {
+            get(tasks::list_in_swarm)
+        }),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/topology",
+            read(Swarm).agents(SameSwarm),
+            || get(topology::show),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/swarms/{swarm}/topology",
+            admin(Swarm),
+            || put(topology::update),
+        ),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/messages",
+            operate(Swarm).agents(SameSwarm),
+            || post(messages::broadcast_to_swarm),
+        ),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/messages",
+            read(Swarm),
+            || get(messages::swarm_history),
+        ),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/messages/stream",
+            read(Swarm).holds(Hold::Stream),
+            || get(messages::stream),
+        ),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/topics/{topic}",
+            operate(Swarm).agents(SameSwarm),
+            || post(messages::publish),
+        ),
+        route(M::GET, "/api/v1/swarms/{swarm}/pools", read(Swarm), || {
+            get(pools::list)
+        }),
+        route(
+            M::GET,
+            "/api/v1/swarms/{swarm}/pools/{pool}",
+            read(Swarm),
+            || get(pools::show),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/swarms/{swarm}/pools/{pool}",
+            admin(Swarm),
+            || put(pools::put),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/swarms/{swarm}/pools/{pool}",
+            admin(Swarm),
+            || delete(pools::delete),
+        ),
+        route(
+            M::POST,
+            "/api/v1/swarms/{swarm}/pools/{pool}/agents",
+            operate(Swarm),
+            || post(pools::spawn),
+        ),
+        route(M::PUT, "/api/v1/fleet", admin(Fleet), || {
+            put(pools::apply_fleet)
+        }),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}",
+            read(Agent).agents(Own),
+            || get(agents::show),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/agents/{id}",
+            operate(Agent).agents(Own),
+            || delete(agents::remove),
+        ),
+        route(M::PATCH, "/api/v1/agents/{id}", operate(Agent), || {
+            patch(pools::lifecycle)
+        }),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/logs",
+            read(Agent).agents(Own),
+            || get(pools::logs),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/status",
+            read(Agent).agents(Own),
+            || get(agents::status),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/heartbeats",
+            read(Agent).agents(Own),
+            || get(metrics::heartbeats),
+        ),
+        route(
+            M::POST,
+            "/api/v1/agents/{id}/heartbeat",
+            operate(Agent).agents(Own).quiet(),
+            || post(agents::heartbeat),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/tasks/next",
+            operate(Agent).agents(Own).holds(Hold::LongPoll),
+            || get(agents::next_task),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/state",
+            read(Agent).agents(Own),
+            || get(checkpoints::get_state),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/agents/{id}/state",
+            operate(Agent).agents(Own).quiet(),
+            || put(checkpoints::put_state),
+        ),
+        route(
+            M::POST,
+            "/api/v1/agents/{id}/checkpoints",
+            operate(Agent).agents(Own),
+            || post(checkpoints::create),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/checkpoints",
+            read(Agent).agents(Own),
+            || get(checkpoints::list),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/checkpoints/{checkpoint}",
+            read(Agent).agents(Own),
+            || get(checkpoints::show),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/agents/{id}/checkpoints/{checkpoint}",
+            operate(Agent),
+            || delete(checkpoints::delete),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/messages",
+            read(Agent).agents(Own),
+            || get(messages::agent_history),
+        ),
+        route(
+            M::POST,
+            "/api/v1/agents/{id}/messages",
+            operate(Agent).agents(SameSwarm).holds(Hold::LongPoll),
+            || post(messages::send),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/agents/{id}/messages",
+            operate(Agent).agents(Own),
+            || put(messages::broadcast_from),
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/agents/{id}/messages",
+            operate(Agent).agents(Own),
+            || delete(messages::clear),
+        ),
+        route(
+            M::PATCH,
+            "/api/v1/agents/{id}/messages",
+            operate(Agent).agents(Own).quiet(),
+            || patch(messages::update_status),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/messages/next",
+            operate(Agent).agents(Own).holds(Hold::LongPoll),
+            || get(messages::receive),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/messages/ws",
+            operate(Agent).agents(Own).holds(Hold::Stream),
+            || get(messages::socket),
+        ),
+        route(
+            M::GET,
+            "/api/v1/agents/{id}/subscriptions",
+            read(Agent).agents(Own),
+            || get(messages::subscriptions),
+        ),
+        route(
+            M::PUT,
+            "/api/v1/agents/{id}/subscriptions",
+            operate(Agent).agents(Own),
+            || put(messages::subscribe),
+        ),
+        route(
+            M::GET,
+            "/api/v1/messages/{id}",
+            read(Message).agents(Handler),
+            || get(messages::show),
+        ),
+        route(
+            M::POST,
+            "/api/v1/messages/{id}/retry",
+            operate(Message),
+            || post(messages::retry),
+        ),
+        route(M::GET, "/api/v1/tasks", read(Listed), || get(tasks::list)),
+        route(M::POST, "/api/v1/tasks/lookup", read(Listed), || {
+            post(tasks::lookup)
+        }),
+        route(
+            M::GET,
+            "/api/v1/tasks/{id}",
+            read(Task).agents(Handler).holds(Hold::LongPoll),
+            || get(tasks::show),
+        ),
+        route(M::POST, "/api/v1/tasks/{id}/cancel", operate(Task), || {
+            post(tasks::cancel)
+        }),
+        route(M::POST, "/api/v1/tasks/{id}/retry", operate(Task), || {
+            post(tasks::retry)
+        }),
+        route(
+            M::POST,
+            "/api/v1/tasks/{id}/progress",
+            operate(Task).agents(Handler).quiet(),
+            || post(tasks::progress),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tasks/{id}/complete",
+            operate(Task).agents(Handler).quiet(),
+            || post(tasks::complete),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tasks/{id}/fail",
+            operate(Task).agents(Handler).quiet(),
+            || post(tasks::fail),
+        ),
+        route(
+            M::POST,
+            "/api/v1/tasks/{id}/delegate",
+            operate(Task).agents(Handler),
+            || post(topology::delegate),
+        ),
+        route(M::GET, "/api/v1/events", read(Listed), || {
+            get(system::events)
+        }),
+        route(
+            M::GET,
+            "/api/v1/events/stream",
+            read(Listed).holds(Hold::Stream),
+            || get(events_live::stream),
+        ),
+        route(
+            M::GET,
+            "/api/v1/events/ws",
+            read(Listed).holds(Hold::Stream),
+            || get(events_live::socket),
+        ),
+        route(M::GET, "/api/v1/alerts", read(Listed), || {
+            get(system::alerts)
+        }),
+        route(M::GET, "/api/v1/orchestrator", read(Fleet), || {
+            get(system::orchestrator)
+        }),
+        route(M::GET, "/api/v1/resources", read(Fleet), || {
+            get(resources::show)
+        }),
+        route(M::PUT, "/api/v1/resources/policy", admin(Fleet), || {
+            put(resources::put_policy)
+        }),
+        route(M::POST, "/api/v1/tokens", admin(Fleet), || {
+            post(tokens::create)
+        }),
+        route(M::GET, "/api/v1/tokens", admin(Fleet), || get(tokens::list)),
+        route(M::DELETE, "/api/v1/tokens/{id}", admin(Fleet), || {
+            delete(tokens::revoke)
+        }),
+        route(M::GET, "/api/v1/audit", admin(Fleet), || get(tokens::audit)),
+        route(M::GET, "/metrics", read(Fleet), || get(prometheus_metrics)),
+    ]
+}
+
+/// The whole router: the API under `/api/v1`, `/metrics`, `/healthz`, and the dashboard at
+/// `/`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let api = Router::new()
-        .route("/swarms", post(swarms::create).get(swarms::list))
-        .route(
-            "/swarms/{swarm}",
-            get(swarms::show).put(swarms::update).delete(swarms::delete),
-        )
-        .route("/swarms/{swarm}/health", get(swarms::health))
-        .route("/swarms/{swarm}/metrics", get(metrics::series))
-        .route("/swarms/{swarm}/metrics/keys", get(metrics::keys))
-        .route("/swarms/{swarm}/scale", post(swarms::scale))
-        .route(
-            "/swarms/{swarm}/agents",
-            post(agents::register).get(agents::list),
-        )
-        .route(
-            "/swarms/{swarm}/tasks",
-            post(tasks::submit).get(tasks::list_in_swarm),
-        )
-        .route(
-            "/swarms/{swarm}/topology",
-            get(topology::show).put(topology::update),
-        )
-        .route(
-            "/swarms/{swarm}/messages",
-            post(messages::broadcast_to_swarm).get(messages::swarm_history),
-        )
-        .route("/swarms/{swarm}/messages/stream", get(messages::stream))
-        .route("/swarms/{swarm}/topics/{topic}", post(messages::publish))
-        .route(
-            "/agents/{id}/messages",
-            get(messages::agent_history)
-                .post(messages::send)
-                .put(messages::broadcast_from)
-                .delete(messages::clear)
-                .patch(messages::update_status),
-        )
-        .route("/agents/{id}/messages/next", get(messages::receive))
-        .route("/agents/{id}/messages/ws", get(messages::socket))
-        .route(
-            "/agents/{id}/subscriptions",
-            get(messages::subscriptions).put(messages::subscribe),
-        )
-        .route("/messages/{id}", get(messages::show))
-        .route("/messages/{id}/retry", post(messages::retry))
-        .route("/tasks/{id}/delegate", post(topology::delegate))
-        .route("/swarms/{swarm}/pools", get(pools::list))
-        .route(
-            "/swarms/{swarm}/pools/{pool}",
-            get(pools::show).put(pools::put).delete(pools::delete),
-        )
-        .route("/swarms/{swarm}/pools/{pool}/agents", post(pools::spawn))
-        .route("/fleet", axum::routing::put(pools::apply_fleet))
-        .route(
-            "/agents/{id}",
-            get(agents::show)
-                .delete(agents::remove)
-                .patch(pools::lifecycle),
-        )
-        .route("/agents/{id}/logs", get(pools::logs))
-        .route("/agents/{id}/status", get(agents::status))
-        .route("/agents/{id}/heartbeats", get(metrics::heartbeats))
-        .route(
-            "/agents/{id}/state",
-            get(checkpoints::get_state).put(checkpoints::put_state),
-        )
-        .route(
-            "/agents/{id}/checkpoints",
-            post(checkpoints::create).get(checkpoints::list),
-        )
-        .route(
-            "/agents/{id}/checkpoints/{checkpoint}",
-            get(checkpoints::show).delete(checkpoints::delete),
-        )
-        .route("/alerts", get(system::alerts))
-        .route("/resources", get(resources::show))
-        .route(
-            "/resources/policy",
-            axum::routing::put(resources::put_policy),
-        )
-        .route("/agents/{id}/heartbeat", post(agents::heartbeat))
-        .route("/agents/{id}/tasks/next", get(agents::next_task))
-        .route("/tasks", get(tasks::list))
-        .route("/tasks/lookup", post(tasks::lookup))
-        .route("/tasks/{id}", get(tasks::show))
-        .route("/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/tasks/{id}/retry", post(tasks::retry))
-        .route("/tasks/{id}/progress", post(tasks::progress))
-        .route("/tasks/{id}/complete", post(tasks::complete))
-        .route("/tasks/{id}/fail", post(tasks::fail))
-        .route("/events", get(system::events))
-        .route("/events/stream", get(events_live::stream))
-        .route("/events/ws", get(events_live::socket))
-        .route("/orchestrator", get(system::orchestrator))
-        .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let scrape = Router::new()
-        .route("/metrics", get(prometheus_metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(scrape)
+    let mut api = Router::new();
+    let mut root = Router::new();
+    for r in table() {
+        let guard = Guard {
+            state: state.clone(),
+            access: r.access,
+            action: r.action().into(),
+        };
+        let endpoint = (r.handler)().route_layer(middleware::from_fn_with_state(guard, authorize));
+        match r.api_path() {
+            Some(path) => api = api.route(path, endpoint),
+            None => root = root.route(r.path, endpoint),
+        }
+    }
+    let api =
+        api.fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") });
+    root.nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
@@ -226,10 +538,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// `GET /metrics`: the Prometheus exposition (see [`crate::prometheus`]).
 async fn prometheus_metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    who.require_admin()?;
     let body = {
         let fleet = state.fleet.lock();
         crate::prometheus::render(&fleet, state.now())
@@ -307,7 +617,7 @@ pub fn paginate<T>(
 }
 
 /// Runs a blocking store read off the async threads.
-pub(super) async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError>
     + Send
@@ -317,6 +627,31 @@ pub(super) async fn read<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(&reader))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??)
+}
+
+/// The swarm a list across swarms shows: the one asked for, if any; for a swarm-limited token,
+/// always its own (asking for another answers 404, as for a swarm that does not exist).
+pub(crate) fn listed_swarm(
+    state: &AppState,
+    who: &crate::auth::Principal,
+    asked: Option<&str>,
+) -> Result<Option<flotilla_core::SwarmId>, ApiError> {
+    let not_found = |s: &str| ApiError::not_found(format!("swarm {s:?} not found"));
+    let resolved = match asked {
+        None => None,
+        Some(s) => Some(
+            state
+                .fleet
+                .lock()
+                .resolve_swarm(s)
+                .map_err(|_| not_found(s))?,
+        ),
+    };
+    match (who.swarm(), resolved) {
+        (Some(scope), Some(id)) if id != scope => Err(not_found(asked.unwrap_or_default())),
+        (Some(scope), _) => Ok(Some(scope)),
+        (None, id) => Ok(id),
+    }
 }
 
 /// The `limit` of list endpoints.

@@ -21,10 +21,8 @@ use crate::state::AppState;
 /// `GET /swarms/{swarm}/pools`
 pub async fn list(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
 ) -> ApiResult<Json<Page<Pool>>> {
-    who.require_admin()?;
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
     Ok(Json(Page {
@@ -36,10 +34,8 @@ pub async fn list(
 /// `GET /swarms/{swarm}/pools/{pool}`
 pub async fn show(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path((swarm, pool)): Path<(String, String)>,
 ) -> ApiResult<Json<Pool>> {
-    who.require_admin()?;
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
     fleet
@@ -53,11 +49,9 @@ pub async fn show(
 /// `PUT /swarms/{swarm}/pools/{pool}`
 pub async fn put(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path((swarm, pool)): Path<(String, String)>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
-    who.require_admin()?;
     let mut body = match body {
         serde_json::Value::Object(map) => map,
         _ => {
@@ -110,11 +104,9 @@ pub struct ForceQuery {
 /// `DELETE /swarms/{swarm}/pools/{pool}`
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path((swarm, pool)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<ForceQuery>,
 ) -> ApiResult<StatusCode> {
-    who.require_admin()?;
     state
         .apply(|f, now| f.delete_pool(&swarm, &pool, q.force, now))
         .await?;
@@ -124,10 +116,8 @@ pub async fn delete(
 /// `POST /swarms/{swarm}/pools/{pool}/agents`: a new managed agent.
 pub async fn spawn(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path((swarm, pool)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
-    who.require_admin()?;
     let id = AgentId(uuid::Uuid::now_v7());
     let agent = state
         .apply(|f, now| {
@@ -144,11 +134,9 @@ pub async fn spawn(
 /// `PATCH /agents/{id}`: start, stop, pause, resume, restart.
 pub async fn lifecycle(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<LifecycleRequest>,
 ) -> ApiResult<Json<Agent>> {
-    who.require_admin()?;
     let id: AgentId = parse_id(&id)?;
     if req.checkpoint.is_some() && req.operation != flotilla_core::Operation::Rollback {
         return Err(ApiError::bad_request(
@@ -202,10 +190,8 @@ pub fn spawn_missing(
 /// `PUT /fleet`
 pub async fn apply_fleet(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     ApiJson(doc): ApiJson<FleetSpec>,
 ) -> ApiResult<Json<FleetApplied>> {
-    who.require_admin()?;
     Ok(Json(apply_document(&state, doc).await?))
 }
 

@@ -28,10 +28,8 @@ fn view(state: &AppState, id: SwarmId) -> ApiResult<SwarmView> {
 /// `POST /swarms`
 pub async fn create(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     ApiJson(spec): ApiJson<SwarmSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    who.require_admin()?;
     let id = SwarmId(uuid::Uuid::now_v7());
     state
         .apply(|f, now| f.create_swarm(id, spec, now).map(|_| ()))
@@ -55,10 +53,10 @@ pub async fn list(
     Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<SwarmView>>> {
-    who.require_admin()?;
     let limit = check_limit(q.limit)?;
     let now = state.now();
-    let items = state.fleet.lock().swarm_views(now);
+    let mut items = state.fleet.lock().swarm_views(now);
+    items.retain(|s| who.sees(s.swarm.id));
     Ok(Json(paginate(
         items,
         |s| s.swarm.name.clone(),
@@ -70,10 +68,8 @@ pub async fn list(
 /// `GET /swarms/{swarm}`
 pub async fn show(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
 ) -> ApiResult<Json<SwarmView>> {
-    who.require_admin()?;
     let id = state.fleet.lock().resolve_swarm(&swarm)?;
     Ok(Json(view(&state, id)?))
 }
@@ -81,11 +77,9 @@ pub async fn show(
 /// `PUT /swarms/{swarm}`
 pub async fn update(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
     ApiJson(update): ApiJson<SwarmUpdate>,
 ) -> ApiResult<Json<SwarmView>> {
-    who.require_admin()?;
     let id = state
         .apply(|f, now| f.update_swarm(&swarm, update, now).map(|s| s.id))
         .await?;
@@ -103,11 +97,9 @@ pub struct DeleteQuery {
 /// `DELETE /swarms/{swarm}`
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    who.require_admin()?;
     state
         .apply(|f, now| f.delete_swarm(&swarm, q.force, now))
         .await?;
@@ -117,10 +109,8 @@ pub async fn delete(
 /// `GET /swarms/{swarm}/health`
 pub async fn health(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
 ) -> ApiResult<Json<SwarmHealth>> {
-    who.require_admin()?;
     let now = state.now();
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
@@ -133,11 +123,9 @@ pub async fn health(
 /// `POST /swarms/{swarm}/scale`: sets a managed pool's size, `agents` or `delta` (not both).
 pub async fn scale(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(swarm): Path<String>,
     ApiJson(req): ApiJson<ScaleRequest>,
 ) -> ApiResult<Json<ScaleAnswer>> {
-    who.require_admin()?;
     let target = match (req.agents, req.delta) {
         (Some(n), None) => ScaleTarget::To(n),
         (None, Some(d)) => ScaleTarget::By(d),

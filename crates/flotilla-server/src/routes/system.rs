@@ -8,7 +8,7 @@ use flotilla_core::{AgentId, Event, EventKind, TaskId};
 use flotilla_store::EventFilter;
 use serde::Deserialize;
 
-use super::check_limit;
+use super::{check_limit, listed_swarm};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, parse_id};
@@ -43,9 +43,8 @@ pub async fn events(
     Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Page<Event>>> {
-    who.require_admin()?;
     let limit = check_limit(q.limit)?;
-    let filter = event_filter(&state, &q)?;
+    let filter = event_filter(&state, &who, &q)?;
     let items = read_events(&state, filter, limit).await?;
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|e| e.seq.to_string()))
@@ -53,8 +52,13 @@ pub async fn events(
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// The store filter of an event query (the swarm resolved, types parsed, ids checked).
-pub(super) fn event_filter(state: &AppState, q: &EventQuery) -> Result<EventFilter, ApiError> {
+/// The store filter of an event query (the swarm resolved, types parsed, ids checked); a
+/// swarm-limited token sees only its swarm's events.
+pub(super) fn event_filter(
+    state: &AppState,
+    who: &Principal,
+    q: &EventQuery,
+) -> Result<EventFilter, ApiError> {
     let kinds = match q.kind.as_deref() {
         None => Vec::new(),
         Some(list) => list
@@ -69,10 +73,7 @@ pub(super) fn event_filter(state: &AppState, q: &EventQuery) -> Result<EventFilt
         (None, a) => a.unwrap_or(0),
     };
     Ok(EventFilter {
-        swarm: match &q.swarm {
-            Some(s) => Some(state.fleet.lock().resolve_swarm(s)?),
-            None => None,
-        },
+        swarm: listed_swarm(state, who, q.swarm.as_deref())?,
         kinds,
         agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
         task: q.task.as_deref().map(parse_id::<TaskId>).transpose()?,
@@ -117,7 +118,6 @@ pub async fn alerts(
     Extension(who): Extension<Principal>,
     ApiQuery(q): ApiQuery<AlertQuery>,
 ) -> ApiResult<Json<Page<Event>>> {
-    who.require_admin()?;
     let limit = check_limit(q.limit)?;
     let kinds = match q.level.as_deref() {
         None => vec![
@@ -138,10 +138,7 @@ pub async fn alerts(
             .collect::<Result<Vec<_>, _>>()?,
     };
     let filter = EventFilter {
-        swarm: match q.swarm {
-            Some(s) => Some(state.fleet.lock().resolve_swarm(&s)?),
-            None => None,
-        },
+        swarm: listed_swarm(&state, &who, q.swarm.as_deref())?,
         kinds,
         agent: q.agent.as_deref().map(parse_id::<AgentId>).transpose()?,
         task: None,
@@ -156,11 +153,7 @@ pub async fn alerts(
 }
 
 /// `GET /orchestrator`
-pub async fn orchestrator(
-    State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
-) -> ApiResult<Json<OrchestratorInfo>> {
-    who.require_admin()?;
+pub async fn orchestrator(State(state): State<AppState>) -> ApiResult<Json<OrchestratorInfo>> {
     let now = state.now();
     let ((swarms, agents, tasks), in_flight) = {
         let fleet = state.fleet.lock();

@@ -200,6 +200,17 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
             event::insert(&mut stmt, e)?;
         }
     }
+
+    if !batch.audit.is_empty() {
+        let mut stmt = tx.prepare_cached(token::INSERT_AUDIT)?;
+        for e in &batch.audit {
+            token::insert_audit(&mut stmt, e)?;
+        }
+    }
+    if let Some(before) = batch.audit_prune_before {
+        tx.prepare_cached(token::PRUNE_AUDIT)?
+            .execute([before.as_millis()])?;
+    }
     Ok(())
 }
 

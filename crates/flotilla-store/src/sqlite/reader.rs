@@ -19,8 +19,9 @@ use rusqlite::types::Value;
 
 use super::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
 use super::open_read_only;
-use super::rows::{self, agent, event, id, metric, pool, task};
+use super::rows::{self, agent, event, id, metric, pool, task, token};
 use crate::error::StoreError;
+use crate::token::{AuditRecord, TokenRecord};
 
 mod messages;
 
@@ -58,6 +59,21 @@ pub struct EventFilter {
     /// The newest `limit` matching events (still answered in log order) instead of the
     /// oldest.
     pub latest: bool,
+}
+
+/// Which audit entries a list shows; `None` fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only calls made with this token (by id).
+    pub token_id: Option<String>,
+    /// Only calls answered at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only calls answered before this time.
+    pub until: Option<Timestamp>,
+    /// Only refused calls (status 401 or 403).
+    pub denied: bool,
+    /// Only entries older than this seq: the next page of a newest-first list.
+    pub before_seq: Option<u64>,
 }
 
 /// Reads the database on read-only connections of its own. Clones share the pool.
@@ -336,6 +352,66 @@ impl SqliteReader {
             events.reverse();
         }
         Ok(events)
+    }
+
+    /// Up to `limit` audit entries that pass `filter`, newest first.
+    pub fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = format!("SELECT {} FROM audit_log WHERE 1 = 1", token::AUDIT_COLUMNS);
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(t) = &filter.token_id {
+            sql.push_str(" AND token_id = ?");
+            params.push(Value::Text(t.clone()));
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(" AND at >= ?");
+            params.push(Value::Integer(since.as_millis()));
+        }
+        if let Some(until) = filter.until {
+            sql.push_str(" AND at < ?");
+            params.push(Value::Integer(until.as_millis()));
+        }
+        if filter.denied {
+            sql.push_str(" AND status IN (401, 403)");
+        }
+        if let Some(before) = filter.before_seq {
+            sql.push_str(" AND seq < ?");
+            params.push(Value::Integer(i64::try_from(before).unwrap_or(i64::MAX)));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.with(|conn| {
+            rows::collect(
+                conn,
+                &sql,
+                rusqlite::params_from_iter(params),
+                token::audit_from_row,
+            )
+        })
+    }
+
+    /// Every token, revoked and expired ones included, oldest first.
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {} FROM api_tokens ORDER BY created_at, id",
+                token::COLUMNS
+            );
+            rows::collect(conn, &sql, [], token::from_row)
+        })
+    }
+
+    /// The token with this hash, revoked or not.
+    pub fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {} FROM api_tokens WHERE hash = ?1", token::COLUMNS);
+            Ok(rows::collect(conn, &sql, [hash], token::from_row)?
+                .into_iter()
+                .next())
+        })
     }
 
     /// The stored buckets of one series and period whose start is in `[from, to)`, oldest

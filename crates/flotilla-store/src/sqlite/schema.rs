@@ -293,6 +293,31 @@ CREATE INDEX agent_heartbeats_age ON agent_heartbeats (recorded_at);
 CREATE INDEX agent_heartbeats_swarm ON agent_heartbeats (swarm_id);
 "#;
 
+/// Migration 8: tokens with the roles `operator` and `viewer` may be limited to one swarm and may
+/// expire; the audit log records who called what, from where, and how it ended (read newest
+/// first, pruned by age).
+const MIGRATION_8: &str = r#"
+ALTER TABLE api_tokens ADD COLUMN swarm_id TEXT;
+ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+
+CREATE TABLE audit_log (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    token_id    TEXT,
+    role        TEXT,
+    agent_id    TEXT,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    remote      TEXT,
+    request_id  TEXT
+);
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE INDEX audit_log_token ON audit_log (token_id, seq);
+"#;
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -302,6 +327,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     MIGRATION_6,
     MIGRATION_7,
+    MIGRATION_8,
 ];
 
 /// The schema version this build writes.

@@ -37,6 +37,7 @@ pub fn commit(store: &mut SqliteStore, changes: Changes) {
         .commit(&Batch {
             changes,
             tokens: Vec::new(),
+            ..Default::default()
         })
         .expect("commit");
 }
@@ -549,8 +550,10 @@ pub fn token(id: &str, role: TokenRole, agent: Option<AgentId>) -> TokenRecord {
         hash: format!("{:0>64}", id.len()) + id,
         role,
         agent_id: agent,
+        swarm_id: None,
         label: format!("token {id}"),
         created_at: ts(1_700_000_000_000),
+        expires_at: None,
         revoked_at: None,
     }
 }

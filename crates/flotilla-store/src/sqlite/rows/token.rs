@@ -1,25 +1,30 @@
-//! The `api_tokens` table: one row per [`TokenRecord`], revoked ones included.
+//! The `api_tokens` table: one row per [`TokenRecord`], revoked ones included; and the
+//! `audit_log`, one row per [`AuditRecord`].
 
 use rusqlite::{Row, Statement};
 
 use super::{Cols, opt_id, opt_ts};
 use crate::error::StoreError;
-use crate::token::{TokenRecord, TokenRole};
+use crate::token::{AuditRecord, TokenRecord, TokenRole};
 
 /// Inserts or replaces a token by id.
 pub(crate) const UPSERT: &str = "\
-INSERT INTO api_tokens (id, hash, role, agent_id, label, created_at, revoked_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+INSERT INTO api_tokens (id, hash, role, agent_id, label, created_at, revoked_at, swarm_id,
+    expires_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (id) DO UPDATE SET
     hash = excluded.hash,
     role = excluded.role,
     agent_id = excluded.agent_id,
     label = excluded.label,
     created_at = excluded.created_at,
-    revoked_at = excluded.revoked_at";
+    revoked_at = excluded.revoked_at,
+    swarm_id = excluded.swarm_id,
+    expires_at = excluded.expires_at";
 
 /// The columns [`from_row`] reads, in order.
-pub(crate) const COLUMNS: &str = "id, hash, role, agent_id, label, created_at, revoked_at";
+pub(crate) const COLUMNS: &str =
+    "id, hash, role, agent_id, label, created_at, revoked_at, swarm_id, expires_at";
 
 /// Binds `token` to a prepared [`UPSERT`] and runs it.
 pub(crate) fn upsert(stmt: &mut Statement<'_>, token: &TokenRecord) -> Result<(), StoreError> {
@@ -31,6 +36,8 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, token: &TokenRecord) -> Result<()
         &token.label,
         token.created_at.as_millis(),
         opt_ts(token.revoked_at),
+        opt_id(&token.swarm_id),
+        opt_ts(token.expires_at),
     ))?;
     Ok(())
 }
@@ -49,5 +56,64 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
         label: c.string(4, "label")?,
         created_at: c.ts(5, "created_at")?,
         revoked_at: c.opt_ts(6, "revoked_at")?,
+        swarm_id: c.opt_id(7, "swarm_id")?,
+        expires_at: c.opt_ts(8, "expires_at")?,
+    })
+}
+
+/// Appends one entry to the audit log.
+pub(crate) const INSERT_AUDIT: &str = "\
+INSERT INTO audit_log (at, token_id, role, agent_id, method, path, action, status, outcome,
+    remote, request_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// Forgets the audit entries older than a time.
+pub(crate) const PRUNE_AUDIT: &str = "DELETE FROM audit_log WHERE at < ?1";
+
+/// The columns [`audit_from_row`] reads, in order.
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, token_id, role, agent_id, method, path, action, \
+     status, outcome, remote, request_id";
+
+/// Binds `entry` to a prepared [`INSERT_AUDIT`] and runs it.
+pub(crate) fn insert_audit(stmt: &mut Statement<'_>, e: &AuditRecord) -> Result<(), StoreError> {
+    stmt.execute((
+        e.at.as_millis(),
+        &e.token_id,
+        e.role.map(TokenRole::as_str),
+        opt_id(&e.agent_id),
+        &e.method,
+        &e.path,
+        &e.action,
+        e.status,
+        &e.outcome,
+        &e.remote,
+        &e.request_id,
+    ))?;
+    Ok(())
+}
+
+/// Decodes a row of [`AUDIT_COLUMNS`].
+pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
+    let c = Cols::new(row, "audit_log");
+    let role = c
+        .opt_str(3, "role")?
+        .map(|r| {
+            r.parse::<TokenRole>()
+                .map_err(|e| StoreError::bad_value("audit_log.role", e))
+        })
+        .transpose()?;
+    Ok(AuditRecord {
+        seq: c.u64(0, "seq")?,
+        at: c.ts(1, "at")?,
+        token_id: c.opt_string(2, "token_id")?,
+        role,
+        agent_id: c.opt_id(4, "agent_id")?,
+        method: c.string(5, "method")?,
+        path: c.string(6, "path")?,
+        action: c.string(7, "action")?,
+        status: c.int(8, "status")?,
+        outcome: c.string(9, "outcome")?,
+        remote: c.opt_string(10, "remote")?,
+        request_id: c.opt_string(11, "request_id")?,
     })
 }

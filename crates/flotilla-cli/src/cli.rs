@@ -460,7 +460,9 @@ A fleet file describes swarms and their pools; applying it is idempotent and del
   command = \"python3\"
   args = [\"agents/wordcount.py\"]      # {{payload.field}}, {{task.id}}… in exec mode
   env = { LANG = \"C.UTF-8\" }
+  payload_env = [\"MODEL\"]            # exec mode: variables a task may set in payload.env
   workdir = \".\"                       # relative to the file's directory (the default)
+  user = \"agents\"                     # run as this user (the coordinator must be root)
   runtime = \"process\"                 # or \"tmux\"
   mode = \"exec\"                       # or \"daemon\"
   memory = \"256MiB\"                   # KiB, MiB, GiB or KB, MB, GB

@@ -54,6 +54,10 @@ pub struct GlobalArgs {
     /// ~/.local/share/flotilla].
     #[arg(long, global = true, env = "FLOTILLA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Certificates (PEM) to trust for an https:// coordinator besides the public roots: the
+    /// private CA that signed its certificate, or the self-signed certificate itself.
+    #[arg(long, global = true, env = "FLOTILLA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The commands.

@@ -395,6 +395,9 @@ pub struct ServeArgs {
     /// Requests per token.
     #[command(flatten)]
     pub rate: RateFlags,
+    /// TLS, where managed agents may run and as whom, alert webhooks.
+    #[command(flatten)]
+    pub security: SecurityFlags,
     /// How the log (on stderr) is written.
     #[arg(
         long,
@@ -417,7 +420,75 @@ impl ServeArgs {
         };
         self.bus.apply(&mut config);
         self.rate.apply(&mut config);
+        self.security.apply(&mut config);
         config
+    }
+}
+
+/// The security options of `flotilla serve` and `flotilla up` (see the README's "Security").
+#[derive(Debug, Clone, Args)]
+pub struct SecurityFlags {
+    /// Serve HTTPS with this certificate (PEM: the server's certificate, then any
+    /// intermediates); needs --tls-key. Clients of a private or self-signed certificate pass
+    /// --ca-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Managed agents' working directories must resolve (links followed) inside one of these
+    /// directories; a relative workdir is taken from the first. Repeatable; in the environment,
+    /// separated by ':'. Without any, workdirs are not checked.
+    #[arg(
+        long = "work-root",
+        env = "FLOTILLA_WORK_ROOTS",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
+    pub work_roots: Vec<PathBuf>,
+    /// Run managed agents as this user when their pool names none (the coordinator must run
+    /// as root). A root coordinator without it runs them as root, and warns so.
+    #[arg(long, env = "FLOTILLA_RUN_AS", value_name = "USER")]
+    pub run_as: Option<String>,
+    /// POST each new alert as JSON to this http:// or https:// URL (5 s timeouts, no
+    /// redirects followed, 3 attempts). Repeatable; in the environment, separated by spaces.
+    #[arg(
+        long = "alert-webhook",
+        env = "FLOTILLA_ALERT_WEBHOOKS",
+        value_delimiter = ' ',
+        value_name = "URL"
+    )]
+    pub alert_webhooks: Vec<String>,
+}
+
+impl SecurityFlags {
+    /// Applies these options to a coordinator's configuration.
+    pub fn apply(&self, config: &mut flotilla_server::ServerConfig) {
+        config.work_roots = self.work_roots.clone();
+        config.run_as = self.run_as.clone();
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(flotilla_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        config.alert_webhooks.urls = self
+            .alert_webhooks
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
     }
 }
 

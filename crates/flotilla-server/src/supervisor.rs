@@ -475,7 +475,10 @@ async fn run_daemon(
     if let Some(exe) = &state.flotilla_bin {
         env.insert("FLOTILLA_BIN".to_owned(), exe.display().to_string());
     }
-    if let Some(ca) = &endpoint.ca_cert {
+    // A template may name its own (a private CA's file, say).
+    if let Some(ca) = &endpoint.ca_cert
+        && !template.env.contains_key("FLOTILLA_CA_CERT")
+    {
         env.insert("FLOTILLA_CA_CERT".to_owned(), ca.display().to_string());
     }
     let spec = command_spec(template, launch, env);

@@ -124,6 +124,18 @@ async fn workdirs_must_stay_inside_the_work_roots() {
         "{seen}"
     );
 
+    // A checkpoint saves that directory, not the coordinator's own relative one.
+    std::fs::write(root.join("sub/a.txt"), "a").unwrap();
+    std::fs::write(root.join("sub/b.txt"), "b").unwrap();
+    let checkpoint = h
+        .admin
+        .create_checkpoint(id_of(&agent), Some("inside the root"))
+        .await
+        .unwrap();
+    let checkpoint = serde_json::to_value(checkpoint).unwrap();
+    assert_eq!(checkpoint["workspace"]["kind"], "archive", "{checkpoint:#}");
+    assert_eq!(checkpoint["workspace"]["files"], 2, "{checkpoint:#}");
+
     // The link is turned outside after the pool was applied: the next start refuses.
     std::fs::remove_file(root.join("link")).unwrap();
     std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();

@@ -104,6 +104,12 @@ impl LaunchPolicy {
         })
     }
 
+    /// Where an agent of this template works: as [`LaunchPolicy::resolve`] says, without
+    /// looking at its user.
+    pub fn workdir_of(&self, template: &AgentTemplate) -> Result<Option<PathBuf>, String> {
+        self.workdir(template.workdir.as_deref())
+    }
+
     fn workdir(&self, given: Option<&str>) -> Result<Option<PathBuf>, String> {
         let Some(first) = self.roots.first() else {
             return Ok(given.map(PathBuf::from));

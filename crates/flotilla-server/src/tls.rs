@@ -240,3 +240,65 @@ async fn answer_plain_http(mut stream: TcpStream, local: SocketAddr) -> std::io:
     .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use axum::serve::ListenerExt;
+
+    use super::*;
+
+    /// Handlers see the peer's address over TLS as over plain TCP (`start` serves both ways).
+    #[tokio::test]
+    async fn handlers_see_the_peer_address_over_tls_and_plain_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        std::fs::write(&files.cert, certified.cert.pem()).unwrap();
+        std::fs::write(&files.key, certified.signing_key.serialize_pem()).unwrap();
+        let app = axum::Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_addr = tcp.local_addr().unwrap();
+        let listener = TlsListener::new(tcp, server_config(&files).unwrap())
+            .unwrap()
+            .tap_io(|_| {});
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await });
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(plain, service).await });
+
+        let trusting = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        for url in [
+            format!("https://{tls_addr}/peer"),
+            format!("http://{plain_addr}/peer"),
+        ] {
+            let peer = trusting
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let peer: SocketAddr = peer.parse().unwrap_or_else(|_| panic!("{url}: {peer}"));
+            assert!(peer.ip().is_loopback() && peer.port() != 0, "{url}: {peer}");
+        }
+    }
+}

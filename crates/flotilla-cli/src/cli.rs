@@ -1453,6 +1453,62 @@ mod tests {
     }
 
     #[test]
+    fn serve_takes_the_security_options() {
+        let cli = parse(&[
+            "serve",
+            "--work-root",
+            "/srv/a",
+            "--work-root",
+            "/srv/b",
+            "--run-as",
+            "nobody",
+            "--alert-webhook",
+            "https://hooks.example/a",
+            "--alert-webhook",
+            "http://127.0.0.1:9/b",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--ca-cert",
+            "ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.ca_cert, Some(PathBuf::from("ca.pem")));
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let c = args.config(PathBuf::from("/data"));
+        assert_eq!(
+            c.work_roots,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(c.run_as.as_deref(), Some("nobody"));
+        assert_eq!(
+            c.alert_webhooks.urls,
+            ["https://hooks.example/a", "http://127.0.0.1:9/b"]
+        );
+        assert_eq!(
+            c.tls,
+            Some(flotilla_server::tls::TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        // Defaults: none of them.
+        let Command::Serve(args) = parse(&["serve"]).unwrap().command else {
+            panic!("serve")
+        };
+        let c = args.config(PathBuf::from("/data"));
+        assert!(c.work_roots.is_empty() && c.run_as.is_none() && c.tls.is_none());
+        assert!(c.alert_webhooks.urls.is_empty());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7171");
+        // A certificate needs its key, and the other way round.
+        assert!(parse(&["serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["serve", "--tls-key", "k.pem"]).is_err());
+    }
+
+    #[test]
     fn swarm_scale_takes_a_size_or_a_signed_delta() {
         let Command::Swarm(SwarmCommand::Scale {
             swarm,

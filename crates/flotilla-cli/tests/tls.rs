@@ -251,3 +251,63 @@ fn plain_http_beyond_loopback_is_warned_of_and_tls_is_not() {
     let stderr = serve.stop();
     assert!(!stderr.contains("serving plain HTTP"), "{stderr}");
 }
+
+#[test]
+fn up_with_tls_on_every_address_applies_its_file_over_loopback() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let fleet = certs.path().join("fleet.toml");
+    std::fs::write(&fleet, "[swarms.tls-up]\ndescription = \"over TLS\"\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(FLOTILLA)
+        .arg("up")
+        .arg(&fleet)
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("FLOTILLA_DATA_DIR", data.path())
+        .env_remove("RUST_LOG")
+        .env_remove("FLOTILLA_CA_CERT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("tls-up") && l.contains("created"))
+    {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => seen.push(line),
+            Err(_) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "flotilla up did not apply its file: {seen:#?}"
+            ),
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("https://0.0.0.0:{port}"))),
+        "{seen:#?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

@@ -216,6 +216,12 @@ impl Server {
         base_url(self.tls, self.addr)
     }
 
+    /// The URL a client on this machine uses: [`Server::url`], with loopback for a wildcard
+    /// address (what managed daemons are given, and what a certificate should name).
+    pub fn local_url(&self) -> String {
+        base_url(self.tls, loopback_for_wildcard(self.addr))
+    }
+
     /// Stops accepting requests, lets those in flight finish (long polls return at once),
     /// flushes the store and returns.
     pub async fn shutdown(self) -> Result<(), ServerError> {
@@ -395,17 +401,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     }
     let ticker = tokio::spawn(tick_loop(state.clone(), config.tick_interval));
     // Daemon-mode agents reach the coordinator on loopback when it listens on every address.
-    let agent_addr = match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
-    };
     let endpoint = supervisor::Endpoint {
-        url: base_url(serving_tls, agent_addr),
+        url: base_url(serving_tls, loopback_for_wildcard(addr)),
         ca_cert: serving_tls
             .then(|| {
                 config
@@ -438,6 +435,19 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         supervisor,
         writer_thread,
     })
+}
+
+/// `addr`, with loopback in place of an unspecified (wildcard) address.
+fn loopback_for_wildcard(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 /// `http://ADDR` or `https://ADDR`.

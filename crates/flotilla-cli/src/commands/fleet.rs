@@ -50,12 +50,12 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
         }
     }
     let url = server.url();
-    // Its own certificate is what this client trusts (or --ca-cert).
+    // Its own certificate is what this client trusts (or --ca-cert), on loopback.
     let mut options = config::client_options(global);
     if options.ca_cert.is_none() {
         options.ca_cert = args.serve.security.tls_cert.clone();
     }
-    let client = Client::with_options(&url, server.admin_token.clone(), &options)?;
+    let client = Client::with_options(&server.local_url(), server.admin_token.clone(), &options)?;
     let applied = match client.apply_fleet(&spec).await {
         Ok(applied) => applied,
         Err(e) => {

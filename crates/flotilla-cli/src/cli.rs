@@ -54,6 +54,10 @@ pub struct GlobalArgs {
     /// ~/.local/share/flotilla].
     #[arg(long, global = true, env = "FLOTILLA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Certificates (PEM) to trust for an https:// coordinator besides the public roots: the
+    /// private CA that signed its certificate, or the self-signed certificate itself.
+    #[arg(long, global = true, env = "FLOTILLA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The commands.
@@ -478,6 +482,9 @@ pub struct ServeArgs {
     /// Requests per token.
     #[command(flatten)]
     pub rate: RateFlags,
+    /// TLS, where managed agents may run and as whom, alert webhooks.
+    #[command(flatten)]
+    pub security: SecurityFlags,
     /// How the log (on stderr) is written.
     #[arg(
         long,
@@ -500,7 +507,75 @@ impl ServeArgs {
         };
         self.bus.apply(&mut config);
         self.rate.apply(&mut config);
+        self.security.apply(&mut config);
         config
+    }
+}
+
+/// The security options of `flotilla serve` and `flotilla up` (see the README's "Security").
+#[derive(Debug, Clone, Args)]
+pub struct SecurityFlags {
+    /// Serve HTTPS with this certificate (PEM: the server's certificate, then any
+    /// intermediates); needs --tls-key. Clients of a private or self-signed certificate pass
+    /// --ca-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Managed agents' working directories must resolve (links followed) inside one of these
+    /// directories; a relative workdir is taken from the first. Repeatable; in the environment,
+    /// separated by ':'. Without any, workdirs are not checked.
+    #[arg(
+        long = "work-root",
+        env = "FLOTILLA_WORK_ROOTS",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
+    pub work_roots: Vec<PathBuf>,
+    /// Run managed agents as this user when their pool names none (the coordinator must run
+    /// as root). A root coordinator without it runs them as root, and warns so.
+    #[arg(long, env = "FLOTILLA_RUN_AS", value_name = "USER")]
+    pub run_as: Option<String>,
+    /// POST each new alert as JSON to this http:// or https:// URL (5 s timeouts, no
+    /// redirects followed, 3 attempts). Repeatable; in the environment, separated by spaces.
+    #[arg(
+        long = "alert-webhook",
+        env = "FLOTILLA_ALERT_WEBHOOKS",
+        value_delimiter = ' ',
+        value_name = "URL"
+    )]
+    pub alert_webhooks: Vec<String>,
+}
+
+impl SecurityFlags {
+    /// Applies these options to a coordinator's configuration.
+    pub fn apply(&self, config: &mut flotilla_server::ServerConfig) {
+        config.work_roots = self.work_roots.clone();
+        config.run_as = self.run_as.clone();
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(flotilla_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        config.alert_webhooks.urls = self
+            .alert_webhooks
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
     }
 }
 
@@ -547,7 +622,9 @@ A fleet file describes swarms and their pools; applying it is idempotent and del
   command = \"python3\"
   args = [\"agents/wordcount.py\"]      # {{payload.field}}, {{task.id}}… in exec mode
   env = { LANG = \"C.UTF-8\" }
+  payload_env = [\"MODEL\"]            # exec mode: variables a task may set in payload.env
   workdir = \".\"                       # relative to the file's directory (the default)
+  user = \"agents\"                     # run as this user (the coordinator must be root)
   runtime = \"process\"                 # or \"tmux\"
   mode = \"exec\"                       # or \"daemon\"
   memory = \"256MiB\"                   # KiB, MiB, GiB or KB, MB, GB
@@ -1460,6 +1537,62 @@ mod tests {
             Command::Serve(s) => assert_eq!(s.listen.port(), 9000),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn serve_takes_the_security_options() {
+        let cli = parse(&[
+            "serve",
+            "--work-root",
+            "/srv/a",
+            "--work-root",
+            "/srv/b",
+            "--run-as",
+            "nobody",
+            "--alert-webhook",
+            "https://hooks.example/a",
+            "--alert-webhook",
+            "http://127.0.0.1:9/b",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--ca-cert",
+            "ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.ca_cert, Some(PathBuf::from("ca.pem")));
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let c = args.config(PathBuf::from("/data"));
+        assert_eq!(
+            c.work_roots,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(c.run_as.as_deref(), Some("nobody"));
+        assert_eq!(
+            c.alert_webhooks.urls,
+            ["https://hooks.example/a", "http://127.0.0.1:9/b"]
+        );
+        assert_eq!(
+            c.tls,
+            Some(flotilla_server::tls::TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        // Defaults: none of them.
+        let Command::Serve(args) = parse(&["serve"]).unwrap().command else {
+            panic!("serve")
+        };
+        let c = args.config(PathBuf::from("/data"));
+        assert!(c.work_roots.is_empty() && c.run_as.is_none() && c.tls.is_none());
+        assert!(c.alert_webhooks.urls.is_empty());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7171");
+        // A certificate needs its key, and the other way round.
+        assert!(parse(&["serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["serve", "--tls-key", "k.pem"]).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use flotilla_client::Client;
+use flotilla_client::{Client, ClientOptions};
 
 use crate::cli::GlobalArgs;
 
@@ -82,10 +82,22 @@ fn read_admin_token(dir: &Path) -> Result<String> {
     }
 }
 
-/// A client of the coordinator at `--url`, acting with the resolved token.
+/// A client of the coordinator at `--url`, acting with the resolved token and trusting
+/// `--ca-cert`.
 pub fn client(global: &GlobalArgs) -> Result<Client> {
     let token = token(global)?;
-    Ok(Client::new(&global.url, token)?)
+    Ok(Client::with_options(
+        &global.url,
+        token,
+        &client_options(global),
+    )?)
+}
+
+/// The client options of `--ca-cert` / `FLOTILLA_CA_CERT`.
+pub fn client_options(global: &GlobalArgs) -> ClientOptions {
+    ClientOptions {
+        ca_cert: global.ca_cert.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +109,7 @@ mod tests {
             url: "http://127.0.0.1:7171".into(),
             token: token.map(str::to_owned),
             data_dir: data_dir.map(Path::to_path_buf),
+            ca_cert: None,
         }
     }
 

@@ -44,7 +44,9 @@
 //! command = "python3"
 //! args = ["agents/wordcount.py"]
 //! env = { LANG = "C.UTF-8" }
+//! payload_env = ["MODEL"]    # exec mode: names a task may set in its payload's `env` object
 //! workdir = "."              # relative to the fleet file's directory, which is the default
+//! user = "agents"            # run its processes as this user (the coordinator must be root)
 //! runtime = "process"        # or "tmux"
 //! mode = "exec"              # or "daemon"
 //! memory = "256MiB"          # B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB
@@ -316,7 +318,9 @@ const AGENT_KEYS: &[&str] = &[
     "command",
     "args",
     "env",
+    "payload_env",
     "workdir",
+    "user",
     "runtime",
     "mode",
     "memory",
@@ -1008,6 +1012,8 @@ impl Cx<'_> {
             args: Vec::new(),
             env: Default::default(),
             workdir: None,
+            user: None,
+            payload_env: Vec::new(),
             runtime: RuntimeKind::Process,
             mode: AgentMode::Exec,
             limits: ResourceLimits::default(),
@@ -1042,6 +1048,16 @@ impl Cx<'_> {
                 "env" => {
                     if let Some(env) = self.env(v, &kp) {
                         t.env = env;
+                    }
+                }
+                "payload_env" => {
+                    if let Some(names) = self.strings(v, &kp) {
+                        t.payload_env = names;
+                    }
+                }
+                "user" => {
+                    if let Some(user) = self.string(v, &kp) {
+                        t.user = Some(user);
                     }
                 }
                 "workdir" => {
@@ -1644,6 +1660,21 @@ agent.cpu = 2
         let t = spec.swarms[0].pools[0].template.as_ref().unwrap();
         assert_eq!(t.workdir.as_deref(), Some("/srv/other/dir"));
         assert_eq!(t.command, "./run.sh", "the command is left as it is");
+    }
+
+    #[test]
+    fn payload_env_and_user_are_read_and_checked() {
+        let spec = ok(
+            "[swarms.s.pools.p.agent]\ncommand = \"x\"\npayload_env = [\"MODEL\"]\nuser = \"nobody\"\n",
+        );
+        let t = spec.swarms[0].pools[0].template.as_ref().unwrap();
+        assert_eq!(t.payload_env, ["MODEL"]);
+        assert_eq!(t.user.as_deref(), Some("nobody"));
+        let e = error(
+            "[swarms.s.pools.p.agent]\ncommand = \"x\"\npayload_env = [\"FLOTILLA_TOKEN\"]\n",
+        );
+        assert!(e.starts_with("fleet.toml:1:"), "{e}");
+        assert!(e.contains("reserved"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ClientError;
 use crate::message_socket::MessageSocket;
 use crate::message_stream::MessageStream;
+use crate::tls::ClientOptions;
 
 /// Timeout of an ordinary request (long polls get their wait plus [`LONG_POLL_MARGIN`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -44,6 +45,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Arc<Url>,
     token: Arc<str>,
+    /// The TLS configuration of an `https://` coordinator (for its WebSockets).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -218,8 +221,19 @@ pub struct AuditQuery {
 
 impl Client {
     /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:7171`), acting with
-    /// `token`. A trailing `/` or `/api/v1` on the URL is ignored.
+    /// `token`. A trailing `/` or `/api/v1` on the URL is ignored. An `https://` coordinator
+    /// must have a publicly trusted certificate; see [`Client::with_options`] otherwise.
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        Client::with_options(base_url, token, &ClientOptions::default())
+    }
+
+    /// Like [`Client::new`], with options: the certificates to trust for an `https://`
+    /// coordinator whose certificate is self-signed or from a private CA.
+    pub fn with_options(
+        base_url: &str,
+        token: impl Into<String>,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
         let invalid = |message: String| ClientError::InvalidUrl {
             url: base_url.to_owned(),
             message,
@@ -241,18 +255,27 @@ impl Client {
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("it must not have a query or fragment".into()));
         }
-        let http = reqwest::Client::builder()
+        let tls = match base.scheme() {
+            "https" => Some(crate::tls::client_config(options.ca_cert.as_deref())?),
+            _ => None,
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("flotilla-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("flotilla-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &tls {
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        }
+        let http = builder
             .build()
             .map_err(|e| invalid(format!("cannot set up HTTP: {e}")))?;
         Ok(Client {
             http,
             base: Arc::new(base),
             token: Arc::from(token.into()),
+            tls,
         })
     }
 
@@ -263,6 +286,7 @@ impl Client {
             http: self.http.clone(),
             base: self.base.clone(),
             token: Arc::from(token.into()),
+            tls: self.tls.clone(),
         }
     }
 
@@ -1009,7 +1033,14 @@ impl Client {
         let mut url = self.url(&["agents", &agent.to_string(), "messages", "ws"]);
         url.query_pairs_mut()
             .append_pair("max_in_flight", &max_in_flight.to_string());
-        MessageSocket::connect(url, &self.token, self.base_url(), CONNECT_TIMEOUT).await
+        MessageSocket::connect(
+            url,
+            &self.token,
+            self.base_url(),
+            CONNECT_TIMEOUT,
+            self.tls.clone(),
+        )
+        .await
     }
 
     /// `GET /agents/{id}/subscriptions`: the agent's topic patterns.

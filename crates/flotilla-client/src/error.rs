@@ -46,6 +46,14 @@ pub enum ClientError {
         /// What the coordinator said.
         message: String,
     },
+    /// The certificates to trust ([`crate::ClientOptions::ca_cert`]) cannot be used.
+    #[error("cannot use the CA certificate file {path:?}: {message}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// The base URL given to [`crate::Client::new`] is not usable.
     #[error("invalid coordinator URL {url:?}: {message}")]
     InvalidUrl {
@@ -99,6 +107,7 @@ impl ClientError {
             }
             ClientError::Decode { .. }
             | ClientError::InvalidUrl { .. }
+            | ClientError::Tls { .. }
             | ClientError::Socket { .. } => false,
         }
     }
@@ -141,7 +150,18 @@ impl ClientError {
     /// Builds the error for a request that got no answer, from what went wrong (`cause`):
     /// whether the connection could not be made, or the answer did not come in time.
     pub(crate) fn no_answer(base: &str, cause: &str, connect: bool, timeout: bool) -> ClientError {
-        let message = if connect {
+        let message = if is_untrusted_certificate(cause) {
+            format!(
+                "the coordinator at {base} presented a certificate this client does not trust \
+                 ({cause}); if it is self-signed or from a private CA, pass --ca-cert FILE or set \
+                 FLOTILLA_CA_CERT"
+            )
+        } else if cause.contains("corrupt message") || cause.contains("InvalidContentType") {
+            format!(
+                "the coordinator at {base} does not answer in TLS ({cause}); if it serves plain \
+                 HTTP, use an http:// URL"
+            )
+        } else if connect {
             format!(
                 "cannot reach the coordinator at {base}: {cause} — is `flotilla serve` running? \
                  (set --url or FLOTILLA_URL if it listens elsewhere)"
@@ -168,6 +188,13 @@ impl ClientError {
             timeout,
         }
     }
+}
+
+/// Whether a connection failed because the server's certificate is not trusted.
+fn is_untrusted_certificate(cause: &str) -> bool {
+    cause.contains("invalid peer certificate")
+        || cause.contains("UnknownIssuer")
+        || cause.contains("certificate verify failed")
 }
 
 /// The innermost, most specific message of an error chain (e.g. `Connection refused (os error

@@ -4,6 +4,8 @@
 //! - [`Client`] has one async method per endpoint and returns the core's types
 //!   ([`flotilla_core::Task`], [`flotilla_core::api::SwarmView`], …).
 //! - [`ClientError`] tells, in one line, why a call failed.
+//! - An `https://` coordinator with a self-signed or private-CA certificate:
+//!   [`Client::with_options`] with [`ClientOptions::ca_cert`].
 //! - [`worker::run_worker`] registers an agent and runs a [`worker::TaskHandler`] on every task
 //!   it takes, until shut down; [`worker::run_worker_registered`] does the same for an agent
 //!   that exists already (a managed agent in `daemon` mode).
@@ -34,6 +36,7 @@ mod error;
 mod message_socket;
 mod message_stream;
 mod sse;
+mod tls;
 pub mod worker;
 
 pub use client::{
@@ -43,3 +46,4 @@ pub use client::{
 pub use error::ClientError;
 pub use message_socket::MessageSocket;
 pub use message_stream::{MessageStream, StreamItem};
+pub use tls::ClientOptions;

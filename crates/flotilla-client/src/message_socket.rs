@@ -24,9 +24,8 @@ use crate::error::ClientError;
 ///
 /// [`MessageSocket::next`] answers the next batch of messages; each must be acknowledged
 /// ([`MessageSocket::ack`]) within the swarm's ack timeout, or given back
-/// ([`MessageSocket::nack`]) for redelivery. Only `http://` coordinators are supported (this
-/// build has no TLS for WebSockets); over `https://`, receive with
-/// [`crate::Client::receive_messages`].
+/// ([`MessageSocket::nack`]) for redelivery. Over `https://` it is a `wss://` socket trusting
+/// what the client trusts ([`crate::ClientOptions`]).
 pub struct MessageSocket {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     base: String,
@@ -43,20 +42,22 @@ impl std::fmt::Debug for MessageSocket {
 }
 
 impl MessageSocket {
-    /// Opens the socket at `url` (the endpoint's `http` URL) with `token`, within `within`.
+    /// Opens the socket at `url` (the endpoint's `http` or `https` URL) with `token`, within
+    /// `within`; `tls` is the client's configuration for `https`.
     pub(crate) async fn connect(
         mut url: Url,
         token: &str,
         base: &str,
         within: std::time::Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Result<MessageSocket, ClientError> {
         let scheme = match url.scheme() {
             "http" => "ws",
+            "https" => "wss",
             _ => {
                 return Err(ClientError::InvalidUrl {
                     url: base.to_owned(),
-                    message: "the message socket needs an http:// coordinator (this build has no \
-                              TLS for WebSockets); receive with the long poll instead"
+                    message: "the message socket needs an http:// or https:// coordinator"
                         .to_owned(),
                 });
             }
@@ -78,7 +79,10 @@ impl MessageSocket {
             USER_AGENT,
             HeaderValue::from_static(concat!("flotilla-client/", env!("CARGO_PKG_VERSION"))),
         );
-        let (ws, _) = tokio::time::timeout(within, tokio_tungstenite::connect_async(request))
+        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        let (ws, _) = tokio::time::timeout(within, connecting)
             .await
             .map_err(|_| {
                 ClientError::no_answer(base, "the WebSocket handshake timed out", false, true)

@@ -147,6 +147,8 @@ fn template() -> AgentTemplate {
         args: vec!["agents/wordcount.py".into()],
         env: [("LANG".to_owned(), "C.UTF-8".to_owned())].into(),
         workdir: Some("/srv/examples".into()),
+        user: None,
+        payload_env: Vec::new(),
         runtime: RuntimeKind::Process,
         mode: AgentMode::Exec,
         limits: ResourceLimits {

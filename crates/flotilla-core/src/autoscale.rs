@@ -413,6 +413,8 @@ mod tests {
                 args: Vec::new(),
                 env: Default::default(),
                 workdir: None,
+                user: None,
+                payload_env: Vec::new(),
                 runtime: Default::default(),
                 mode: Default::default(),
                 limits: Default::default(),

@@ -65,9 +65,22 @@ pub struct AgentTemplate {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory; the coordinator's own when left out.
+    /// Environment variables a task may set (exec mode): the names listed here, and only those,
+    /// may appear in the task payload's `env` object (`{"env": {"MODEL": "opus"}}`); a task whose
+    /// payload sets any other fails without running. Empty (the default): a payload sets none,
+    /// and its `env` field is plain data. Names starting with `FLOTILLA_` are the coordinator's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_env: Vec<String>,
+    /// Working directory. With work roots configured (`flotilla serve --work-root`) it must
+    /// resolve inside one of them (a relative one against the first; the first root when left
+    /// out); without, the coordinator's own when left out.
     #[serde(default)]
     pub workdir: Option<String>,
+    /// The user its processes run as (a name, or a numeric uid); the coordinator's `--run-as`
+    /// user when left out, else the coordinator's own user. Another user than the
+    /// coordinator's needs a coordinator running as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// `process` (default) or `tmux`.
     #[serde(default)]
     pub runtime: RuntimeKind,
@@ -101,6 +114,20 @@ impl AgentTemplate {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return Err(CoreError::invalid(format!(
                     "agent.env: {key:?} is not a valid environment variable name"
+                )));
+            }
+        }
+        self.validate_payload_env()?;
+        if let Some(user) = &self.user {
+            let ok = !user.is_empty()
+                && user.len() <= 64
+                && !user.starts_with('-')
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(CoreError::invalid(format!(
+                    "agent.user {user:?} is not a user name: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-' (or a numeric uid)"
                 )));
             }
         }
@@ -139,6 +166,49 @@ impl AgentTemplate {
             return Err(CoreError::invalid(
                 "agent.stop_grace must be at most 1 hour",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl AgentTemplate {
+    /// Checks `payload_env`: valid, distinct names, none of the coordinator's, exec mode only.
+    fn validate_payload_env(&self) -> Result<(), CoreError> {
+        if self.payload_env.is_empty() {
+            return Ok(());
+        }
+        if self.mode != AgentMode::Exec {
+            return Err(CoreError::invalid(
+                "agent.payload_env applies to exec mode only: a daemon is started once, before any task, and takes its tasks through the API",
+            ));
+        }
+        if self.payload_env.len() > 100 {
+            return Err(CoreError::invalid(
+                "agent.payload_env takes at most 100 names",
+            ));
+        }
+        for (i, name) in self.payload_env.iter().enumerate() {
+            let mut bytes = name.bytes();
+            let ok = name.len() <= 128
+                && bytes
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(CoreError::invalid(format!(
+                    "agent.payload_env: {name:?} is not an environment variable name (a letter or '_', then letters, digits and '_')"
+                )));
+            }
+            if name.starts_with("FLOTILLA_") {
+                return Err(CoreError::invalid(format!(
+                    "agent.payload_env: {name} is set by the coordinator (FLOTILLA_* names are reserved); a task may not set it"
+                )));
+            }
+            if self.payload_env[..i].contains(name) {
+                return Err(CoreError::invalid(format!(
+                    "agent.payload_env lists {name} twice"
+                )));
+            }
         }
         Ok(())
     }
@@ -524,4 +594,69 @@ pub struct LifecycleRequest {
     /// With `rollback`: the checkpoint (the latest when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<crate::ids::CheckpointId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(json: serde_json::Value) -> AgentTemplate {
+        serde_json::from_value(json).expect("a template")
+    }
+
+    #[test]
+    fn payload_env_and_user_are_checked() {
+        let ok = template(serde_json::json!({
+            "command": "x", "payload_env": ["MODEL", "_X2"], "user": "nobody"
+        }));
+        assert!(ok.validate().is_ok());
+        assert!(
+            template(serde_json::json!({"command": "x", "user": "65534"}))
+                .validate()
+                .is_ok()
+        );
+        for (json, words) in [
+            (
+                serde_json::json!({"command": "x", "payload_env": ["2X"]}),
+                "not an environment variable name",
+            ),
+            (
+                serde_json::json!({"command": "x", "payload_env": ["A=B"]}),
+                "not an environment variable name",
+            ),
+            (
+                serde_json::json!({"command": "x", "payload_env": ["FLOTILLA_TOKEN"]}),
+                "reserved",
+            ),
+            (
+                serde_json::json!({"command": "x", "payload_env": ["A", "A"]}),
+                "twice",
+            ),
+            (
+                serde_json::json!({"command": "x", "mode": "daemon", "payload_env": ["A"]}),
+                "exec mode only",
+            ),
+            (
+                serde_json::json!({"command": "x", "user": "-rf"}),
+                "not a user name",
+            ),
+            (
+                serde_json::json!({"command": "x", "user": "a b"}),
+                "not a user name",
+            ),
+        ] {
+            let err = template(json.clone()).validate().unwrap_err().to_string();
+            assert!(err.contains(words), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn new_fields_are_left_out_of_the_json_when_unset() {
+        let t = template(serde_json::json!({"command": "x"}));
+        let json = serde_json::to_value(&t).unwrap();
+        assert!(
+            json.get("user").is_none() && json.get("payload_env").is_none(),
+            "{json}"
+        );
+    }
 }

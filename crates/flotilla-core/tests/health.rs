@@ -267,6 +267,8 @@ fn managed_harness(recovery: RecoveryPolicy, memory: Option<u64>) -> (Harness, A
             args: Vec::new(),
             env: Default::default(),
             workdir: None,
+            user: None,
+            payload_env: Vec::new(),
             runtime: RuntimeKind::Process,
             mode: AgentMode::Daemon,
             limits: ResourceLimits {

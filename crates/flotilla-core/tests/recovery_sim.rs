@@ -173,6 +173,8 @@ impl Sim {
                 args: Vec::new(),
                 env: Default::default(),
                 workdir: None,
+                user: None,
+                payload_env: Vec::new(),
                 runtime: RuntimeKind::Process,
                 mode: AgentMode::Daemon,
                 limits: ResourceLimits {

@@ -16,6 +16,8 @@ fn template() -> AgentTemplate {
         args: Vec::new(),
         env: Default::default(),
         workdir: None,
+        user: None,
+        payload_env: Vec::new(),
         runtime: RuntimeKind::Process,
         mode: AgentMode::Exec,
         limits: Default::default(),

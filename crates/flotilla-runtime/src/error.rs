@@ -18,6 +18,14 @@ pub enum RuntimeError {
     /// The command, its environment or its limits cannot be used as given.
     #[error("invalid command: {0}")]
     InvalidSpec(String),
+    /// The user to run as cannot be found or switched to.
+    #[error("cannot run as user {name:?}: {message}")]
+    User {
+        /// The user's name as given.
+        name: String,
+        /// Why.
+        message: String,
+    },
     /// The program could not be started (not found, not executable, a limit refused).
     #[error("cannot start {program:?}: {source}")]
     Spawn {
@@ -84,7 +92,8 @@ pub enum RuntimeError {
     },
 }
 
-/// Why an argument template could not be filled. Each names the placeholder at fault.
+/// Why an argument template (or a payload's environment) could not be filled. Each names the
+/// placeholder or variable at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// A placeholder is neither `payload…` nor `task.id`, `task.type`, `task.attempt`.
@@ -112,6 +121,29 @@ pub enum TemplateError {
     Unterminated {
         /// Index of the argument in the template.
         arg: usize,
+    },
+    /// The payload's `env` names a variable the template does not let tasks set.
+    #[error(
+        "the payload's env sets {name}, which this pool's agent template does not let tasks set (its payload_env allows: {allowed}); leave it out, or add it to payload_env"
+    )]
+    EnvNotAllowed {
+        /// The variable refused.
+        name: String,
+        /// The names the template allows, comma-separated.
+        allowed: String,
+    },
+    /// The payload's `env` is not a JSON object.
+    #[error(
+        "the payload's env must be an object of environment variables, e.g. {{\"MODEL\": \"opus\"}}"
+    )]
+    EnvNotObject,
+    /// A value of the payload's `env` cannot be an environment variable's value.
+    #[error("the payload's env value of {name} {reason}")]
+    EnvValue {
+        /// The variable.
+        name: String,
+        /// What is wrong with its value.
+        reason: &'static str,
     },
     /// The filled argument contains a NUL byte, which no argv element can hold.
     #[error("argument {arg}: the filled value contains a NUL byte")]

@@ -10,8 +10,11 @@
 //! - Every process leads its own session and process group; signals go to the group.
 //! - [`Limits`] become rlimits and, where the machine has a usable cgroup v2, a cgroup
 //!   ([`limits`]); each start reports what was enforced as [`AppliedLimits`].
+//! - [`CommandSpec::user`] ([`RunAs`]) starts the process as another user (the caller must be
+//!   root): supplementary groups, group and user set before `exec`, `setpriv` under tmux.
 //! - Output goes to size-rotated logs ([`logs`]); [`Sampler`] reads groups' CPU, memory and
-//!   open files from `/proc`; [`render_args`] fills argv templates from a task, without a shell.
+//!   open files from `/proc`; [`render_args`] fills argv templates from a task, without a shell,
+//!   and [`render_env`] takes the environment variables a task may set from its payload.
 //! - Workspace checkpoints ([`checkpoint`]): [`checkpoint::snapshot`] records an agent's working
 //!   directory (a commit on a private git ref, or a `.tar.gz` outside git),
 //!   [`checkpoint::restore`] rolls it back, [`checkpoint::discard`] deletes the snapshot.
@@ -56,10 +59,10 @@ pub use logs::{RotatingLog, rotate_if_needed};
 pub use machine::{MachineCapacity, MachineSampler, MachineUsage};
 pub use sample::{Sampler, Usage};
 pub use spec::{
-    CommandSpec, ExitInfo, Limits, LogSpec, MAX_NAME_LEN, RuntimeKind, Signal, validate_name,
+    CommandSpec, ExitInfo, Limits, LogSpec, MAX_NAME_LEN, RunAs, RuntimeKind, Signal, validate_name,
 };
 pub use supervised::{AGENT_ENV, Supervised, kill_leftover_group};
-pub use template::{TaskVars, render_args};
+pub use template::{TaskVars, render_args, render_env};
 pub use tmux::{TmuxServer, attach_command, run_once_in_tmux, run_once_in_tmux_with};
 
 /// Starts agent `name` (checked by [`validate_name`]) running `spec` under runtime `kind`, its

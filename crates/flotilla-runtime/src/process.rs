@@ -127,10 +127,23 @@ pub(crate) fn spawn(
         .transpose()?;
     let rlimits = prepared.rlimits;
 
+    // The user's ids, computed here: nothing may be allocated in the child.
+    let switch_to = spec
+        .user
+        .as_ref()
+        .filter(|u| u.switches())
+        .map(|u| (u.uid, u.gid, u.groups.clone()));
+    let user_env = spec
+        .user
+        .as_ref()
+        .map(crate::spec::RunAs::environment)
+        .unwrap_or_default();
+
     let [stdin, stdout, stderr] = stdio;
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
+        .envs(&user_env)
         .envs(&spec.env)
         .envs(extra_env)
         .stdin(stdin)
@@ -141,14 +154,19 @@ pub(crate) fn spawn(
         command.current_dir(dir);
     }
     // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls are
-    // allowed: setsid, setrlimit and write are; the closure allocates nothing (the plan was
-    // computed above) and touches no lock.
+    // allowed: setsid, setrlimit, write, setgroups, setgid and setuid are (the child has one
+    // thread); the closure allocates nothing (the plan and the ids were computed above) and
+    // touches no lock.
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setsid().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
             rlimits.apply_to_self()?;
             if let Some(fd) = &cgroup_procs {
                 limits::join_cgroup_in_child(fd)?;
+            }
+            // Last: raising limits and joining the cgroup need the caller's privileges.
+            if let Some((uid, gid, groups)) = &switch_to {
+                drop_privileges(*uid, *gid, groups)?;
             }
             Ok(())
         });
@@ -167,6 +185,21 @@ pub(crate) fn spawn(
         cgroup: prepared.cgroup,
         applied: prepared.applied,
     })
+}
+
+/// Becomes user `uid` of group `gid` with supplementary `groups`, for good (real, effective
+/// and saved ids). Async-signal-safe: meant for `pre_exec`.
+fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: plain syscalls; `groups` outlives the call and its length is passed with it.
+    unsafe {
+        if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Waits for a process to exit without reaping it.

@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
 
-/// A program to run: an argv (never a shell string), extra environment, a working directory and
-/// resource limits.
+/// A program to run: an argv (never a shell string), extra environment, a working directory,
+/// resource limits and the user to run as.
 ///
 /// The process inherits the environment of the caller (process runtime) or of the tmux server
-/// (tmux runtime), with `env` added on top.
+/// (tmux runtime), with `HOME`, `USER` and `LOGNAME` of [`CommandSpec::user`] (when set) and
+/// then `env` added on top.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandSpec {
     /// The program: a path, or a name looked up in `PATH`.
@@ -29,6 +30,9 @@ pub struct CommandSpec {
     pub workdir: Option<PathBuf>,
     /// Resource limits; see [`crate::limits`] for how each is enforced.
     pub limits: Limits,
+    /// The user to run as; the caller's own when `None`. Switching to another user needs a
+    /// caller running as root (see [`RunAs`]).
+    pub user: Option<RunAs>,
 }
 
 impl CommandSpec {
@@ -71,7 +75,117 @@ impl CommandSpec {
                 "the working directory contains a NUL byte".into(),
             ));
         }
+        if let Some(user) = &self.user {
+            user.check_switch()?;
+        }
         self.limits.validate()
+    }
+}
+
+/// A user to run processes as: its ids, supplementary groups and home, read from the system's
+/// user database by [`RunAs::lookup`].
+///
+/// A process started with one gets, in the child before `exec` and after its limits and cgroup
+/// are in place, the user's supplementary groups (`setgroups`), group (`setgid`) and user
+/// (`setuid`), in that order; tmux panes get the same through `setpriv` (see [`crate::tmux`]).
+/// Its environment gets `HOME`, `USER` and `LOGNAME` for the user (the spec's own `env` may
+/// still set them). Only a caller running as root may switch; anyone may "switch" to itself,
+/// which changes nothing but the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name.
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group id.
+    pub gid: u32,
+    /// Every group it belongs to (the primary one included), as `initgroups` would set them.
+    pub groups: Vec<u32>,
+    /// Its home directory.
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// The user named `name` (or with the numeric id `name`), from the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, RuntimeError> {
+        use nix::unistd::{Gid, Uid, User, getgrouplist};
+        let fail = |message: String| RuntimeError::User {
+            name: name.to_owned(),
+            message,
+        };
+        if name.is_empty() || name.contains('\0') {
+            return Err(fail("the name is empty or contains a NUL byte".into()));
+        }
+        let found = match name.parse::<u32>() {
+            Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+            Err(_) => User::from_name(name),
+        }
+        .map_err(|e| fail(format!("cannot read the user database: {e}")))?;
+        let user = found.ok_or_else(|| {
+            fail(
+                "no such user on this machine (see `getent passwd`); create it or name another"
+                    .into(),
+            )
+        })?;
+        let c_name = std::ffi::CString::new(user.name.clone())
+            .map_err(|_| fail("the user's name contains a NUL byte".into()))?;
+        let mut groups: Vec<u32> = getgrouplist(&c_name, user.gid)
+            .map_err(|e| fail(format!("cannot read the user's groups: {e}")))?
+            .into_iter()
+            .map(Gid::as_raw)
+            .collect();
+        if !groups.contains(&user.gid.as_raw()) {
+            groups.insert(0, user.gid.as_raw());
+        }
+        groups.dedup();
+        Ok(RunAs {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+            home: user.dir,
+        })
+    }
+
+    /// Whether this process runs as root (effective user id 0), and so may start processes as
+    /// any user.
+    pub fn caller_is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// The effective user id of this process.
+    pub fn caller_uid() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    /// Whether starting a process as this user changes its ids (it is not the caller's own
+    /// user and group).
+    pub fn switches(&self) -> bool {
+        self.uid != nix::unistd::geteuid().as_raw() || self.gid != nix::unistd::getegid().as_raw()
+    }
+
+    /// Fails when the caller may not start processes as this user: it is not root, and the
+    /// user is not its own.
+    pub fn check_switch(&self) -> Result<(), RuntimeError> {
+        if self.switches() && !Self::caller_is_root() {
+            return Err(RuntimeError::User {
+                name: self.name.clone(),
+                message: format!(
+                    "this process runs as uid {}, not root, so it can start processes only as itself; run it as root or do not ask for another user",
+                    Self::caller_uid()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `HOME`, `USER` and `LOGNAME` for this user.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("HOME".to_owned(), self.home.display().to_string()),
+            ("USER".to_owned(), self.name.clone()),
+            ("LOGNAME".to_owned(), self.name.clone()),
+        ])
     }
 }
 

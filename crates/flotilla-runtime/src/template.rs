@@ -6,6 +6,14 @@
 //! strings are inserted as their text; numbers, booleans, null, arrays and objects as their
 //! compact JSON. Path segments that are numbers index arrays (`{{payload.files.0}}`).
 //! Whitespace inside the braces is ignored (`{{ task.id }}`).
+//!
+//! Environment variables from payloads ([`render_env`]): a template lists the names a task may
+//! set (`payload_env`); the task sets them in its payload's `env` object. Any other name there
+//! is refused, naming it and the names allowed, so a payload can never set `LD_PRELOAD`,
+//! `PATH` or anything else the template does not list. A template that lists none leaves the
+//! payload's `env` field alone (it is then just data).
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -35,6 +43,63 @@ pub fn render_args(
         .enumerate()
         .map(|(i, arg)| render_one(i, arg, payload, task))
         .collect()
+}
+
+/// Longest value a payload may give an environment variable.
+pub const MAX_ENV_VALUE: usize = 64 * 1024;
+
+/// The environment variables a task sets through its payload's `env` object, each of whose names
+/// must be in `allowed`; see the module documentation.
+///
+/// Values are strings, or numbers and booleans (as their JSON text). With `allowed` empty the
+/// payload is not looked at; a payload that is not an object, or has no `env`, sets nothing.
+pub fn render_env(
+    allowed: &[String],
+    payload: &Value,
+) -> Result<BTreeMap<String, String>, TemplateError> {
+    let mut out = BTreeMap::new();
+    if allowed.is_empty() {
+        return Ok(out);
+    }
+    let Some(env) = payload.as_object().and_then(|p| p.get("env")) else {
+        return Ok(out);
+    };
+    let Value::Object(env) = env else {
+        return Err(TemplateError::EnvNotObject);
+    };
+    for (name, value) in env {
+        if !allowed.iter().any(|a| a == name) {
+            return Err(TemplateError::EnvNotAllowed {
+                name: name.clone(),
+                allowed: allowed.join(", "),
+            });
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(TemplateError::EnvValue {
+                    name: name.clone(),
+                    reason: "must be a string, a number or a boolean",
+                });
+            }
+        };
+        if text.contains('\0') {
+            return Err(TemplateError::EnvValue {
+                name: name.clone(),
+                reason: "contains a NUL byte",
+            });
+        }
+        if text.len() > MAX_ENV_VALUE {
+            return Err(TemplateError::EnvValue {
+                name: name.clone(),
+                reason: "is longer than 64 KiB",
+            });
+        }
+        out.insert(name.clone(), text);
+    }
+    Ok(out)
 }
 
 fn render_one(
@@ -172,6 +237,65 @@ mod tests {
         let out = render(&["{{payload.q}}"], json!({"q": evil})).unwrap();
         // Inserted text is not scanned again for placeholders.
         assert_eq!(out, [evil]);
+    }
+
+    #[test]
+    fn payload_env_takes_only_listed_names() {
+        let allowed: Vec<String> = vec!["MODEL".into(), "DEPTH".into(), "FAST".into()];
+        let env = render_env(
+            &allowed,
+            &json!({"env": {"MODEL": "opus; $(id) 'x' \"y\"\nz", "DEPTH": 3, "FAST": true}, "other": 1}),
+        )
+        .unwrap();
+        assert_eq!(env["MODEL"], "opus; $(id) 'x' \"y\"\nz");
+        assert_eq!(env["DEPTH"], "3");
+        assert_eq!(env["FAST"], "true");
+        // Nothing asked: nothing set.
+        assert!(render_env(&allowed, &json!({"a": 1})).unwrap().is_empty());
+        assert!(render_env(&allowed, &json!("text")).unwrap().is_empty());
+        // A template that lists nothing does not read `env` at all.
+        assert!(
+            render_env(&[], &json!({"env": {"LD_PRELOAD": "/tmp/x.so"}}))
+                .unwrap()
+                .is_empty()
+        );
+        let err = render_env(
+            &allowed,
+            &json!({"env": {"MODEL": "m", "LD_PRELOAD": "/x.so"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::EnvNotAllowed {
+                name: "LD_PRELOAD".into(),
+                allowed: "MODEL, DEPTH, FAST".into()
+            }
+        );
+        assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
+        assert!(err.to_string().contains("MODEL, DEPTH, FAST"), "{err}");
+        assert!(matches!(
+            render_env(&allowed, &json!({"env": {"PATH": "/tmp"}})),
+            Err(TemplateError::EnvNotAllowed { .. })
+        ));
+        assert_eq!(
+            render_env(&allowed, &json!({"env": ["MODEL"]})),
+            Err(TemplateError::EnvNotObject)
+        );
+        assert!(matches!(
+            render_env(&allowed, &json!({"env": {"MODEL": {"a": 1}}})),
+            Err(TemplateError::EnvValue { .. })
+        ));
+        assert!(matches!(
+            render_env(&allowed, &json!({"env": {"MODEL": "a\u{0}b"}})),
+            Err(TemplateError::EnvValue { .. })
+        ));
+        assert!(matches!(
+            render_env(
+                &allowed,
+                &json!({"env": {"MODEL": "x".repeat(MAX_ENV_VALUE + 1)}})
+            ),
+            Err(TemplateError::EnvValue { .. })
+        ));
     }
 
     #[test]

@@ -25,6 +25,11 @@
 //! code, or the same signal raised on itself, so tmux records the agent's status. The pane's pid
 //! and process group are the wrapper's; the agent is its child, in the same group.
 //!
+//! With a [`crate::RunAs`] user other than the caller's, `setpriv --reuid=UID --regid=GID
+//! --groups=G,… --` comes before `sh`: tmux forks the pane itself, so the ids cannot be dropped
+//! in a `pre_exec` of ours; `setpriv` (util-linux) drops them and execs the wrapper, which keeps
+//! the pane's pid. The pane gets the user's `HOME`, `USER` and `LOGNAME` through `-e`.
+//!
 //! What tmux would still interpret is escaped:
 //! - tmux splits its own argv into commands at any element ending in `;` (an argument `x;`
 //!   followed by `run-shell …` would run a shell command): a final `;` is sent as `\;`.
@@ -187,8 +192,15 @@ impl TmuxServer {
             "-y",
             WINDOW_SIZE.1,
         ]));
-        let marker = (AGENT_ENV.to_owned(), name.to_owned());
-        for (key, value) in spec.env.iter().chain([(&marker.0, &marker.1)]) {
+        // The user's HOME, USER and LOGNAME, then the spec's variables, then the marker.
+        let mut env = spec
+            .user
+            .as_ref()
+            .map(crate::spec::RunAs::environment)
+            .unwrap_or_default();
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert(AGENT_ENV.to_owned(), name.to_owned());
+        for (key, value) in &env {
             args.push("-e".into());
             args.push(argv_escape(&format!("{key}={value}")).into());
         }
@@ -197,6 +209,9 @@ impl TmuxServer {
             args.push(argv_escape(&format_escape(utf8(dir, "the working directory")?)).into());
         }
         args.push("--".into());
+        if let Some(user) = spec.user.as_ref().filter(|u| u.switches()) {
+            args.extend(setpriv_argv(user)?);
+        }
         args.extend(args_of(&["sh", "-c", PANE_WRAPPER]));
         args.push(argv_escape(&spec.program).into());
         args.extend(spec.args.iter().map(|a| OsString::from(argv_escape(a))));
@@ -476,6 +491,38 @@ fn no_such_session(stderr: &str) -> bool {
     ]
     .iter()
     .any(|m| stderr.contains(m))
+}
+
+/// The argv prefix that makes the pane's process `user`: `setpriv` (util-linux) sets its groups
+/// and ids, then execs the wrapper. tmux forks the pane itself, so this cannot be done in a
+/// `pre_exec` of ours; each id is one argv element, nothing is parsed by a shell.
+fn setpriv_argv(user: &crate::spec::RunAs) -> Result<Vec<OsString>, RuntimeError> {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(dir.join("setpriv"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if !found {
+        return Err(RuntimeError::User {
+            name: user.name.clone(),
+            message: "the tmux runtime starts agents as another user with setpriv, which is not on PATH; install util-linux (e.g. `apt-get install util-linux`) or use the process runtime".into(),
+        });
+    }
+    let mut argv = vec![
+        OsString::from("setpriv"),
+        format!("--reuid={}", user.uid).into(),
+        format!("--regid={}", user.gid).into(),
+    ];
+    if user.groups.is_empty() {
+        argv.push("--clear-groups".into());
+    } else {
+        let groups: Vec<String> = user.groups.iter().map(u32::to_string).collect();
+        argv.push(format!("--groups={}", groups.join(",")).into());
+    }
+    argv.push("--".into());
+    Ok(argv)
 }
 
 fn args_of(items: &[&str]) -> Vec<OsString> {

@@ -417,3 +417,50 @@ fn attach_command_argv() {
         ]
     );
 }
+
+#[tokio::test]
+async fn shell_metacharacters_quotes_and_newlines_reach_the_pane_as_text() {
+    if !common::ensure_tmux() {
+        return;
+    }
+    let tmux = PrivateTmux::new();
+    let dir = tmux.dir.path();
+    let marker = dir.join("pwned");
+    let m = marker.display();
+    let out = dir.join("seen");
+    // What a payload could hold: separators, substitutions, both quotes, newlines, backslashes.
+    let hostile = [
+        format!("; touch {m}"),
+        format!("$(touch {m})"),
+        format!("`touch {m}`"),
+        format!("'; touch {m}; '"),
+        format!("\"; touch {m}; \""),
+        format!("line one\ntouch {m}\n"),
+        "it's \"quoted\" \\ back\\slash \\".to_owned(),
+        format!("; $(touch {m}) ' \" \n"),
+    ];
+    let mut spec = CommandSpec::new("sh").args([
+        "-c",
+        "for a in \"$@\"; do printf '%s\\0' \"$a\"; done > \"$OUT\"; printf '%s\\0' \"$HOSTILE\" >> \"$OUT\"",
+        "sh",
+    ]);
+    spec.args.extend(hostile.iter().cloned());
+    spec.env.insert("OUT".into(), out.display().to_string());
+    spec.env
+        .insert("HOSTILE".into(), format!("; $(touch {m}) ' \" \n;"));
+    let log = LogSpec::new(dir.join("a.log"));
+    let mut agent = tmux.server.start("quotes", &spec, &log).await.unwrap();
+    assert!(
+        tokio::time::timeout(common::PATIENCE, agent.wait())
+            .await
+            .unwrap()
+            .success()
+    );
+    agent.stop(Duration::from_secs(1)).await;
+    let seen = fs::read_to_string(&out).unwrap();
+    let seen: Vec<&str> = seen.strip_suffix('\0').unwrap().split('\0').collect();
+    let mut expected = hostile.to_vec();
+    expected.push(format!("; $(touch {m}) ' \" \n;"));
+    assert_eq!(seen, expected, "each argument arrives byte for byte");
+    assert!(!marker.exists(), "something ran a command from an argument");
+}

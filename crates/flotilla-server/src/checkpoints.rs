@@ -27,21 +27,29 @@ fn archive_dir(state: &AppState) -> PathBuf {
 
 /// The working directory of a managed agent, if its template names one; an error when the
 /// pool's agents may share it (restoring one agent's checkpoint would undo the others' work).
+///
+/// With work roots, the directory is resolved as the supervisor starts the agent there
+/// (inside the roots, canonical), so a snapshot or a restore never reaches outside them.
 fn workdir_of(state: &AppState, agent: AgentId) -> Result<Option<PathBuf>, String> {
-    let fleet = state.fleet.lock();
-    let Some((_, pool)) = fleet.template_of(agent) else {
-        return Ok(None);
+    let template = {
+        let fleet = state.fleet.lock();
+        let Some((_, pool)) = fleet.template_of(agent) else {
+            return Ok(None);
+        };
+        let Some(template) = pool.template.as_ref().filter(|t| t.workdir.is_some()) else {
+            return Ok(None);
+        };
+        if pool.max_agents > 1 {
+            return Err(format!(
+                "pool {:?} may run up to {} agents in the one working directory {}: set its max_agents to 1 (a pool per workspace) to checkpoint it",
+                pool.name,
+                pool.max_agents,
+                template.workdir.as_deref().unwrap_or_default()
+            ));
+        }
+        template.clone()
     };
-    let Some(dir) = pool.template.as_ref().and_then(|t| t.workdir.as_ref()) else {
-        return Ok(None);
-    };
-    if pool.max_agents > 1 {
-        return Err(format!(
-            "pool {:?} may run up to {} agents in the one working directory {dir}: set its max_agents to 1 (a pool per workspace) to checkpoint it",
-            pool.name, pool.max_agents
-        ));
-    }
-    Ok(Some(PathBuf::from(dir)))
+    state.supervisor.launch().workdir_of(&template)
 }
 
 /// Takes a checkpoint of `agent`.

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod launch;
 pub mod logs;
 pub mod middleware;
 pub mod prometheus;
@@ -24,6 +25,8 @@ pub mod resources;
 pub mod routes;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
+pub mod webhooks;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -80,6 +83,19 @@ pub struct ServerConfig {
     pub max_streams_per_token: usize,
     /// How long the audit log keeps its entries (90 days).
     pub audit_retention: Duration,
+    /// Directories managed agents' working directories must lie in (none: unchecked). See
+    /// [`launch`].
+    pub work_roots: Vec<PathBuf>,
+    /// The user managed agents run as when their pool names none (`None`: the coordinator's
+    /// own; another needs a coordinator running as root).
+    pub run_as: Option<String>,
+    /// Serve HTTPS with this certificate and key (`None`, the default: plain HTTP).
+    pub tls: Option<tls::TlsFiles>,
+    /// What daemon-mode agents trust (`FLOTILLA_CA_CERT`) to reach an https coordinator; the
+    /// certificate file of `tls` when `None`.
+    pub agent_ca_cert: Option<PathBuf>,
+    /// Where new alerts are posted (no URL by default), and how.
+    pub alert_webhooks: webhooks::WebhookSettings,
 }
 
 impl ServerConfig {
@@ -100,6 +116,11 @@ impl ServerConfig {
             rate_limit: None,
             max_streams_per_token: 32,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            work_roots: Vec::new(),
+            run_as: None,
+            tls: None,
+            agent_ca_cert: None,
+            alert_webhooks: webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -148,6 +169,15 @@ pub enum ServerError {
     /// The bus could not be reached.
     #[error("cannot use the bus: {0} (start Redis, or run with --bus memory)")]
     Bus(#[from] flotilla_bus::BusError),
+    /// The certificate or key of `--tls-cert`/`--tls-key` cannot be used.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(String),
+    /// `--work-root` or `--run-as` cannot be used.
+    #[error("{0}")]
+    Launch(String),
+    /// An `--alert-webhook` URL cannot be used.
+    #[error("{0}")]
+    Webhook(String),
     /// The message audit log could not be opened.
     #[error("cannot open the message audit log {}: {source}", path.display())]
     Audit {
@@ -170,6 +200,14 @@ pub struct Server {
     pub admin_token_created: bool,
     /// Shared state, for tests that look inside.
     pub state: AppState,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
+    /// Warnings for the person who started it (the CLI repeats them on stderr): serving
+    /// beyond loopback without TLS.
+    pub warnings: Vec<String>,
+    /// What became of alerts posted to webhooks.
+    pub webhooks: std::sync::Arc<webhooks::WebhookStats>,
+    webhook_watcher: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     /// Held while running: one coordinator per data directory.
     _lock: std::fs::File,
@@ -180,9 +218,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// The base URL, e.g. `http://127.0.0.1:7171`.
+    /// The base URL, e.g. `http://127.0.0.1:7171` (`https://…` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        base_url(self.tls, self.addr)
+    }
+
+    /// The URL a client on this machine uses: [`Server::url`], with loopback for a wildcard
+    /// address (what managed daemons are given, and what a certificate should name).
+    pub fn local_url(&self) -> String {
+        base_url(self.tls, loopback_for_wildcard(self.addr))
     }
 
     /// Stops accepting requests, lets those in flight finish (long polls return at once),
@@ -197,6 +241,10 @@ impl Server {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.ticker.abort();
         let _ = self.ticker.await;
+        // The alert watcher holds the state: it ends on the shutdown signal.
+        if let Some(watcher) = self.webhook_watcher {
+            let _ = watcher.await;
+        }
         // The minute under way goes to the store with the rest, not lost with the process.
         if let Err(e) = self
             .state
@@ -231,6 +279,17 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .map_err(dir_err)?;
     }
     let lock = lock_data_dir(dir)?;
+    // Everything a flag names is checked before anything is opened or started.
+    let launch = launch::LaunchPolicy::new(&config.work_roots, config.run_as.as_deref())
+        .map_err(ServerError::Launch)?;
+    let tls_config = config
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(ServerError::Tls)?;
+    let webhook_urls =
+        webhooks::parse_urls(&config.alert_webhooks.urls).map_err(ServerError::Webhook)?;
     let bus = bus::BusLink::connect(&config.bus).await?;
     let mut message_middleware: Vec<std::sync::Arc<dyn middleware::MessageMiddleware>> =
         vec![std::sync::Arc::new(middleware::SizeLimit(
@@ -294,7 +353,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     }
     let (writer, writer_thread) = Writer::start(Box::new(store));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (supervisor, orders) = supervisor::Supervisor::channel();
+    let (supervisor, orders) = supervisor::Supervisor::channel(launch);
     let state = AppState::new(Inner {
         fleet: Mutex::new(fleet),
         tokens: RwLock::new(tokens),
@@ -327,33 +386,69 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    let app = routes::router(state.clone(), config.max_body_bytes);
+    let app = routes::router(state.clone(), config.max_body_bytes)
+        // Handlers and middleware may read the peer's address (`ConnectInfo<SocketAddr>`).
+        .into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        // With the peer's address, for the audit log.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let serving_tls = tls_config.is_some();
+    let http = match tls_config {
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(tls_config) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only so that axum derives `ConnectInfo<SocketAddr>` from the listener's
+            // address type, as it does for a plain TCP listener.
+            let listener = tls::TlsListener::new(listener, tls_config)?.tap_io(|_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            })
+        }
+    };
+    let mut warnings = Vec::new();
+    if !addr.ip().is_loopback() && !serving_tls {
+        let warning = format!(
+            "serving plain HTTP on {addr}, beyond loopback: tokens and tasks cross the network unencrypted; serve HTTPS with --tls-cert FILE --tls-key FILE, or listen on 127.0.0.1"
+        );
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    }
     let ticker = tokio::spawn(tick_loop(state.clone(), config.tick_interval));
-    let supervisor = tokio::spawn(supervisor::run(
-        state.clone(),
-        orders,
-        format!("http://{addr}"),
-    ));
+    // Daemon-mode agents reach the coordinator on loopback when it listens on every address.
+    let endpoint = supervisor::Endpoint {
+        url: base_url(serving_tls, loopback_for_wildcard(addr)),
+        ca_cert: serving_tls
+            .then(|| {
+                config
+                    .agent_ca_cert
+                    .clone()
+                    .or_else(|| config.tls.as_ref().map(|t| t.cert.clone()))
+            })
+            .flatten(),
+    };
+    let supervisor = tokio::spawn(supervisor::run(state.clone(), orders, endpoint));
+    let (webhook_stats, webhook_watcher) =
+        webhooks::start(&state, &config.alert_webhooks, webhook_urls)
+            .map_err(ServerError::Webhook)?;
     state.run_effects(&restored_effects);
-    tracing::info!(%addr, store = %state.store_description, bus = %state.bus.describe(), "coordinator started");
+    tracing::info!(%addr, tls = serving_tls, store = %state.store_description, bus = %state.bus.describe(), "coordinator started");
     Ok(Server {
         addr,
         admin_token,
         admin_token_path: auth::admin_token_path(dir),
         admin_token_created,
         state,
+        tls: serving_tls,
+        warnings,
+        webhooks: webhook_stats,
+        webhook_watcher,
         shutdown: shutdown_tx,
         _lock: lock,
         http,
@@ -361,6 +456,24 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         supervisor,
         writer_thread,
     })
+}
+
+/// `addr`, with loopback in place of an unspecified (wildcard) address.
+fn loopback_for_wildcard(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// `http://ADDR` or `https://ADDR`.
+fn base_url(tls: bool, addr: SocketAddr) -> String {
+    format!("{}://{addr}", if tls { "https" } else { "http" })
 }
 
 /// Takes the data directory's lock file, so that two coordinators never share one database.

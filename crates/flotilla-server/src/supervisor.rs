@@ -7,9 +7,15 @@
 //! moment it ends, so a crash puts the agent's work back in the queue at once.
 //!
 //! - daemon mode: one long process per agent, given `FLOTILLA_URL`, `FLOTILLA_AGENT_ID`,
-//!   `FLOTILLA_TOKEN` (a fresh agent token at every start) and `FLOTILLA_SWARM`.
+//!   `FLOTILLA_TOKEN` (a fresh agent token at every start) and `FLOTILLA_SWARM` (and
+//!   `FLOTILLA_CA_CERT` when the coordinator serves TLS).
 //! - exec mode: the agent's task loop runs in the coordinator, taking tasks straight from the
-//!   core (no HTTP), and runs the command once per task with `run_once`.
+//!   core (no HTTP), and runs the command once per task with `run_once`; the task's payload may
+//!   set the environment variables its template lists in `payload_env`, and no others.
+//!
+//! Every start resolves the template against the [`LaunchPolicy`] (work roots, run-as user):
+//! an agent whose working directory has left the roots, or whose user is gone, fails to start
+//! with the reason.
 //!
 //! Every few seconds the supervisor samples the agents' process groups from /proc (CPU, RSS,
 //! open files) and spawns the agents that managed pools lack; every 100 ms it runs a round of
@@ -29,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{new_token, record};
+use crate::launch::{Launch, LaunchPolicy};
 use crate::state::AppState;
 
 /// What the supervisor is asked to do.
@@ -50,17 +57,30 @@ pub enum Order {
     Checkpoint(AgentId, flotilla_core::CheckpointTrigger),
 }
 
-/// The supervisor's mailbox.
+/// The supervisor's mailbox, and the policy its agents are started under.
 #[derive(Clone)]
 pub struct Supervisor {
     tx: mpsc::UnboundedSender<Order>,
+    launch: Arc<LaunchPolicy>,
 }
 
 impl Supervisor {
-    /// A mailbox and its receiving end, for [`run`].
-    pub fn channel() -> (Supervisor, mpsc::UnboundedReceiver<Order>) {
+    /// A mailbox and its receiving end, for [`run`], starting agents under `launch`.
+    pub fn channel(launch: LaunchPolicy) -> (Supervisor, mpsc::UnboundedReceiver<Order>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Supervisor { tx }, rx)
+        (
+            Supervisor {
+                tx,
+                launch: Arc::new(launch),
+            },
+            rx,
+        )
+    }
+
+    /// Where and as whom managed agents may run (checked when a pool is applied, and at
+    /// every start).
+    pub fn launch(&self) -> &LaunchPolicy {
+        &self.launch
     }
 
     /// Sends an order (dropped silently once the supervisor has stopped).
@@ -93,8 +113,17 @@ struct Member {
 
 type Groups = Arc<Mutex<Vec<Member>>>;
 
+/// How daemon-mode agents reach the coordinator.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoint {
+    /// Their `FLOTILLA_URL`.
+    pub url: String,
+    /// Their `FLOTILLA_CA_CERT`: the certificates they trust for an https URL.
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
 /// Runs until the server shuts down; then stops every agent it runs (gracefully).
-pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, url: String) {
+pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, endpoint: Endpoint) {
     let mut agents: HashMap<AgentId, Handle> = HashMap::new();
     let mut sampler = rt::Sampler::new();
     let mut sample_every = tokio::time::interval(Duration::from_secs(2));
@@ -114,7 +143,7 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
         tokio::select! {
             order = orders.recv() => match order {
                 None => break,
-                Some(order) => handle(&state, &url, &mut agents, order),
+                Some(order) => handle(&state, &endpoint, &mut agents, order),
             },
             _ = sample_every.tick() => sample(&state, &agents, &mut sampler),
             _ = autoscale_every.tick() => crate::routes::autoscale(&state).await,
@@ -126,7 +155,7 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
                 for id in due {
                     if let std::collections::hash_map::Entry::Vacant(e) = checkpointing.entry(id) {
                         e.insert(std::time::Instant::now());
-                        handle(&state, &url, &mut agents, Order::Checkpoint(id, flotilla_core::CheckpointTrigger::Interval));
+                        handle(&state, &endpoint, &mut agents, Order::Checkpoint(id, flotilla_core::CheckpointTrigger::Interval));
                     }
                 }
             }
@@ -142,14 +171,19 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, ur
     }
 }
 
-fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, order: Order) {
+fn handle(
+    state: &AppState,
+    endpoint: &Endpoint,
+    agents: &mut HashMap<AgentId, Handle>,
+    order: Order,
+) {
     match order {
-        Order::Start(id) => start_after_current(state, url, agents, id, None),
+        Order::Start(id) => start_after_current(state, endpoint, agents, id, None),
         Order::Stop(id, force) => send(agents, id, Control::Stop { force }),
         Order::Pause(id) => send(agents, id, Control::Pause),
         Order::Resume(id) => send(agents, id, Control::Resume),
         Order::Rollback(id, checkpoint) => {
-            start_after_current(state, url, agents, id, Some(checkpoint))
+            start_after_current(state, endpoint, agents, id, Some(checkpoint))
         }
         Order::Checkpoint(id, trigger) => {
             let state = state.clone();
@@ -163,7 +197,7 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
             // Stop the current run (if it is not already stopping), then start once it ended:
             // a restart asked while recovery kills the process is not lost.
             send(agents, id, Control::Stop { force });
-            start_after_current(state, url, agents, id, None);
+            start_after_current(state, endpoint, agents, id, None);
         }
     }
 }
@@ -173,7 +207,7 @@ fn handle(state: &AppState, url: &str, agents: &mut HashMap<AgentId, Handle>, or
 /// gracefully if it was not already stopping (a stop, or a kill by recovery, in progress).
 fn start_after_current(
     state: &AppState,
-    url: &str,
+    endpoint: &Endpoint,
     agents: &mut HashMap<AgentId, Handle>,
     id: AgentId,
     restore: Option<flotilla_core::CheckpointId>,
@@ -184,7 +218,7 @@ fn start_after_current(
         .map(|h| h.join);
     let (control, rx) = mpsc::unbounded_channel();
     let groups: Groups = Arc::new(Mutex::new(Vec::new()));
-    let run = run_agent(state.clone(), url.to_owned(), id, rx, groups.clone());
+    let run = run_agent(state.clone(), endpoint.clone(), id, rx, groups.clone());
     let state = state.clone();
     let join = tokio::spawn(async move {
         if let Some(previous) = previous {
@@ -271,12 +305,17 @@ fn sample(state: &AppState, agents: &HashMap<AgentId, Handle>, sampler: &mut rt:
     });
 }
 
-/// The runtime's command for a template, with extra environment.
-fn command_spec(t: &AgentTemplate, env: BTreeMap<String, String>) -> rt::CommandSpec {
+/// The runtime's command for a template started as `launch` says, with extra environment.
+fn command_spec(
+    t: &AgentTemplate,
+    launch: &Launch,
+    env: BTreeMap<String, String>,
+) -> rt::CommandSpec {
     let mut spec = rt::CommandSpec::new(t.command.clone()).args(t.args.iter().cloned());
     spec.env = t.env.clone();
     spec.env.extend(env);
-    spec.workdir = t.workdir.as_ref().map(Into::into);
+    spec.workdir = launch.workdir.clone();
+    spec.user = launch.user.clone();
     spec.limits = rt::Limits {
         memory_bytes: t.limits.memory_bytes,
         cpu_cores: t.limits.cpu_cores,
@@ -306,7 +345,7 @@ async fn exited(state: &AppState, id: AgentId, how: String, expected: bool) {
 /// One managed agent's life: start it, watch it, obey controls, report exits.
 async fn run_agent(
     state: AppState,
-    url: String,
+    endpoint: Endpoint,
     id: AgentId,
     mut control: mpsc::UnboundedReceiver<Control>,
     groups: Groups,
@@ -335,11 +374,31 @@ async fn run_agent(
         let _ = rt::tmux::kill_session(&agent.name).await;
     }
     let log = rt::LogSpec::new(state.log_path(&agent.name));
-    match template.mode {
-        AgentMode::Daemon => {
-            run_daemon(&state, &url, &agent, &template, &log, &mut control, &groups).await
+    // Where and as whom, checked again now: links, users and roots may have changed since the
+    // pool was applied.
+    let launch = match state.supervisor.launch().resolve(&template) {
+        Ok(launch) => launch,
+        Err(e) => {
+            tracing::warn!(agent = %agent.name, error = %e, "managed agent not started");
+            exited(
+                &state,
+                agent.id,
+                format!("could not be started: {e}"),
+                false,
+            )
+            .await;
+            return;
         }
-        AgentMode::Exec => run_exec(&state, &agent, &template, &log, &mut control, &groups).await,
+    };
+    let run = Run {
+        agent: &agent,
+        template: &template,
+        launch: &launch,
+        log: &log,
+    };
+    match template.mode {
+        AgentMode::Daemon => run_daemon(&state, &endpoint, &run, &mut control, &groups).await,
+        AgentMode::Exec => run_exec(&state, &run, &mut control, &groups).await,
     }
     groups.lock().clear();
     // An exec-mode agent's session holds its log pane between tasks: close it too.
@@ -348,15 +407,27 @@ async fn run_agent(
     }
 }
 
+/// What one run of a managed agent starts from.
+struct Run<'a> {
+    agent: &'a flotilla_core::Agent,
+    template: &'a AgentTemplate,
+    launch: &'a Launch,
+    log: &'a rt::LogSpec,
+}
+
 async fn run_daemon(
     state: &AppState,
-    url: &str,
-    agent: &flotilla_core::Agent,
-    template: &AgentTemplate,
-    log: &rt::LogSpec,
+    endpoint: &Endpoint,
+    run: &Run<'_>,
     control: &mut mpsc::UnboundedReceiver<Control>,
     groups: &Groups,
 ) {
+    let Run {
+        agent,
+        template,
+        launch,
+        log,
+    } = *run;
     let id = agent.id;
     // A fresh token at every start: the secret of the last one is not kept.
     let (secret, hash) = new_token();
@@ -394,7 +465,7 @@ async fn run_daemon(
         .map(|s| s.name.clone())
         .unwrap_or_default();
     let env = BTreeMap::from([
-        ("FLOTILLA_URL".to_owned(), url.to_owned()),
+        ("FLOTILLA_URL".to_owned(), endpoint.url.clone()),
         ("FLOTILLA_AGENT_ID".to_owned(), id.to_string()),
         ("FLOTILLA_AGENT_NAME".to_owned(), agent.name.clone()),
         ("FLOTILLA_TOKEN".to_owned(), secret),
@@ -404,7 +475,13 @@ async fn run_daemon(
     if let Some(exe) = &state.flotilla_bin {
         env.insert("FLOTILLA_BIN".to_owned(), exe.display().to_string());
     }
-    let spec = command_spec(template, env);
+    // A template may name its own (a private CA's file, say).
+    if let Some(ca) = &endpoint.ca_cert
+        && !template.env.contains_key("FLOTILLA_CA_CERT")
+    {
+        env.insert("FLOTILLA_CA_CERT".to_owned(), ca.display().to_string());
+    }
+    let spec = command_spec(template, launch, env);
     let mut process = match rt::start(runtime_kind(template.runtime), &agent.name, &spec, log).await
     {
         Ok(p) => p,
@@ -469,12 +546,16 @@ async fn run_daemon(
 /// command once per task; the agent's own loop obeys controls.
 async fn run_exec(
     state: &AppState,
-    agent: &flotilla_core::Agent,
-    template: &AgentTemplate,
-    log: &rt::LogSpec,
+    run: &Run<'_>,
     control: &mut mpsc::UnboundedReceiver<Control>,
     groups: &Groups,
 ) {
+    let Run {
+        agent,
+        template,
+        launch,
+        log,
+    } = *run;
     let id = agent.id;
     if state
         .apply(|f, now| {
@@ -482,7 +563,7 @@ async fn run_exec(
                 id,
                 None,
                 Some(rt::Limits::describe_plan(
-                    &command_spec(template, BTreeMap::new()).limits,
+                    &command_spec(template, launch, BTreeMap::new()).limits,
                 )),
                 now,
             )
@@ -502,6 +583,7 @@ async fn run_exec(
             state.clone(),
             id,
             template.clone(),
+            launch.clone(),
             log.clone(),
             paused_rx.clone(),
             stop_rx.clone(),
@@ -552,10 +634,12 @@ async fn run_exec(
 }
 
 /// One task at a time: take, run, report, until stopped.
+#[allow(clippy::too_many_arguments)]
 async fn exec_runner(
     state: AppState,
     id: AgentId,
     template: AgentTemplate,
+    launch: Launch,
     log: rt::LogSpec,
     mut paused: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
@@ -591,15 +675,17 @@ async fn exec_runner(
                 Err(_) => return,
             }
         };
-        run_task(&state, id, &template, &log, task, &groups, &stop).await;
+        run_task(&state, id, &template, &launch, &log, task, &groups, &stop).await;
     }
 }
 
 /// Runs one task's command and reports the outcome.
+#[allow(clippy::too_many_arguments)]
 async fn run_task(
     state: &AppState,
     id: AgentId,
     template: &AgentTemplate,
+    launch: &Launch,
     log: &rt::LogSpec,
     task: Task,
     groups: &Groups,
@@ -625,9 +711,18 @@ async fn run_task(
             return;
         }
     };
-    let mut spec = command_spec(template, BTreeMap::new());
+    // The variables the payload sets, only those the template lists: anything else fails the
+    // task before anything runs (retrying would not change the payload).
+    let mut env = match rt::render_env(&template.payload_env, &payload) {
+        Ok(env) => env,
+        Err(e) => {
+            report_failure(state, id, &task, format!("refused: {e}"), false).await;
+            return;
+        }
+    };
+    let mut spec = command_spec(template, launch, BTreeMap::new());
     spec.args = args;
-    let mut env = BTreeMap::from([
+    env.extend([
         ("FLOTILLA_TASK_ID".to_owned(), task.id.to_string()),
         ("FLOTILLA_TASK_TYPE".to_owned(), task.task_type.clone()),
         (

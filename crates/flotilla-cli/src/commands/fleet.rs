@@ -44,8 +44,18 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
     let server = flotilla_server::start(args.serve.config(data_dir.clone()))
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
+    if args.serve.log_format == crate::cli::LogFormat::Text {
+        for warning in &server.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
     let url = server.url();
-    let client = Client::new(&url, server.admin_token.clone())?;
+    // Its own certificate is what this client trusts (or --ca-cert), on loopback.
+    let mut options = config::client_options(global);
+    if options.ca_cert.is_none() {
+        options.ca_cert = args.serve.security.tls_cert.clone();
+    }
+    let client = Client::with_options(&server.local_url(), server.admin_token.clone(), &options)?;
     let applied = match client.apply_fleet(&spec).await {
         Ok(applied) => applied,
         Err(e) => {

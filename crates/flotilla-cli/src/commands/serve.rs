@@ -16,6 +16,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let server = flotilla_server::start(args.config(data_dir))
         .await
         .map_err(|e| anyhow!("cannot start the coordinator: {e}"))?;
+    if args.log_format == LogFormat::Text {
+        // The log says it too; this line is for the person at the terminal.
+        for warning in &server.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
     let token = server.admin_token_path.display().to_string();
     let url = server.url();
     match args.log_format {

@@ -92,7 +92,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> Result<ExitCode> {
         args: rest.to_vec(),
     };
     if args.agent_from_env {
-        return run_as_managed(args, handler).await;
+        return run_as_managed(global, args, handler).await;
     }
     let client = config::client(global)?;
     let config = WorkerConfig {
@@ -122,9 +122,14 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> Result<ExitCode> {
 }
 
 /// `flotilla worker --agent-from-env`: the worker of a managed daemon-mode agent.
-async fn run_as_managed(args: WorkerArgs, handler: CommandHandler) -> Result<ExitCode> {
+async fn run_as_managed(
+    global: &GlobalArgs,
+    args: WorkerArgs,
+    handler: CommandHandler,
+) -> Result<ExitCode> {
     let env = AgentFromEnv::read(|name| std::env::var(name).ok())?;
-    let client = Client::new(&env.url, env.token.clone())
+    // FLOTILLA_CA_CERT (given by the coordinator when it serves TLS) is read as --ca-cert.
+    let client = Client::with_options(&env.url, env.token.clone(), &config::client_options(global))
         .with_context(|| "FLOTILLA_URL is not usable".to_owned())?;
     let concurrency = match args.concurrency {
         Some(n) => n as usize,

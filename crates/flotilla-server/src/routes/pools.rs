@@ -72,6 +72,7 @@ pub async fn put(
     }
     let spec: PoolSpec = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::bad_request(format!("invalid pool spec: {e}")))?;
+    check_launch(&state, &spec)?;
     // Enough ids for this pool's agents (and a few for other pools short of theirs).
     let ids = spawn_ids(spec.min_agents as usize + 16);
     let put = state
@@ -170,6 +171,19 @@ pub async fn lifecycle(
     Ok(Json(agent))
 }
 
+/// Checks a managed pool's template against the work roots and run-as rules (a 400 naming
+/// what to change): its agents could not start otherwise.
+fn check_launch(state: &AppState, spec: &PoolSpec) -> Result<(), ApiError> {
+    match &spec.template {
+        Some(t) => state
+            .supervisor
+            .launch()
+            .check(t)
+            .map_err(|e| ApiError::bad_request(format!("pool {:?}: {e}", spec.name))),
+        None => Ok(()),
+    }
+}
+
 /// Fresh agent ids for spawning, generated before taking the fleet lock.
 fn spawn_ids(n: usize) -> Vec<AgentId> {
     (0..n).map(|_| AgentId(uuid::Uuid::now_v7())).collect()
@@ -220,6 +234,8 @@ pub async fn apply_document(state: &AppState, doc: FleetSpec) -> ApiResult<Fleet
                     .validated()
                     .map_err(|e| CoreError::invalid(format!("swarm {:?}: {e}", s.name)))?,
             );
+            check_launch(state, p)
+                .map_err(|e| ApiError::bad_request(format!("swarm {:?}: {}", s.name, e.message)))?;
         }
     }
     let total_min: usize = pools_checked.iter().map(|p| p.min_agents as usize).sum();

@@ -4,75 +4,31 @@
 
 mod common;
 
-use common::free_port;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use common::ServeProcess;
 use serde_json::Value;
 
-/// A `flotilla serve` process whose output lines are collected as they come.
-struct Coordinator {
-    child: Child,
-    url: String,
-    token: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+/// A `flotilla serve --log-format json` process.
+struct Coordinator(ServeProcess);
+
+impl std::ops::Deref for Coordinator {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
 }
 
 impl Coordinator {
     async fn start() -> Coordinator {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--log-format", "json"])
-            .env("FLOTILLA_DATA_DIR", dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("FLOTILLA_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flotilla serve starts");
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { return };
-                    sink.lock().push(line);
-                }
-            });
-            lines
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{url}/healthz")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the coordinator did not come up; stderr: {:#?}",
-                stderr.lock()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Coordinator {
-            child,
-            url,
-            token,
-            stdout,
-            stderr,
-            _dir: dir,
-        }
+        Coordinator(
+            ServeProcess::start(|cmd| {
+                cmd.args(["--log-format", "json"])
+                    .env_remove("RUST_LOG")
+                    .env_remove("FLOTILLA_LOG_FORMAT");
+            })
+            .await,
+        )
     }
 
     /// Every line written so far, stdout's then stderr's, each parsed as JSON (panics on one
@@ -106,13 +62,6 @@ impl Coordinator {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,95 +4,37 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::free_port;
-use parking_lot::Mutex;
+use common::ServeProcess;
 use serde_json::Value;
 
-const FLOTILLA: &str = env!("CARGO_BIN_EXE_flotilla");
-
-struct Coordinator {
-    child: Child,
-    url: String,
-    admin: String,
-    output: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
+struct Coordinator(ServeProcess);
 
 impl Coordinator {
     async fn start() -> Coordinator {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new(FLOTILLA)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("FLOTILLA_DATA_DIR", dir.path())
-            // As much as it would ever log.
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flotilla serve starts");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { return };
-                    sink.lock().push(line);
-                }
-            });
-        }
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{url}/healthz")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "not up: {:#?}",
-                output.lock()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let admin = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Coordinator {
-            child,
-            url,
-            admin,
-            output,
-            _dir: dir,
-        }
+        // As much as it would ever log.
+        Coordinator(
+            ServeProcess::start(|cmd| {
+                cmd.env("RUST_LOG", "debug");
+            })
+            .await,
+        )
     }
 
     fn cli_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(FLOTILLA)
-            .args(args)
-            .env("FLOTILLA_URL", &self.url)
-            .env("FLOTILLA_TOKEN", token)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("flotilla runs")
+        self.0.cli_as(token, args)
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        self.cli_as(&self.admin, args)
+        self.0.cli_as(&self.0.token, args)
     }
-}
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Everything the coordinator wrote so far.
+    fn written(&self) -> String {
+        let mut all = self.0.stdout.lock().clone();
+        all.extend(self.0.stderr.lock().iter().cloned());
+        all.join("\n")
     }
 }
 
@@ -236,9 +178,9 @@ async fn tokens_and_the_audit_log_from_the_command_line() {
     refused(c.cli_as(&viewer, &["audit"]), "admin role");
 
     // No secret anywhere the coordinator wrote, at debug level.
-    let written = c.output.lock().join("\n");
+    let written = c.written();
     assert!(!written.is_empty());
-    for secret in [&operator, &viewer, &c.admin] {
+    for secret in [&operator, &viewer, &c.0.token] {
         assert!(
             !written.contains(secret.as_str()),
             "a token in the coordinator's output"

@@ -26,8 +26,8 @@ use axum::extract::{ConnectInfo, OriginalUri, RawPathParams, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use flotilla_core::api::AuditEntry;
 use flotilla_core::{AgentId, MessageId, SwarmId, TaskId, Timestamp};
-use flotilla_store::AuditRecord;
 use parking_lot::Mutex;
 
 use crate::auth::{Principal, Refusal, Role, bearer_secret, hash_token};
@@ -413,11 +413,11 @@ impl Call<'_> {
                 .get::<ErrorCode>()
                 .map_or_else(|| "ok".to_owned(), |c| c.0.to_owned());
             let p = self.principal.as_ref();
-            let record = AuditRecord {
+            let record = AuditEntry {
                 seq: 0,
                 at: self.guard.state.now(),
                 token_id: p.map(|p| p.token_id().to_owned()),
-                role: p.map(Principal::token_role),
+                role: p.map(|p| p.token_role().as_str().to_owned()),
                 agent_id: p.and_then(Principal::agent),
                 method: self.method.as_str().to_owned(),
                 path: truncate(self.path, 512),
@@ -471,7 +471,7 @@ impl AuditLog {
         }
     }
 
-    fn record(&self, state: &AppState, entry: AuditRecord, refused: bool) {
+    fn record(&self, state: &AppState, entry: AuditEntry, refused: bool) {
         if refused {
             let minute = entry.at.as_millis().max(0) as u64 / 60_000;
             let mut r = self.refusals.lock();

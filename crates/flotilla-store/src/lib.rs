@@ -28,7 +28,7 @@ pub use sqlite::reader::{
 };
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, SyncMode};
-pub use token::{AuditRecord, TokenRecord, TokenRole};
+pub use token::{TokenRecord, TokenRole};
 
 use flotilla_core::{Agent, Message, Pool, StoredState, Swarm, Task};
 
@@ -71,7 +71,7 @@ pub struct Batch {
     /// Tokens created or revoked.
     pub tokens: Vec<TokenRecord>,
     /// Entries to append to the audit log.
-    pub audit: Vec<AuditRecord>,
+    pub audit: Vec<flotilla_core::api::AuditEntry>,
     /// Forget the audit entries older than this.
     pub audit_prune_before: Option<flotilla_core::Timestamp>,
 }

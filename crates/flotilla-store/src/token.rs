@@ -78,32 +78,3 @@ pub struct TokenRecord {
     /// When it was revoked, if it was; revoked tokens are kept but not loaded.
     pub revoked_at: Option<Timestamp>,
 }
-
-/// One entry of the audit log: who did what, when, from where, and how it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Its place in the log (assigned by the store; 0 before it is written).
-    pub seq: u64,
-    /// When the call was answered.
-    pub at: Timestamp,
-    /// The id of the token it came with (never the token), if it had a known one.
-    pub token_id: Option<String>,
-    /// That token's role.
-    pub role: Option<TokenRole>,
-    /// The agent an agent token acts for.
-    pub agent_id: Option<AgentId>,
-    /// The HTTP method.
-    pub method: String,
-    /// The path called, without its query.
-    pub path: String,
-    /// The endpoint: the method and route pattern, e.g. `POST /swarms/{swarm}/tasks`.
-    pub action: String,
-    /// The HTTP status of the answer.
-    pub status: u16,
-    /// `ok`, or the error code of the answer (`forbidden`, `not_found`, …).
-    pub outcome: String,
-    /// The caller's address, when known.
-    pub remote: Option<String>,
-    /// The request's id (`x-request-id`).
-    pub request_id: Option<String>,
-}

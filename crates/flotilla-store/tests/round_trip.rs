@@ -4,11 +4,12 @@
 mod common;
 
 use common::*;
+use flotilla_core::api::AuditEntry;
 use flotilla_core::{
     AgentMode, AgentRole, AgentStatus, Changes, Desired, EventKind, Managed, ReportedHealth,
     ResourceUsage, RuntimeKind, SwarmStatus, Topology,
 };
-use flotilla_store::{AuditFilter, AuditRecord, EventFilter, Store, TokenRole};
+use flotilla_store::{AuditFilter, EventFilter, Store, TokenRole};
 
 #[test]
 fn every_task_state_round_trips_with_every_field_set_or_unset() {
@@ -344,11 +345,11 @@ fn scoped_expiring_tokens_of_every_role_round_trip() {
 #[test]
 fn audit_entries_round_trip_filter_page_and_prune() {
     let (dir, mut store) = open();
-    let entry = |n: i64, token: Option<&str>, status: u16| AuditRecord {
+    let entry = |n: i64, token: Option<&str>, status: u16| AuditEntry {
         seq: 0,
         at: ts(1_000 * n),
         token_id: token.map(str::to_owned),
-        role: token.map(|_| TokenRole::Operator),
+        role: token.map(|_| "operator".to_owned()),
         agent_id: (n == 2).then(|| agent_id(2)),
         method: "POST".into(),
         path: format!("/api/v1/swarms/s{n}/tasks"),
@@ -362,7 +363,7 @@ fn audit_entries_round_trip_filter_page_and_prune() {
         remote: (n != 3).then(|| "127.0.0.1:5000".to_owned()),
         request_id: Some(format!("req-{n}")),
     };
-    let written: Vec<AuditRecord> = (1..=5)
+    let written: Vec<AuditEntry> = (1..=5)
         .map(|n| {
             entry(
                 n,
@@ -379,10 +380,10 @@ fn audit_entries_round_trip_filter_page_and_prune() {
         .unwrap();
     let reader = store.reader().unwrap();
     let all = reader.list_audit(&AuditFilter::default(), 100).unwrap();
-    let mut expected: Vec<AuditRecord> = written
+    let mut expected: Vec<AuditEntry> = written
         .iter()
         .zip(1..)
-        .map(|(e, seq)| AuditRecord { seq, ..e.clone() })
+        .map(|(e, seq)| AuditEntry { seq, ..e.clone() })
         .collect();
     expected.reverse();
     assert_eq!(all, expected, "newest first, every field kept");

@@ -547,3 +547,89 @@ impl Drop for PrivateTmux {
         unsafe { std::env::remove_var("FLOTILLA_TMUX_SOCKET") };
     }
 }
+
+/// A real `flotilla serve` process on a free loopback port with its own data directory, its
+/// stdout and stderr collected line by line as they come; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+    pub stdout: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    pub stderr: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts `flotilla serve` (with what `configure` adds to the command) and waits for
+    /// `/healthz`.
+    pub async fn start(configure: impl FnOnce(&mut std::process::Command)) -> ServeProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(FLOTILLA);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("FLOTILLA_DATA_DIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("flotilla serve starts");
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { return };
+                    sink.lock().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{url}/healthz")).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the coordinator did not come up; stderr: {:#?}",
+                stderr.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        ServeProcess {
+            child,
+            url,
+            token,
+            stdout,
+            stderr,
+            dir,
+        }
+    }
+
+    /// Runs the CLI against it with this token.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(FLOTILLA)
+            .args(args)
+            .env("FLOTILLA_URL", &self.url)
+            .env("FLOTILLA_TOKEN", token)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("flotilla runs")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use flotilla_core::Timestamp;
 use flotilla_core::api::{AuditEntry, NewToken, Page, TokenSpec, TokenView};
-use flotilla_store::{AuditFilter, AuditRecord, TokenRecord};
+use flotilla_store::{AuditFilter, TokenRecord};
 use serde::Deserialize;
 
 use super::{check_limit, read};
@@ -199,28 +199,8 @@ pub async fn audit(
         denied: q.denied,
         before_seq,
     };
-    let mut rows = read(&state, move |r| r.list_audit(&filter, limit + 1)).await?;
-    let next_cursor = (rows.len() > limit).then(|| rows[limit - 1].seq.to_string());
-    rows.truncate(limit);
-    Ok(Json(Page {
-        items: rows.into_iter().map(entry).collect(),
-        next_cursor,
-    }))
-}
-
-fn entry(r: AuditRecord) -> AuditEntry {
-    AuditEntry {
-        seq: r.seq,
-        at: r.at,
-        token_id: r.token_id,
-        role: r.role.map(|r| r.as_str().to_owned()),
-        agent_id: r.agent_id,
-        method: r.method,
-        path: r.path,
-        action: r.action,
-        status: r.status,
-        outcome: r.outcome,
-        remote: r.remote,
-        request_id: r.request_id,
-    }
+    let mut items = read(&state, move |r| r.list_audit(&filter, limit + 1)).await?;
+    let next_cursor = (items.len() > limit).then(|| items[limit - 1].seq.to_string());
+    items.truncate(limit);
+    Ok(Json(Page { items, next_cursor }))
 }

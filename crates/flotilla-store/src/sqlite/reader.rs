@@ -21,7 +21,7 @@ use super::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
 use super::open_read_only;
 use super::rows::{self, agent, event, id, metric, pool, task, token};
 use crate::error::StoreError;
-use crate::token::{AuditRecord, TokenRecord};
+use crate::token::TokenRecord;
 
 mod messages;
 
@@ -359,7 +359,7 @@ impl SqliteReader {
         &self,
         filter: &AuditFilter,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<Vec<flotilla_core::api::AuditEntry>, StoreError> {
         let mut sql = format!("SELECT {} FROM audit_log WHERE 1 = 1", token::AUDIT_COLUMNS);
         let mut params: Vec<Value> = Vec::new();
         if let Some(t) = &filter.token_id {

@@ -1,11 +1,13 @@
 //! The `api_tokens` table: one row per [`TokenRecord`], revoked ones included; and the
-//! `audit_log`, one row per [`AuditRecord`].
+//! `audit_log`, one row per [`AuditEntry`].
 
 use rusqlite::{Row, Statement};
 
 use super::{Cols, opt_id, opt_ts};
 use crate::error::StoreError;
-use crate::token::{AuditRecord, TokenRecord, TokenRole};
+use flotilla_core::api::AuditEntry;
+
+use crate::token::{TokenRecord, TokenRole};
 
 /// Inserts or replaces a token by id.
 pub(crate) const UPSERT: &str = "\
@@ -75,11 +77,11 @@ pub(crate) const AUDIT_COLUMNS: &str = "seq, at, token_id, role, agent_id, metho
      status, outcome, remote, request_id";
 
 /// Binds `entry` to a prepared [`INSERT_AUDIT`] and runs it.
-pub(crate) fn insert_audit(stmt: &mut Statement<'_>, e: &AuditRecord) -> Result<(), StoreError> {
+pub(crate) fn insert_audit(stmt: &mut Statement<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     stmt.execute((
         e.at.as_millis(),
         &e.token_id,
-        e.role.map(TokenRole::as_str),
+        &e.role,
         opt_id(&e.agent_id),
         &e.method,
         &e.path,
@@ -93,20 +95,13 @@ pub(crate) fn insert_audit(stmt: &mut Statement<'_>, e: &AuditRecord) -> Result<
 }
 
 /// Decodes a row of [`AUDIT_COLUMNS`].
-pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
+pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
     let c = Cols::new(row, "audit_log");
-    let role = c
-        .opt_str(3, "role")?
-        .map(|r| {
-            r.parse::<TokenRole>()
-                .map_err(|e| StoreError::bad_value("audit_log.role", e))
-        })
-        .transpose()?;
-    Ok(AuditRecord {
+    Ok(AuditEntry {
         seq: c.u64(0, "seq")?,
         at: c.ts(1, "at")?,
         token_id: c.opt_string(2, "token_id")?,
-        role,
+        role: c.opt_string(3, "role")?,
         agent_id: c.opt_id(4, "agent_id")?,
         method: c.string(5, "method")?,
         path: c.string(6, "path")?,

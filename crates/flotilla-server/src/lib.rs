@@ -25,6 +25,9 @@ pub mod state;
 pub mod supervisor;
 pub mod writer;
 
+/// The API's OpenAPI document, as served at `GET /api/v1/openapi.json`.
+pub use routes::openapi::openapi;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

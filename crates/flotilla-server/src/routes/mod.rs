@@ -6,6 +6,7 @@ mod checkpoints;
 mod events_live;
 pub mod messages;
 mod metrics;
+pub mod openapi;
 mod pools;
 mod resources;
 mod swarms;
@@ -213,6 +214,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
+        // The API's description needs no token; its own router, beside the nest.
+        .merge(openapi::router())
         .nest("/api/v1", api)
         .merge(scrape)
         .route("/healthz", get(healthz))
@@ -224,6 +227,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 /// `GET /metrics`: the Prometheus exposition (see [`crate::prometheus`]).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses(
+        (status = 200, description = "The Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String),
+    ),
+)]
 async fn prometheus_metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::Extension(who): axum::Extension<crate::auth::Principal>,
@@ -245,6 +256,16 @@ async fn prometheus_metrics(
 }
 
 /// `GET /healthz`: 200 `ok`, or 503 once the store has refused a change (restart needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses(
+        (status = 200, description = "Alive: `ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "The store refused a change: restart the coordinator", content_type = "text/plain", body = String),
+    ),
+)]
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
@@ -261,11 +282,13 @@ async fn healthz(
 }
 
 /// `?wait=SECONDS` of long-polling endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// How long to wait, in seconds (fractions allowed), 0 to 60.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<f64>,
 }
 

@@ -103,6 +103,13 @@ fn the_document_describes_every_endpoint_of_docs_api_md_and_no_other() {
         "in the document, not in docs/api.md: {extra:?}"
     );
     assert!(described.len() >= 60, "{} operations", described.len());
+    let mut ids = BTreeSet::new();
+    for (method, path) in &described {
+        let id = doc["paths"][path][method.to_lowercase()]["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+    }
 }
 
 #[test]

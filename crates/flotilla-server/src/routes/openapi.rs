@@ -37,7 +37,7 @@ pub const BEARER: &str = "bearer";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     security(("bearer" = [])),
-    modifiers(&BearerScheme, &CommonErrors),
+    modifiers(&BearerScheme, &CommonErrors, &OperationIds),
     paths(
         super::swarms::create,
         super::swarms::list,
@@ -228,6 +228,25 @@ impl Modify for CommonErrors {
                                 .build()
                                 .into()
                         });
+                }
+            }
+        }
+    }
+}
+
+/// Makes operation ids unique: utoipa takes the handler's name (`show`, `list`…, shared by
+/// several modules); the tag (the module's subject) goes in front, `swarms_show`.
+struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            for op in operations(item) {
+                if let (Some(tag), Some(id)) =
+                    (op.tags.as_ref().and_then(|t| t.first()), &op.operation_id)
+                    && !id.starts_with(tag.as_str())
+                {
+                    op.operation_id = Some(format!("{tag}_{id}"));
                 }
             }
         }

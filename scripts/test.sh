@@ -51,3 +51,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== hostile input: schemathesis against a real coordinator"
+./scripts/hostile.sh
+echo "== cargo deny"
+./scripts/deny.sh

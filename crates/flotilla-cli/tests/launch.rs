@@ -82,13 +82,16 @@ async fn workdirs_must_stay_inside_the_work_roots() {
     let root_text = canonical(&root).display().to_string();
     let h = Harness::start_with(|c| c.work_roots = vec![root.clone()]).await;
 
-    // Out by `..`, by a symbolic link, by an absolute path: 400, naming the roots.
+    // Out by `..` (refused whatever the roots), by a symbolic link, by an absolute path: 400,
+    // the last two naming the roots.
     for bad in ["..", "sub/../../outside", "escape", "/tmp"] {
         let spec = exec_pool(&h, "bad", "pwd", json!({"workdir": bad}));
         let (status, message) = refusal(h.admin.put_pool("default", &spec).await);
         assert_eq!(status, 400, "{bad}: {message}");
-        assert!(message.contains(&root_text), "{bad}: {message}");
         assert!(!message.contains('\n'), "{message}");
+        if !bad.contains("..") {
+            assert!(message.contains(&root_text), "{bad}: {message}");
+        }
     }
     let spec = exec_pool(&h, "bad", "pwd", json!({"workdir": "missing"}));
     let (status, message) = refusal(h.admin.put_pool("default", &spec).await);

@@ -8,7 +8,19 @@ use crate::json::Json;
 use crate::time::Timestamp;
 
 /// An agent's lifecycle status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Registered, not yet started (managed agents).
@@ -79,7 +91,18 @@ impl std::str::FromStr for AgentStatus {
 /// The part an agent plays in its swarm's topology. Declared most senior first: the derived
 /// order is seniority (elections rely on it).
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AgentRole {
@@ -95,7 +118,9 @@ pub enum AgentRole {
 }
 
 /// How an agent says it is doing, in a heartbeat.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportedHealth {
     /// All is well.
@@ -108,7 +133,7 @@ pub enum ReportedHealth {
 }
 
 /// Resource usage an agent reports (all fields optional).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceUsage {
     /// CPU use in percent of one core.
@@ -146,7 +171,7 @@ impl ResourceUsage {
 }
 
 /// An agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {
     /// Its id.
     pub id: AgentId,
@@ -207,7 +232,9 @@ pub struct Agent {
 }
 
 /// Whether a managed agent should be running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Desired {
     /// Keep it running (restart it when asked).
@@ -218,7 +245,7 @@ pub enum Desired {
 }
 
 /// The process side of a managed agent.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Managed {
     /// Where its processes run.
     pub runtime: crate::pool::RuntimeKind,
@@ -243,7 +270,7 @@ pub struct Managed {
 }
 
 /// A managed agent being drained out of its pool by a scale-down.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drain {
     /// When the drain began.
     pub since: Timestamp,
@@ -264,20 +291,23 @@ impl Agent {
 }
 
 /// What an agent gives to register.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Its type (pool): `coder`, `tester`, … or a custom name.
     #[serde(rename = "type", alias = "pool", default = "default_agent_type")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub agent_type: String,
     /// Its name; generated from the type when left out.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub name: Option<String>,
     /// What it can do.
     #[serde(default)]
     pub capabilities: Vec<String>,
     /// How many tasks it may hold at once (1 by default).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent_tasks: u32,
     /// The role it asks for (worker by default); the topology decides, preferring agents that
     /// ask for more senior roles.
@@ -285,6 +315,7 @@ pub struct AgentSpec {
     pub role: AgentRole,
     /// Free-form metadata (a JSON object).
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub metadata: Option<Json>,
 }
 
@@ -310,7 +341,7 @@ impl Default for AgentSpec {
 }
 
 /// What an agent sends with a heartbeat.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Heartbeat {
     /// How the agent says it is doing.

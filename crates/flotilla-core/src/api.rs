@@ -14,7 +14,7 @@ use crate::task::Task;
 use crate::time::Timestamp;
 
 /// A page of a list, with the cursor of the next page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// This page's items.
     pub items: Vec<T>,
@@ -23,7 +23,7 @@ pub struct Page<T> {
 }
 
 /// A swarm with its live counts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SwarmView {
     /// The swarm.
     #[serde(flatten)]
@@ -39,7 +39,7 @@ pub struct SwarmView {
 
 /// A pool's size, load and queue: what `GET /swarms/{swarm}` shows and the autoscaler reads.
 /// See `docs/autoscaling.md` for the exact definitions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolView {
     /// Its name (the type of its agents).
     pub name: String,
@@ -67,7 +67,7 @@ pub struct PoolView {
 }
 
 /// The size of a pool.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolSize {
     /// Its agents that stay in it: all but those draining out and those recovery gave up on.
     pub current: u32,
@@ -84,7 +84,7 @@ pub struct PoolSize {
 }
 
 /// The part of a swarm's ready queue a pool can serve.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolQueue {
     /// Ready tasks (queued, not waiting for a retry backoff) whose required capabilities the
     /// pool's agents have.
@@ -94,7 +94,7 @@ pub struct PoolQueue {
 }
 
 /// `POST /swarms/{swarm}/scale`: a new size for a managed pool, absolute or relative.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     /// The pool.
@@ -108,7 +108,7 @@ pub struct ScaleRequest {
 }
 
 /// The answer to `POST /swarms/{swarm}/scale`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScaleAnswer {
     /// The desired size before.
     pub from: u32,
@@ -123,7 +123,7 @@ pub struct ScaleAnswer {
 }
 
 /// Counts of unfinished tasks by status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActiveTaskCounts {
     /// Waiting for dependencies.
     pub blocked: u64,
@@ -138,7 +138,7 @@ pub struct ActiveTaskCounts {
 }
 
 /// Counts of agents by status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentCounts {
     /// All registered agents (not stopped).
     pub total: u64,
@@ -147,7 +147,7 @@ pub struct AgentCounts {
 }
 
 /// `GET /swarms/{swarm}/health`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SwarmHealth {
     /// The swarm's id.
     pub swarm_id: SwarmId,
@@ -168,7 +168,7 @@ pub struct SwarmHealth {
 }
 
 /// `GET /orchestrator`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrchestratorInfo {
     /// Flotilla's version.
     pub version: String,
@@ -193,7 +193,7 @@ pub struct OrchestratorInfo {
 }
 
 /// The answer to an agent's registration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     /// The new agent's id.
     pub agent_id: AgentId,
@@ -208,7 +208,7 @@ pub struct Registration {
 }
 
 /// The answer to a heartbeat.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {
     /// The agent.
     pub agent_id: AgentId,
@@ -225,7 +225,7 @@ pub struct HeartbeatAck {
 }
 
 /// `POST /tasks/lookup`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     /// The tasks wanted.
@@ -233,7 +233,7 @@ pub struct LookupRequest {
 }
 
 /// The answer to `POST /tasks/lookup`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LookupResponse {
     /// The tasks found.
     pub items: Vec<Task>,
@@ -242,14 +242,14 @@ pub struct LookupResponse {
 }
 
 /// The answer to a batch submission.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchSubmitted {
     /// The tasks, in the order submitted.
     pub tasks: Vec<Task>,
 }
 
 /// `POST /tasks/{id}/cancel`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why.
@@ -258,7 +258,7 @@ pub struct CancelRequest {
 }
 
 /// `POST /tasks/{id}/retry`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
     /// A new attempt limit, if the old one should change.
@@ -267,14 +267,14 @@ pub struct RetryRequest {
 }
 
 /// The body of every error answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// An error's code and message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`.
@@ -288,7 +288,7 @@ pub struct ErrorDetail {
 }
 
 /// `PUT /fleet`: swarms and their pools, applied idempotently.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSpec {
     /// The swarms.
@@ -297,10 +297,11 @@ pub struct FleetSpec {
 }
 
 /// One swarm of a fleet document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSwarm {
     /// Its name.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub name: String,
     /// Its description; left as it is when left out.
     #[serde(default)]
@@ -317,7 +318,7 @@ pub struct FleetSwarm {
 }
 
 /// What applying a fleet document did to one thing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetChange {
     /// `swarm`, `pool` or `agent`.
     pub kind: String,
@@ -331,14 +332,14 @@ pub struct FleetChange {
 }
 
 /// The answer to `PUT /fleet`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetApplied {
     /// Every swarm and pool in document order, then every agent started to fill the pools.
     pub changes: Vec<FleetChange>,
 }
 
 /// The answer to `PUT /swarms/{swarm}/pools/{pool}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolPut {
     /// What changed.
     pub change: crate::fleet::PoolChange,
@@ -348,7 +349,7 @@ pub struct PoolPut {
 
 /// The answer to `GET /agents/{id}/status`: how an agent is doing, as the coordinator judges
 /// it, with the recent history of that judgement.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentStatusView {
     /// The agent.
     pub agent_id: crate::ids::AgentId,
@@ -426,7 +427,7 @@ impl AgentStatusView {
 }
 
 /// A request sent with `?wait=true` (`POST /agents/{id}/messages`), and its response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exchange {
     /// The request.
     pub request: crate::message::Message,
@@ -435,7 +436,7 @@ pub struct Exchange {
 }
 
 /// `PATCH /agents/{id}/messages`: acknowledge (`acked`) or give back (`pending`) messages.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageStatusUpdate {
     /// The messages.
@@ -445,14 +446,14 @@ pub struct MessageStatusUpdate {
 }
 
 /// What a message status update changed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessagesUpdated {
     /// The messages changed (others were not the agent's, or not in that state).
     pub updated: Vec<crate::ids::MessageId>,
 }
 
 /// An agent's topic subscriptions (`GET`/`PUT /agents/{id}/subscriptions`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subscriptions {
     /// Topic patterns: `tasks.*`, `health`, `*`.
@@ -460,7 +461,7 @@ pub struct Subscriptions {
 }
 
 /// `PUT /swarms/{swarm}/topology`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyChange {
     /// The topology to switch to.
@@ -472,7 +473,7 @@ pub struct TopologyChange {
 }
 
 /// `POST /tasks/{id}/delegate`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateRequest {
     /// The subtasks (task specifications; `ref` and `depends_on` work within the list).
@@ -483,7 +484,7 @@ pub struct DelegateRequest {
 }
 
 /// What a delegation did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delegated {
     /// The delegated task, now waiting `blocked` for its subtasks.
     pub task: Task,
@@ -493,7 +494,7 @@ pub struct Delegated {
 
 /// What the coordinator sends on an agent's message WebSocket
 /// (`GET /agents/{id}/messages/ws`): `{"type": "messages" | "updated" | "error", …}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", try_from = "FrameWire")]
 pub enum ServerFrame {
     /// Messages taken for the agent: acknowledge each.
@@ -551,7 +552,7 @@ impl TryFrom<FrameWire> for ServerFrame {
 }
 
 /// What an agent sends on its message WebSocket.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFrame {
     /// Messages handled.
@@ -563,7 +564,7 @@ pub struct ClientFrame {
 }
 
 /// `POST /tokens`: a token for a person or a program.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSpec {
     /// `viewer` (reads), `operator` (also submits and controls tasks and agents) or `admin`
@@ -581,7 +582,7 @@ pub struct TokenSpec {
 }
 
 /// A token as listings show it: never the secret, nor its hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// Its id: what the audit log records and `DELETE /tokens/{id}` takes.
     pub id: String,
@@ -602,7 +603,7 @@ pub struct TokenView {
 }
 
 /// The answer to `POST /tokens`: the token, shown only here.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     /// The secret: send it as `Authorization: Bearer <token>`. It is not stored and cannot be
     /// shown again.
@@ -613,7 +614,7 @@ pub struct NewToken {
 }
 
 /// One entry of the audit log (`GET /audit`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Its place in the log.
     pub seq: u64,

@@ -17,7 +17,9 @@ use crate::task::Progress;
 use crate::time::{Timestamp, serde_ms};
 
 /// Why a checkpoint was taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckpointTrigger {
     /// Asked for (API, CLI).
@@ -41,7 +43,7 @@ impl CheckpointTrigger {
 }
 
 /// A task an agent held when a checkpoint was taken.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskContext {
     /// The task.
     pub task_id: TaskId,
@@ -58,7 +60,7 @@ pub struct TaskContext {
 }
 
 /// A checkpoint, whole.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Checkpoint {
     /// Its id.
     pub id: CheckpointId,
@@ -74,12 +76,14 @@ pub struct Checkpoint {
     pub description: String,
     /// The state the agent last reported (`PUT /agents/{id}/state`), if any.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub state: Option<Json>,
     /// The tasks it held.
     pub tasks: Vec<TaskContext>,
     /// Its workspace snapshot as the runtime describes it (`{"kind": "git", …}` or `{"kind":
     /// "archive", …}`); none for an agent without a working directory.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub workspace: Option<Json>,
     /// Why the workspace could not be saved, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +91,7 @@ pub struct Checkpoint {
 }
 
 /// What the agent itself keeps of one of its checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckpointRef {
     /// Its id.
     pub id: CheckpointId,
@@ -97,11 +101,12 @@ pub struct CheckpointRef {
     pub trigger: CheckpointTrigger,
     /// Its workspace snapshot, to discard when it is evicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub workspace: Option<Json>,
 }
 
 /// The body of `POST /agents/{id}/checkpoints`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// Free text.
@@ -110,7 +115,7 @@ pub struct CheckpointSpec {
 }
 
 /// A pool's checkpoint policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointPolicy {
     /// How many checkpoints each agent keeps; the oldest go first.
@@ -123,6 +128,7 @@ pub struct CheckpointPolicy {
         with = "serde_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<u64>)]
     pub every: Option<Duration>,
 }
 

@@ -9,7 +9,7 @@ use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::time::Timestamp;
 
 /// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A swarm was created.
@@ -164,7 +164,7 @@ impl EventKind {
 }
 
 /// One record of the event log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Position in the log: strictly increasing, without gaps.
     pub seq: u64,

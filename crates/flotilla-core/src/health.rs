@@ -22,7 +22,18 @@ pub const OUTCOME_WINDOW: usize = 50;
 
 /// The coordinator's judgement of an agent.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
@@ -48,7 +59,7 @@ impl HealthState {
 }
 
 /// Why an agent is not healthy (or, on a return to healthy, what it recovered from).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthReason {
     /// No heartbeat for the whole lease.
@@ -89,7 +100,7 @@ impl HealthReason {
 }
 
 /// One change of an agent's health.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthTransition {
     /// When.
     pub at: Timestamp,
@@ -106,7 +117,7 @@ pub struct HealthTransition {
 }
 
 /// An agent's circuit breaker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Breaker {
     /// Tasks flow.
@@ -133,7 +144,7 @@ impl Breaker {
 }
 
 /// One finished attempt, for the error rate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// When it finished.
     pub at: Timestamp,
@@ -142,7 +153,7 @@ pub struct Outcome {
 }
 
 /// Where a managed agent is on its recovery ladder.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RecoveryState {
     /// Restarts in a row without a stable period between them.
@@ -160,7 +171,7 @@ pub struct RecoveryState {
 }
 
 /// The coordinator's view of an agent's health.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AgentHealth {
     /// Healthy, degraded or unhealthy.
@@ -173,12 +184,14 @@ pub struct AgentHealth {
     /// Since when it is in this state.
     pub since: Option<Timestamp>,
     /// The last transitions, oldest first (at most [`HEALTH_HISTORY`]).
+    #[schema(value_type = Vec<HealthTransition>)]
     pub history: VecDeque<HealthTransition>,
     /// Its circuit breaker.
     pub breaker: Breaker,
     /// Task failures in a row.
     pub consecutive_failures: u32,
     /// Its recent task outcomes, oldest first (at most [`OUTCOME_WINDOW`]).
+    #[schema(value_type = Vec<Outcome>)]
     pub outcomes: VecDeque<Outcome>,
     /// Its usual time for a successful task (exponentially weighted mean), in milliseconds.
     pub typical_task_ms: Option<f64>,
@@ -204,13 +217,14 @@ impl AgentHealth {
 }
 
 /// When a swarm concludes that an agent is not healthy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthPolicy {
     /// Failures among recent outcomes at or above this share make the agent degraded.
     pub error_rate_threshold: f64,
     /// How far back the error rate looks.
     #[serde(rename = "error_rate_window_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub error_rate_window: Duration,
     /// The error rate counts only with at least this many outcomes in the window.
     pub error_rate_min_tasks: u32,
@@ -218,6 +232,7 @@ pub struct HealthPolicy {
     pub breaker_failures: u32,
     /// How long an open breaker stays open before one trial task.
     #[serde(rename = "breaker_cooldown_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub breaker_cooldown: Duration,
     /// A task running this many times longer than the agent's usual time makes it degraded
     /// (0: never). The usual time counts after three successful tasks.
@@ -228,6 +243,7 @@ pub struct HealthPolicy {
         with = "serde_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<u64>)]
     pub progress_timeout: Option<Duration>,
     /// Resident memory above which an agent is unhealthy (managed agents default to their
     /// template's memory limit); from 90% of it, degraded.
@@ -307,19 +323,22 @@ impl HealthPolicy {
 
 /// How a swarm recovers its managed agents: restart with exponential backoff; after too many
 /// restarts in a row, give up.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryPolicy {
     /// Restart managed agents that fail (false: leave them failed).
     pub restart: bool,
     /// The wait before the first restart; it doubles with each restart in a row.
     #[serde(rename = "backoff_initial_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub backoff_initial: Duration,
     /// The longest wait.
     #[serde(rename = "backoff_max_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub backoff_max: Duration,
     /// Running this long after a restart resets the count of restarts in a row.
     #[serde(rename = "stable_after_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub stable_after: Duration,
     /// From this many restarts in a row, roll back to the agent's latest checkpoint before
     /// restarting (0: never; agents without a checkpoint just restart).

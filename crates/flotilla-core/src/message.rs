@@ -18,7 +18,9 @@ use crate::json::Json;
 use crate::time::{Timestamp, serde_ms};
 
 /// What a message is for (the AgentFlow seed's message types).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// A plain message to one agent.
@@ -49,7 +51,18 @@ impl MessageKind {
 
 /// How urgent a message is: inboxes hand out critical ones first, low ones last.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MessagePriority {
@@ -99,7 +112,7 @@ impl std::str::FromStr for MessagePriority {
 }
 
 /// Where a message is in its delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     /// In the inbox, waiting to be taken (after `deliver_after`, when retried).
@@ -153,7 +166,7 @@ impl std::str::FromStr for MessageStatus {
 }
 
 /// What became of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyState {
     /// No response yet.
@@ -165,7 +178,7 @@ pub enum ReplyState {
 }
 
 /// A message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     /// Its id.
     pub id: MessageId,
@@ -221,7 +234,7 @@ pub struct Message {
 }
 
 /// What a sender gives.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageSpec {
     /// What it is for; `message` by default (`event` when published to a topic, `broadcast`
@@ -242,9 +255,11 @@ pub struct MessageSpec {
     pub correlation_id: Option<MessageId>,
     /// For a request: how long to wait for the response (the swarm's default when left out).
     #[serde(default, rename = "timeout_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub timeout: Option<Duration>,
     /// Dead if not acknowledged within this long (the swarm's default when left out).
     #[serde(default, rename = "ttl_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub ttl: Option<Duration>,
     /// Set by the coordinator on a request whose sender waits for the response on its call
     /// (`?wait=true`): the response is handed to that call, not put in the sender's inbox.
@@ -253,25 +268,30 @@ pub struct MessageSpec {
 }
 
 /// A swarm's message settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagingConfig {
     /// How long a recipient has to acknowledge a message it took.
     #[serde(rename = "ack_timeout_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub ack_timeout: Duration,
     /// Deliveries before a message nobody acknowledges is dead.
     pub max_deliveries: u32,
     /// Wait before the first redelivery; doubles with each, up to `retry_max`.
     #[serde(rename = "retry_initial_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub retry_initial: Duration,
     /// Longest wait between deliveries.
     #[serde(rename = "retry_max_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub retry_max: Duration,
     /// Time to live of a message that does not set one; `null` for none.
     #[serde(rename = "default_ttl_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub default_ttl: Option<Duration>,
     /// How long a request waits for its response when it does not say.
     #[serde(rename = "request_timeout_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub request_timeout: Duration,
     /// Most messages waiting in one inbox; a send to a full inbox is refused.
     pub max_inbox: u32,
@@ -400,7 +420,7 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
 }
 
 /// What a publish, broadcast or send did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sent {
     /// The messages put in inboxes (one per recipient).
     pub messages: Vec<Message>,

@@ -30,7 +30,19 @@ use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::time::Timestamp;
 
 /// The length of an aggregation period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Period {
     /// One minute.
     #[serde(rename = "1m")]
@@ -88,7 +100,19 @@ impl Period {
 }
 
 /// What a series aggregates over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The whole swarm (key empty).
@@ -126,7 +150,7 @@ const GAMMA: f64 = 1.05;
 
 /// A mergeable summary of durations in milliseconds: exact count, sum and maximum, and counts
 /// in logarithmic bins from which quantiles are read within 2.5%.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sketch {
     /// Values recorded.
     #[serde(rename = "n", default)]
@@ -230,7 +254,7 @@ impl Sketch {
 }
 
 /// Durations of a period, in milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     /// How many.
     pub count: u64,
@@ -247,7 +271,7 @@ pub struct Summary {
 }
 
 /// What happened to tasks: counts over a period, or since the coordinator started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TaskCounts {
     /// Tasks submitted.
@@ -296,7 +320,7 @@ impl TaskCounts {
 
 /// Everything observed in one series over one period. Merging two buckets gives the bucket of
 /// both periods' observations.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Bucket {
     /// What happened to tasks.
@@ -419,7 +443,7 @@ impl Bucket {
 }
 
 /// A sampled gauge over a period.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gauge {
     /// Mean of the samples.
     pub avg: f64,
@@ -429,7 +453,7 @@ pub struct Gauge {
 
 /// One period of one series, as `GET /swarms/{swarm}/metrics` returns it. Figures that
 /// nothing was observed for are `null`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricPoint {
     /// Start of the period.
     pub start: Timestamp,
@@ -478,7 +502,7 @@ pub struct MetricPoint {
 // ----- what the API answers -----
 
 /// One series over a time range.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsResponse {
     /// The swarm's id.
     pub swarm: SwarmId,
@@ -497,7 +521,7 @@ pub struct MetricsResponse {
 }
 
 /// The series of one scope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricKeys {
     /// The scope.
     pub scope: Scope,
@@ -506,7 +530,7 @@ pub struct MetricKeys {
 }
 
 /// An agent's heartbeat history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatHistory {
     /// The agent.
     pub agent_id: AgentId,
@@ -544,7 +568,7 @@ pub enum Prune {
 
 /// An agent's heartbeat as stored in its history (at most one per
 /// [`MetricsConfig::heartbeat_sample_every`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatSample {
     /// The agent.
     pub agent_id: AgentId,

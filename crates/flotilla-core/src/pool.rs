@@ -13,7 +13,9 @@ use crate::swarm::validate_name;
 use crate::time::{Timestamp, serde_ms};
 
 /// Where a managed agent's process runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeKind {
     /// A child process of the coordinator, in its own process group.
@@ -24,7 +26,9 @@ pub enum RuntimeKind {
 }
 
 /// How a managed agent runs its command.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentMode {
     /// The command runs once per task: payload on stdin, result on stdout.
@@ -35,7 +39,7 @@ pub enum AgentMode {
 }
 
 /// Resource limits of a managed agent's processes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceLimits {
     /// Address-space limit (rlimit) and `memory.max` (cgroup v2, where available), in bytes.
@@ -44,15 +48,17 @@ pub struct ResourceLimits {
     pub cpu_cores: Option<f64>,
     /// CPU time per process (rlimit), in milliseconds.
     #[serde(rename = "cpu_time_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub cpu_time: Option<Duration>,
     /// Wall-clock limit of one task attempt on this pool's agents; a task with a shorter
     /// timeout of its own keeps it.
     #[serde(rename = "task_timeout_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub task_timeout: Option<Duration>,
 }
 
 /// How Flotilla starts the agents of a managed pool.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTemplate {
     /// The program, looked up on `PATH` when it has no `/`.
@@ -71,9 +77,10 @@ pub struct AgentTemplate {
     /// and its `env` field is plain data. Names starting with `FLOTILLA_` are the coordinator's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payload_env: Vec<String>,
-    /// Working directory. With work roots configured (`flotilla serve --work-root`) it must
-    /// resolve inside one of them (a relative one against the first; the first root when left
-    /// out); without, the coordinator's own when left out.
+    /// Working directory, without `.` or `..` segments (the CLI makes a fleet file's relative
+    /// ones absolute). With work roots configured (`flotilla serve --work-root`) it must resolve
+    /// inside one of them (a relative one against the first; the first root when left out);
+    /// without, the coordinator's own when left out.
     #[serde(default)]
     pub workdir: Option<String>,
     /// The user its processes run as (a name, or a numeric uid); the coordinator's `--run-as`
@@ -92,6 +99,7 @@ pub struct AgentTemplate {
     pub limits: ResourceLimits,
     /// How long a stop waits after SIGTERM before SIGKILL.
     #[serde(rename = "stop_grace_ms", with = "serde_ms", default = "default_grace")]
+    #[schema(value_type = u64)]
     pub stop_grace: Duration,
 }
 
@@ -141,6 +149,20 @@ impl AgentTemplate {
             return Err(CoreError::invalid(
                 "agent.command, args and env must not contain NUL bytes",
             ));
+        }
+        if let Some(dir) = &self.workdir {
+            // A `..` would make the path shown (in checkpoints, in logs) not the one used, and
+            // is how a path climbs out of a work root. Relative ones are taken from the first
+            // work root (the coordinator's checks them against the roots).
+            if dir.is_empty()
+                || dir.contains('\0')
+                || dir.split('/').any(|seg| seg == "." || seg == "..")
+                || dir.len() > 4096
+            {
+                return Err(CoreError::invalid(format!(
+                    "agent.workdir {dir:?} must be a path (at most 4096 bytes) without `.` or `..` segments"
+                )));
+            }
         }
         let l = &self.limits;
         if l.memory_bytes.is_some_and(|m| m < 1024 * 1024) {
@@ -240,7 +262,7 @@ pub const DEFAULT_POOL_PRIORITY: u8 = 5;
 
 /// What each agent of a pool reserves on its machine; the resource manager allocates it
 /// against the machine's capacity before the agent is started. Zero means nothing reserved.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceRequest {
     /// CPU cores (fractions allowed).
@@ -274,7 +296,7 @@ impl ResourceRequest {
 }
 
 /// What an autoscaling policy watches (the PRD's `scaling_policies.metric_name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScalingMetric {
     /// Ready tasks the pool's agents could run, per agent of the pool.
@@ -291,7 +313,7 @@ pub enum ScalingMetric {
 /// stays above `scale_up_threshold` (or below `scale_down_threshold`) for `evaluation_periods`
 /// periods in a row, the pool grows (shrinks) by the increment, within its min and max, and
 /// then waits `cooldown` before the next action.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScalingPolicy {
     /// Its name, unique in the pool.
@@ -315,6 +337,7 @@ pub struct ScalingPolicy {
         with = "serde_ms",
         default = "default_cooldown"
     )]
+    #[schema(value_type = u64)]
     pub cooldown: Duration,
     /// Periods in a row the threshold must be crossed.
     #[serde(default = "default_evaluation_periods")]
@@ -325,6 +348,7 @@ pub struct ScalingPolicy {
         with = "serde_ms",
         default = "default_evaluation_period"
     )]
+    #[schema(value_type = u64)]
     pub evaluation_period: Duration,
     /// A disabled policy is kept but not evaluated.
     #[serde(default = "yes")]
@@ -401,7 +425,7 @@ impl ScalingPolicy {
 }
 
 /// A pool of a swarm.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pool {
     /// Its swarm.
     pub swarm_id: SwarmId,
@@ -448,7 +472,7 @@ impl Pool {
 }
 
 /// What a caller gives to create or replace a pool.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// Its name (the agents' type).
@@ -565,7 +589,7 @@ impl PoolSpec {
 }
 
 /// What a lifecycle request asks of a managed agent (`PATCH /agents/{id}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// Stop, restore a checkpoint (workspace and state), start.
@@ -583,7 +607,7 @@ pub enum Operation {
 }
 
 /// The body of `PATCH /agents/{id}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleRequest {
     /// What to do.

@@ -24,8 +24,20 @@ use crate::time::Timestamp;
 
 /// How pressed a resource is.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
+#[schema(as = PressureLevel)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// Below `elevated`.
@@ -73,7 +85,19 @@ impl std::fmt::Display for Level {
 }
 
 /// What is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
     /// The machine's CPU, busy time over all cores.
@@ -107,7 +131,7 @@ impl Signal {
 }
 
 /// Thresholds, smoothing and prediction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PressureConfig {
     /// Average at or above which a signal is `elevated` (0.70).
@@ -124,6 +148,7 @@ pub struct PressureConfig {
     pub window: usize,
     /// A predicted exhaustion within this raises `elevated` to `high` (60 s).
     #[serde(rename = "horizon_ms", with = "crate::time::serde_ms")]
+    #[schema(value_type = u64)]
     pub horizon: Duration,
 }
 
@@ -183,8 +208,12 @@ impl PressureConfig {
     }
 }
 
+/// A signal's recent samples: (when, value). A named type, for the OpenAPI derive, which
+/// cannot read a tuple type even in a field it skips.
+type Samples = VecDeque<(Timestamp, f64)>;
+
 /// One signal's history and judgement.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignalState {
     /// The last raw sample.
     pub last: f64,
@@ -194,13 +223,15 @@ pub struct SignalState {
     pub slope_per_sec: f64,
     /// When the fitted trend reaches 1, from the last sample; `None` when not rising.
     #[serde(rename = "exhaustion_in_ms", with = "crate::time::serde_ms::option")]
+    #[schema(value_type = Option<u64>)]
     pub exhaustion_in: Option<Duration>,
     /// Its level.
     pub level: Level,
     /// Why it is at that level, in words.
     pub reason: String,
     #[serde(skip)]
-    samples: VecDeque<(Timestamp, f64)>,
+    #[schema(ignore)]
+    samples: Samples,
 }
 
 impl SignalState {
@@ -352,7 +383,7 @@ impl PressureMonitor {
 }
 
 /// At which level each automatic response starts (`None`: never).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponsePolicy {
     /// Emit an alert (warning below `critical`, critical at it) and its recovery (`high`).
@@ -389,7 +420,7 @@ impl Default for ResponsePolicy {
 }
 
 /// The responses in force.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Responses {
     /// An alert is raised.
     pub alert: bool,

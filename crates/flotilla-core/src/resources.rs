@@ -28,7 +28,7 @@ use crate::pool::{Pool, ResourceRequest};
 use crate::time::Timestamp;
 
 /// What the machine offers managed agents.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capacity {
     /// CPU cores.
@@ -40,7 +40,10 @@ pub struct Capacity {
 }
 
 /// How competing demands are served.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[schema(as = ResourceStrategy)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Higher pool priority first.
@@ -78,7 +81,9 @@ impl std::str::FromStr for Strategy {
 }
 
 /// What happens to a spawn that does not fit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// It waits, in its strategy's order, until resources free.
@@ -112,7 +117,9 @@ impl std::str::FromStr for Admission {
 }
 
 /// A pool, named by its swarm and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct PoolKey {
     /// Its swarm.
     pub swarm_id: SwarmId,
@@ -146,7 +153,19 @@ pub fn add(a: &ResourceRequest, b: &ResourceRequest) -> ResourceRequest {
 }
 
 /// One resource, for reasons and shares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// CPU cores.
@@ -196,7 +215,7 @@ impl Resource {
 const EPSILON: f64 = 1e-9;
 
 /// An allocation held by a live managed agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Allocation {
     /// The agent.
     pub agent_id: AgentId,
@@ -212,7 +231,7 @@ pub struct Allocation {
 }
 
 /// A pool's demand for more agents.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Demand {
     /// The pool.
     #[serde(flatten)]
@@ -229,7 +248,7 @@ pub struct Demand {
 }
 
 /// A demand (or the part of it) that [`plan`] did not grant, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Held {
     /// The pool.
     #[serde(flatten)]
@@ -472,7 +491,7 @@ pub mod view {
     use crate::time::Timestamp;
 
     /// Everything the resource manager knows.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct ResourcesView {
         /// What agents may be allocated.
         pub capacity: Capacity,
@@ -499,7 +518,7 @@ pub mod view {
     }
 
     /// What a pool or swarm holds.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct Total {
         /// The swarm.
         pub swarm_id: SwarmId,
@@ -518,7 +537,7 @@ pub mod view {
     }
 
     /// A pool's agents that wait for resources, or were refused.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct Waiting {
         /// The pool.
         #[serde(flatten)]
@@ -538,7 +557,7 @@ pub mod view {
     }
 
     /// Measured use.
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct Usage {
         /// The machine's (`None` until the first sample).
         pub machine: Option<MachineUsage>,
@@ -551,7 +570,7 @@ pub mod view {
     }
 
     /// Machine-wide use.
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct MachineUsage {
         /// CPU busy, in percent of all cores (`None` at the first sample).
         pub cpu_percent: Option<f64>,
@@ -566,7 +585,7 @@ pub mod view {
     }
 
     /// One managed agent's sampled use.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct AgentUsage {
         /// The agent.
         pub agent_id: AgentId,
@@ -582,7 +601,7 @@ pub mod view {
     }
 
     /// Pressure and the responses to it.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     pub struct PressureView {
         /// The level responses follow: the highest of the signals that drive them.
         pub level: Level,
@@ -605,7 +624,7 @@ pub mod view {
     }
 
     /// The body of `PUT /resources/policy`: what to change (the rest stays).
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
     #[serde(deny_unknown_fields)]
     pub struct PolicyUpdate {
         /// A new allocation strategy.

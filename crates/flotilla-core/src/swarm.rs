@@ -12,7 +12,9 @@ use crate::time::{Timestamp, serde_ms};
 pub const DEFAULT_SWARM: &str = "default";
 
 /// How the agents of a swarm are connected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Topology {
     /// One coordinator and workers.
@@ -29,7 +31,9 @@ pub enum Topology {
 /// How a swarm places its ready tasks on its agents. Whatever the strategy, an agent takes the
 /// best task it may run (higher priority first, then first in, first out); the strategy decides
 /// which agent goes first, and where tasks wait.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Agents take turns, in the order they asked for work.
@@ -81,7 +85,7 @@ impl Strategy {
 }
 
 /// A swarm's lifecycle status, derived from its agents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SwarmStatus {
     /// No agents are registered.
@@ -110,7 +114,7 @@ impl SwarmStatus {
 }
 
 /// A swarm's configuration (the PRD's `swarms.configuration`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SwarmConfig {
     /// Fewer healthy agents than this makes the swarm `degraded`.
@@ -119,11 +123,13 @@ pub struct SwarmConfig {
     pub max_agents: u32,
     /// How often agents must heartbeat.
     #[serde(rename = "heartbeat_interval_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub heartbeat_interval: Duration,
     /// How many intervals may pass without a heartbeat before an agent's lease expires.
     pub heartbeat_miss_limit: u32,
     /// Default timeout of a task's attempt, when the task does not set one.
     #[serde(rename = "task_timeout_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub task_timeout: Duration,
     /// Default maximum attempts of a task, when the task does not set it.
     pub task_max_attempts: u32,
@@ -140,6 +146,7 @@ pub struct SwarmConfig {
     /// With the `affinity` strategy, how long a task waits for the agent that last ran its
     /// affinity key before any agent may take it.
     #[serde(rename = "affinity_wait_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub affinity_wait: Duration,
     /// The settings of each topology (the swarm's `topology` says which is in force).
     pub topology: crate::topology::TopologyConfig,
@@ -227,7 +234,7 @@ impl SwarmConfig {
 }
 
 /// A swarm.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Swarm {
     /// Its id.
     pub id: SwarmId,
@@ -250,10 +257,11 @@ pub struct Swarm {
 }
 
 /// What a caller gives to create a swarm.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwarmSpec {
     /// Unique name: letters, digits, `-`, `_` and `.`, at most 100 characters.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub name: String,
     /// Free text.
     #[serde(default)]
@@ -267,11 +275,12 @@ pub struct SwarmSpec {
 }
 
 /// A partial update of a swarm; fields left out keep their value.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwarmUpdate {
     /// New name.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub name: Option<String>,
     /// New description.
     #[serde(default)]

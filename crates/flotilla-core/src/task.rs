@@ -17,7 +17,19 @@ pub const MAX_PRIORITY: u8 = 10;
 pub const DEFAULT_PRIORITY: u8 = 5;
 
 /// A task's status, as the API writes it. [`TaskState`] carries each status's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting for its dependencies.
@@ -96,7 +108,7 @@ impl std::fmt::Display for TaskStatus {
 }
 
 /// A task's lifecycle state with the data each status needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for dependencies to finish.
@@ -196,7 +208,7 @@ impl TaskState {
 }
 
 /// What kind of failure ended an attempt or a task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The agent reported a failure.
@@ -219,7 +231,7 @@ pub enum ErrorKind {
 }
 
 /// Why an attempt or a task failed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskError {
     /// What kind of failure.
     pub kind: ErrorKind,
@@ -236,7 +248,9 @@ pub struct TaskError {
 }
 
 /// How a dependent task waits on another.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DependencyKind {
     /// Wait until the dependency finishes, however it finishes.
@@ -247,7 +261,7 @@ pub enum DependencyKind {
 }
 
 /// One dependency of a task.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     /// The task depended on.
@@ -259,7 +273,7 @@ pub struct Dependency {
 
 /// A dependency as a submitter writes it: an id, or `{"task_id": …, "type": …}`; in a batch,
 /// `{"ref": …, "type": …}` naming another task of the same batch by its `ref`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum DependencySpec {
     /// Just the id; kind `completion`.
@@ -322,14 +336,16 @@ impl<'de> Deserialize<'de> for DependencySpec {
 }
 
 /// Retry backoff: attempt `n` (1-based) that fails waits `initial × 2^(n-1)`, at most `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
     /// The wait after the first failed attempt.
     #[serde(rename = "initial_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub initial: Duration,
     /// The longest wait.
     #[serde(rename = "max_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub max: Duration,
 }
 
@@ -354,7 +370,7 @@ impl Backoff {
 }
 
 /// Progress an agent reports on a running task.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     /// Percent done, 0 to 100.
@@ -369,7 +385,7 @@ pub struct Progress {
 }
 
 /// A task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "TaskWire")]
 pub struct Task {
     /// Its id.
@@ -401,6 +417,7 @@ pub struct Task {
     pub backoff: Backoff,
     /// How long one attempt may run.
     #[serde(rename = "timeout_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     /// The task fails if it has not finished by then.
     pub deadline: Option<Timestamp>,
@@ -598,17 +615,19 @@ impl TryFrom<TaskWire> for Task {
 }
 
 /// What a submitter gives to create a task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Its type.
     #[serde(rename = "type", default = "default_task_type")]
+    #[schema(min_length = 1, max_length = 100)]
     pub task_type: String,
     /// What to do; `null` when left out.
     #[serde(default)]
     pub payload: Json,
     /// 1 to 10, higher first; 5 when left out.
     #[serde(default = "default_priority")]
+    #[schema(minimum = 1, maximum = 10)]
     pub priority: u8,
     /// Capabilities an agent needs.
     #[serde(default)]
@@ -630,12 +649,14 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     /// Attempts allowed; the swarm's default when left out.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Wait between attempts.
     #[serde(default)]
     pub backoff: Option<Backoff>,
     /// How long one attempt may run; the swarm's default when left out.
     #[serde(default, rename = "timeout_ms", with = "serde_ms::option")]
+    #[schema(value_type = Option<u64>, minimum = 100, maximum = 604800000)]
     pub timeout: Option<Duration>,
     /// The task fails if it has not finished by then.
     #[serde(default)]
@@ -681,7 +702,7 @@ impl Default for TaskSpec {
 
 /// An agent's delegation of its task to subtasks (hierarchical swarms): the task waits
 /// `blocked` for them, and when every one has finished it concludes with their results.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delegation {
     /// The agent that delegated it.
     pub agent_id: AgentId,
@@ -695,7 +716,7 @@ pub struct Delegation {
 }
 
 /// How a subtask of a delegation ended.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubtaskOutcome {
     /// The subtask.
     pub task_id: TaskId,
@@ -703,6 +724,7 @@ pub struct SubtaskOutcome {
     pub status: TaskStatus,
     /// Its result, when it completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Json>,
     /// Its error, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -710,7 +732,7 @@ pub struct SubtaskOutcome {
 }
 
 /// What an agent sends when an attempt fails.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureReport {
     /// What went wrong.
@@ -724,7 +746,7 @@ pub struct FailureReport {
 }
 
 /// What an agent sends when an attempt succeeds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionReport {
     /// The result: any JSON document.

@@ -89,6 +89,22 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// In the API's description (OpenAPI): RFC 3339 text.
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(
+                "An instant, RFC 3339 with milliseconds: 2026-11-23T08:04:00.123Z",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 /// Serde helpers for a [`Duration`] written as whole milliseconds (fields named `*_ms`).
 pub mod serde_ms {
     use std::time::Duration;

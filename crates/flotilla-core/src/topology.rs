@@ -78,7 +78,7 @@ impl AgentRole {
 }
 
 /// Star: one coordinator (the leader) and workers around it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StarConfig {
     /// Coordinators, the leader included; workers talk to any of them.
@@ -102,7 +102,9 @@ impl Default for StarConfig {
 }
 
 /// Which agents of a mesh are connected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStrategy {
     /// Every agent to every other.
@@ -113,7 +115,9 @@ pub enum ConnectionStrategy {
 }
 
 /// How a mesh routes what agents send.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Routing {
     /// Messages are relayed over the mesh: any agent reaches any other, and a broadcast reaches
@@ -125,7 +129,7 @@ pub enum Routing {
 }
 
 /// Mesh: peers connected to each other.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MeshConfig {
     /// Which agents are connected.
@@ -134,6 +138,7 @@ pub struct MeshConfig {
     pub neighbours: u32,
     /// How often membership news moves one hop along the mesh's connections.
     #[serde(rename = "gossip_interval_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub gossip_interval: Duration,
     /// How messages are routed.
     pub routing: Routing,
@@ -151,7 +156,8 @@ impl Default for MeshConfig {
 }
 
 /// One level of a hierarchy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TopologyLevel)]
 #[serde(deny_unknown_fields)]
 pub struct Level {
     /// The role of the agents on this level.
@@ -163,7 +169,7 @@ pub struct Level {
 }
 
 /// Hierarchical: a tree of levels, coordinator at the top.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HierarchicalConfig {
     /// The levels, top first: the first agent of the first level leads.
@@ -195,7 +201,9 @@ impl Default for HierarchicalConfig {
 }
 
 /// In which order the ring's token moves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RingOrder {
     /// To the next agent around the ring.
@@ -206,7 +214,7 @@ pub enum RingOrder {
 }
 
 /// Ring: agents in a circle, a token passing around it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RingConfig {
     /// How the token moves.
@@ -214,6 +222,7 @@ pub struct RingConfig {
     /// An ordered task that waits this long for the token's holder to take it moves the token
     /// on.
     #[serde(rename = "token_timeout_ms", with = "serde_ms")]
+    #[schema(value_type = u64)]
     pub token_timeout: Duration,
     /// The token skips agents out of service (otherwise it waits for them until it times out).
     pub skip_unhealthy: bool,
@@ -230,7 +239,7 @@ impl Default for RingConfig {
 }
 
 /// The settings of every topology; the swarm's `topology` says which is in force.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopologyConfig {
     /// Star settings.
@@ -706,7 +715,7 @@ impl Graph {
 }
 
 /// A node of the topology graph, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopologyNode {
     /// The agent.
     pub id: AgentId,
@@ -733,7 +742,7 @@ pub struct TopologyNode {
 }
 
 /// The ring's token, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// Who holds it.
     pub holder: Option<AgentId>,
@@ -745,7 +754,7 @@ pub struct TokenView {
 }
 
 /// A swarm's topology graph: `GET /api/v1/swarms/{swarm}/topology`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopologyView {
     /// The swarm.
     pub swarm_id: crate::ids::SwarmId,

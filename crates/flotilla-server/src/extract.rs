@@ -2,7 +2,8 @@
 //! plain-text rejections.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -118,6 +119,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(|q| ApiQuery(q.0))
             .map_err(|e| {
                 ApiError::bad_request(format!("invalid query parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// Path parameters, with a JSON 400 when a segment does not decode (invalid UTF-8 once
+/// percent-decoded) instead of axum's plain-text rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            // A route and its extractor that disagree: our bug, not the caller's.
+            Err(e) if e.status().is_server_error() => Err(ApiError::internal(e.body_text())),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid path: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A WebSocket upgrade, with a JSON error when the request is not one (axum's rejections are
+/// plain text): 400 for missing or wrong upgrade headers, 426 when the connection cannot be
+/// upgraded, 405 for a method other than GET.
+pub struct ApiWebSocket(pub WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiWebSocket {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(ApiWebSocket)
+            .map_err(|e| {
+                let status = e.status();
+                let code = match status {
+                    StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+                    StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                    _ => "invalid_request",
+                };
+                ApiError::new(
+                    status,
+                    code,
+                    format!(
+                        "this endpoint is a WebSocket: {} (connect with a WebSocket client)",
+                        e.body_text()
+                    ),
+                )
             })
     }
 }

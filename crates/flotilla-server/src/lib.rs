@@ -29,6 +29,9 @@ pub mod tls;
 pub mod webhooks;
 pub mod writer;
 
+/// The API's OpenAPI document, as served at `GET /api/v1/openapi.json`.
+pub use routes::openapi::openapi;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -439,3 +439,39 @@ fn the_security_document_shows_the_matrix_of_the_route_table() {
         );
     }
 }
+
+#[test]
+fn the_openapi_document_describes_exactly_the_route_table_and_its_rules() {
+    let doc = serde_json::to_value(flotilla_server::openapi()).unwrap();
+    let mut described = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            described.insert((method.to_uppercase(), path.clone()));
+            if let Some(access) = op.get("x-flotilla-access") {
+                assert!(access["role"].is_string(), "{path}: {access}");
+            }
+        }
+    }
+    let mut routed: std::collections::BTreeSet<(String, String)> = table()
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .collect();
+    // The two endpoints outside the table: they need no token.
+    routed.insert(("GET".into(), "/healthz".into()));
+    routed.insert(("GET".into(), "/api/v1/openapi.json".into()));
+    let missing: Vec<_> = routed.difference(&described).collect();
+    let extra: Vec<_> = described.difference(&routed).collect();
+    assert!(missing.is_empty(), "routed but not described: {missing:?}");
+    assert!(extra.is_empty(), "described but not routed: {extra:?}");
+    for r in table() {
+        let method = r.method.as_str().to_lowercase();
+        let access = &doc["paths"][r.path][&method]["x-flotilla-access"];
+        assert_eq!(
+            access["role"],
+            r.access.role.as_str(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+}

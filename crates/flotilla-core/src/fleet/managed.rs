@@ -18,7 +18,9 @@ use crate::swarm::DEFAULT_SWARM;
 use crate::time::Timestamp;
 
 /// What [`Fleet::put_pool`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolChange {
     /// The pool is new.

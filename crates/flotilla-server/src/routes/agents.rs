@@ -3,9 +3,10 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::{HeartbeatAck, Page, Registration};
 use flotilla_core::{Agent, AgentId, AgentSpec, AgentStatus, Heartbeat};
 use flotilla_store::TokenRole;
@@ -14,13 +15,25 @@ use serde::Deserialize;
 use super::{WaitQuery, check_limit, paginate};
 use crate::auth::{Principal, new_token, record};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, OptionalJson, parse_id};
+use crate::extract::{ApiPath, ApiQuery, OptionalJson, parse_id};
 use crate::state::AppState;
 
 /// `POST /swarms/{swarm}/agents`
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/agents",
+    tag = "agents",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = Option<AgentSpec>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The agent, registered, with its token", body = Registration),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "The name is taken, or the swarm is full", body = ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     OptionalJson(spec): OptionalJson<AgentSpec>,
 ) -> ApiResult<impl IntoResponse> {
     let id = AgentId(uuid::Uuid::now_v7());
@@ -54,23 +67,39 @@ pub async fn register(
 }
 
 /// Filters of `GET /swarms/{swarm}/agents`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AgentFilter {
+    /// Only this status.
     #[serde(default)]
     status: Option<String>,
+    /// Only this type (pool).
     #[serde(default, rename = "type")]
     agent_type: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
 /// `GET /swarms/{swarm}/agents`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/agents",
+    tag = "agents",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), AgentFilter),
+    responses(
+        (status = 200, description = "A page of agents, by name", body = Page<Agent>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(filter): ApiQuery<AgentFilter>,
 ) -> ApiResult<Json<Page<Agent>>> {
     let status = filter
@@ -93,10 +122,20 @@ pub async fn list(
 }
 
 /// `GET /agents/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Agent>> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -111,10 +150,20 @@ pub async fn show(
 
 /// `GET /agents/{id}/status`: the coordinator's judgement of the agent's health, with its
 /// history, breaker, error rate and recovery.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/status",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "The agent's health as the coordinator judges it", body = flotilla_core::api::AgentStatusView),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<flotilla_core::api::AgentStatusView>> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -144,10 +193,20 @@ pub async fn status(
 }
 
 /// `DELETE /agents/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 204, description = "Removed; its tasks went back to the queue"),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -156,10 +215,22 @@ pub async fn remove(
 }
 
 /// `POST /agents/{id}/heartbeat`
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/heartbeat",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = Option<Heartbeat>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The lease, renewed", body = HeartbeatAck),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "The agent is stopped", body = ErrorBody),
+    ),
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(hb): OptionalJson<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatAck>> {
     let id: AgentId = parse_id(&id)?;
@@ -168,10 +239,22 @@ pub async fn heartbeat(
 }
 
 /// `GET /agents/{id}/tasks/next?wait=SECONDS`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/tasks/next",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), WaitQuery),
+    responses(
+        (status = 200, description = "The task, now running on this agent", body = flotilla_core::Task),
+        (status = 204, description = "No task came within the wait"),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "The agent may not take tasks (stopped, failed)", body = ErrorBody),
+    ),
+)]
 pub async fn next_task(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     let id: AgentId = parse_id(&id)?;

@@ -3,23 +3,36 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::Page;
 use flotilla_core::{AgentId, Checkpoint, CheckpointId, CheckpointSpec, CheckpointTrigger};
 use serde::Serialize;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, OptionalJson, parse_id};
+use crate::extract::{ApiJson, ApiPath, OptionalJson, parse_id};
 use crate::state::AppState;
 
 /// `POST /agents/{id}/checkpoints` (the agent itself or an admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/checkpoints",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = Option<CheckpointSpec>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The checkpoint", body = Checkpoint),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "A rollback is under way", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(spec): OptionalJson<CheckpointSpec>,
 ) -> ApiResult<impl IntoResponse> {
     let id: AgentId = parse_id(&id)?;
@@ -30,10 +43,20 @@ pub async fn create(
 }
 
 /// `GET /agents/{id}/checkpoints`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/checkpoints",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "The agent's checkpoints, newest first", body = Page<Checkpoint>),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Page<Checkpoint>>> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -46,10 +69,20 @@ pub async fn list(
 }
 
 /// `GET /agents/{id}/checkpoints/{checkpoint}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/checkpoints/{checkpoint}",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), ("checkpoint" = uuid::Uuid, Path, description = "The checkpoint's id (a UUID)")),
+    responses(
+        (status = 200, description = "The checkpoint", body = Checkpoint),
+        (status = 404, description = "No such agent or checkpoint", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path((id, checkpoint)): Path<(String, String)>,
+    ApiPath((id, checkpoint)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Checkpoint>> {
     let id: AgentId = parse_id(&id)?;
     let checkpoint: CheckpointId = parse_id(&checkpoint)?;
@@ -64,9 +97,20 @@ pub async fn show(
 }
 
 /// `DELETE /agents/{id}/checkpoints/{checkpoint}` (admin)
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{id}/checkpoints/{checkpoint}",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), ("checkpoint" = uuid::Uuid, Path, description = "The checkpoint's id (a UUID)")),
+    responses(
+        (status = 204, description = "Deleted, with its workspace"),
+        (status = 404, description = "No such agent or checkpoint", body = ErrorBody),
+        (status = 409, description = "A rollback to it is under way", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((id, checkpoint)): Path<(String, String)>,
+    ApiPath((id, checkpoint)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id: AgentId = parse_id(&id)?;
     let checkpoint: CheckpointId = parse_id(&checkpoint)?;
@@ -78,10 +122,21 @@ pub async fn delete(
 }
 
 /// `PUT /agents/{id}/state` (the agent itself or an admin): any JSON document.
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/state",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Saved"),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn put_state(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
     let id: AgentId = parse_id(&id)?;
@@ -94,17 +149,29 @@ pub async fn put_state(
 }
 
 /// The answer to `GET /agents/{id}/state`.
-#[derive(Serialize)]
-struct StateView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StateView {
+    /// The document, as the agent reported it.
     state: flotilla_core::Json,
+    /// When.
     updated_at: flotilla_core::Timestamp,
 }
 
 /// `GET /agents/{id}/state`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/state",
+    tag = "checkpoints",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "The state the agent last reported", body = StateView),
+        (status = 404, description = "No such agent, or it reported no state", body = ErrorBody),
+    ),
+)]
 pub async fn get_state(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;

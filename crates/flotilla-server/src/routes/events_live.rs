@@ -9,13 +9,14 @@
 //! the highest sequence number it delivered. A store read sees a prefix of the commits, which
 //! are in sequence order, so no event is skipped and none is delivered twice.
 
+use flotilla_core::api::ErrorBody;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +29,7 @@ use super::system::{EventQuery, event_filter, read_events};
 use crate::access::StreamPermit;
 use crate::auth::{Principal, WS_PROTOCOL};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiQuery, ApiWebSocket};
 use crate::state::AppState;
 
 /// Events read from the store at once while catching up.
@@ -152,6 +153,16 @@ fn start_after(headers: &HeaderMap, filter: &mut EventFilter) -> Result<(), ApiE
 /// `GET /events/stream?swarm=&type=&agent=&task=&after=`: the events after `after` (or
 /// `Last-Event-ID`), then every new one as it is committed, as server-sent events
 /// (`event: event`, `id:` its seq, `data:` the event).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    tag = "events",
+    params(EventQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (sent by a reconnecting client)")),
+    responses(
+        (status = 200, description = "Server-sent events `event` (id: the seq), then each new one", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -202,12 +213,23 @@ enum Frame<'a> {
 /// WebSocket text frames `{"type": "events", "events": [...]}`. A browser, which cannot set
 /// headers on a WebSocket, authenticates with the subprotocols `flotilla, bearer.<token>`;
 /// the answer picks `flotilla` (see [`crate::access::authorize`]).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/ws",
+    tag = "events",
+    params(EventQuery),
+    responses(
+        (status = 101, description = "A WebSocket: frames `{\"type\": \"events\", \"events\": [...]}`"),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 426, description = "upgrade_required: the connection cannot be upgraded to a WebSocket", body = ErrorBody),
+    ),
+)]
 pub async fn socket(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Extension(permit): Extension<Arc<StreamPermit>>,
     ApiQuery(q): ApiQuery<EventQuery>,
-    upgrade: WebSocketUpgrade,
+    ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
     let filter = event_filter(&state, &who, &q)?;
     let follower = Follower::start(state, filter).await;

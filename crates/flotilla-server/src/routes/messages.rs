@@ -6,13 +6,14 @@
 //! Every send passes the message middleware (size limit, audit, …) and the topology's rules in
 //! the core; it is durable before it is answered.
 
+use flotilla_core::api::ErrorBody;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +31,7 @@ use super::{check_count, check_limit, read};
 use crate::auth::Principal;
 use crate::bus::inbox_channel;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, parse_id};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ApiWebSocket, parse_id};
 use crate::middleware::{SendAction, SendContext};
 use crate::state::AppState;
 
@@ -70,19 +71,35 @@ async fn send_through(
 }
 
 /// `?wait=` of a send: for a request, how long to wait for its response.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SendQuery {
+    /// How long to wait, in seconds (fractions allowed), 0 to 60.
     #[serde(default)]
     wait: Option<bool>,
 }
 
 /// `POST /agents/{id}/messages`: sends a message to agent `id`, from the calling agent (or an
 /// operator, with the admin token). A request with `?wait=true` answers with its response.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/messages",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), SendQuery),
+    request_body(content = MessageSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The message, sent", body = Message),
+        (status = 200, description = "With `wait=true`: the request and its response", body = flotilla_core::api::Exchange),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "The inbox is full, or a response to a request that no longer waits", body = ErrorBody),
+        (status = 504, description = "request_timeout: no response came within the request's timeout", body = ErrorBody),
+    ),
+)]
 pub async fn send(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<SendQuery>,
     ApiJson(spec): ApiJson<MessageSpec>,
 ) -> ApiResult<Response> {
@@ -182,10 +199,22 @@ async fn find_response(state: &AppState, request: &Message) -> Result<Option<Mes
 
 /// `PUT /agents/{id}/messages`: broadcasts from agent `id` to every agent its topology lets it
 /// reach.
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/messages",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = MessageSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A broadcast from this agent", body = Sent),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "An inbox is full", body = ErrorBody),
+    ),
+)]
 pub async fn broadcast_from(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<MessageSpec>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     let from: AgentId = parse_id(&id)?;
@@ -196,10 +225,22 @@ pub async fn broadcast_from(
 
 /// `POST /swarms/{swarm}/messages`: broadcasts to every agent of the swarm (from the calling
 /// agent: those it may reach).
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/messages",
+    tag = "messages",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = MessageSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The copies sent and how many agents could not be reached", body = Sent),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "An inbox is full", body = ErrorBody),
+    ),
+)]
 pub async fn broadcast_to_swarm(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiJson(spec): ApiJson<MessageSpec>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     let swarm = state.fleet.lock().resolve_swarm(&swarm)?;
@@ -231,10 +272,22 @@ async fn broadcast(
 }
 
 /// `POST /swarms/{swarm}/topics/{topic}`: publishes to a topic's subscribers in the swarm.
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/topics/{topic}",
+    tag = "messages",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), ("topic" = String, Path, description = "The topic")),
+    request_body(content = MessageSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The copies sent to the topic's subscribers", body = Sent),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "An inbox is full", body = ErrorBody),
+    ),
+)]
 pub async fn publish(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path((swarm, topic)): Path<(String, String)>,
+    ApiPath((swarm, topic)): ApiPath<(String, String)>,
     ApiJson(spec): ApiJson<MessageSpec>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     let swarm = state.fleet.lock().resolve_swarm(&swarm)?;
@@ -258,18 +311,24 @@ pub async fn publish(
 }
 
 /// Filters of the message history.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// `in`, `out` or `both` (default).
     #[serde(default)]
     direction: Option<String>,
+    /// Only this status.
     #[serde(default)]
     status: Option<String>,
+    /// Only messages on topics matching this pattern.
     #[serde(default)]
     topic: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -314,10 +373,20 @@ async fn history(
 }
 
 /// `GET /agents/{id}/messages`: the agent's messages, sent and received, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/messages",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the agent's messages, newest first", body = Page<Message>),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn agent_history(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<Message>>> {
     let id: AgentId = parse_id(&id)?;
@@ -331,9 +400,19 @@ pub async fn agent_history(
 
 /// `GET /swarms/{swarm}/messages`: a swarm's messages, newest first (`?status=dead`: the
 /// dead-letter list).
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/messages",
+    tag = "messages",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the swarm's messages, newest first", body = Page<Message>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn swarm_history(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<Message>>> {
     let swarm = state.fleet.lock().resolve_swarm(&swarm)?;
@@ -350,10 +429,20 @@ pub async fn swarm_history(
 }
 
 /// `GET /messages/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The message's id (a UUID)")),
+    responses(
+        (status = 200, description = "The message", body = Message),
+        (status = 404, description = "No such message", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Message>> {
     let id: MessageId = parse_id(&id)?;
     let live = state.fleet.lock().message(id).cloned();
@@ -376,9 +465,20 @@ pub async fn show(
 }
 
 /// `POST /messages/{id}/retry`: a dead message goes back to its recipient's inbox.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/retry",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The message's id (a UUID)")),
+    responses(
+        (status = 200, description = "The message, back in its inbox", body = Message),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "The message is not dead", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Message>> {
     let id: MessageId = parse_id(&id)?;
     let stored = read(&state, move |r| r.get_message(id)).await?;
@@ -398,10 +498,20 @@ pub async fn retry(
 
 /// `DELETE /agents/{id}/messages`: empties the agent's inbox (messages it took and has not
 /// yet acknowledged stay until it does).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{id}/messages",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "`{\"cleared\": n}`", body = super::openapi::Cleared),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn clear(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -410,10 +520,21 @@ pub async fn clear(
 }
 
 /// `PATCH /agents/{id}/messages`
+#[utoipa::path(
+    patch,
+    path = "/api/v1/agents/{id}/messages",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = MessageStatusUpdate, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The messages changed", body = MessagesUpdated),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn update_status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(update): ApiJson<MessageStatusUpdate>,
 ) -> ApiResult<Json<MessagesUpdated>> {
     let id: AgentId = parse_id(&id)?;
@@ -456,12 +577,17 @@ async fn ack(
 }
 
 /// `?wait=&max=` of a receive.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReceiveQuery {
+    /// How long to wait, in seconds (fractions allowed), 0 to 60.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<f64>,
+    /// How many messages at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     max: Option<usize>,
 }
 
@@ -478,10 +604,20 @@ impl ReceiveQuery {
 /// `GET /agents/{id}/messages/next?wait=SECONDS&max=N`: the agent's next messages, most
 /// urgent first, waiting up to `wait` for one; an empty list when none came. Each must be
 /// acknowledged (`PATCH /agents/{id}/messages`) within the swarm's ack timeout.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/messages/next",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), ReceiveQuery),
+    responses(
+        (status = 200, description = "The messages taken (possibly none), now delivered", body = Vec<Message>),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn receive(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReceiveQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
     let id: AgentId = parse_id(&id)?;
@@ -540,23 +676,37 @@ fn bus_down(e: flotilla_bus::BusError) -> ApiError {
 }
 
 /// `?max_in_flight=` of the WebSocket.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SocketQuery {
+    /// Messages unacknowledged at a time, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     max_in_flight: Option<usize>,
 }
 
 /// `GET /agents/{id}/messages/ws`: messages pushed to the agent as they arrive (JSON text
 /// frames `{"type":"messages","messages":[...]}`), at most `max_in_flight` (100) not yet
 /// acknowledged at a time; the agent answers `{"ack":[ids]}` or `{"nack":[ids]}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/messages/ws",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), SocketQuery),
+    responses(
+        (status = 101, description = "A WebSocket: frames `{\"type\": \"messages\"|\"updated\"|\"error\", ...}`"),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 426, description = "upgrade_required: the connection cannot be upgraded to a WebSocket", body = ErrorBody),
+    ),
+)]
 pub async fn socket(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Extension(permit): Extension<std::sync::Arc<crate::access::StreamPermit>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<SocketQuery>,
-    upgrade: WebSocketUpgrade,
+    ApiWebSocket(upgrade): ApiWebSocket,
 ) -> ApiResult<Response> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -673,10 +823,20 @@ async fn send_frame(ws: &mut WebSocket, frame: &ServerFrame) -> Result<(), axum:
 }
 
 /// `GET /agents/{id}/subscriptions`
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/subscriptions",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    responses(
+        (status = 200, description = "The agent's topic subscriptions", body = Subscriptions),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn subscriptions(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Subscriptions>> {
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
@@ -690,10 +850,21 @@ pub async fn subscriptions(
 }
 
 /// `PUT /agents/{id}/subscriptions`: replaces the agent's topic subscriptions.
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/subscriptions",
+    tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = Subscriptions, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The subscriptions now", body = Subscriptions),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(subs): ApiJson<Subscriptions>,
 ) -> ApiResult<Json<Subscriptions>> {
     let id: AgentId = parse_id(&id)?;
@@ -705,8 +876,9 @@ pub async fn subscribe(
 }
 
 /// `?agent=&topic=&events=` of the traffic stream.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Only messages to or from this agent (id).
     #[serde(default)]
@@ -722,9 +894,19 @@ pub struct StreamQuery {
 /// `GET /swarms/{swarm}/messages/stream`: the swarm's message traffic as it happens, as
 /// server-sent events (`event: message`, data one message; with `events=true` also
 /// `event: event`, data one fleet event). A `gap` event says some may have been missed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/messages/stream",
+    tag = "messages",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), StreamQuery),
+    responses(
+        (status = 200, description = "Server-sent events: `message`, `event` (with `events=true`), `gap`", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such swarm or agent", body = ErrorBody),
+    ),
+)]
 pub async fn stream(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
     let swarm = state.fleet.lock().resolve_swarm(&swarm)?;

@@ -6,10 +6,11 @@
 //! point of the period that holds it. A chart polled every few seconds thus moves within the
 //! minute.
 
+use flotilla_core::api::ErrorBody;
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use flotilla_core::metrics::{
     Bucket, HeartbeatHistory, MetricKeys, MetricsResponse, Period, Scope,
 };
@@ -19,7 +20,7 @@ use serde::Deserialize;
 
 use super::check_limit;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, parse_id};
+use crate::extract::{ApiPath, ApiQuery, parse_id};
 use crate::state::AppState;
 
 /// Most points one read may span: `(to - from) / period`.
@@ -29,25 +30,41 @@ pub const MAX_POINTS: i64 = 10_000;
 const DEFAULT_POINTS: i64 = 60;
 
 /// Query of `GET /swarms/{swarm}/metrics`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
+    /// `1m` (default), `5m`, `1h` or `1d`.
     #[serde(default)]
     period: Option<String>,
+    /// RFC 3339 or `now`; aligned down to the period.
     #[serde(default)]
     from: Option<String>,
+    /// RFC 3339 or `now` (default).
     #[serde(default)]
     to: Option<String>,
+    /// `swarm` (default), `pool`, `agent` or `task_type`.
     #[serde(default)]
     scope: Option<String>,
+    /// The pool, agent or task type of a scope other than swarm.
     #[serde(default)]
     key: Option<String>,
 }
 
 /// `GET /swarms/{swarm}/metrics?period=&from=&to=&scope=&key=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/metrics",
+    tag = "metrics",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), MetricsQuery),
+    responses(
+        (status = 200, description = "The series", body = MetricsResponse),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn series(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<Json<MetricsResponse>> {
     let swarm_id = state.fleet.lock().resolve_swarm(&swarm)?;
@@ -110,22 +127,36 @@ pub async fn series(
 }
 
 /// Query of `GET /swarms/{swarm}/metrics/keys`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct KeysQuery {
+    /// `swarm` (default), `pool`, `agent` or `task_type`.
     #[serde(default)]
     scope: Option<String>,
+    /// `1m` (default), `5m`, `1h` or `1d`.
     #[serde(default)]
     period: Option<String>,
+    /// RFC 3339 or `now`; aligned down to the period.
     #[serde(default)]
     from: Option<String>,
 }
 
 /// `GET /swarms/{swarm}/metrics/keys?scope=pool|agent|task_type&period=&from=`: which pools,
 /// agents or task types have figures (by default: minutes of the last day).
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/metrics/keys",
+    tag = "metrics",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), KeysQuery),
+    responses(
+        (status = 200, description = "The series of a scope", body = MetricKeys),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn keys(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<KeysQuery>,
 ) -> ApiResult<Json<MetricKeys>> {
     let swarm_id = state.fleet.lock().resolve_swarm(&swarm)?;
@@ -159,22 +190,37 @@ pub async fn keys(
 }
 
 /// Query of `GET /agents/{id}/heartbeats`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HeartbeatQuery {
+    /// RFC 3339 or `now`; aligned down to the period.
     #[serde(default)]
     from: Option<String>,
+    /// RFC 3339 or `now` (default).
     #[serde(default)]
     to: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /agents/{id}/heartbeats?from=&to=&limit=`: the agent's stored heartbeats (one per
 /// sampling interval), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/heartbeats",
+    tag = "metrics",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), HeartbeatQuery),
+    responses(
+        (status = 200, description = "The agent's heartbeat history, newest first", body = HeartbeatHistory),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
 pub async fn heartbeats(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HeartbeatQuery>,
 ) -> ApiResult<Json<HeartbeatHistory>> {
     let agent: AgentId = parse_id(&id)?;

@@ -6,6 +6,7 @@ mod checkpoints;
 mod events_live;
 pub mod messages;
 mod metrics;
+pub mod openapi;
 mod pools;
 mod resources;
 mod swarms;
@@ -526,7 +527,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     }
     let api =
         api.fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") });
-    root.nest("/api/v1", api)
+    root
+        // The API's description needs no token; its own router, beside the nest.
+        .merge(openapi::router())
+        .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("not found; the API is under /api/v1") })
@@ -536,6 +540,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 /// `GET /metrics`: the Prometheus exposition (see [`crate::prometheus`]).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses(
+        (status = 200, description = "The Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String),
+    ),
+)]
 async fn prometheus_metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -555,6 +567,16 @@ async fn prometheus_metrics(
 }
 
 /// `GET /healthz`: 200 `ok`, or 503 once the store has refused a change (restart needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses(
+        (status = 200, description = "Alive: `ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "The store refused a change: restart the coordinator", content_type = "text/plain", body = String),
+    ),
+)]
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
@@ -571,11 +593,13 @@ async fn healthz(
 }
 
 /// `?wait=SECONDS` of long-polling endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// How long to wait, in seconds (fractions allowed), 0 to 60.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<f64>,
 }
 

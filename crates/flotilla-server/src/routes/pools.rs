@@ -3,9 +3,10 @@
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::{FleetApplied, FleetChange, FleetSpec, Page, PoolPut};
 use flotilla_core::fleet::PoolChange;
 use flotilla_core::{
@@ -15,13 +16,23 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, parse_id};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_id};
 use crate::state::AppState;
 
 /// `GET /swarms/{swarm}/pools`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/pools",
+    tag = "pools",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    responses(
+        (status = 200, description = "The swarm's pools", body = Page<Pool>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
 ) -> ApiResult<Json<Page<Pool>>> {
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
@@ -32,9 +43,19 @@ pub async fn list(
 }
 
 /// `GET /swarms/{swarm}/pools/{pool}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/pools/{pool}",
+    tag = "pools",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), ("pool" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 200, description = "The pool", body = Pool),
+        (status = 404, description = "No such swarm or pool", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
-    Path((swarm, pool)): Path<(String, String)>,
+    ApiPath((swarm, pool)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Pool>> {
     let fleet = state.fleet.lock();
     let id = fleet.resolve_swarm(&swarm)?;
@@ -47,9 +68,22 @@ pub async fn show(
 }
 
 /// `PUT /swarms/{swarm}/pools/{pool}`
+#[utoipa::path(
+    put,
+    path = "/api/v1/swarms/{swarm}/pools/{pool}",
+    tag = "pools",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), ("pool" = String, Path, description = "The pool's name")),
+    request_body(content = PoolSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = PoolPut),
+        (status = 200, description = "Updated or unchanged", body = PoolPut),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "The change does not fit the pool's agents", body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<AppState>,
-    Path((swarm, pool)): Path<(String, String)>,
+    ApiPath((swarm, pool)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let mut body = match body {
@@ -95,17 +129,30 @@ pub async fn put(
 }
 
 /// `?force=` of `DELETE /swarms/{swarm}/pools/{pool}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ForceQuery {
+    /// Also when it has agents or unfinished tasks (they are removed or cancelled).
     #[serde(default)]
     force: bool,
 }
 
 /// `DELETE /swarms/{swarm}/pools/{pool}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/swarms/{swarm}/pools/{pool}",
+    tag = "pools",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), ("pool" = String, Path, description = "The pool's name"), ForceQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such swarm or pool", body = ErrorBody),
+        (status = 409, description = "It has agents (use force)", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((swarm, pool)): Path<(String, String)>,
+    ApiPath((swarm, pool)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ForceQuery>,
 ) -> ApiResult<StatusCode> {
     state
@@ -115,9 +162,20 @@ pub async fn delete(
 }
 
 /// `POST /swarms/{swarm}/pools/{pool}/agents`: a new managed agent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/pools/{pool}/agents",
+    tag = "pools",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), ("pool" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 201, description = "A new managed agent, started from the template", body = Agent),
+        (status = 404, description = "No such swarm or pool", body = ErrorBody),
+        (status = 409, description = "The pool is unmanaged or full, or the resources do not fit", body = ErrorBody),
+    ),
+)]
 pub async fn spawn(
     State(state): State<AppState>,
-    Path((swarm, pool)): Path<(String, String)>,
+    ApiPath((swarm, pool)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     let id = AgentId(uuid::Uuid::now_v7());
     let agent = state
@@ -133,9 +191,21 @@ pub async fn spawn(
 }
 
 /// `PATCH /agents/{id}`: start, stop, pause, resume, restart.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/agents/{id}",
+    tag = "pools",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)")),
+    request_body(content = LifecycleRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 404, description = "No such agent or checkpoint", body = ErrorBody),
+        (status = 409, description = "The operation does not fit the agent's state", body = ErrorBody),
+    ),
+)]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<LifecycleRequest>,
 ) -> ApiResult<Json<Agent>> {
     let id: AgentId = parse_id(&id)?;
@@ -202,6 +272,16 @@ pub fn spawn_missing(
 }
 
 /// `PUT /fleet`
+#[utoipa::path(
+    put,
+    path = "/api/v1/fleet",
+    tag = "pools",
+    request_body(content = FleetSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What applying the document changed", body = FleetApplied),
+        (status = 409, description = "A change does not fit the state", body = ErrorBody),
+    ),
+)]
 pub async fn apply_fleet(
     State(state): State<AppState>,
     ApiJson(doc): ApiJson<FleetSpec>,
@@ -338,21 +418,35 @@ pub async fn apply_document(state: &AppState, doc: FleetSpec) -> ApiResult<Fleet
 }
 
 /// `?tail=&follow=` of `GET /agents/{id}/logs`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// How many of the last lines (default 200).
     #[serde(default)]
     tail: Option<usize>,
+    /// Keep the answer open and stream what the agent writes next.
     #[serde(default)]
     follow: bool,
 }
 
 /// `GET /agents/{id}/logs`: the last lines of a managed agent's log, and with `follow`, what
 /// it writes next.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/logs",
+    tag = "pools",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id (a UUID)"), LogQuery),
+    responses(
+        (status = 200, description = "The last lines of the agent's log (streamed with `follow=true`)", content_type = "text/plain", body = String),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "A connected agent: its log is its own", body = ErrorBody),
+    ),
+)]
 pub async fn logs(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
     let id: AgentId = parse_id(&id)?;

@@ -2,16 +2,17 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::{Page, ScaleAnswer, ScaleRequest, SwarmHealth, SwarmView};
 use flotilla_core::{ScaleTarget, SwarmId, SwarmSpec, SwarmUpdate};
 use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 use super::{check_limit, paginate};
@@ -26,6 +27,16 @@ fn view(state: &AppState, id: SwarmId) -> ApiResult<SwarmView> {
 }
 
 /// `POST /swarms`
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms",
+    tag = "swarms",
+    request_body(content = SwarmSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The swarm, created", body = SwarmView),
+        (status = 409, description = "A swarm of that name exists", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<SwarmSpec>,
@@ -38,16 +49,29 @@ pub async fn create(
 }
 
 /// `limit` and `cursor` of `GET /swarms`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
 /// `GET /swarms`, by name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms",
+    tag = "swarms",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of swarms, by name", body = Page<SwarmView>),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -66,18 +90,40 @@ pub async fn list(
 }
 
 /// `GET /swarms/{swarm}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}",
+    tag = "swarms",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    responses(
+        (status = 200, description = "The swarm", body = SwarmView),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
 ) -> ApiResult<Json<SwarmView>> {
     let id = state.fleet.lock().resolve_swarm(&swarm)?;
     Ok(Json(view(&state, id)?))
 }
 
 /// `PUT /swarms/{swarm}`
+#[utoipa::path(
+    put,
+    path = "/api/v1/swarms/{swarm}",
+    tag = "swarms",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = SwarmUpdate, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The swarm, changed", body = SwarmView),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "The new name is taken", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiJson(update): ApiJson<SwarmUpdate>,
 ) -> ApiResult<Json<SwarmView>> {
     let id = state
@@ -87,17 +133,30 @@ pub async fn update(
 }
 
 /// `?force=` of `DELETE /swarms/{swarm}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Also when it has agents or unfinished tasks (they are removed or cancelled).
     #[serde(default)]
     force: bool,
 }
 
 /// `DELETE /swarms/{swarm}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/swarms/{swarm}",
+    tag = "swarms",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "It has agents or unfinished tasks (use force), or it is the default swarm", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     state
@@ -107,9 +166,19 @@ pub async fn delete(
 }
 
 /// `GET /swarms/{swarm}/health`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/health",
+    tag = "swarms",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    responses(
+        (status = 200, description = "The swarm's health", body = SwarmHealth),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn health(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
 ) -> ApiResult<Json<SwarmHealth>> {
     let now = state.now();
     let fleet = state.fleet.lock();
@@ -121,9 +190,21 @@ pub async fn health(
 }
 
 /// `POST /swarms/{swarm}/scale`: sets a managed pool's size, `agents` or `delta` (not both).
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/scale",
+    tag = "swarms",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = ScaleRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The pool's new size", body = ScaleAnswer),
+        (status = 404, description = "No such swarm or pool", body = ErrorBody),
+        (status = 409, description = "The pool has no agent template", body = ErrorBody),
+    ),
+)]
 pub async fn scale(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiJson(req): ApiJson<ScaleRequest>,
 ) -> ApiResult<Json<ScaleAnswer>> {
     let target = match (req.agents, req.delta) {

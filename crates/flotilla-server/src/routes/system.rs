@@ -3,6 +3,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::{OrchestratorInfo, Page};
 use flotilla_core::{AgentId, Event, EventKind, TaskId};
 use flotilla_store::EventFilter;
@@ -15,29 +16,48 @@ use crate::extract::{ApiQuery, parse_id};
 use crate::state::AppState;
 
 /// Filters of `GET /events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// Only this swarm (id or name).
     #[serde(default)]
     swarm: Option<String>,
+    /// Only these event types, comma-separated.
     #[serde(default, rename = "type")]
     kind: Option<String>,
+    /// Only this agent (id).
     #[serde(default)]
     agent: Option<String>,
+    /// Only this task (id).
     #[serde(default)]
     task: Option<String>,
     /// Only events after this sequence number (the `next_cursor` of the previous page).
     #[serde(default)]
     after: Option<u64>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The newest `limit` events (still oldest first).
     #[serde(default)]
     latest: Option<bool>,
 }
 
 /// `GET /events`
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(EventQuery),
+    responses(
+        (status = 200, description = "A page of events, in log order", body = Page<Event>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -97,22 +117,37 @@ fn parse_kind(k: &str) -> Result<EventKind, ApiError> {
 }
 
 /// Filters of `GET /alerts`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlertQuery {
+    /// Only this swarm (id or name).
     #[serde(default)]
     swarm: Option<String>,
+    /// Only this agent (id).
     #[serde(default)]
     agent: Option<String>,
     /// `warning`, `critical` or `recovery` (comma-separated); all three by default.
     #[serde(default)]
     level: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /alerts`: the newest alerts (warning: an agent is degraded; critical: unhealthy or
 /// given up on; recovery: healthy again), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "events",
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "The newest alerts, oldest first", body = Page<Event>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn alerts(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -153,6 +188,14 @@ pub async fn alerts(
 }
 
 /// `GET /orchestrator`
+#[utoipa::path(
+    get,
+    path = "/api/v1/orchestrator",
+    tag = "system",
+    responses(
+        (status = 200, description = "The coordinator's status", body = OrchestratorInfo),
+    ),
+)]
 pub async fn orchestrator(State(state): State<AppState>) -> ApiResult<Json<OrchestratorInfo>> {
     let now = state.now();
     let ((swarms, agents, tasks), in_flight) = {

@@ -3,9 +3,10 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flotilla_core::api::ErrorBody;
 use flotilla_core::api::{
     BatchSubmitted, CancelRequest, LookupRequest, LookupResponse, Page, RetryRequest,
 };
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use super::{WaitQuery, check_limit, read};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, OptionalJson, RawJson, parse_id, parse_json};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, RawJson, parse_id, parse_json};
 use crate::state::AppState;
 
 /// A task from memory, once what memory shows of it is durable (a client told a task finished
@@ -40,9 +41,22 @@ async fn find_task(state: &AppState, id: TaskId) -> ApiResult<Option<Task>> {
 }
 
 /// `POST /swarms/{swarm}/tasks`: one task (an object) or a batch (an array).
+#[utoipa::path(
+    post,
+    path = "/api/v1/swarms/{swarm}/tasks",
+    tag = "tasks",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = super::openapi::TaskSubmission, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The task, or for an array `{\"tasks\": [...]}` in input order", body = super::openapi::TaskSubmitted),
+        (status = 200, description = "The existing task whose idempotency key this repeats", body = Task),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+        (status = 409, description = "A dependency or the submission does not fit the state", body = ErrorBody),
+    ),
+)]
 pub async fn submit(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     RawJson(body): RawJson,
 ) -> ApiResult<Response> {
     let (specs, is_batch) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -200,19 +214,27 @@ async fn lookup_stored(
 }
 
 /// Filters and paging of task lists.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TaskListQuery {
+    /// Only this swarm (id or name).
     #[serde(default)]
     swarm: Option<String>,
+    /// Only this status.
     #[serde(default)]
     status: Option<String>,
+    /// Only this type.
     #[serde(default, rename = "type")]
     task_type: Option<String>,
+    /// Only this agent (id).
     #[serde(default)]
     agent: Option<String>,
+    /// How many items at most, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -243,10 +265,20 @@ async fn list_tasks(
 }
 
 /// `GET /swarms/{swarm}/tasks`
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/tasks",
+    tag = "tasks",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), TaskListQuery),
+    responses(
+        (status = 200, description = "A page of the swarm's tasks, newest first", body = Page<Task>),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn list_in_swarm(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<Page<Task>>> {
     if q.swarm.is_some() {
@@ -258,6 +290,16 @@ pub async fn list_in_swarm(
 }
 
 /// `GET /tasks`
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "tasks",
+    params(TaskListQuery),
+    responses(
+        (status = 200, description = "A page of tasks, newest first", body = Page<Task>),
+        (status = 404, description = "No such swarm (`swarm=`)", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -268,6 +310,15 @@ pub async fn list(
 }
 
 /// `POST /tasks/lookup`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/lookup",
+    tag = "tasks",
+    request_body(content = LookupRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The tasks found and the ids missing", body = LookupResponse),
+    ),
+)]
 pub async fn lookup(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -316,10 +367,20 @@ pub async fn lookup(
 }
 
 /// `GET /tasks/{id}?wait=SECONDS`
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)"), WaitQuery),
+    responses(
+        (status = 200, description = "The task (once finished, or when the wait ends)", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
@@ -355,9 +416,21 @@ pub async fn show(
 }
 
 /// `POST /tasks/{id}/cancel`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = Option<CancelRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task, cancelled", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task has finished", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(req): OptionalJson<CancelRequest>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
@@ -368,9 +441,21 @@ pub async fn cancel(
 }
 
 /// `POST /tasks/{id}/retry`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/retry",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = Option<RetryRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task, queued again", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not failed, dead or cancelled", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(req): OptionalJson<RetryRequest>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
@@ -427,10 +512,22 @@ async fn finished_elsewhere(
 }
 
 /// `POST /tasks/{id}/progress`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/progress",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = Progress, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not running on this agent", body = ErrorBody),
+    ),
+)]
 pub async fn progress(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(report): ApiJson<Progress>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
@@ -442,10 +539,22 @@ pub async fn progress(
 }
 
 /// `POST /tasks/{id}/complete`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/complete",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = Option<CompletionReport>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task, completed", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not running on this agent, or another result was recorded", body = ErrorBody),
+    ),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(report): OptionalJson<CompletionReport>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;
@@ -467,10 +576,22 @@ pub async fn complete(
 }
 
 /// `POST /tasks/{id}/fail`
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/fail",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = FailureReport, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task, failed or queued for a retry", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not running on this agent", body = ErrorBody),
+    ),
+)]
 pub async fn fail(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(report): ApiJson<FailureReport>,
 ) -> ApiResult<Json<Task>> {
     let id: TaskId = parse_id(&id)?;

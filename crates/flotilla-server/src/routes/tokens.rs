@@ -3,18 +3,18 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use flotilla_core::Timestamp;
-use flotilla_core::api::{AuditEntry, NewToken, Page, TokenSpec, TokenView};
+use flotilla_core::api::{AuditEntry, ErrorBody, NewToken, Page, TokenSpec, TokenView};
 use flotilla_store::{AuditFilter, TokenRecord};
 use serde::Deserialize;
 
 use super::{check_limit, read};
 use crate::auth::{Role, new_token, record};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// The longest a token may be made to last: ten years.
@@ -37,6 +37,16 @@ fn view(r: &TokenRecord) -> TokenView {
 }
 
 /// `POST /tokens`: a new token, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    request_body = TokenSpec,
+    responses(
+        (status = 201, description = "The token, shown only here", body = NewToken),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<TokenSpec>,
@@ -85,7 +95,7 @@ pub async fn create(
 }
 
 /// Filters of `GET /tokens`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     /// Revoked and expired tokens too, and agents' tokens.
@@ -94,6 +104,15 @@ pub struct TokenQuery {
 }
 
 /// `GET /tokens`: people's tokens in force (`?all=true`: every token ever issued).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "Tokens, oldest first, never their secrets", body = Vec<TokenView>),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<TokenQuery>,
@@ -115,9 +134,20 @@ pub async fn list(
 
 /// `DELETE /tokens/{id}`: revokes a token at once. The last administrator token of the whole
 /// fleet cannot be revoked (nobody could manage the fleet any more).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "The token's id (not the token)")),
+    responses(
+        (status = 200, description = "The revoked token", body = TokenView),
+        (status = 404, description = "No such token in force", body = ErrorBody),
+        (status = 409, description = "The last administrator token of the fleet", body = ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TokenView>> {
     let revoked = state
         .apply_with_tokens(|_, now| {
@@ -145,7 +175,7 @@ pub async fn revoke(
 }
 
 /// Filters of `GET /audit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only calls made with this token (by id).
@@ -160,6 +190,7 @@ pub struct AuditQuery {
     /// Only refused calls (401 and 403).
     #[serde(default)]
     denied: bool,
+    /// Page size, 1 to 1000 (100).
     #[serde(default)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
@@ -179,6 +210,15 @@ fn time(name: &str, text: Option<&str>) -> ApiResult<Option<Timestamp>> {
 }
 
 /// `GET /audit`: the audit log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "tokens",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of the audit log, newest first", body = Page<AuditEntry>),
+    ),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,

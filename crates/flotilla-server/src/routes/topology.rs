@@ -3,22 +3,24 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use flotilla_core::TaskId;
+use flotilla_core::api::ErrorBody;
 use flotilla_core::topology::{TopologyConfig, TopologyView};
 use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, parse_id};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_id};
 use crate::state::AppState;
 
 /// `?format=` of the topology.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FormatQuery {
     /// `json` (default) or `dot`.
     #[serde(default)]
@@ -27,10 +29,20 @@ pub struct FormatQuery {
 
 /// `GET /swarms/{swarm}/topology`: the graph (nodes with roles, edges, leader, the ring's
 /// token); `?format=dot` for Graphviz. Agents may read their own swarm's.
+#[utoipa::path(
+    get,
+    path = "/api/v1/swarms/{swarm}/topology",
+    tag = "topology",
+    params(("swarm" = String, Path, description = "The swarm's id or name"), FormatQuery),
+    responses(
+        (status = 200, description = "The graph; with `format=dot`, Graphviz text (`text/vnd.graphviz`)", content((TopologyView = "application/json"), (String = "text/vnd.graphviz"))),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiQuery(q): ApiQuery<FormatQuery>,
 ) -> ApiResult<Response> {
     let view = {
@@ -66,9 +78,20 @@ fn render(view: TopologyView, format: Option<&str>) -> ApiResult<Response> {
 
 /// `PUT /swarms/{swarm}/topology`: changes the topology live. Roles are reassigned at once,
 /// tasks in flight are untouched, and a `topology_changed` event records it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/swarms/{swarm}/topology",
+    tag = "topology",
+    params(("swarm" = String, Path, description = "The swarm's id or name")),
+    request_body(content = flotilla_core::api::TopologyChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new graph", body = TopologyView),
+        (status = 404, description = "No such swarm", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
-    Path(swarm): Path<String>,
+    ApiPath(swarm): ApiPath<String>,
     ApiJson(change): ApiJson<flotilla_core::api::TopologyChange>,
 ) -> ApiResult<Json<TopologyView>> {
     let view = state
@@ -120,10 +143,22 @@ fn merge(
 
 /// `POST /tasks/{id}/delegate`: the agent running the task splits it into subtasks, taken by
 /// its children in the hierarchy; their results conclude the task.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/delegate",
+    tag = "topology",
+    params(("id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
+    request_body(content = flotilla_core::api::DelegateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The task (now blocked) and its subtasks", body = flotilla_core::api::Delegated),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not running on that agent", body = ErrorBody),
+    ),
+)]
 pub async fn delegate(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<flotilla_core::api::DelegateRequest>,
 ) -> ApiResult<(StatusCode, Json<flotilla_core::api::Delegated>)> {
     let task: TaskId = parse_id(&id)?;

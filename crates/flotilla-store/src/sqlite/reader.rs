@@ -287,7 +287,7 @@ impl SqliteReader {
             };
             let text: String = row.get(0)?;
             let at: i64 = row.get(1)?;
-            let state = flotilla_core::Json::parse(&text)
+            let state = flotilla_core::Json::parse_stored(&text)
                 .map_err(|e| StoreError::bad_value("agent_states.state", e))?;
             Ok(Some((state, flotilla_core::Timestamp::from_millis(at))))
         })

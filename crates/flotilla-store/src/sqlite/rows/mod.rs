@@ -248,7 +248,7 @@ impl<'a, 'r> Cols<'a, 'r> {
     /// A JSON document kept as text.
     pub(crate) fn json(&self, i: usize, name: &str) -> Result<flotilla_core::Json, StoreError> {
         let text = self.str(i, name)?;
-        flotilla_core::Json::parse(text).map_err(|e| self.bad(name, e))
+        flotilla_core::Json::parse_stored(text).map_err(|e| self.bad(name, e))
     }
 
     /// A JSON document kept as text, or `None` for NULL.
@@ -259,7 +259,7 @@ impl<'a, 'r> Cols<'a, 'r> {
     ) -> Result<Option<flotilla_core::Json>, StoreError> {
         match self.opt_str(i, name)? {
             None => Ok(None),
-            Some(text) => flotilla_core::Json::parse(text)
+            Some(text) => flotilla_core::Json::parse_stored(text)
                 .map(Some)
                 .map_err(|e| self.bad(name, e)),
         }

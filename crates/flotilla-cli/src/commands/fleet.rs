@@ -12,7 +12,7 @@ use flotilla_core::{Agent, DEFAULT_SWARM, RuntimeKind, SwarmId};
 
 use crate::cli::{ApplyArgs, GlobalArgs, UpArgs};
 use crate::commands::agent::agent_table;
-use crate::commands::worker::wait_for_signal;
+use crate::commands::worker::Shutdown;
 use crate::config;
 use crate::fleet_file;
 use crate::output::{self, table};
@@ -37,6 +37,8 @@ pub async fn apply(global: &GlobalArgs, args: ApplyArgs) -> Result<ExitCode> {
 
 /// Runs `flotilla up`.
 pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
+    // From the start: a SIGTERM while the fleet is applied still shuts it down gracefully.
+    let signals = Shutdown::listen();
     let Some(spec) = load(&args.file) else {
         return Ok(ExitCode::FAILURE);
     };
@@ -98,7 +100,7 @@ pub async fn up(global: &GlobalArgs, args: UpArgs) -> Result<ExitCode> {
         output::line("")?;
         print_next_steps(&args, &spec, &url, &data_dir, &server.admin_token_path, &[])?;
     }
-    wait_for_signal().await;
+    signals.wait().await;
     output::line("shutting down")?;
     server
         .shutdown()

@@ -5,13 +5,15 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 
 use crate::cli::{GlobalArgs, LogFormat, ServeArgs};
-use crate::commands::worker::wait_for_signal;
+use crate::commands::worker::Shutdown;
 use crate::config;
 
 /// Runs the coordinator until Ctrl-C or SIGTERM, saying where it listens and where the admin
 /// token is: on stdout for people, or as log lines when the log is JSON (so that everything
 /// the process writes is JSON lines).
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
+    // From the start: a SIGTERM while the coordinator starts still shuts it down gracefully.
+    let signals = Shutdown::listen();
     let data_dir = config::data_dir(global)?;
     let server = flotilla_server::start(args.config(data_dir))
         .await
@@ -42,7 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
-    wait_for_signal().await;
+    signals.wait().await;
     match args.log_format {
         LogFormat::Text => println!("shutting down"),
         LogFormat::Json => tracing::info!("shutting down"),

@@ -156,20 +156,31 @@ async fn rollback_restores_a_git_workspace_and_state_without_touching_the_users_
         json!({"step": 1, "notes": "before the work"})
     );
 
-    // The story is in the events, and the checkpoint can be listed, shown and deleted.
-    let kinds: Vec<EventKind> = h
-        .admin
-        .list_events(&flotilla_client::EventQuery {
-            agent: Some(agent),
-            limit: Some(200),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+    // The story is in the events, and the checkpoint can be listed, shown and deleted. The
+    // agent's view comes from memory, its events from the store a commit later: wait for the
+    // start after the rollback to be stored.
+    let kinds: Vec<EventKind> = poll("the restart's events in the store", LONG, || async {
+        let kinds: Vec<EventKind> = h
+            .admin
+            .list_events(&flotilla_client::EventQuery {
+                agent: Some(agent),
+                limit: Some(200),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        let rollback = kinds.iter().position(|k| *k == EventKind::AgentRollback);
+        let started = kinds.iter().rposition(|k| *k == EventKind::AgentStarted);
+        match (rollback, started) {
+            (Some(r), Some(s)) if r < s => Ok(kinds),
+            _ => Err(kinds),
+        }
+    })
+    .await;
     let pos = |k| kinds.iter().position(|x| *x == k).unwrap();
     // Two rollback events: asked for, then restored (with what was written).
     assert_eq!(

@@ -583,6 +583,8 @@ pub struct TokenSpec {
 
 /// A token as listings show it: never the secret, nor its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+// Named apart from the ring topology's `TokenView` in the OpenAPI document.
+#[schema(as = ApiToken)]
 pub struct TokenView {
     /// Its id: what the audit log records and `DELETE /tokens/{id}` takes.
     pub id: String,

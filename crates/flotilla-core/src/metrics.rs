@@ -803,39 +803,67 @@ impl Recorder {
     /// afresh. Called when the minute ends, and by [`Recorder::flush`].
     fn close(&mut self) {
         let Some(minute) = self.minute else { return };
-        for (swarm_id, series) in self.open.drain() {
-            let Series {
-                swarm,
-                pools,
-                agents,
-                task_types,
-            } = series;
-            let mut push = |scope: Scope, key: String, bucket: Bucket| {
-                if bucket == Bucket::default() {
-                    return;
-                }
-                for period in Period::ALL {
-                    self.rows.push(MetricRow {
-                        swarm_id,
-                        scope,
-                        key: key.clone(),
-                        period,
-                        start: period.start_of(minute),
-                        bucket: bucket.clone(),
-                    });
-                }
-            };
-            push(Scope::Swarm, String::new(), swarm);
-            for (name, b) in pools {
-                push(Scope::Pool, name, b);
-            }
-            for (_, (name, b)) in agents {
-                push(Scope::Agent, name, b);
-            }
-            for (name, b) in task_types {
-                push(Scope::TaskType, name, b);
-            }
+        for (swarm_id, series) in std::mem::take(&mut self.open) {
+            self.push_rows(minute, swarm_id, series);
         }
+    }
+
+    /// Turns one swarm's buckets of the minute into rows for the store.
+    fn push_rows(&mut self, minute: Timestamp, swarm_id: SwarmId, series: Series) {
+        let Series {
+            swarm,
+            pools,
+            agents,
+            task_types,
+        } = series;
+        let mut push = |scope: Scope, key: String, bucket: Bucket| {
+            if bucket == Bucket::default() {
+                return;
+            }
+            for period in Period::ALL {
+                self.rows.push(MetricRow {
+                    swarm_id,
+                    scope,
+                    key: key.clone(),
+                    period,
+                    start: period.start_of(minute),
+                    bucket: bucket.clone(),
+                });
+            }
+        };
+        push(Scope::Swarm, String::new(), swarm);
+        for (name, b) in pools {
+            push(Scope::Pool, name, b);
+        }
+        for (_, (name, b)) in agents {
+            push(Scope::Agent, name, b);
+        }
+        for (name, b) in task_types {
+            push(Scope::TaskType, name, b);
+        }
+    }
+
+    /// Closes one swarm's open minute early (before the swarm is handed to another
+    /// coordinator): its buckets go to the store with the next rows taken. Observations later
+    /// in the same minute are added to the same rows.
+    pub fn close_swarm(&mut self, swarm: SwarmId) {
+        if let Some(minute) = self.minute
+            && let Some(series) = self.open.remove(&swarm)
+        {
+            self.push_rows(minute, swarm, series);
+        }
+    }
+
+    /// A swarm was handed to another coordinator: everything of it goes, as if it had never
+    /// been observed here — its open buckets, its totals, its rows and heartbeat samples not
+    /// yet taken, and what was kept about its agents.
+    pub fn release_swarm(&mut self, swarm: SwarmId, agents: &std::collections::HashSet<AgentId>) {
+        self.forget_swarm(swarm);
+        self.failed_at.retain(|a, _| !agents.contains(a));
+        self.last_heartbeat_sample
+            .retain(|a, _| !agents.contains(a));
+        self.rows.retain(|r| r.swarm_id != swarm);
+        self.heartbeats.retain(|h| h.swarm_id != swarm);
     }
 
     /// Applies `f` to the open bucket of every series `dims` belongs to.

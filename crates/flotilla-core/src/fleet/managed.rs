@@ -614,17 +614,24 @@ impl Fleet {
         self.dispatch(now);
     }
 
-    /// Settles managed agents after a restore.
-    pub(super) fn restored_managed(&mut self, now: Timestamp) {
-        // After a restart no managed process is known to run: the supervisor starts those
-        // meant to run; their held tasks go back to the queue without costing an attempt.
-        let ids: Vec<AgentId> = self
-            .agents
-            .values()
-            .filter(|e| e.agent.managed.is_some())
-            .map(|e| e.agent.id)
+    /// Settles the managed ones among agents just restored or adopted.
+    pub(super) fn restored_managed(&mut self, agents: &[AgentId], now: Timestamp) {
+        // After a restart (or a takeover) no managed process is known to run: the supervisor
+        // starts those meant to run; their held tasks go back to the queue without costing an
+        // attempt.
+        let ids: Vec<AgentId> = agents
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.agents
+                    .get(id)
+                    .is_some_and(|e| e.agent.managed.is_some())
+            })
             .collect();
         for id in ids {
+            if !self.agents.contains_key(&id) {
+                continue;
+            }
             let held = self.agents[&id].agent.current_tasks.clone();
             for task in held {
                 self.requeue(

@@ -876,6 +876,9 @@ impl Fleet {
     ) {
         for r in awaiting {
             let Some(at) = r.reply_by else { continue };
+            if self.mail.awaiting.contains_key(&r.id) {
+                continue;
+            }
             self.timers.insert(at, Timer::RequestTimeout(r.id));
             self.mail.awaiting.insert(
                 r.id,
@@ -891,6 +894,9 @@ impl Fleet {
         }
         let mut messages = messages;
         messages.sort_by_key(|m| m.seq);
+        // A message already in flight here is live state: it stays as it is.
+        messages.retain(|m| !self.mail.live.contains_key(&m.id));
+        let restored: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
         for mut m in messages {
             self.mail.seq = self.mail.seq.max(m.seq);
             let Some(to) = m.to.filter(|a| self.agents.contains_key(a)) else {
@@ -920,12 +926,14 @@ impl Fleet {
             }
         }
         // Messages whose recipient is gone are dead.
-        let orphans: Vec<MessageId> = self
-            .mail
-            .live
-            .values()
-            .filter(|m| m.to.is_none_or(|a| !self.agents.contains_key(&a)))
-            .map(|m| m.id)
+        let orphans: Vec<MessageId> = restored
+            .into_iter()
+            .filter(|id| {
+                self.mail
+                    .live
+                    .get(id)
+                    .is_some_and(|m| m.to.is_none_or(|a| !self.agents.contains_key(&a)))
+            })
             .collect();
         for id in orphans {
             self.finish_message(
@@ -935,6 +943,45 @@ impl Fleet {
                 now,
             );
         }
+    }
+
+    /// Forgets the messages of a released swarm: those in flight, its agents' inboxes, its
+    /// requests awaiting a response and the responses kept for operators. Returns the ids of
+    /// the messages forgotten, whose timers the caller drops.
+    pub(super) fn release_mail(
+        &mut self,
+        swarm: SwarmId,
+        agents: &std::collections::HashSet<AgentId>,
+    ) -> std::collections::HashSet<MessageId> {
+        let mail = &mut self.mail;
+        let mut gone = std::collections::HashSet::new();
+        mail.live.retain(|id, m| {
+            let keep = m.swarm_id != swarm && m.to.is_none_or(|a| !agents.contains(&a));
+            if !keep {
+                gone.insert(*id);
+            }
+            keep
+        });
+        mail.awaiting.retain(|id, w| {
+            let keep = w.swarm != swarm;
+            if !keep {
+                gone.insert(*id);
+            }
+            keep
+        });
+        mail.answers.retain(|id, m| {
+            let keep = m.swarm_id != swarm;
+            if !keep {
+                gone.insert(*id);
+            }
+            keep
+        });
+        mail.answer_order.retain(|id| mail.answers.contains_key(id));
+        for a in agents {
+            mail.inboxes.remove(a);
+            mail.held.remove(a);
+        }
+        gone
     }
 
     /// Checks the message indexes against the messages; for tests.

@@ -5,11 +5,15 @@
 //! nothing, or apply the change and record what the driver must persist
 //! ([`Fleet::take_changes`]) and do ([`Fleet::take_effects`]).
 //!
+//! A fleet holds the swarms its coordinator owns: [`Fleet::restore`] and [`Fleet::adopt`] load
+//! stored ones, [`Fleet::release_swarm`] lets one go (module `adopt`).
+//!
 //! Invariants kept by the single transition function [`Fleet::transition`]:
 //! - a task is in its swarm's ready queue exactly when it is `queued` without `run_after`;
 //! - a task is in its agent's `current_tasks` exactly when it is `assigned` or `running` there;
 //! - the per-swarm counts of agents by status and of unfinished tasks by status are exact.
 
+mod adopt;
 mod agents;
 mod checkpoints;
 mod delegation;
@@ -42,14 +46,15 @@ use crate::ids::{AgentId, SwarmId, TaskId};
 use crate::pool::Pool;
 use crate::queue::{LocalQueue, QueueSlot, ReadyQueue};
 use crate::swarm::{Swarm, SwarmStatus};
-use crate::task::{Task, TaskState, TaskStatus};
+use crate::task::{Task, TaskState};
 use crate::time::Timestamp;
 use timers::{Timer, Timers};
 
-/// What the store gives back to rebuild the fleet after a restart.
+/// What the store gives back to rebuild the fleet after a restart ([`Fleet::restore`]), or to
+/// load the swarms a coordinator takes over ([`Fleet::adopt`]): then only their rows matter.
 #[derive(Clone, Debug, Default)]
 pub struct StoredState {
-    /// Every swarm.
+    /// Every swarm (to adopt).
     pub swarms: Vec<Swarm>,
     /// Every pool.
     pub pools: Vec<Pool>,
@@ -284,234 +289,6 @@ impl Fleet {
     /// The limits in force.
     pub fn limits(&self) -> &FleetLimits {
         &self.limits
-    }
-
-    /// Rebuilds the fleet from stored state, as after a restart.
-    ///
-    /// Agents get a fresh lease from `now` (they could not heartbeat while the coordinator was
-    /// down); running tasks stay leased to their agents; queued tasks keep their order; blocked
-    /// tasks are re-linked to their dependencies. Corrections made while restoring (a task
-    /// whose agent is gone goes back to the queue) are recorded as changes to persist.
-    pub fn restore(limits: FleetLimits, stored: StoredState, now: Timestamp) -> Fleet {
-        let StoredState {
-            swarms,
-            pools,
-            agents,
-            mut tasks,
-            next_event_seq,
-            messages,
-            awaiting_requests,
-        } = stored;
-        let mut fleet = Fleet::new(limits);
-        fleet.next_event_seq = next_event_seq.max(1);
-        for swarm in swarms {
-            fleet.insert_swarm(swarm);
-        }
-        for pool in pools {
-            if let Some(s) = fleet.swarms.get_mut(&pool.swarm_id) {
-                s.pools.insert(pool.name.clone(), pool);
-            }
-        }
-        for mut agent in agents {
-            let Some(entry) = fleet.swarms.get_mut(&agent.swarm_id) else {
-                continue;
-            };
-            if agent.removed_at.is_some() {
-                continue;
-            }
-            let lease = entry.swarm.config.lease_duration();
-            agent.lease_until = agent.lease_until.max(now + lease);
-            agent.current_tasks.clear();
-            entry.agents.insert(agent.id);
-            entry.agent_counts[status_index(agent.status)] += 1;
-            let armed = agent.status != AgentStatus::Unhealthy && agents::needs_lease(&agent);
-            if armed {
-                fleet
-                    .timers
-                    .insert(agent.lease_until, Timer::AgentLease(agent.id));
-            }
-            // The health timers: an open breaker half-opens, a scheduled restart happens.
-            if let crate::health::Breaker::Open { until } = agent.health.breaker {
-                fleet.timers.insert(until, Timer::BreakerHalfOpen(agent.id));
-            }
-            if let Some(at) = agent.health.recovery.next_at {
-                fleet.timers.insert(at, Timer::AgentRestart(agent.id));
-            }
-            // Slow and silent tasks are watched again from their next attempt.
-            agent.health.stuck = None;
-            fleet.agents.insert(
-                agent.id,
-                AgentEntry {
-                    persisted_heartbeat_at: agent.last_heartbeat_at,
-                    agent,
-                    wait_seq: None,
-                    polling: false,
-                    lease_timer_armed: armed,
-                    dirty: false,
-                    local: LocalQueue::default(),
-                    placed_seq: 0,
-                    swrr: 0.0,
-                },
-            );
-        }
-        // Finished tasks are evicted oldest first.
-        tasks.sort_by_key(|t| (t.state.completed_at().unwrap_or(t.created_at), t.id));
-        // New places in the queue come after every stored one.
-        fleet.queue_seq = tasks.iter().map(|t| t.queue_seq).max().unwrap_or(0);
-        let mut ready = Vec::new();
-        let mut blocked = Vec::new();
-        let mut orphans = Vec::new();
-        for task in tasks {
-            if !fleet.swarms.contains_key(&task.swarm_id) {
-                continue;
-            }
-            let id = task.id;
-            let state = task.state.clone();
-            if let Some(key) = &task.idempotency_key {
-                fleet.idempotency.insert((task.swarm_id, key.clone()), id);
-            }
-            if let Some(deadline) = task.deadline
-                && !task.status().is_terminal()
-            {
-                fleet.timers.insert(deadline, Timer::TaskDeadline(id));
-            }
-            let swarm_id = task.swarm_id;
-            fleet.tasks.insert(
-                id,
-                TaskEntry {
-                    task,
-                    slot: None,
-                    local: None,
-                    dependents: Vec::new(),
-                    unmet: 0,
-                    dirty: false,
-                },
-            );
-            match state {
-                TaskState::Blocked => blocked.push(id),
-                TaskState::Queued { run_after, .. } => {
-                    if let Some(at) = run_after {
-                        fleet.timers.insert(at, Timer::TaskRetry(id));
-                    } else {
-                        ready.push(id);
-                    }
-                }
-                TaskState::Assigned { agent_id, .. } | TaskState::Running { agent_id, .. } => {
-                    if fleet.agents.contains_key(&agent_id) {
-                        fleet.hold(agent_id, id);
-                        match state {
-                            TaskState::Running { timeout_at, .. } => {
-                                let attempt = fleet.tasks[&id].task.attempts;
-                                fleet
-                                    .timers
-                                    .insert(timeout_at, Timer::TaskTimeout(id, attempt));
-                            }
-                            TaskState::Assigned { assigned_at, .. } => {
-                                let lease = fleet.swarms[&swarm_id].swarm.config.lease_duration();
-                                let timer = Timer::AssignExpiry(id, agent_id, assigned_at);
-                                fleet.timers.insert(now + lease, timer);
-                            }
-                            _ => unreachable!("only assigned and running tasks are held"),
-                        }
-                    } else {
-                        orphans.push(id);
-                    }
-                }
-                ref terminal => {
-                    let at = terminal.completed_at().unwrap_or(now);
-                    fleet.terminal.push_back((at, id));
-                }
-            }
-            if let Some(count) = fleet
-                .swarms
-                .get_mut(&swarm_id)
-                .and_then(|s| count_of(&mut s.task_counts, &fleet.tasks[&id].task.state))
-            {
-                *count += 1;
-            }
-        }
-        // Ready tasks take back their stored places in the queue (a task without a valid
-        // place, from a damaged row, gets a new one at the back).
-        ready.sort_by_key(|id| {
-            let t = &fleet.tasks[id].task;
-            (t.queue_seq == 0, t.queue_seq, t.id)
-        });
-        let mut places = HashSet::new();
-        for id in ready {
-            let seq = fleet.tasks[&id].task.queue_seq;
-            if seq != 0 && places.insert(seq) {
-                fleet.enqueue_at(id, seq);
-            } else {
-                fleet.enqueue(id, now);
-                fleet.mark_task(id);
-            }
-        }
-        for agent_id in fleet.agents.keys().copied().collect::<Vec<_>>() {
-            fleet.refresh_agent_status(agent_id);
-        }
-        for id in orphans {
-            fleet.requeue(id, "its agent is no longer registered", now);
-        }
-        fleet.relink_blocked(blocked, now);
-        fleet.restored_managed(now);
-        fleet.restore_messages(messages, awaiting_requests, now);
-        // Unfinished ordered tasks wait their turn again, in submission order.
-        let ordered: Vec<(SwarmId, Timestamp, TaskId)> = fleet
-            .tasks
-            .values()
-            .filter(|e| e.task.ordered && !e.task.status().is_terminal())
-            .map(|e| (e.task.swarm_id, e.task.created_at, e.task.id))
-            .collect();
-        for (swarm, at, id) in ordered {
-            fleet.ordered_waits(swarm, at, id);
-        }
-        for id in fleet.swarms.keys().copied().collect::<Vec<_>>() {
-            fleet.mark_topology(id);
-        }
-        // Every swarm's topology, and with it its status, is worked out afresh.
-        fleet.refresh_topologies(now);
-        fleet
-    }
-
-    /// Links blocked tasks to their unfinished dependencies after a restore; those whose
-    /// dependencies all finished are released (or failed).
-    fn relink_blocked(&mut self, blocked: Vec<TaskId>, now: Timestamp) {
-        let mut released = Vec::new();
-        for id in blocked {
-            let deps = self.tasks[&id].task.depends_on.clone();
-            if self.tasks[&id].task.delegation.is_some() {
-                self.link_subtasks(id, now);
-                continue;
-            }
-            let mut unmet = 0;
-            let mut failed_dep = None;
-            for dep in deps {
-                match self.tasks.get_mut(&dep.task_id) {
-                    Some(d) if !d.task.status().is_terminal() => {
-                        d.dependents.push(id);
-                        unmet += 1;
-                    }
-                    Some(d)
-                        if dep.kind == crate::task::DependencyKind::Success
-                            && d.task.status() != TaskStatus::Completed =>
-                    {
-                        failed_dep = Some((dep.task_id, d.task.status()));
-                    }
-                    Some(_) => {}
-                    // Not in memory: finished long ago (only finished tasks are evicted).
-                    None => {}
-                }
-            }
-            self.tasks.get_mut(&id).expect("blocked task").unmet = unmet;
-            if let Some((dep, status)) = failed_dep {
-                self.fail_for_dependency(id, dep, status, now);
-            } else if unmet == 0 {
-                released.push(id);
-            }
-        }
-        for id in released {
-            self.release(id, now);
-        }
     }
 
     // ----- bookkeeping shared by all commands -----

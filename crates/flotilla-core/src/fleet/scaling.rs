@@ -10,7 +10,7 @@
 //! when its process has ended ([`Fleet::managed_exited`]). No task is cut short.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::Fleet;
 use crate::agent::{AgentStatus, Desired, Drain};
@@ -31,6 +31,14 @@ pub(super) struct ScalingState {
     waits: HashMap<(SwarmId, String), WaitWindow>,
     /// Agents draining out of their pool.
     draining: BTreeSet<AgentId>,
+}
+
+impl ScalingState {
+    /// Forgets a released swarm's pools' waits and its draining agents.
+    pub(super) fn release(&mut self, swarm: SwarmId, agents: &HashSet<AgentId>) {
+        self.waits.retain(|(s, _), _| *s != swarm);
+        self.draining.retain(|a| !agents.contains(a));
+    }
 }
 
 /// The size a resize asks for.

@@ -65,6 +65,12 @@ impl Timers {
         self.0.remove(&(at, timer));
     }
 
+    /// Keeps only the timers `keep` accepts (a scan of every timer: for rare, wholesale
+    /// changes such as releasing a swarm).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
+        self.0.retain(|(_, t)| keep(t));
+    }
+
     fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
         match self.0.first() {
             Some(&(at, _)) if at <= now => self.0.pop_first(),

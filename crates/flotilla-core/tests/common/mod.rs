@@ -4,14 +4,17 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use flotilla_core::fleet::{KnownTasks, Submission};
 use flotilla_core::{
     Agent, AgentId, AgentSpec, AgentStatus, Changes, CompletionReport, CoreError, Effect, Event,
-    EventKind, FailureReport, Fleet, FleetLimits, Heartbeat, Json, Message, MessageId, ReplyState,
-    Swarm, SwarmConfig, SwarmId, SwarmSpec, Task, TaskId, TaskSpec, TaskStatus, Timestamp,
+    EventKind, FailureReport, Fleet, FleetLimits, Heartbeat, Json, Message, MessageId, Pool,
+    ReplyState, StoredState, Swarm, SwarmConfig, SwarmId, SwarmSpec, Task, TaskId, TaskSpec,
+    TaskStatus, Timestamp,
 };
 use uuid::Uuid;
 
@@ -77,6 +80,8 @@ pub struct MemStore {
     pub next_event_seq: u64,
     /// Messages, every status.
     pub messages: HashMap<MessageId, Message>,
+    /// Pools, by swarm and name.
+    pub pools: HashMap<(SwarmId, String), Pool>,
 }
 
 impl MemStore {
@@ -94,6 +99,11 @@ impl MemStore {
             self.agents.retain(|_, a| a.swarm_id != *id);
             self.tasks.retain(|_, t| t.swarm_id != *id);
             self.keys.retain(|(s, _), _| s != id);
+            self.pools.retain(|(s, _), _| s != id);
+        }
+        // Deletions first, as the store applies them within a batch.
+        for key in &changes.deleted_pools {
+            self.pools.remove(key);
         }
         for s in &changes.swarms {
             self.swarms.insert(s.id, s.clone());
@@ -103,14 +113,18 @@ impl MemStore {
         for a in changes.agents.iter().filter(|a| !gone(a.swarm_id)) {
             self.agents.insert(a.id, a.clone());
         }
+        for p in changes.pools.iter().filter(|p| !gone(p.swarm_id)) {
+            self.pools.insert((p.swarm_id, p.name.clone()), p.clone());
+        }
         for t in changes.tasks.iter().filter(|t| !gone(t.swarm_id)) {
             if let Some(k) = &t.idempotency_key {
                 self.keys.entry((t.swarm_id, k.clone())).or_insert(t.id);
             }
             self.tasks.insert(t.id, t.clone());
         }
-        if let Some(last) = changes.events.last() {
-            self.next_event_seq = last.seq + 1;
+        // Several coordinators may write here, each in its own range of seqs.
+        if let Some(last) = changes.events.iter().map(|e| e.seq).max() {
+            self.next_event_seq = self.next_event_seq.max(last + 1);
         }
         for id in &changes.deleted_messages {
             self.messages.remove(id);
@@ -142,29 +156,51 @@ impl MemStore {
         (swarms, agents, tasks)
     }
 
-    /// Rebuilds a fleet from these rows, as a restarted coordinator would.
-    pub fn restore(&self, limits: FleetLimits, now: Timestamp) -> Fleet {
+    /// What the store gives a coordinator at start: every row a fleet is rebuilt from.
+    pub fn stored(&self) -> StoredState {
         let (swarms, agents, tasks) = self.load();
-        let stored = flotilla_core::StoredState {
+        let mut pools: Vec<Pool> = self.pools.values().cloned().collect();
+        pools.sort_by(|a, b| (a.swarm_id, &a.name).cmp(&(b.swarm_id, &b.name)));
+        let mut messages: Vec<Message> = self
+            .messages
+            .values()
+            .filter(|m| !m.status.is_final())
+            .cloned()
+            .collect();
+        messages.sort_by_key(|m| (m.seq, m.id));
+        let mut awaiting_requests: Vec<Message> = self
+            .messages
+            .values()
+            .filter(|m| m.reply == Some(ReplyState::Awaiting))
+            .cloned()
+            .collect();
+        awaiting_requests.sort_by_key(|m| (m.seq, m.id));
+        StoredState {
             swarms,
-            pools: Vec::new(),
+            pools,
             agents,
             tasks,
             next_event_seq: self.next_event_seq,
-            messages: self
-                .messages
-                .values()
-                .filter(|m| !m.status.is_final())
-                .cloned()
-                .collect(),
-            awaiting_requests: self
-                .messages
-                .values()
-                .filter(|m| m.reply == Some(ReplyState::Awaiting))
-                .cloned()
-                .collect(),
-        };
-        Fleet::restore(limits, stored, now)
+            messages,
+            awaiting_requests,
+        }
+    }
+
+    /// What the store gives a coordinator taking these swarms over: their rows only.
+    pub fn stored_for(&self, swarms: &[SwarmId]) -> StoredState {
+        let mut s = self.stored();
+        s.swarms.retain(|x| swarms.contains(&x.id));
+        s.pools.retain(|x| swarms.contains(&x.swarm_id));
+        s.agents.retain(|x| swarms.contains(&x.swarm_id));
+        s.tasks.retain(|x| swarms.contains(&x.swarm_id));
+        s.messages.retain(|x| swarms.contains(&x.swarm_id));
+        s.awaiting_requests.retain(|x| swarms.contains(&x.swarm_id));
+        s
+    }
+
+    /// Rebuilds a fleet from these rows, as a restarted coordinator would.
+    pub fn restore(&self, limits: FleetLimits, now: Timestamp) -> Fleet {
+        Fleet::restore(limits, self.stored(), now)
     }
 
     /// What a driver passes to `submit_tasks` for tasks and keys the fleet no longer holds.

@@ -115,6 +115,19 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the audit log: who called what, when, from where, and how it ended (newest first).
     Audit(AuditArgs),
+    /// Show the coordinator: version, uptime, store, bus and counts; `--cluster` shows every
+    /// coordinator sharing its store, their health and each swarm's lease.
+    Status(StatusArgs),
+}
+
+/// `flotilla status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show the cluster: coordinators (alive, heartbeat age, swarms held) and leases.
+    #[arg(long)]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub out: JsonFlag,
 }
 
 /// `flotilla token`.
@@ -469,6 +482,19 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// Where the fleet's state lives: `sqlite` (flotilla.db in the data directory, the
+    /// default), `sqlite:PATH`, or `postgres://user@host:port/db`, which several coordinators
+    /// may share (see docs/scale-out.md).
+    #[arg(long, env = "FLOTILLA_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// With a PostgreSQL store: the URL the other coordinators and clients reach this one at
+    /// (default: http(s):// and the --listen address; give it when listening on 0.0.0.0).
+    #[arg(long, env = "FLOTILLA_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// With a PostgreSQL store: how long a swarm's lease lasts unrenewed; a coordinator that
+    /// dies has its swarms taken over within about this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_ttl: std::time::Duration,
     /// `full`: every change is on disk before it is acknowledged, even across a power cut.
     /// `normal`: it survives a crash of flotilla, not of the machine; faster.
     #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
@@ -501,6 +527,9 @@ impl ServeArgs {
     pub fn config(&self, data_dir: PathBuf) -> flotilla_server::ServerConfig {
         let mut config = flotilla_server::ServerConfig {
             listen: self.listen,
+            store: self.store.clone(),
+            advertise_url: self.advertise_url.clone(),
+            lease_ttl: self.lease_ttl,
             sync: self.sync.into(),
             resources: self.resources.settings(),
             ..flotilla_server::ServerConfig::new(data_dir)

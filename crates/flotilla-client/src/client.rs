@@ -1191,6 +1191,12 @@ impl Client {
         self.get_json(&self.url(&["orchestrator"])).await
     }
 
+    /// `GET /cluster`: the coordinators sharing this one's store, each swarm's lease and the
+    /// swarms this one took over (`clustered` is false on a SQLite store).
+    pub async fn cluster(&self) -> Result<flotilla_core::api::ClusterStatus, ClientError> {
+        self.get_json(&self.url(&["cluster"])).await
+    }
+
     /// `POST /tokens`: a new token for a person or program; its secret is shown only here.
     pub async fn create_token(
         &self,

@@ -192,6 +192,77 @@ pub struct OrchestratorInfo {
     pub tasks: ActiveTaskCounts,
 }
 
+/// One swarm this node took over, for `GET /cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Takeover {
+    /// The swarm.
+    pub swarm: String,
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// When (database clock, ms).
+    pub at: i64,
+    /// How long loading it took, in ms.
+    pub load_ms: u64,
+}
+
+/// `GET /api/v1/cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// Whether the coordinator is a node of a cluster (its store is PostgreSQL); a coordinator
+    /// on SQLite is alone, and the lists are empty.
+    pub clustered: bool,
+    /// The node that answered.
+    pub node: String,
+    /// Its API.
+    pub url: String,
+    /// How long a lease lasts without renewal, in ms.
+    pub lease_ttl_ms: u64,
+    /// Every node with a row (live or recently gone).
+    pub nodes: Vec<NodeStatus>,
+    /// Every swarm's lease.
+    pub leases: Vec<LeaseStatus>,
+    /// The swarms the answering node took over, oldest first (the last 50).
+    pub takeovers: Vec<Takeover>,
+}
+
+/// One node of [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    /// Its id.
+    pub id: String,
+    /// Its API.
+    pub url: String,
+    /// Whether it is the node that answered.
+    pub this: bool,
+    /// Whether it heartbeats.
+    pub alive: bool,
+    /// Its flotilla version.
+    pub version: String,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: i64,
+    /// How long ago it last heartbeat, in ms.
+    pub heartbeat_age_ms: i64,
+    /// How many swarms it holds.
+    pub swarms: usize,
+}
+
+/// One lease of [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeaseStatus {
+    /// The swarm's name.
+    pub swarm: String,
+    /// Its id.
+    pub swarm_id: String,
+    /// The node holding (or last holding) it.
+    pub owner: Option<String>,
+    /// The lease's fencing epoch.
+    pub epoch: i64,
+    /// Whether it is in force.
+    pub valid: bool,
+    /// Milliseconds until it lapses (negative: lapsed).
+    pub expires_in_ms: Option<i64>,
+}
+
 /// The answer to an agent's registration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registration {

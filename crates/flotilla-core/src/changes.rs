@@ -67,6 +67,49 @@ impl Changes {
             && self.heartbeat_samples.is_empty()
     }
 
+    /// The swarms these changes write rows of, deleted ones included. Changes known only by
+    /// id (deleted checkpoints and messages, replies, agents' state documents) and metric
+    /// prunes name none.
+    pub fn swarms_touched(&self) -> std::collections::BTreeSet<SwarmId> {
+        let mut touched = std::collections::BTreeSet::new();
+        touched.extend(self.swarms.iter().map(|s| s.id));
+        touched.extend(self.deleted_swarms.iter().copied());
+        touched.extend(self.agents.iter().map(|a| a.swarm_id));
+        touched.extend(self.pools.iter().map(|p| p.swarm_id));
+        touched.extend(self.deleted_pools.iter().map(|(s, _)| *s));
+        touched.extend(self.tasks.iter().map(|t| t.swarm_id));
+        touched.extend(self.events.iter().map(|e| e.swarm_id));
+        touched.extend(self.checkpoints.iter().map(|c| c.swarm_id));
+        touched.extend(self.messages.iter().map(|m| m.swarm_id));
+        touched.extend(self.metric_rows.iter().map(|r| r.swarm_id));
+        touched.extend(self.heartbeat_samples.iter().map(|h| h.swarm_id));
+        touched
+    }
+
+    /// Drops every row of the swarms `keep` refuses (what a coordinator wrote about swarms it
+    /// no longer holds); changes known only by id stay.
+    pub fn retain_swarms(&mut self, keep: impl Fn(SwarmId) -> bool) {
+        let agents_dropped: std::collections::HashSet<AgentId> = self
+            .agents
+            .iter()
+            .filter(|a| !keep(a.swarm_id))
+            .map(|a| a.id)
+            .collect();
+        self.swarms.retain(|s| keep(s.id));
+        self.deleted_swarms.retain(|s| keep(*s));
+        self.agents.retain(|a| keep(a.swarm_id));
+        self.pools.retain(|p| keep(p.swarm_id));
+        self.deleted_pools.retain(|(s, _)| keep(*s));
+        self.tasks.retain(|t| keep(t.swarm_id));
+        self.events.retain(|e| keep(e.swarm_id));
+        self.checkpoints.retain(|c| keep(c.swarm_id));
+        self.agent_states
+            .retain(|(a, _, _)| !agents_dropped.contains(a));
+        self.messages.retain(|m| keep(m.swarm_id));
+        self.metric_rows.retain(|r| keep(r.swarm_id));
+        self.heartbeat_samples.retain(|h| keep(h.swarm_id));
+    }
+
     /// Appends another set of changes after this one.
     pub fn extend(&mut self, other: Changes) {
         self.swarms.extend(other.swarms);

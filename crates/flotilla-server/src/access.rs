@@ -181,6 +181,14 @@ pub async fn authorize(
     };
     let (principal, hash) = match identify(state, &req) {
         Ok(found) => found,
+        // A node of a cluster may not have seen a token another node issued: it asks the
+        // shared store once before refusing.
+        Err(e) if state.cluster.get().is_some() => {
+            match learn_token(state, bearer_secret(&req).ok()).await {
+                Some(found) => found,
+                None => return call.finish(e.into_response()),
+            }
+        }
         Err(e) => return call.finish(e.into_response()),
     };
     call.principal = Some(principal.clone());
@@ -199,6 +207,31 @@ pub async fn authorize(
     };
     if let Err(e) = check(state, &guard.access, &principal, &params).await {
         return call.finish(e.into_response());
+    }
+    // A node of a cluster serves the swarms it holds and forwards the rest to their holders.
+    if let Some(cluster) = state.cluster.get() {
+        match cluster_route(
+            state,
+            cluster,
+            guard.access.target,
+            &params,
+            req.uri().query(),
+        )
+        .await
+        {
+            Ok(crate::cluster::Route::Here) => {}
+            Ok(crate::cluster::Route::Node { id, url }) => {
+                let resp = crate::cluster::forward(cluster, &id, &url, req).await;
+                return call.finish(resp);
+            }
+            Ok(crate::cluster::Route::Nowhere) => {
+                let e = ApiError::unavailable(
+                    "no coordinator holds this swarm right now (it is being taken over): retry in a few seconds",
+                );
+                return call.finish(e.into_response());
+            }
+            Err(e) => return call.finish(e.into_response()),
+        }
     }
     let permit = match hold_wanted(guard.access.hold, req.uri().query()) {
         false => None,
@@ -245,6 +278,24 @@ fn identify(state: &AppState, req: &Request) -> Result<(Principal, String), ApiE
             "this token has expired: ask an administrator for a new one (flotilla token create)",
         )),
     }
+}
+
+/// In a cluster: looks the request's token up in the shared store and, if it is in force,
+/// remembers it and identifies the caller with it.
+async fn learn_token(state: &AppState, secret: Option<String>) -> Option<(Principal, String)> {
+    let secret = secret?;
+    let hash = hash_token(&secret);
+    let lookup = hash.clone();
+    let record = crate::routes::read(state, move |r| r.find_token(&lookup))
+        .await
+        .ok()
+        .flatten()?;
+    if record.revoked_at.is_some() {
+        return None;
+    }
+    state.tokens.write().insert(record);
+    let principal = state.tokens.read().principal(&hash, state.now()).ok()?;
+    Some((principal, hash))
 }
 
 /// The rule's checks that need the path: role, agent, swarm.
@@ -359,6 +410,63 @@ async fn target_swarm<'a>(
                 }
             }
         },
+    })
+}
+
+/// Where a call goes in a cluster: the swarm of its target, then that swarm's holder. Calls
+/// about no swarm (the fleet, lists across swarms without `?swarm=`) are served here.
+async fn cluster_route(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    target: Target,
+    params: &[(String, String)],
+    query: Option<&str>,
+) -> Result<crate::cluster::Route, ApiError> {
+    use crate::cluster::Route;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let swarm = match target {
+        Target::Fleet => None,
+        Target::Listed => {
+            let asked = query.and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("swarm="))
+                    .map(|v| v.to_owned())
+            });
+            match asked {
+                None => None,
+                Some(reference) => {
+                    let local = state.fleet.lock().resolve_swarm(&reference).is_ok();
+                    match cluster.route_swarm(&reference, local) {
+                        Some((_, route)) => return Ok(route),
+                        None => None,
+                    }
+                }
+            }
+        }
+        Target::Swarm => match param("swarm") {
+            None => None,
+            Some(reference) => {
+                let local = state.fleet.lock().resolve_swarm(reference).is_ok();
+                return Ok(cluster
+                    .route_swarm(reference, local)
+                    .map_or(Route::Here, |(_, route)| route));
+            }
+        },
+        Target::Agent | Target::Task | Target::Message => {
+            target_swarm(state, target, param).await?
+        }
+    };
+    Ok(match swarm {
+        None => Route::Here,
+        Some(s) => {
+            let local = state.fleet.lock().resolve_swarm(&s.to_string()).is_ok();
+            cluster.route(s, local)
+        }
     })
 }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bus;
 pub mod checkpoints;
 pub mod clock;
+pub mod cluster;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -37,7 +38,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_core::{Fleet, FleetLimits, SwarmId};
-use flotilla_store::{Batch, SqliteStore, Store, SyncMode};
+use flotilla_store::{Batch, Store, StoreLocation, SyncMode};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,8 +57,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 pub struct ServerConfig {
     /// Address to listen on (127.0.0.1:7171 by default; port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Directory holding the SQLite database and the admin token.
+    /// Directory holding the SQLite database (unless `store` names another) and the admin
+    /// token.
     pub data_dir: PathBuf,
+    /// Where the fleet's state lives: `None` (the default) for `flotilla.db` in the data
+    /// directory; `sqlite:PATH` for another SQLite file; `postgres://…` for a PostgreSQL
+    /// database that several coordinators may share.
+    pub store: Option<String>,
+    /// With a PostgreSQL store: the URL other coordinators and clients reach this one at
+    /// (`None`: `http(s)://` and the address it listens on, wildcard addresses as loopback).
+    pub advertise_url: Option<String>,
+    /// With a PostgreSQL store: how long a swarm's lease lasts without renewal (3 s); a dead
+    /// coordinator's swarms are taken over within about this long.
+    pub lease_ttl: Duration,
     /// `full` (default): each commit is on disk before the API answers; `normal`: a commit
     /// survives a crash of Flotilla but maybe not a power cut.
     pub sync: SyncMode,
@@ -107,6 +119,9 @@ impl ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: data_dir.into(),
+            store: None,
+            advertise_url: None,
+            lease_ttl: Duration::from_secs(3),
             sync: SyncMode::Full,
             limits: FleetLimits::default(),
             max_body_bytes: 8 * 1024 * 1024,
@@ -217,6 +232,9 @@ pub struct Server {
     http: JoinHandle<Result<(), std::io::Error>>,
     ticker: JoinHandle<()>,
     supervisor: JoinHandle<()>,
+    /// The cluster's rounds (with a PostgreSQL store), and the signal that ends them.
+    cluster_loop: Option<JoinHandle<()>>,
+    leave: watch::Sender<bool>,
     writer_thread: std::thread::JoinHandle<()>,
 }
 
@@ -258,6 +276,11 @@ impl Server {
             .await
         {
             tracing::warn!(error = %e.message, "the last minute's metrics were not stored");
+        }
+        // Last, a node of a cluster gives its swarms up, for the others to take at once.
+        let _ = self.leave.send(true);
+        if let Some(cluster) = self.cluster_loop {
+            let _ = cluster.await;
         }
         // Dropping the last state drops the writer's sender; the thread then drains and ends.
         drop(self.state);
@@ -307,36 +330,79 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     }
     let resources =
         resources::Resources::new(config.resources.clone(), dir).map_err(ServerError::Resources)?;
-    let db_path = dir.join("flotilla.db");
-    let (mut store, snapshot) = tokio::task::spawn_blocking(move || {
-        let mut store = SqliteStore::open(&db_path, config.sync)?;
-        let snapshot = store.load(config.limits.retain_terminal)?;
-        Ok::<_, flotilla_store::StoreError>((store, snapshot))
+    let location = StoreLocation::parse(config.store.as_deref(), &dir.join("flotilla.db"))?;
+    // On PostgreSQL the coordinator is a node of a cluster: it starts holding no swarm and
+    // loads each one when it takes its lease (see `cluster`).
+    let cluster_url = match &location {
+        StoreLocation::Postgres(url) => Some(url.clone()),
+        StoreLocation::Sqlite(_) => None,
+    };
+    let clustered = cluster_url.is_some();
+    let node_id = uuid::Uuid::now_v7().to_string();
+    let claim_as = node_id.clone();
+    let lease_ttl = config.lease_ttl;
+    let clock = Clock::new();
+    let now = clock.now();
+    // Every store call blocks (PostgreSQL's client drives a runtime of its own): none runs on
+    // the async threads.
+    let token_dir = dir.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut store = location.open_for(
+            config.sync,
+            clustered.then_some((claim_as.as_str(), lease_ttl)),
+        )?;
+        let reader = store.reader()?;
+        let (stored, stored_tokens) = if clustered {
+            let tokens = reader
+                .list_tokens()?
+                .into_iter()
+                .filter(|t| t.revoked_at.is_none())
+                .collect();
+            (flotilla_core::StoredState::default(), tokens)
+        } else {
+            store.load(config.limits.retain_terminal)?.into_parts()
+        };
+        let tokens = TokenTable::new(stored_tokens);
+        let admin = auth::ensure_admin_token(
+            &token_dir,
+            &tokens,
+            |hash| {
+                reader
+                    .find_token(hash)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.revoked_at.is_some())
+            },
+            now,
+        );
+        Ok::<_, flotilla_store::StoreError>((store, reader, stored, tokens, admin))
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let reader = store.reader()?;
+    let (mut store, reader, stored, tokens, admin) = opened;
     let store_description = store.describe();
-    let clock = Clock::new();
-    let now = clock.now();
-    let (stored, stored_tokens) = snapshot.into_parts();
-    let tokens = TokenTable::new(stored_tokens);
-    let (admin_token, admin_token_created, admin_record) = auth::ensure_admin_token(
-        dir,
-        &tokens,
-        |hash| {
-            reader
-                .find_token(hash)
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.revoked_at.is_some())
-        },
-        now,
-    )
-    .map_err(dir_err)?;
+    let (admin_token, admin_token_created, admin_record) = admin.map_err(dir_err)?;
     let mut tokens = tokens;
     let mut fleet = Fleet::restore(config.limits.clone(), stored, now);
-    fleet.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
+    if let Some(url) = &cluster_url {
+        // The first node creates the default swarm in the database; whichever node takes its
+        // lease loads it.
+        let mut scratch = Fleet::new(config.limits.clone());
+        scratch.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
+        let default = scratch.take_changes().swarms;
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = flotilla_store::postgres::cluster::ClusterDb::open(&url, "starting")?;
+            for swarm in &default {
+                db.insert_swarm_if_absent(swarm)?;
+            }
+            Ok::<_, flotilla_store::StoreError>(())
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    } else {
+        fleet.ensure_default_swarm(SwarmId(uuid::Uuid::now_v7()), now);
+    }
     // What restoring changed, and a new admin token, are stored before the first request.
     let first = Batch {
         changes: fleet.take_changes(),
@@ -354,7 +420,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     if let Some(r) = admin_record {
         tokens.insert(r);
     }
-    let (writer, writer_thread) = Writer::start(Box::new(store));
+    let (writer, writer_thread) = Writer::start(store);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (supervisor, orders) = supervisor::Supervisor::channel(launch);
     let state = AppState::new(Inner {
@@ -380,6 +446,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         limiter: config.rate_limit.map(rate_limit::Limiter::new),
         streams: access::Streams::new(config.max_streams_per_token),
         audit: access::AuditLog::new(config.audit_retention),
+        cluster: std::sync::OnceLock::new(),
     });
     state.set_scale_veto(state.resources.scale_veto());
     let listener = TcpListener::bind(config.listen)
@@ -389,6 +456,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    if let Some(url) = &cluster_url {
+        let advertise = config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| base_url(config.tls.is_some(), loopback_for_wildcard(addr)));
+        let mut settings = cluster::ClusterSettings::new(node_id.clone(), advertise);
+        settings.lease_ttl = config.lease_ttl;
+        settings.renew_every = (config.lease_ttl / 6).max(Duration::from_millis(50));
+        let _ = state
+            .cluster
+            .set(cluster::Cluster::new(settings, url.clone()));
+    }
     let app = routes::router(state.clone(), config.max_body_bytes)
         // Handlers and middleware may read the peer's address (`ConnectInfo<SocketAddr>`).
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -437,6 +516,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .flatten(),
     };
     let supervisor = tokio::spawn(supervisor::run(state.clone(), orders, endpoint));
+    let (leave_tx, leave_rx) = watch::channel(false);
+    let cluster_loop = state
+        .cluster
+        .get()
+        .cloned()
+        .map(|c| tokio::spawn(cluster::run(state.clone(), c, leave_rx)));
     let (webhook_stats, webhook_watcher) =
         webhooks::start(&state, &config.alert_webhooks, webhook_urls)
             .map_err(ServerError::Webhook)?;
@@ -457,6 +542,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         http,
         ticker,
         supervisor,
+        cluster_loop,
+        leave: leave_tx,
         writer_thread,
     })
 }

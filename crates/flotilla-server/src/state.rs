@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_core::{AgentId, Changes, CoreError, Effect, Fleet, TaskId, Timestamp};
-use flotilla_store::{Batch, SqliteReader, TokenRecord};
+use flotilla_store::{Batch, Reader, TokenRecord};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 
@@ -33,7 +33,7 @@ pub struct Inner {
     /// The group-commit writer.
     pub writer: Writer,
     /// Read connections to the store.
-    pub reader: SqliteReader,
+    pub reader: Reader,
     /// The clock.
     pub clock: Clock,
     /// Who is waiting for what.
@@ -64,6 +64,8 @@ pub struct Inner {
     pub streams: crate::access::Streams,
     /// The audit log's writer side.
     pub audit: crate::access::AuditLog,
+    /// With a PostgreSQL store: this coordinator's place in the cluster (set once it listens).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Asked, under the fleet lock, before the autoscaler grows a pool: given the fleet, the pool

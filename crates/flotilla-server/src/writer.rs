@@ -12,7 +12,7 @@
 //! sent before it, so it never answers from state a crash could take back.
 //!
 //! Failures: a transient one (the file locked by another process, an I/O error, a full disk, a
-//! read-only file) keeps the batch and puts it in front of the next commit — rows are whole
+//! read-only file, a database server that restarted or cannot be reached) keeps the batch and puts it in front of the next commit — rows are whole
 //! entities, so writing an older row before a newer one is always correct — and tells its
 //! callers it failed (503: the outcome is unknown until a later commit succeeds). Any other
 //! failure (a constraint the store refuses, corruption) means memory and store disagree in a way
@@ -45,6 +45,9 @@ pub struct Writer {
     next_seq: Arc<AtomicU64>,
     committed: watch::Receiver<u64>,
     failed: Arc<AtomicBool>,
+    /// Swarms whose changes the store refused because this coordinator's leases of them are
+    /// gone (a cluster's fence); the cluster's rounds take them and drop the swarms.
+    lost: Arc<parking_lot::Mutex<Vec<flotilla_core::SwarmId>>>,
 }
 
 /// Waits for one batch to be durable.
@@ -57,15 +60,18 @@ impl Writer {
         let (committed_tx, committed) = watch::channel(0);
         let failed = Arc::new(AtomicBool::new(false));
         let thread_failed = failed.clone();
+        let lost = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let thread_lost = lost.clone();
         let handle = std::thread::Builder::new()
             .name("flotilla-writer".into())
-            .spawn(move || run(store, rx, committed_tx, thread_failed))
+            .spawn(move || run(store, rx, committed_tx, thread_failed, thread_lost))
             .expect("spawn the writer thread");
         let writer = Writer {
             tx,
             next_seq: Arc::new(AtomicU64::new(1)),
             committed,
             failed,
+            lost,
         };
         (writer, handle)
     }
@@ -95,6 +101,11 @@ impl Writer {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The swarms the store fenced off since the last call (see [`StoreError::Fenced`]).
+    pub fn take_lost(&self) -> Vec<flotilla_core::SwarmId> {
+        std::mem::take(&mut *self.lost.lock())
+    }
+
     /// Whether the store refused a batch for a reason retrying cannot fix; the coordinator
     /// must be restarted to reload the store.
     pub fn has_failed(&self) -> bool {
@@ -107,6 +118,7 @@ fn run(
     rx: Receiver<Job>,
     committed: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
+    lost: Arc<parking_lot::Mutex<Vec<flotilla_core::SwarmId>>>,
 ) {
     let mut carried: Option<Batch> = None;
     while let Ok(first) = rx.recv() {
@@ -129,6 +141,11 @@ fn run(
         let mut batch = carried.take().unwrap_or_else(empty_batch);
         let mut waiters = Vec::with_capacity(jobs.len());
         let mut last_seq = 0;
+        // What each job wrote about, to tell its caller whether a fenced swarm took its change.
+        let touched: Vec<_> = jobs
+            .iter()
+            .map(|j| j.batch.changes.swarms_touched())
+            .collect();
         for job in jobs {
             batch.changes.extend(job.batch.changes);
             batch.tokens.extend(job.batch.tokens);
@@ -137,16 +154,18 @@ fn run(
             waiters.push(job.done);
             last_seq = job.seq;
         }
-        let mut result = store.commit(&batch);
-        // A busy or briefly failing disk gets a few quick retries before callers hear of it.
-        for delay_ms in [5, 50, 250] {
-            match &result {
-                Err(e) if is_transient(e) => {
-                    std::thread::sleep(Duration::from_millis(delay_ms));
-                    result = store.commit(&batch);
-                }
-                _ => break,
-            }
+        let mut fenced = std::collections::BTreeSet::new();
+        let mut result = commit_retrying(store.as_mut(), &batch);
+        // A coordinator of a cluster whose lease of a swarm is gone may not write about it:
+        // those rows go, the rest of the batch is written, and the swarms are reported.
+        while let Err(StoreError::Fenced { swarms }) = &result {
+            fenced.extend(swarms.iter().copied());
+            batch.changes.retain_swarms(|s| !fenced.contains(&s));
+            result = commit_retrying(store.as_mut(), &batch);
+        }
+        if !fenced.is_empty() {
+            tracing::warn!(swarms = ?fenced, "changes about swarms whose leases are gone were not stored");
+            lost.lock().extend(fenced.iter().copied());
         }
         let outcome = match result {
             Ok(()) => {
@@ -167,8 +186,15 @@ fn run(
                 Err(Arc::new(e))
             }
         };
-        for w in waiters {
-            let _ = w.send(outcome.clone());
+        let refused = Arc::new(StoreError::Fenced {
+            swarms: fenced.iter().copied().collect(),
+        });
+        for (w, touched) in waiters.into_iter().zip(touched) {
+            let answer = match &outcome {
+                Ok(()) if touched.iter().any(|s| fenced.contains(s)) => Err(refused.clone()),
+                other => other.clone(),
+            };
+            let _ = w.send(answer);
         }
     }
     // The channel closed: flush what failed before, once more.
@@ -179,11 +205,31 @@ fn run(
     }
 }
 
+/// Commits `batch`, with a few quick retries of a busy or briefly failing store before callers
+/// hear of it.
+fn commit_retrying(store: &mut dyn Store, batch: &Batch) -> Result<(), StoreError> {
+    let mut result = store.commit(batch);
+    for delay_ms in [5, 50, 250] {
+        match &result {
+            Err(e) if is_transient(e) => {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                result = store.commit(batch);
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
 /// Errors worth retrying: they go away without anyone changing the data.
 fn is_transient(e: &StoreError) -> bool {
     matches!(
         e,
-        StoreError::Locked(_) | StoreError::Io(_) | StoreError::Full(_) | StoreError::ReadOnly(_)
+        StoreError::Locked(_)
+            | StoreError::Io(_)
+            | StoreError::Full(_)
+            | StoreError::ReadOnly(_)
+            | StoreError::Unavailable(_)
     )
 }
 

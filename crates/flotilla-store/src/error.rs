@@ -2,8 +2,11 @@
 //!
 //! SQLite reports hundreds of result codes; the coordinator needs to know only a handful of
 //! situations (the disk is full, the file is read-only, another process holds the lock, the file
-//! is corrupt, …) to tell the operator what to do. Every rusqlite error is mapped to one of them.
+//! is corrupt, …) to tell the operator what to do. Every rusqlite error is mapped to one of them,
+//! and so is every PostgreSQL error (by its SQLSTATE class; a broken connection is
+//! [`StoreError::Unavailable`]).
 
+use std::error::Error as _;
 use std::path::{Path, PathBuf};
 
 use rusqlite::ErrorCode;
@@ -27,6 +30,12 @@ pub enum StoreError {
         "the database is locked by another process ({0}); is another flotilla using the same data directory?"
     )]
     Locked(String),
+    /// The database server cannot be reached, or closed the connection (it restarted, it is
+    /// shutting down, the network failed).
+    #[error(
+        "the database server is unavailable ({0}); check that PostgreSQL is running and reachable"
+    )]
+    Unavailable(String),
     /// The disk (or the file system's quota) is full.
     #[error("disk full: the database could not grow ({0}); free some disk space and retry")]
     Full(String),
@@ -55,6 +64,16 @@ pub enum StoreError {
     /// hash already stored).
     #[error("the change conflicts with stored data: {0}")]
     Conflict(String),
+    /// A coordinator of a cluster wrote about swarms whose leases it no longer holds (they
+    /// lapsed, or another coordinator took them): nothing of the batch was written.
+    #[error(
+        "this coordinator no longer holds the lease of swarm(s) {}: the change was not stored; retry, and another coordinator will serve it",
+        swarms.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Fenced {
+        /// The swarms whose leases are gone.
+        swarms: Vec<flotilla_core::SwarmId>,
+    },
     /// A list cursor that no page of this store produced.
     #[error("invalid cursor {0:?}: pass the next_cursor of a previous page unchanged")]
     InvalidCursor(String),
@@ -89,6 +108,20 @@ impl StoreError {
         }
     }
 
+    /// The same error, saying which database server it concerns (`shown` has no password).
+    pub(crate) fn on(self, shown: &str) -> StoreError {
+        match self {
+            StoreError::Open { path, reason } if path.as_os_str().is_empty() => StoreError::Open {
+                path: shown.into(),
+                reason,
+            },
+            StoreError::Unavailable(m) if !m.contains(shown) => {
+                StoreError::Unavailable(format!("{shown}: {m}"))
+            }
+            other => other,
+        }
+    }
+
     /// A value read back that this version cannot decode.
     pub(crate) fn bad_value(column: &str, why: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt(format!("column {column}: {why}"))
@@ -119,6 +152,56 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::Error::FromSqlConversionFailure(..)
             | rusqlite::Error::IntegralValueOutOfRange(..)
             | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(message),
+            _ => StoreError::Other(message),
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(err: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let message = match err.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => err.to_string(),
+        };
+        let Some(code) = err.code() else {
+            // No SQLSTATE: the connection failed or broke, or a value could not be converted.
+            let broken = err.is_closed()
+                || err.source().is_some_and(|s| s.is::<std::io::Error>())
+                || message.contains("error connecting")
+                || message.contains("timed out");
+            return if broken {
+                StoreError::Unavailable(message)
+            } else {
+                StoreError::Other(message)
+            };
+        };
+        let class = &code.code()[..2];
+        match code {
+            c if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(message),
+            c if *c == SqlState::DISK_FULL => StoreError::Full(message),
+            c if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                StoreError::Locked(message)
+            }
+            c if *c == SqlState::INVALID_CATALOG_NAME
+                || *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                StoreError::Open {
+                    path: PathBuf::new(),
+                    reason: message,
+                }
+            }
+            c if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+                StoreError::Corrupt(message)
+            }
+            // 08: connection exception; 57: operator intervention (shutdown, restart);
+            // 53: insufficient resources (too many connections, out of memory).
+            _ if matches!(class, "08" | "57" | "53") => StoreError::Unavailable(message),
+            _ if class == "58" => StoreError::Io(message),
             _ => StoreError::Other(message),
         }
     }

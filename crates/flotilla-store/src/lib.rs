@@ -15,15 +15,23 @@
 
 #![warn(missing_docs)]
 
+mod commit;
+mod cursor;
 mod error;
+mod load;
+pub mod postgres;
+pub mod reader;
+mod rows;
+mod sql;
 pub mod sqlite;
 mod token;
 
 pub use error::StoreError;
 pub use flotilla_core::Changes;
 pub use flotilla_core::api::Page;
-pub use sqlite::reader::{
-    AuditFilter, Direction, EventFilter, HistorySize, MessageFilter, MetricSeries, SqliteReader,
+pub use postgres::PgStore;
+pub use reader::{
+    AuditFilter, Direction, EventFilter, HistorySize, MessageFilter, MetricSeries, Reader,
     TaskFilter,
 };
 pub use sqlite::schema::SCHEMA_VERSION;
@@ -59,8 +67,88 @@ pub trait Store: Send {
     /// topic, priority, body, correlation id, `created_at`) is fixed when it is first written.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
-    /// Where the state lives, e.g. `sqlite:/abs/path/flotilla.db`.
+    /// Where the state lives, e.g. `sqlite:/abs/path/flotilla.db` or
+    /// `postgres://user@host:5432/db` (never a password).
     fn describe(&self) -> String;
+
+    /// A reader of the same state, with connections of its own, that runs beside the writer.
+    fn reader(&self) -> Result<Reader, StoreError>;
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&mut self, retain_terminal: usize) -> Result<Snapshot, StoreError> {
+        (**self).load(retain_terminal)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn reader(&self) -> Result<Reader, StoreError> {
+        (**self).reader()
+    }
+}
+
+/// Where the fleet's state lives, as `--store` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file (one coordinator).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), which several coordinators
+    /// may share.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// Reads `--store`: `None` or `sqlite` for `default_file`; `sqlite:PATH` for another file;
+    /// a `postgres://` or `postgresql://` URL.
+    pub fn parse(text: Option<&str>, default_file: &std::path::Path) -> Result<Self, StoreError> {
+        let Some(text) = text
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "sqlite")
+        else {
+            return Ok(StoreLocation::Sqlite(default_file.to_path_buf()));
+        };
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            postgres::Target::parse(text)?;
+            return Ok(StoreLocation::Postgres(text.to_owned()));
+        }
+        if let Some(path) = text.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            return Ok(StoreLocation::Sqlite(path.into()));
+        }
+        Err(StoreError::Open {
+            path: text.into(),
+            reason: "the store must be sqlite, sqlite:PATH or a postgres:// URL".to_owned(),
+        })
+    }
+
+    /// Opens the store (bringing its schema up to date). Blocks: call it off async threads.
+    pub fn open(&self, sync: SyncMode) -> Result<Box<dyn Store>, StoreError> {
+        self.open_for(sync, None)
+    }
+
+    /// Opens the store for cluster node `node` with leases of `ttl` (PostgreSQL only; see
+    /// [`PgStore::claim_new_swarms_for`]).
+    pub fn open_for(
+        &self,
+        sync: SyncMode,
+        node: Option<(&str, std::time::Duration)>,
+    ) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreLocation::Sqlite(path) => Box::new(SqliteStore::open(path, sync)?),
+            StoreLocation::Postgres(url) => {
+                let mut store = PgStore::open(url)?;
+                if let Some((node, ttl)) = node {
+                    store.claim_new_swarms_for(node, ttl);
+                }
+                Box::new(store)
+            }
+        })
+    }
 }
 
 /// What one group commit persists.

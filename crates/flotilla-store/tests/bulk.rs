@@ -2,6 +2,7 @@
 //! that prints how long the hot path's batches take (run it in release mode:
 //! `cargo test --release -p flotilla-store --test bulk -- --ignored --nocapture`).
 
+#[macro_use]
 mod common;
 
 use std::time::Instant;
@@ -66,9 +67,8 @@ fn batch(tasks: Vec<Task>, events: Vec<Event>) -> Batch {
     }
 }
 
-#[test]
-fn ten_thousand_tasks_commit_in_one_batch_and_read_back() {
-    let (_dir, mut store) = open();
+fn ten_thousand_tasks_commit_in_one_batch_and_read_back(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "bulk");
     commit(
         &mut store,
@@ -168,3 +168,5 @@ fn print_commit_timings() {
         );
     }
 }
+
+on_both_backends!(ten_thousand_tasks_commit_in_one_batch_and_read_back,);

@@ -1,6 +1,7 @@
 //! The file itself: state survives reopening, failed batches write nothing, and files this
 //! version must not use are refused with errors that say what to do.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -10,9 +11,8 @@ use flotilla_store::{
     TokenRole,
 };
 
-#[test]
-fn everything_committed_survives_closing_and_reopening() {
-    let (dir, mut store) = open();
+fn everything_committed_survives_closing_and_reopening(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let a = agent(1, s.id, AgentStatus::Busy);
     let tasks: Vec<_> = all_states()
@@ -59,9 +59,8 @@ fn everything_committed_survives_closing_and_reopening() {
     );
 }
 
-#[test]
-fn a_reader_keeps_working_after_the_writer_is_dropped() {
-    let (_dir, mut store) = open();
+fn a_reader_keeps_working_after_the_writer_is_dropped(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let t = queued(1, swarm_id(1), 5);
     commit(
         &mut store,
@@ -84,9 +83,8 @@ fn a_reader_keeps_working_after_the_writer_is_dropped() {
     });
 }
 
-#[test]
-fn a_failing_batch_writes_nothing() {
-    let (_dir, mut store) = open();
+fn a_failing_batch_writes_nothing(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     commit(
         &mut store,
@@ -149,7 +147,7 @@ fn a_failing_batch_writes_nothing() {
 
 #[test]
 fn describe_names_the_absolute_path() {
-    let (dir, store) = open();
+    let (dir, store) = open_sqlite();
     let path = dir.path().join("flotilla.db");
     assert_eq!(store.describe(), format!("sqlite:{}", path.display()));
     assert_eq!(store.path(), path);
@@ -180,7 +178,7 @@ fn a_file_that_is_not_a_database_is_corrupt() {
 
 #[test]
 fn a_newer_schema_is_refused() {
-    let (dir, store) = open();
+    let (dir, store) = open_sqlite();
     drop(store);
     let path = dir.path().join("flotilla.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -203,9 +201,9 @@ fn a_newer_schema_is_refused() {
 
 #[test]
 fn reopening_applies_no_migration_twice() {
-    let (dir, store) = open();
+    let (dir, store) = open_sqlite();
     drop(store);
-    drop(reopen(&dir));
+    drop(SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join("flotilla.db")).unwrap();
     let versions: Vec<u32> = conn
         .prepare("SELECT version FROM schema_version ORDER BY version")
@@ -223,7 +221,7 @@ fn reopening_applies_no_migration_twice() {
 
 #[test]
 fn a_second_writer_waiting_on_a_held_lock_reports_it_locked() {
-    let (dir, mut store) = open();
+    let (dir, mut store) = open_sqlite();
     let path = dir.path().join("flotilla.db");
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -245,3 +243,9 @@ fn a_second_writer_waiting_on_a_held_lock_reports_it_locked() {
     );
     other.execute_batch("ROLLBACK").unwrap();
 }
+
+on_both_backends!(
+    everything_committed_survives_closing_and_reopening,
+    a_reader_keeps_working_after_the_writer_is_dropped,
+    a_failing_batch_writes_nothing,
+);

@@ -1,5 +1,6 @@
 //! What `load` gives the coordinator at start, and how deletions and the event log affect it.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -17,9 +18,8 @@ fn completed_at(ms: i64) -> TaskState {
     }
 }
 
-#[test]
-fn an_empty_database_loads_empty_with_event_seq_one() {
-    let (_dir, mut store) = open();
+fn an_empty_database_loads_empty_with_event_seq_one(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let snapshot = store.load(100).unwrap();
     assert!(snapshot.swarms.is_empty() && snapshot.agents.is_empty());
     assert!(snapshot.pools.is_empty());
@@ -27,9 +27,8 @@ fn an_empty_database_loads_empty_with_event_seq_one() {
     assert_eq!(snapshot.next_event_seq, 1);
 }
 
-#[test]
-fn load_returns_unfinished_tasks_and_the_most_recently_finished_ones() {
-    let (_dir, mut store) = open();
+fn load_returns_unfinished_tasks_and_the_most_recently_finished_ones(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let mut tasks = Vec::new();
     // Unfinished tasks, one per unfinished status, created in reverse order of their ids.
@@ -87,9 +86,8 @@ fn load_returns_unfinished_tasks_and_the_most_recently_finished_ones() {
     assert_eq!(store.load(1000).unwrap().tasks.len(), 15);
 }
 
-#[test]
-fn removed_agents_are_not_loaded_but_stopped_ones_are_and_the_reader_finds_both() {
-    let (dir, mut store) = open();
+fn removed_agents_are_not_loaded_but_stopped_ones_are_and_the_reader_finds_both(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let idle = agent(1, s.id, AgentStatus::Idle);
     let mut leaving = bare_agent(2, s.id, AgentStatus::Busy);
@@ -153,9 +151,8 @@ fn removed_agents_are_not_loaded_but_stopped_ones_are_and_the_reader_finds_both(
     assert_eq!(reopen(&dir).load(0).unwrap().agents, expected);
 }
 
-#[test]
-fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events() {
-    let (_dir, mut store) = open();
+fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let doomed = swarm(1, "doomed");
     let kept = swarm(2, "kept");
     let doomed_agent = agent(1, doomed.id, AgentStatus::Idle);
@@ -251,9 +248,8 @@ fn a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events(
     );
 }
 
-#[test]
-fn next_event_seq_follows_the_largest_seq_stored() {
-    let (dir, mut store) = open();
+fn next_event_seq_follows_the_largest_seq_stored(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let events: Vec<_> = (1..=5)
         .map(|seq| event(seq, s.id, EventKind::TaskSubmitted))
@@ -277,9 +273,8 @@ fn next_event_seq_follows_the_largest_seq_stored() {
     assert_eq!(reopen(&dir).load(0).unwrap().next_event_seq, 7);
 }
 
-#[test]
-fn a_task_retried_after_finishing_is_unfinished_again() {
-    let (_dir, mut store) = open();
+fn a_task_retried_after_finishing_is_unfinished_again(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let done = bare_task(1, s.id, completed_at(5));
     commit(
@@ -304,4 +299,51 @@ fn a_task_retried_after_finishing_is_unfinished_again() {
     let loaded = store.load(10).unwrap().tasks;
     assert_eq!(loaded, vec![again]);
     assert_eq!(loaded[0].status(), TaskStatus::Queued);
+}
+
+on_both_backends!(
+    load_swarm_reads_one_swarm_and_nothing_of_the_others,
+    an_empty_database_loads_empty_with_event_seq_one,
+    load_returns_unfinished_tasks_and_the_most_recently_finished_ones,
+    removed_agents_are_not_loaded_but_stopped_ones_are_and_the_reader_finds_both,
+    a_deleted_swarm_loses_its_pools_agents_tasks_and_tokens_but_keeps_its_events,
+    next_event_seq_follows_the_largest_seq_stored,
+    a_task_retried_after_finishing_is_unfinished_again,
+);
+
+fn load_swarm_reads_one_swarm_and_nothing_of_the_others(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
+    let (one, two) = (swarm_id(1), swarm_id(2));
+    commit(
+        &mut store,
+        Changes {
+            swarms: vec![swarm(1, "alpha"), swarm(2, "beta")],
+            agents: vec![
+                agent(1, one, AgentStatus::Idle),
+                agent(2, two, AgentStatus::Idle),
+            ],
+            tasks: vec![queued(1, one, 10), queued(2, two, 11), queued(3, one, 12)],
+            events: vec![
+                event(1, one, EventKind::TaskSubmitted),
+                event(2, two, EventKind::TaskSubmitted),
+            ],
+            ..Changes::default()
+        },
+    );
+    let reader = store.reader().unwrap();
+    let alpha = reader.load_swarm(one, 10).unwrap();
+    assert_eq!(alpha.swarms.len(), 1);
+    assert_eq!(alpha.swarms[0].id, one);
+    assert_eq!(
+        alpha.agents.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![agent_id(1)]
+    );
+    assert_eq!(
+        alpha.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![task_id(1), task_id(3)]
+    );
+    assert!(alpha.tokens.is_empty());
+    assert_eq!(alpha.next_event_seq, 3, "the whole log's next seq");
+    let whole = store.load(10).unwrap();
+    assert_eq!(whole.tasks.len(), 3);
 }

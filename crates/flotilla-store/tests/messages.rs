@@ -3,6 +3,7 @@
 //! as the core expects; `load` hands back exactly what `Fleet::restore` needs; the history is
 //! filtered and paged newest first; a deleted swarm takes its messages.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -11,12 +12,10 @@ use common::*;
 use flotilla_core::{
     AgentId, AgentStatus, Changes, Message, MessageKind, MessageStatus, ReplyState, SwarmId,
 };
-use flotilla_store::{
-    Direction, MessageFilter, SqliteReader, SqliteStore, Store, StoreError, TaskFilter,
-};
+use flotilla_store::{Direction, MessageFilter, Reader, Store, StoreError, TaskFilter};
 
 /// Commits `messages` (and their swarms) in one batch.
-fn commit_messages(store: &mut SqliteStore, swarms: &[SwarmId], messages: Vec<Message>) {
+fn commit_messages(store: &mut dyn Store, swarms: &[SwarmId], messages: Vec<Message>) {
     commit(
         store,
         Changes {
@@ -35,7 +34,7 @@ fn commit_messages(store: &mut SqliteStore, swarms: &[SwarmId], messages: Vec<Me
 }
 
 /// Every page of a list, following cursors; checks each page's size.
-fn all_pages(reader: &SqliteReader, filter: &MessageFilter, limit: usize) -> Vec<Message> {
+fn all_pages(reader: &Reader, filter: &MessageFilter, limit: usize) -> Vec<Message> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -59,9 +58,8 @@ fn newest_first(mut messages: Vec<Message>) -> Vec<Message> {
     messages
 }
 
-#[test]
-fn every_message_round_trips_with_every_field_set_or_unset() {
-    let (dir, mut store) = open();
+fn every_message_round_trips_with_every_field_set_or_unset(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm_id(1);
     let kinds = [
         MessageKind::Message,
@@ -124,9 +122,8 @@ fn every_message_round_trips_with_every_field_set_or_unset() {
     }
 }
 
-#[test]
-fn the_last_message_row_wins_within_a_batch_and_across_batches() {
-    let (_dir, mut store) = open();
+fn the_last_message_row_wins_within_a_batch_and_across_batches(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm_id(1);
     let pending = bare_message(1, s, MessageStatus::Pending, None, Some(agent_id(1)));
     let delivered = Message {
@@ -172,9 +169,8 @@ fn the_last_message_row_wins_within_a_batch_and_across_batches() {
     assert_eq!(store.load(0).unwrap().messages, vec![retried]);
 }
 
-#[test]
-fn cleared_messages_are_deleted_whichever_batch_wrote_them() {
-    let (_dir, mut store) = open();
+fn cleared_messages_are_deleted_whichever_batch_wrote_them(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm_id(1);
     let to = Some(agent_id(1));
     let old = bare_message(1, s, MessageStatus::Pending, None, to);
@@ -198,9 +194,8 @@ fn cleared_messages_are_deleted_whichever_batch_wrote_them() {
     assert_eq!(store.load(0).unwrap().messages, vec![kept]);
 }
 
-#[test]
-fn replies_are_set_on_requests_of_earlier_batches_and_of_the_same_batch() {
-    let (_dir, mut store) = open();
+fn replies_are_set_on_requests_of_earlier_batches_and_of_the_same_batch(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm_id(1);
     let (a, b) = (Some(agent_id(1)), Some(agent_id(2)));
     let earlier = request(1, s, MessageStatus::Acked, a, b);
@@ -263,9 +258,8 @@ fn replies_are_set_on_requests_of_earlier_batches_and_of_the_same_batch() {
     );
 }
 
-#[test]
-fn load_hands_over_the_messages_in_flight_in_seq_order_and_the_awaiting_requests() {
-    let (_dir, mut store) = open();
+fn load_hands_over_the_messages_in_flight_in_seq_order_and_the_awaiting_requests(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm_id(1);
     let (a, b) = (Some(agent_id(1)), Some(agent_id(2)));
     let mut messages = Vec::new();
@@ -314,8 +308,8 @@ fn load_hands_over_the_messages_in_flight_in_seq_order_and_the_awaiting_requests
 
 /// 25 messages in two swarms between three agents (and the operator), over every status, two
 /// topics and two requests; many share a sending instant, so pages must break ties by id.
-fn history() -> (tempfile::TempDir, SqliteReader, Vec<Message>) {
-    let (dir, mut store) = open();
+fn history(backend: Backend) -> (TestDb, Reader, Vec<Message>) {
+    let (dir, mut store) = open_on(backend);
     let swarms = [swarm_id(1), swarm_id(2)];
     let agents = [
         Some(agent_id(1)),
@@ -370,9 +364,8 @@ fn passes(filter: &MessageFilter, m: &Message) -> bool {
             .is_none_or(|c| m.correlation_id == Some(c))
 }
 
-#[test]
-fn the_history_is_filtered_and_paged_newest_first_under_every_filter() {
-    let (_dir, reader, messages) = history();
+fn the_history_is_filtered_and_paged_newest_first_under_every_filter(backend: Backend) {
+    let (_dir, reader, messages) = history(backend);
     let mut filters = vec![MessageFilter::default()];
     for direction in [Direction::Both, Direction::Inbound, Direction::Outbound] {
         for agent in [agent_id(1), agent_id(2), agent_id(3), agent_id(9)] {
@@ -459,9 +452,8 @@ fn the_history_is_filtered_and_paged_newest_first_under_every_filter() {
     }
 }
 
-#[test]
-fn a_page_of_messages_is_cut_at_the_limit_with_a_cursor_that_goes_on() {
-    let (_dir, reader, messages) = history();
+fn a_page_of_messages_is_cut_at_the_limit_with_a_cursor_that_goes_on(backend: Backend) {
+    let (_dir, reader, messages) = history(backend);
     let all = newest_first(messages);
     let first = reader
         .list_messages(&MessageFilter::default(), 10, None)
@@ -489,11 +481,10 @@ fn a_page_of_messages_is_cut_at_the_limit_with_a_cursor_that_goes_on() {
     assert_eq!((exact.items.len(), exact.next_cursor), (25, None));
 }
 
-#[test]
-fn a_bad_message_cursor_is_an_invalid_cursor_error() {
-    let (_dir, reader, _) = history();
+fn a_bad_message_cursor_is_an_invalid_cursor_error(backend: Backend) {
+    let (_dir, reader, _) = history(backend);
     // A task list's cursor is not a message list's.
-    let (_tasks_dir, mut tasks_store) = open();
+    let (_tasks_dir, mut tasks_store) = open_on(backend);
     commit(
         &mut tasks_store,
         Changes {
@@ -524,9 +515,8 @@ fn a_bad_message_cursor_is_an_invalid_cursor_error() {
     }
 }
 
-#[test]
-fn a_deleted_swarm_takes_its_messages_and_skips_rows_of_the_same_batch() {
-    let (dir, mut store) = open();
+fn a_deleted_swarm_takes_its_messages_and_skips_rows_of_the_same_batch(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let (doomed, kept) = (swarm_id(1), swarm_id(2));
     let a = Some(agent_id(1));
     let old = request(1, doomed, MessageStatus::Pending, None, a);
@@ -564,9 +554,8 @@ fn a_deleted_swarm_takes_its_messages_and_skips_rows_of_the_same_batch() {
     assert_eq!(snapshot.awaiting_requests, vec![other]);
 }
 
-#[test]
-fn agents_subscriptions_round_trip_and_can_be_cleared() {
-    let (dir, mut store) = open();
+fn agents_subscriptions_round_trip_and_can_be_cleared(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let mut a = bare_agent(1, s.id, AgentStatus::Idle);
     a.subscriptions = vec!["tasks.*".to_owned(), "a.*.c".to_owned(), "*".to_owned()];
@@ -604,9 +593,8 @@ fn agents_subscriptions_round_trip_and_can_be_cleared() {
     assert_eq!(loaded, vec![cleared, full]);
 }
 
-#[test]
-fn an_agent_with_no_messages_has_an_empty_history() {
-    let (_dir, reader, _) = history();
+fn an_agent_with_no_messages_has_an_empty_history(backend: Backend) {
+    let (_dir, reader, _) = history(backend);
     let nobody: AgentId = agent_id(42);
     for direction in [Direction::Both, Direction::Inbound, Direction::Outbound] {
         let page = reader
@@ -624,3 +612,17 @@ fn an_agent_with_no_messages_has_an_empty_history() {
         assert_eq!(page.next_cursor, None);
     }
 }
+
+on_both_backends!(
+    every_message_round_trips_with_every_field_set_or_unset,
+    the_last_message_row_wins_within_a_batch_and_across_batches,
+    cleared_messages_are_deleted_whichever_batch_wrote_them,
+    replies_are_set_on_requests_of_earlier_batches_and_of_the_same_batch,
+    load_hands_over_the_messages_in_flight_in_seq_order_and_the_awaiting_requests,
+    the_history_is_filtered_and_paged_newest_first_under_every_filter,
+    a_page_of_messages_is_cut_at_the_limit_with_a_cursor_that_goes_on,
+    a_bad_message_cursor_is_an_invalid_cursor_error,
+    a_deleted_swarm_takes_its_messages_and_skips_rows_of_the_same_batch,
+    agents_subscriptions_round_trip_and_can_be_cleared,
+    an_agent_with_no_messages_has_an_empty_history,
+);

@@ -1,6 +1,7 @@
 //! Metric rows merged on write, retention prunes, heartbeat history, and both removed with
 //! their swarm.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -57,9 +58,8 @@ fn heartbeat(agent: u128, swarm: u128, at: i64) -> HeartbeatSample {
     }
 }
 
-#[test]
-fn deltas_are_merged_into_the_stored_row_within_a_batch_and_across_batches() {
-    let (dir, mut store) = open();
+fn deltas_are_merged_into_the_stored_row_within_a_batch_and_across_batches(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     commit(
         &mut store,
         Changes {
@@ -107,9 +107,8 @@ fn deltas_are_merged_into_the_stored_row_within_a_batch_and_across_batches() {
     assert_eq!(keys, vec!["workers".to_owned()]);
 }
 
-#[test]
-fn prunes_drop_only_the_period_and_age_asked_for() {
-    let (_dir, mut store) = open();
+fn prunes_drop_only_the_period_and_age_asked_for(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let minute = 60_000;
     commit(
         &mut store,
@@ -152,9 +151,8 @@ fn prunes_drop_only_the_period_and_age_asked_for() {
     assert!(size.metric_bytes > 0 && size.heartbeat_bytes > 0);
 }
 
-#[test]
-fn heartbeats_read_back_exactly_newest_first_within_the_range() {
-    let (_dir, mut store) = open();
+fn heartbeats_read_back_exactly_newest_first_within_the_range(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let samples: Vec<_> = (0..5).map(|i| heartbeat(1, 1, 1_000 * i)).collect();
     commit(
         &mut store,
@@ -177,9 +175,8 @@ fn heartbeats_read_back_exactly_newest_first_within_the_range() {
     assert_eq!(limited, vec![samples[4].clone(), samples[3].clone()]);
 }
 
-#[test]
-fn a_deleted_swarm_takes_its_metrics_and_heartbeats_with_it() {
-    let (_dir, mut store) = open();
+fn a_deleted_swarm_takes_its_metrics_and_heartbeats_with_it(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     commit(
         &mut store,
         Changes {
@@ -208,12 +205,15 @@ fn a_deleted_swarm_takes_its_metrics_and_heartbeats_with_it() {
         .metric_buckets(&series(2, Period::Minute), ts(0), ts(60_000))
         .unwrap();
     assert_eq!(left.len(), 1);
-    assert!(store.describe().starts_with("sqlite:"));
+    let scheme = match backend {
+        Backend::Sqlite => "sqlite:",
+        Backend::Postgres => "postgres://",
+    };
+    assert!(store.describe().starts_with(scheme), "{}", store.describe());
 }
 
-#[test]
-fn an_unreadable_stored_bucket_is_replaced_rather_than_stopping_commits() {
-    let (_dir, mut store) = open();
+fn an_unreadable_stored_bucket_is_replaced_rather_than_stopping_commits(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     // A non-finite sum is written as JSON null, which does not read back as a number: what an
     // agent reporting absurd figures once caused.
     let mut poisoned = bucket(1, &[]);
@@ -244,3 +244,11 @@ fn an_unreadable_stored_bucket_is_replaced_rather_than_stopping_commits() {
         "the delta replaced the unreadable row"
     );
 }
+
+on_both_backends!(
+    deltas_are_merged_into_the_stored_row_within_a_batch_and_across_batches,
+    prunes_drop_only_the_period_and_age_asked_for,
+    heartbeats_read_back_exactly_newest_first_within_the_range,
+    a_deleted_swarm_takes_its_metrics_and_heartbeats_with_it,
+    an_unreadable_stored_bucket_is_replaced_rather_than_stopping_commits,
+);

@@ -1,6 +1,7 @@
 //! Pools: written, read back, replaced, deleted, and handed to the core with the rest of the
 //! snapshot.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -61,9 +62,8 @@ fn sorted(mut pools: Vec<Pool>) -> Vec<Pool> {
     pools
 }
 
-#[test]
-fn pools_round_trip_with_every_runtime_mode_and_limit() {
-    let (dir, mut store) = open();
+fn pools_round_trip_with_every_runtime_mode_and_limit(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let pools = assorted_pools(s.id);
     commit(
@@ -83,9 +83,8 @@ fn pools_round_trip_with_every_runtime_mode_and_limit() {
     assert_eq!(reopen(&dir).load(0).unwrap().pools, expected);
 }
 
-#[test]
-fn pools_of_different_swarms_may_share_a_name_and_load_sorted_by_swarm_and_name() {
-    let (_dir, mut store) = open();
+fn pools_of_different_swarms_may_share_a_name_and_load_sorted_by_swarm_and_name(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let a = swarm(1, "a");
     let b = swarm(2, "b");
     let pools = vec![
@@ -114,9 +113,8 @@ fn pools_of_different_swarms_may_share_a_name_and_load_sorted_by_swarm_and_name(
     assert_eq!(reader.list_pools(swarm_id(99)).unwrap(), vec![]);
 }
 
-#[test]
-fn the_last_pool_row_wins_within_a_batch_and_across_batches() {
-    let (_dir, mut store) = open();
+fn the_last_pool_row_wins_within_a_batch_and_across_batches(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let first = pool(s.id, "coder", None);
     let mut second = pool(
@@ -157,9 +155,8 @@ fn the_last_pool_row_wins_within_a_batch_and_across_batches() {
     assert_eq!(store.load(0).unwrap().pools, vec![fourth]);
 }
 
-#[test]
-fn deleted_pools_are_gone_and_one_created_again_in_the_same_batch_stays() {
-    let (dir, mut store) = open();
+fn deleted_pools_are_gone_and_one_created_again_in_the_same_batch_stays(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let other = swarm(2, "beta");
     let coder = pool(s.id, "coder", Some(bare_template()));
@@ -225,9 +222,8 @@ fn deleted_pools_are_gone_and_one_created_again_in_the_same_batch_stays() {
     );
 }
 
-#[test]
-fn deleting_a_swarm_removes_its_pools() {
-    let (_dir, mut store) = open();
+fn deleting_a_swarm_removes_its_pools(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let doomed = swarm(1, "doomed");
     let kept = swarm(2, "kept");
     commit(
@@ -262,9 +258,8 @@ fn deleting_a_swarm_removes_its_pools() {
     );
 }
 
-#[test]
-fn into_parts_hands_every_part_of_the_snapshot_over() {
-    let (_dir, mut store) = open();
+fn into_parts_hands_every_part_of_the_snapshot_over(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let p = pool(s.id, "coder", Some(bare_template()));
     let mut managed_agent = agent(1, s.id, AgentStatus::Stopped);
@@ -295,3 +290,12 @@ fn into_parts_hands_every_part_of_the_snapshot_over() {
     assert_eq!(state.next_event_seq, 42);
     assert_eq!(tokens, vec![admin]);
 }
+
+on_both_backends!(
+    pools_round_trip_with_every_runtime_mode_and_limit,
+    pools_of_different_swarms_may_share_a_name_and_load_sorted_by_swarm_and_name,
+    the_last_pool_row_wins_within_a_batch_and_across_batches,
+    deleted_pools_are_gone_and_one_created_again_in_the_same_batch_stays,
+    deleting_a_swarm_removes_its_pools,
+    into_parts_hands_every_part_of_the_snapshot_over,
+);

@@ -1,16 +1,17 @@
 //! The reader: task lists with filters and pages, lookups by id and idempotency key, and the
 //! event log's filters.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
 
 use common::*;
 use flotilla_core::{Changes, EventKind, Json, Task, TaskId, TaskState, TaskStatus};
-use flotilla_store::{EventFilter, SqliteReader, StoreError, TaskFilter};
+use flotilla_store::{EventFilter, Reader, StoreError, TaskFilter};
 
 /// Every page of a list, following cursors; checks each page's size.
-fn all_pages(reader: &SqliteReader, filter: &TaskFilter, limit: usize) -> Vec<Task> {
+fn all_pages(reader: &Reader, filter: &TaskFilter, limit: usize) -> Vec<Task> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -29,8 +30,8 @@ fn all_pages(reader: &SqliteReader, filter: &TaskFilter, limit: usize) -> Vec<Ta
 
 /// 200 tasks in two swarms, over four statuses, two types and two agents; many share a
 /// creation instant, so pages must break ties by id.
-fn fixture() -> (tempfile::TempDir, SqliteReader, Vec<Task>) {
-    let (dir, mut store) = open();
+fn fixture(backend: Backend) -> (TestDb, Reader, Vec<Task>) {
+    let (dir, mut store) = open_on(backend);
     let swarms = [swarm(1, "a"), swarm(2, "b")];
     let mut tasks = Vec::new();
     for i in 0..200u128 {
@@ -74,9 +75,8 @@ fn newest_first(mut tasks: Vec<Task>) -> Vec<Task> {
     tasks
 }
 
-#[test]
-fn pages_cover_every_task_once_newest_first_under_every_filter() {
-    let (_dir, reader, tasks) = fixture();
+fn pages_cover_every_task_once_newest_first_under_every_filter(backend: Backend) {
+    let (_dir, reader, tasks) = fixture(backend);
     let filters = [
         TaskFilter::default(),
         TaskFilter {
@@ -140,9 +140,8 @@ fn pages_cover_every_task_once_newest_first_under_every_filter() {
     }
 }
 
-#[test]
-fn tasks_added_between_pages_are_neither_repeated_nor_skipping_older_ones() {
-    let (dir, reader, tasks) = fixture();
+fn tasks_added_between_pages_are_neither_repeated_nor_skipping_older_ones(backend: Backend) {
+    let (dir, reader, tasks) = fixture(backend);
     let first = reader.list_tasks(&TaskFilter::default(), 10, None).unwrap();
     // A newer task arrives; the following pages continue where the first one stopped.
     let mut store = reopen(&dir);
@@ -165,9 +164,8 @@ fn tasks_added_between_pages_are_neither_repeated_nor_skipping_older_ones() {
     assert_eq!(listed, newest_first(tasks));
 }
 
-#[test]
-fn a_bad_cursor_is_an_invalid_cursor_error() {
-    let (_dir, reader, _) = fixture();
+fn a_bad_cursor_is_an_invalid_cursor_error(backend: Backend) {
+    let (_dir, reader, _) = fixture(backend);
     for bad in [
         "",
         "nope",
@@ -183,17 +181,15 @@ fn a_bad_cursor_is_an_invalid_cursor_error() {
     }
 }
 
-#[test]
-fn a_limit_of_zero_is_taken_as_one() {
-    let (_dir, reader, _) = fixture();
+fn a_limit_of_zero_is_taken_as_one(backend: Backend) {
+    let (_dir, reader, _) = fixture(backend);
     let page = reader.list_tasks(&TaskFilter::default(), 0, None).unwrap();
     assert_eq!(page.items.len(), 1);
     assert!(page.next_cursor.is_some());
 }
 
-#[test]
-fn get_tasks_finds_the_existing_ones_among_many_ids() {
-    let (_dir, reader, tasks) = fixture();
+fn get_tasks_finds_the_existing_ones_among_many_ids(backend: Backend) {
+    let (_dir, reader, tasks) = fixture(backend);
     let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
     ids.extend((0..5_000).map(|i| task_id(50_000 + i)));
     ids.push(tasks[0].id);
@@ -207,9 +203,8 @@ fn get_tasks_finds_the_existing_ones_among_many_ids() {
     );
 }
 
-#[test]
-fn idempotency_keys_are_found_per_swarm() {
-    let (_dir, mut store) = open();
+fn idempotency_keys_are_found_per_swarm(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let mut a = queued(1, swarm_id(1), 1);
     a.idempotency_key = Some("order-7".to_owned());
     let mut b = queued(2, swarm_id(2), 2);
@@ -248,9 +243,8 @@ fn idempotency_keys_are_found_per_swarm() {
     );
 }
 
-#[test]
-fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
-    let (_dir, mut store) = open();
+fn events_are_filtered_and_listed_in_log_order_after_a_seq(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let kinds = [
         EventKind::TaskSubmitted,
         EventKind::TaskStarted,
@@ -347,9 +341,8 @@ fn events_are_filtered_and_listed_in_log_order_after_a_seq() {
     }
 }
 
-#[test]
-fn readers_work_from_many_threads_and_see_later_commits() {
-    let (_dir, mut store) = open();
+fn readers_work_from_many_threads_and_see_later_commits(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let reader = store.reader().unwrap();
     assert!(
         reader
@@ -379,9 +372,8 @@ fn readers_work_from_many_threads_and_see_later_commits() {
     });
 }
 
-#[test]
-fn checkpoints_and_agent_states_round_trip_and_go_with_their_swarm() {
-    let (_dir, mut store) = open();
+fn checkpoints_and_agent_states_round_trip_and_go_with_their_swarm(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "ckpt");
     let a = agent(1, s.id, flotilla_core::AgentStatus::Idle);
     let checkpoint = |n: u128, at: i64| {
@@ -476,3 +468,15 @@ fn checkpoints_and_agent_states_round_trip_and_go_with_their_swarm() {
     );
     assert_eq!(reader.get_agent_state(b.id).unwrap(), None);
 }
+
+on_both_backends!(
+    pages_cover_every_task_once_newest_first_under_every_filter,
+    tasks_added_between_pages_are_neither_repeated_nor_skipping_older_ones,
+    a_bad_cursor_is_an_invalid_cursor_error,
+    a_limit_of_zero_is_taken_as_one,
+    get_tasks_finds_the_existing_ones_among_many_ids,
+    idempotency_keys_are_found_per_swarm,
+    events_are_filtered_and_listed_in_log_order_after_a_seq,
+    readers_work_from_many_threads_and_see_later_commits,
+    checkpoints_and_agent_states_round_trip_and_go_with_their_swarm,
+);

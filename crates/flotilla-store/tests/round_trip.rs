@@ -1,6 +1,7 @@
 //! Every entity written and read back is equal to what was written: through `load`, through
 //! the reader, and after reopening the file.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -11,9 +12,8 @@ use flotilla_core::{
 };
 use flotilla_store::{AuditFilter, EventFilter, Store, TokenRole};
 
-#[test]
-fn every_task_state_round_trips_with_every_field_set_or_unset() {
-    let (dir, mut store) = open();
+fn every_task_state_round_trips_with_every_field_set_or_unset(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let mut tasks = Vec::new();
     for (i, state) in all_states().into_iter().enumerate() {
@@ -50,9 +50,8 @@ fn every_task_state_round_trips_with_every_field_set_or_unset() {
     assert_eq!(by_id(store.load(usize::MAX).unwrap().tasks), by_id(tasks));
 }
 
-#[test]
-fn swarms_round_trip_with_every_topology_and_status() {
-    let (_dir, mut store) = open();
+fn swarms_round_trip_with_every_topology_and_status(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let topologies = [
         Topology::Star,
         Topology::Mesh,
@@ -88,9 +87,8 @@ fn swarms_round_trip_with_every_topology_and_status() {
     assert_eq!(store.load(0).unwrap().swarms, swarms);
 }
 
-#[test]
-fn agents_round_trip_in_every_status_role_and_health() {
-    let (_dir, mut store) = open();
+fn agents_round_trip_in_every_status_role_and_health(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let roles = [
         AgentRole::Leader,
@@ -132,9 +130,8 @@ fn agents_round_trip_in_every_status_role_and_health() {
     assert_eq!(loaded, expected, "stopped agents are loaded too");
 }
 
-#[test]
-fn managed_agents_round_trip_with_every_runtime_mode_and_desired_state() {
-    let (dir, mut store) = open();
+fn managed_agents_round_trip_with_every_runtime_mode_and_desired_state(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let mut agents = Vec::new();
     let mut n = 0;
@@ -194,9 +191,8 @@ fn managed_agents_round_trip_with_every_runtime_mode_and_desired_state() {
     assert_eq!(loaded, expected);
 }
 
-#[test]
-fn a_removed_agent_round_trips_through_the_reader_and_can_lose_its_managed_part() {
-    let (_dir, mut store) = open();
+fn a_removed_agent_round_trips_through_the_reader_and_can_lose_its_managed_part(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let mut a = agent(1, s.id, AgentStatus::Stopped);
     a.removed_at = Some(ts(-1));
@@ -226,9 +222,8 @@ fn a_removed_agent_round_trips_through_the_reader_and_can_lose_its_managed_part(
     assert_eq!(store.load(0).unwrap().agents, vec![a]);
 }
 
-#[test]
-fn events_round_trip_with_and_without_their_optional_fields() {
-    let (_dir, mut store) = open();
+fn events_round_trip_with_and_without_their_optional_fields(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let kinds = [
         EventKind::SwarmCreated,
@@ -279,9 +274,8 @@ fn events_round_trip_with_and_without_their_optional_fields() {
     assert_eq!(store.load(0).unwrap().next_event_seq, 20);
 }
 
-#[test]
-fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
-    let (dir, mut store) = open();
+fn tokens_round_trip_and_revoked_ones_are_not_loaded(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let admin = token("admin1", TokenRole::Admin, None);
     let agent_token = token("agent1", TokenRole::Agent, Some(agent_id(1)));
     let mut revoked = token("agent2", TokenRole::Agent, Some(agent_id(2)));
@@ -322,9 +316,8 @@ fn tokens_round_trip_and_revoked_ones_are_not_loaded() {
     );
 }
 
-#[test]
-fn scoped_expiring_tokens_of_every_role_round_trip() {
-    let (dir, mut store) = open();
+fn scoped_expiring_tokens_of_every_role_round_trip(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let mut tokens = Vec::new();
     for (i, role) in TokenRole::ALL.into_iter().enumerate() {
         let mut t = token(&format!("t{i}"), role, None);
@@ -342,9 +335,8 @@ fn scoped_expiring_tokens_of_every_role_round_trip() {
     assert_eq!(reopen(&dir).load(0).unwrap().tokens, tokens);
 }
 
-#[test]
-fn audit_entries_round_trip_filter_page_and_prune() {
-    let (dir, mut store) = open();
+fn audit_entries_round_trip_filter_page_and_prune(backend: Backend) {
+    let (dir, mut store) = open_on(backend);
     let entry = |n: i64, token: Option<&str>, status: u16| AuditEntry {
         seq: 0,
         at: ts(1_000 * n),
@@ -427,9 +419,8 @@ fn audit_entries_round_trip_filter_page_and_prune() {
     assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4, 3]);
 }
 
-#[test]
-fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
-    let (_dir, mut store) = open();
+fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let s = swarm(1, "alpha");
     let states = all_states();
     // One batch carrying a task through every state; the last row is what must be stored.
@@ -487,9 +478,8 @@ fn the_last_row_for_an_id_wins_within_a_batch_and_across_batches() {
     }
 }
 
-#[test]
-fn swapping_two_swarm_names_in_one_batch_is_written_step_by_step() {
-    let (_dir, mut store) = open();
+fn swapping_two_swarm_names_in_one_batch_is_written_step_by_step(backend: Backend) {
+    let (_dir, mut store) = open_on(backend);
     let a = swarm(1, "a");
     let b = swarm(2, "b");
     commit(
@@ -516,3 +506,17 @@ fn swapping_two_swarm_names_in_one_batch_is_written_step_by_step() {
         vec![rename(&a, "b"), rename(&b, "a")]
     );
 }
+
+on_both_backends!(
+    every_task_state_round_trips_with_every_field_set_or_unset,
+    swarms_round_trip_with_every_topology_and_status,
+    agents_round_trip_in_every_status_role_and_health,
+    managed_agents_round_trip_with_every_runtime_mode_and_desired_state,
+    a_removed_agent_round_trips_through_the_reader_and_can_lose_its_managed_part,
+    events_round_trip_with_and_without_their_optional_fields,
+    tokens_round_trip_and_revoked_ones_are_not_loaded,
+    scoped_expiring_tokens_of_every_role_round_trip,
+    audit_entries_round_trip_filter_page_and_prune,
+    the_last_row_for_an_id_wins_within_a_batch_and_across_batches,
+    swapping_two_swarm_names_in_one_batch_is_written_step_by_step,
+);

@@ -45,6 +45,9 @@ pub enum Scenario {
     Messages,
     /// Metrics history over simulated days: stored rows, database size and memory stay flat.
     History,
+    /// Several coordinators on one PostgreSQL database (`--store postgres://…`, where a
+    /// schema of its own is made and dropped): end-to-end tasks per second. Not part of `all`.
+    Cluster,
     /// Every scenario.
     All,
 }
@@ -88,6 +91,15 @@ pub struct BenchArgs {
     /// Messages in the flood (messages).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
+    /// The PostgreSQL database (cluster): `postgres://user@host:port/db`.
+    #[arg(long, env = "FLOTILLA_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Coordinators (cluster).
+    #[arg(long, default_value_t = 3)]
+    pub coordinators: usize,
+    /// Swarms, spread over the coordinators (cluster).
+    #[arg(long, default_value_t = 6)]
+    pub swarms: usize,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -248,6 +260,23 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             super::bench_history::print_history(&report);
         }
         out.insert("history".into(), serde_json::to_value(&report)?);
+    }
+    if args.scenario == Scenario::Cluster {
+        let store = args.store.as_deref().unwrap_or_default();
+        let report = super::bench_cluster::cluster(
+            store,
+            args.coordinators,
+            args.swarms,
+            args.agents.unwrap_or(10),
+            args.tasks.unwrap_or(30_000),
+            args.batch.max(1),
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
+        if !args.json {
+            super::bench_cluster::print_cluster(&report);
+        }
+        out.insert("cluster".into(), serde_json::to_value(&report)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod alerts;
 pub mod audit;
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_history;
 pub mod bench_messages;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod pool;
 pub mod resources;
 pub mod run;
 pub mod serve;
+pub mod status;
 pub mod swarm;
 pub mod tail;
 pub mod task;
@@ -52,5 +54,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => audit::token(&global, cmd).await,
         Command::Audit(args) => audit::run(&global, args).await,
+        Command::Status(args) => status::run(&global, args).await,
     }
 }

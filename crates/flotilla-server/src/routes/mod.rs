@@ -490,6 +490,9 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/orchestrator", read(Fleet), || {
             get(system::orchestrator)
         }),
+        route(M::GET, "/api/v1/cluster", read(Fleet), || {
+            get(system::cluster)
+        }),
         route(M::GET, "/api/v1/resources", read(Fleet), || {
             get(resources::show)
         }),
@@ -643,9 +646,7 @@ pub fn paginate<T>(
 /// Runs a blocking store read off the async threads.
 pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&flotilla_store::SqliteReader) -> Result<T, flotilla_store::StoreError>
-    + Send
-    + 'static,
+    f: impl FnOnce(&flotilla_store::Reader) -> Result<T, flotilla_store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let reader = state.reader.clone();
     Ok(tokio::task::spawn_blocking(move || f(&reader))

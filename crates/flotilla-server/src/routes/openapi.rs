@@ -105,6 +105,7 @@ pub const BEARER: &str = "bearer";
         super::system::alerts,
         super::system::events,
         super::system::orchestrator,
+        super::system::cluster,
         super::events_live::stream,
         super::events_live::socket,
         super::resources::show,

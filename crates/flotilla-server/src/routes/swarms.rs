@@ -75,11 +75,20 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<SwarmView>>> {
     let limit = check_limit(q.limit)?;
     let now = state.now();
     let mut items = state.fleet.lock().swarm_views(now);
+    // In a cluster each coordinator holds some swarms: the one asked gathers the others'.
+    if let Some(cluster) = state.cluster.get()
+        && !headers.contains_key(crate::cluster::FORWARDED_BY)
+    {
+        let held: std::collections::HashSet<_> = items.iter().map(|s| s.swarm.id).collect();
+        let others = cluster.gather_swarm_views(&headers).await;
+        items.extend(others.into_iter().filter(|s| !held.contains(&s.swarm.id)));
+    }
     items.retain(|s| who.sees(s.swarm.id));
     Ok(Json(paginate(
         items,

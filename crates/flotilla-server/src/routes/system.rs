@@ -190,6 +190,31 @@ pub async fn alerts(
 /// `GET /orchestrator`
 #[utoipa::path(
     get,
+    path = "/api/v1/cluster",
+    tag = "system",
+    responses(
+        (status = 200, description = "The coordinators sharing this one's store, each swarm's lease, and the swarms this one took over", body = crate::cluster::ClusterStatus),
+    ),
+)]
+pub async fn cluster(
+    State(state): State<AppState>,
+) -> ApiResult<Json<crate::cluster::ClusterStatus>> {
+    Ok(Json(match state.cluster.get() {
+        Some(c) => c.status(),
+        None => crate::cluster::ClusterStatus {
+            clustered: false,
+            node: "local".to_owned(),
+            url: String::new(),
+            lease_ttl_ms: 0,
+            nodes: Vec::new(),
+            leases: Vec::new(),
+            takeovers: Vec::new(),
+        },
+    }))
+}
+
+#[utoipa::path(
+    get,
     path = "/api/v1/orchestrator",
     tag = "system",
     responses(

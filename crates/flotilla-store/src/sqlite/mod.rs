@@ -5,29 +5,29 @@
 //! [`SyncMode::Full`]), and readers keep reading the last committed state meanwhile. Every
 //! statement is prepared once per connection and cached.
 //!
-//! Files: [`schema`] creates and migrates the tables; `rows` maps each entity to its table;
-//! `commit` writes a batch; `load` reads the start-up snapshot; [`reader`] serves the other
-//! reads (the message history in `reader/messages.rs`); `cursor` encodes list positions and
-//! builds the list queries; `checkpoint` moves the log into the database file in the
-//! background.
+//! Files: [`schema`] creates and migrates the tables; `checkpoint` moves the log into the
+//! database file in the background. This file runs the shared SQL (`crate::sql`) on rusqlite
+//! connections: [`Lite`] for the writer's transactions and the readers' connections.
 
 mod checkpoint;
-mod commit;
-mod cursor;
-mod load;
-pub mod reader;
-mod rows;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::StoreError;
-use crate::{Batch, Snapshot, Store};
+use crate::reader::{ReadPool, Reader};
+use crate::sql::{Cells, Db, Param};
+use crate::{Batch, Snapshot, Store, commit, load};
 use checkpoint::Checkpointer;
-use reader::SqliteReader;
+
+/// Idle read connections kept for later calls; more are opened under load and closed
+/// afterwards.
+const MAX_IDLE: usize = 8;
 
 /// How long a connection waits for another's lock before giving up with
 /// [`StoreError::Locked`].
@@ -109,11 +109,6 @@ impl SqliteStore {
         })
     }
 
-    /// A reader of the same database, with its own read-only connections.
-    pub fn reader(&self) -> Result<SqliteReader, StoreError> {
-        SqliteReader::open(&self.path)
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -156,7 +151,7 @@ impl Store for SqliteStore {
     fn load(&mut self, retain_terminal: usize) -> Result<Snapshot, StoreError> {
         // One read transaction, so that every table is read at the same instant.
         let tx = self.conn.transaction()?;
-        let snapshot = load::load(&tx, retain_terminal)?;
+        let snapshot = load::load(&mut Lite(&tx), retain_terminal)?;
         tx.commit()?;
         Ok(snapshot)
     }
@@ -169,7 +164,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        commit::write(&tx, batch)?;
+        commit::write(&mut Lite(&tx), batch)?;
         tx.commit()?;
         self.checkpointer.nudge();
         Ok(())
@@ -177,5 +172,152 @@ impl Store for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    /// A reader of the same database, with its own read-only connections; it opens one at
+    /// once, so that a reader that cannot read fails here rather than at its first query.
+    fn reader(&self) -> Result<Reader, StoreError> {
+        let first = open_read_only(&self.path)?;
+        Ok(Reader::new(Arc::new(ReadConnections {
+            path: self.path.clone(),
+            idle: Mutex::new(vec![first]),
+        })))
+    }
+}
+
+/// The read-only connections a reader and its clones share.
+struct ReadConnections {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool for ReadConnections {
+    fn with_db(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Db) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // A panic while holding the lock leaves the list of connections intact: ignore poison.
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_read_only(&self.path)?,
+        };
+        let out = f(&mut Lite(&conn));
+        let surplus = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        // Closed outside the lock.
+        drop(surplus);
+        out
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+/// The shared SQL on a rusqlite connection (or transaction), with its statement cache.
+pub(crate) struct Lite<'c>(pub(crate) &'c Connection);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Param::Null => ValueRef::Null,
+            Param::Int(v) => ValueRef::Integer(*v),
+            Param::Real(v) => ValueRef::Real(*v),
+            Param::Text(t) => ValueRef::Text(t.as_bytes()),
+            Param::Id(id) => ValueRef::Text(id.as_str().as_bytes()),
+        }))
+    }
+}
+
+impl Db for Lite<'_> {
+    fn exec(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let n = self
+            .0
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(params))?;
+        Ok(n as u64)
+    }
+
+    fn each(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        row: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            row(r)?;
+        }
+        Ok(())
+    }
+
+    fn by_ids_sql(&self, columns: &str, table: &str) -> String {
+        // The ids go in as one JSON array: one statement for any number of ids, with no limit
+        // on bound parameters to chunk around.
+        format!("SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?1))")
+    }
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<Option<&str>, String> {
+        self.get_ref(i)
+            .map_err(|e| e.to_string())?
+            .as_str_or_null()
+            .map_err(|e| e.to_string())
+    }
+
+    fn int(&self, i: usize) -> Result<Option<i64>, String> {
+        self.get_ref(i)
+            .map_err(|e| e.to_string())?
+            .as_i64_or_null()
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::{Cols, message};
+    use crate::sql;
+
+    /// The plan SQLite chose for `sql`, one step a line.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        sql::collect(
+            &mut Lite(conn),
+            &format!("EXPLAIN QUERY PLAN {sql}"),
+            &[],
+            |r| Cols::new(r, "plan").string(3, "detail"),
+        )
+        .expect("plan")
+        .join("\n")
+    }
+
+    #[test]
+    fn message_loads_read_their_partial_indexes_in_seq_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Normal).expect("open");
+        let unfinished = plan(&store.conn, &load::messages_where(message::UNFINISHED));
+        assert!(
+            unfinished.contains("USING INDEX agent_messages_unfinished"),
+            "{unfinished}"
+        );
+        let awaiting = plan(&store.conn, &load::messages_where(message::AWAITING));
+        assert!(
+            awaiting.contains("USING INDEX agent_messages_awaiting"),
+            "{awaiting}"
+        );
+        for p in [unfinished, awaiting] {
+            assert!(!p.contains("TEMP B-TREE"), "no sort: {p}");
+        }
     }
 }

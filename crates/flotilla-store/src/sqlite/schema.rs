@@ -318,6 +318,11 @@ CREATE INDEX audit_log_at ON audit_log (at);
 CREATE INDEX audit_log_token ON audit_log (token_id, seq);
 "#;
 
+/// Migration 9: nothing in SQLite. PostgreSQL's migration 9 creates the cluster's tables
+/// (coordinators and swarm leases); a SQLite file only ever has one coordinator. The version is
+/// taken all the same, so that one schema version means the same thing on both backends.
+const MIGRATION_9: &str = "-- the cluster's tables exist only in PostgreSQL";
+
 /// Every migration, in order; migration `n` is at index `n - 1`.
 const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -328,6 +333,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     MIGRATION_7,
     MIGRATION_8,
+    MIGRATION_9,
 ];
 
 /// The schema version this build writes.

@@ -15,24 +15,160 @@ use flotilla_core::{
     ResourceLimits, ResourceUsage, RuntimeKind, Swarm, SwarmConfig, SwarmId, SwarmStatus, Task,
     TaskError, TaskId, TaskState, Timestamp, Topology,
 };
-use flotilla_store::{Batch, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
+use flotilla_store::{Batch, PgStore, SqliteStore, Store, SyncMode, TokenRecord, TokenRole};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// A fresh database in a temporary directory (kept alive with the store).
-pub fn open() -> (TempDir, SqliteStore) {
+/// The backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A file in a temporary directory.
+    Sqlite,
+    /// A schema of its own in the PostgreSQL database at `FLOTILLA_TEST_POSTGRES` (by default
+    /// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards.
+    Postgres,
+}
+
+/// The PostgreSQL database the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("FLOTILLA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Whether PostgreSQL can be reached. Outside CI a test without it is skipped (saying so);
+/// under `CI=true` it must be there.
+pub fn postgres_available() -> bool {
+    let url = postgres_url();
+    match postgres::Client::connect(&url, postgres::NoTls) {
+        Ok(_) => true,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but PostgreSQL at {url} cannot be reached: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: PostgreSQL at {url} cannot be reached ({e})");
+            false
+        }
+    }
+}
+
+/// Where a test's database is; dropping it removes the database.
+pub enum TestDb {
+    /// The directory of the SQLite file.
+    Sqlite(TempDir),
+    /// The PostgreSQL schema, and the URL that selects it.
+    Postgres { schema: String, url: String },
+}
+
+impl TestDb {
+    /// A fresh, empty database.
+    pub fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::Sqlite(tempfile::tempdir().expect("temp dir")),
+            Backend::Postgres => {
+                let schema = format!("t_{}", Uuid::now_v7().simple());
+                let base = postgres_url();
+                let mut admin =
+                    postgres::Client::connect(&base, postgres::NoTls).expect("connect to postgres");
+                admin
+                    .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .expect("create schema");
+                let sep = if base.contains('?') { '&' } else { '?' };
+                // Its connections are named after it, so a test can find its own.
+                let url = format!(
+                    "{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+                );
+                TestDb::Postgres { schema, url }
+            }
+        }
+    }
+
+    /// Opens (or reopens) the store.
+    pub fn open(&self) -> Box<dyn Store> {
+        match self {
+            TestDb::Sqlite(dir) => Box::new(
+                SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).expect("open"),
+            ),
+            TestDb::Postgres { url, .. } => Box::new(PgStore::open(url).expect("open")),
+        }
+    }
+
+    /// Runs SQL on the database directly (what a broken build or another program would do).
+    pub fn execute(&self, sql: &str) {
+        match self {
+            TestDb::Sqlite(dir) => {
+                rusqlite::Connection::open(dir.path().join("flotilla.db"))
+                    .expect("open")
+                    .execute_batch(sql)
+                    .expect("execute");
+            }
+            TestDb::Postgres { url, .. } => {
+                postgres::Client::connect(url, postgres::NoTls)
+                    .expect("connect")
+                    .batch_execute(sql)
+                    .expect("execute");
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { schema, .. } = self
+            && let Ok(mut admin) = postgres::Client::connect(&postgres_url(), postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
+        }
+    }
+}
+
+/// A fresh database on `backend` and its store (the database lives as long as the `TestDb`).
+pub fn open_on(backend: Backend) -> (TestDb, Box<dyn Store>) {
+    let db = TestDb::new(backend);
+    let store = db.open();
+    (db, store)
+}
+
+/// A fresh SQLite file, for what only SQLite has (files, locks, pragmas).
+pub fn open_sqlite() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).expect("open");
     (dir, store)
 }
 
-/// Reopens the database of `dir`.
-pub fn reopen(dir: &TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("flotilla.db"), SyncMode::Full).expect("reopen")
+/// Reopens the database of `db`.
+pub fn reopen(db: &TestDb) -> Box<dyn Store> {
+    db.open()
+}
+
+/// Runs each named test function (taking a [`Backend`]) as one test on SQLite, in module
+/// `sqlite`, and one on PostgreSQL, in module `postgres` (skipped outside CI when PostgreSQL
+/// cannot be reached).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Backend::Sqlite);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if $crate::common::postgres_available() {
+                        super::$name($crate::common::Backend::Postgres);
+                    }
+                }
+            )*
+        }
+    };
 }
 
 /// Commits `changes` with no tokens.
-pub fn commit(store: &mut SqliteStore, changes: Changes) {
+pub fn commit(store: &mut dyn Store, changes: Changes) {
     store
         .commit(&Batch {
             changes,

@@ -2,8 +2,8 @@
 //! process side of a managed agent ([`flotilla_core::Managed`]) as JSON text, its topic
 //! subscriptions as a JSON list (NULL for none).
 
+use crate::sql::{Cells, Db, params};
 use flotilla_core::{Agent, AgentRole, ReportedHealth};
-use rusqlite::{Row, Statement};
 
 use super::{Cols, id, opt_ts, strings_json, to_json};
 use crate::error::StoreError;
@@ -49,44 +49,47 @@ pub(crate) const COLUMNS: &str = "id, swarm_id, agent_type, agent_name, capabili
     lease_until, stopped_at, removed_at, managed, health, checkpoints, requested_role, \
     subscriptions";
 
-/// Binds `agent` to a prepared [`UPSERT`] and runs it.
-pub(crate) fn upsert(stmt: &mut Statement<'_>, agent: &Agent) -> Result<(), StoreError> {
+/// Binds `agent` to [`UPSERT`] and runs it.
+pub(crate) fn upsert(db: &mut dyn Db, agent: &Agent) -> Result<(), StoreError> {
     let current_tasks = if agent.current_tasks.is_empty() {
         "[]".to_owned()
     } else {
         to_json(&agent.current_tasks)
     };
-    stmt.execute(rusqlite::params![
-        id(&agent.id),
-        id(&agent.swarm_id),
-        &agent.agent_type,
-        &agent.name,
-        strings_json(&agent.capabilities),
-        agent.max_concurrent_tasks,
-        role_str(agent.role),
-        agent.status.as_str(),
-        health_str(agent.reported_health),
-        agent.metadata.get(),
-        to_json(&agent.resource_usage),
-        current_tasks,
-        agent.tasks_completed as i64,
-        agent.tasks_failed as i64,
-        agent.registered_at.as_millis(),
-        agent.last_heartbeat_at.as_millis(),
-        agent.lease_until.as_millis(),
-        opt_ts(agent.stopped_at),
-        opt_ts(agent.removed_at),
-        agent.managed.as_ref().map(to_json),
-        to_json(&agent.health),
-        (!agent.checkpoints.is_empty()).then(|| to_json(&agent.checkpoints)),
-        role_str(agent.requested_role),
-        (!agent.subscriptions.is_empty()).then(|| to_json(&agent.subscriptions)),
-    ])?;
+    db.exec(
+        UPSERT,
+        &params![
+            id(&agent.id),
+            id(&agent.swarm_id),
+            &agent.agent_type,
+            &agent.name,
+            strings_json(&agent.capabilities),
+            agent.max_concurrent_tasks,
+            role_str(agent.role),
+            agent.status.as_str(),
+            health_str(agent.reported_health),
+            agent.metadata.get(),
+            to_json(&agent.resource_usage),
+            current_tasks,
+            agent.tasks_completed as i64,
+            agent.tasks_failed as i64,
+            agent.registered_at.as_millis(),
+            agent.last_heartbeat_at.as_millis(),
+            agent.lease_until.as_millis(),
+            opt_ts(agent.stopped_at),
+            opt_ts(agent.removed_at),
+            agent.managed.as_ref().map(to_json),
+            to_json(&agent.health),
+            (!agent.checkpoints.is_empty()).then(|| to_json(&agent.checkpoints)),
+            role_str(agent.requested_role),
+            (!agent.subscriptions.is_empty()).then(|| to_json(&agent.subscriptions)),
+        ],
+    )?;
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<Agent, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<Agent, StoreError> {
     let c = Cols::new(row, "swarm_agents");
     Ok(Agent {
         id: c.id(0, "id")?,

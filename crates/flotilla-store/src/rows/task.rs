@@ -8,10 +8,10 @@
 //! progress. The dependency list is kept in the row as JSON (in the order given, so the task
 //! reads back equal) and also as `task_dependencies` rows, for SQL that follows dependencies.
 
+use crate::sql::{Cells, Db, params};
 use flotilla_core::{
     Backoff, DependencyKind, Progress, Task, TaskError, TaskState, TaskStatus, Timestamp,
 };
-use rusqlite::{Row, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::{Cols, IdText, id, millis, opt_id, opt_ts, strings_json, to_json};
@@ -57,8 +57,9 @@ ON CONFLICT (id) DO UPDATE SET
 
 /// Records one dependency; already recorded ones are left alone (dependencies never change).
 pub(crate) const INSERT_DEPENDENCY: &str = "\
-INSERT OR IGNORE INTO task_dependencies (task_id, depends_on_task_id, dependency_type)
-VALUES (?1, ?2, ?3)";
+INSERT INTO task_dependencies (task_id, depends_on_task_id, dependency_type)
+VALUES (?1, ?2, ?3)
+ON CONFLICT DO NOTHING";
 
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "id, swarm_id, parent_task_id, task_type, payload, priority, \
@@ -184,8 +185,8 @@ impl<'a> StateColumns<'a> {
     }
 }
 
-/// Binds `task` to a prepared [`UPSERT`] and runs it.
-pub(crate) fn upsert(stmt: &mut Statement<'_>, task: &Task) -> Result<(), StoreError> {
+/// Binds `task` to [`UPSERT`] and runs it.
+pub(crate) fn upsert(db: &mut dyn Db, task: &Task) -> Result<(), StoreError> {
     let s = StateColumns::of(&task.state);
     let depends_on = if task.depends_on.is_empty() {
         None
@@ -214,55 +215,61 @@ pub(crate) fn upsert(stmt: &mut Statement<'_>, task: &Task) -> Result<(), StoreE
         .error
         .or(task.last_error.as_ref())
         .map(|e| e.message.as_str());
-    stmt.execute(rusqlite::params![
-        id(&task.id),
-        id(&task.swarm_id),
-        opt_id(&task.parent_task_id),
-        &task.task_type,
-        task.payload.get(),
-        task.priority,
-        strings_json(&task.required_capabilities),
-        depends_on,
-        &task.affinity_key,
-        &task.idempotency_key,
-        task.max_attempts,
-        millis(task.backoff.initial),
-        millis(task.backoff.max),
-        millis(task.timeout),
-        opt_ts(task.deadline),
-        task.state.status().as_str(),
-        s.agent,
-        task.attempts,
-        s.result,
-        error_message,
-        s.queued_at,
-        s.run_after,
-        s.assigned_at,
-        s.started_at,
-        s.timeout_at,
-        s.completed_at,
-        task.created_at.as_millis(),
-        task.updated_at.as_millis(),
-        detail,
-        task.queue_seq as i64,
-        task.ordered,
-        opt_id(&task.delegated_by),
-        task.delegation.as_ref().map(to_json),
-    ])?;
+    db.exec(
+        UPSERT,
+        &params![
+            id(&task.id),
+            id(&task.swarm_id),
+            opt_id(&task.parent_task_id),
+            &task.task_type,
+            task.payload.get(),
+            task.priority,
+            strings_json(&task.required_capabilities),
+            depends_on,
+            &task.affinity_key,
+            &task.idempotency_key,
+            task.max_attempts,
+            millis(task.backoff.initial),
+            millis(task.backoff.max),
+            millis(task.timeout),
+            opt_ts(task.deadline),
+            task.state.status().as_str(),
+            s.agent,
+            task.attempts,
+            s.result,
+            error_message,
+            s.queued_at,
+            s.run_after,
+            s.assigned_at,
+            s.started_at,
+            s.timeout_at,
+            s.completed_at,
+            task.created_at.as_millis(),
+            task.updated_at.as_millis(),
+            detail,
+            task.queue_seq as i64,
+            task.ordered,
+            opt_id(&task.delegated_by),
+            task.delegation.as_ref().map(to_json),
+        ],
+    )?;
     Ok(())
 }
 
-/// Records `task`'s dependencies with a prepared [`INSERT_DEPENDENCY`].
-pub(crate) fn insert_dependencies(stmt: &mut Statement<'_>, task: &Task) -> Result<(), StoreError> {
+/// Records `task`'s dependencies with [`INSERT_DEPENDENCY`].
+pub(crate) fn insert_dependencies(db: &mut dyn Db, task: &Task) -> Result<(), StoreError> {
     let task_id = id(&task.id);
     for dep in &task.depends_on {
-        stmt.execute((task_id, id(&dep.task_id), dependency_kind_str(dep.kind)))?;
+        db.exec(
+            INSERT_DEPENDENCY,
+            &params![task_id, id(&dep.task_id), dependency_kind_str(dep.kind)],
+        )?;
     }
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<Task, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<Task, StoreError> {
     let c = Cols::new(row, "swarm_tasks");
     let detail: Option<DetailIn> = c.opt_decode(27, "detail")?;
     let (last_error, progress, error, reason) = match detail {

@@ -1,7 +1,7 @@
 //! The `swarm_events` table: the append-only event log, keyed by `seq`.
 
+use crate::sql::{Cells, Db, params};
 use flotilla_core::Event;
-use rusqlite::{Row, Statement};
 
 use super::{Cols, id, opt_id};
 use crate::error::StoreError;
@@ -15,23 +15,26 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "seq, at, event_type, swarm_id, agent_id, task_id, detail";
 
-/// Binds `event` to a prepared [`INSERT`] and runs it. An empty detail is stored as NULL.
-pub(crate) fn insert(stmt: &mut Statement<'_>, event: &Event) -> Result<(), StoreError> {
+/// Binds `event` to [`INSERT`] and runs it. An empty detail is stored as NULL.
+pub(crate) fn insert(db: &mut dyn Db, event: &Event) -> Result<(), StoreError> {
     let detail = (!event.detail.is_empty()).then_some(event.detail.as_str());
-    stmt.execute((
-        event.seq as i64,
-        event.at.as_millis(),
-        event.kind.as_str(),
-        id(&event.swarm_id),
-        opt_id(&event.agent_id),
-        opt_id(&event.task_id),
-        detail,
-    ))?;
+    db.exec(
+        INSERT,
+        &params![
+            event.seq as i64,
+            event.at.as_millis(),
+            event.kind.as_str(),
+            id(&event.swarm_id),
+            opt_id(&event.agent_id),
+            opt_id(&event.task_id),
+            detail,
+        ],
+    )?;
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<Event, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<Event, StoreError> {
     let c = Cols::new(row, "swarm_events");
     Ok(Event {
         seq: c.u64(0, "seq")?,

@@ -10,9 +10,9 @@
 //! conditions with the cursor's, [`fetch`] and [`page`] ask for one row more than a page and
 //! cut it back, which tells whether there is a next page.
 
+use crate::sql::Param;
 use flotilla_core::api::Page;
 use flotilla_core::{MessageId, TaskId, Timestamp};
-use rusqlite::types::Value;
 use uuid::Uuid;
 
 use super::rows::Ident;
@@ -80,12 +80,12 @@ impl<I: Listed> Cursor<I> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Conditions {
     sql: Vec<&'static str>,
-    params: Vec<Value>,
+    params: Vec<Param<'static>>,
 }
 
 impl Conditions {
     /// Adds a condition with one `?`, bound to `value`.
-    pub(crate) fn add(&mut self, sql: &'static str, value: Value) {
+    pub(crate) fn add(&mut self, sql: &'static str, value: Param<'static>) {
         self.sql.push(sql);
         self.params.push(value);
     }
@@ -95,8 +95,8 @@ impl Conditions {
     pub(crate) fn before<I: Listed>(&mut self, cursor: Option<Cursor<I>>) {
         if let Some(c) = cursor {
             self.sql.push("(created_at, id) < (?, ?)");
-            self.params.push(Value::Integer(c.created_at.as_millis()));
-            self.params.push(Value::Text(c.id.uuid().to_string()));
+            self.params.push(Param::Int(c.created_at.as_millis()));
+            self.params.push(Param::from(c.id.uuid().to_string()));
         }
     }
 
@@ -110,7 +110,7 @@ impl Conditions {
     }
 
     /// The values to bind, in the order of the conditions.
-    pub(crate) fn params(&self) -> &[Value] {
+    pub(crate) fn params(&self) -> &[Param<'static>] {
         &self.params
     }
 }
@@ -120,8 +120,8 @@ pub(crate) const NEWEST_FIRST: &str = "ORDER BY created_at DESC, id DESC LIMIT ?
 
 /// The rows a list query fetches for a page of `limit` (0 is taken as 1): one more than the
 /// page holds, which tells whether there is a next page.
-pub(crate) fn fetch(limit: usize) -> Value {
-    Value::Integer(i64::try_from(limit.max(1).saturating_add(1)).unwrap_or(i64::MAX))
+pub(crate) fn fetch(limit: usize) -> Param<'static> {
+    Param::Int(i64::try_from(limit.max(1).saturating_add(1)).unwrap_or(i64::MAX))
 }
 
 /// Cuts the rows fetched for a page of `limit` (see [`fetch`]) into the page, with the cursor

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
+use crate::sql::{self, Cells, Db, params};
 use flotilla_core::metrics::{Bucket, HeartbeatSample, MetricRow, Period, Scope};
 use flotilla_core::{SwarmId, Timestamp};
-use rusqlite::{OptionalExtension, Row, Statement, Transaction};
 
 use super::agent::health_str;
 use super::{Cols, id, to_json};
@@ -30,10 +30,19 @@ ON CONFLICT (swarm_id, scope, key, period, period_start) DO UPDATE SET data = ex
 /// Appends one heartbeat sample; a second sample of an agent at the same millisecond replaces
 /// the first.
 pub(crate) const INSERT_HEARTBEAT: &str = "\
-INSERT OR REPLACE INTO agent_heartbeats
+INSERT INTO agent_heartbeats
     (agent_id, swarm_id, recorded_at, status, reported_health, cpu_percent, memory_mb,
      resource_usage, current_tasks, queue_depth)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (agent_id, recorded_at) DO UPDATE SET
+    swarm_id = excluded.swarm_id,
+    status = excluded.status,
+    reported_health = excluded.reported_health,
+    cpu_percent = excluded.cpu_percent,
+    memory_mb = excluded.memory_mb,
+    resource_usage = excluded.resource_usage,
+    current_tasks = excluded.current_tasks,
+    queue_depth = excluded.queue_depth";
 
 /// The columns [`heartbeat_from_row`] reads, in order.
 pub(crate) const HEARTBEAT_COLUMNS: &str = "agent_id, swarm_id, recorded_at, status, \
@@ -52,7 +61,7 @@ type Key<'a> = (SwarmId, Scope, &'a str, Period, Timestamp);
 /// Adds every delta of `rows` to its stored bucket. Deltas of one key within the batch are
 /// merged first, so each key is read and written once.
 pub(crate) fn merge_rows<'a>(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     rows: impl Iterator<Item = &'a MetricRow>,
 ) -> Result<(), StoreError> {
     let mut merged: HashMap<Key<'a>, Bucket> = HashMap::new();
@@ -67,19 +76,19 @@ pub(crate) fn merge_rows<'a>(
             }
         }
     }
-    let mut select = tx.prepare_cached(SELECT_BUCKET)?;
-    let mut upsert = tx.prepare_cached(UPSERT_BUCKET)?;
     for key in order {
         let (swarm, scope, series, period, start) = key;
         let mut bucket = merged.remove(&key).unwrap_or_default();
-        let params = (
+        let key = params![
             id(&swarm),
             scope.as_str(),
             series,
             period.as_str(),
             start.as_millis(),
-        );
-        let stored: Option<String> = select.query_row(params, |row| row.get(0)).optional()?;
+        ];
+        let stored = sql::first(db, SELECT_BUCKET, &key, |row| {
+            Cols::new(row, "swarm_metrics").string(0, "data")
+        })?;
         // A stored bucket that cannot be read (written by a build with a bug) is replaced, not
         // allowed to stop every later commit: losing one row's history is the smaller harm.
         if let Some(text) = stored {
@@ -94,20 +103,23 @@ pub(crate) fn merge_rows<'a>(
                 ),
             }
         }
-        upsert.execute((
-            id(&swarm),
-            scope.as_str(),
-            series,
-            period.as_str(),
-            start.as_millis(),
-            to_json(&bucket),
-        ))?;
+        db.exec(
+            UPSERT_BUCKET,
+            &params![
+                id(&swarm),
+                scope.as_str(),
+                series,
+                period.as_str(),
+                start.as_millis(),
+                to_json(&bucket),
+            ],
+        )?;
     }
     Ok(())
 }
 
 /// Decodes a `period_start, data` row.
-pub(crate) fn bucket_from_row(row: &Row<'_>) -> Result<(Timestamp, Bucket), StoreError> {
+pub(crate) fn bucket_from_row(row: &dyn Cells) -> Result<(Timestamp, Bucket), StoreError> {
     let c = Cols::new(row, "swarm_metrics");
     let start = c.ts(0, "period_start")?;
     Ok((start, c.decode(1, "data")?))
@@ -115,27 +127,30 @@ pub(crate) fn bucket_from_row(row: &Row<'_>) -> Result<(Timestamp, Bucket), Stor
 
 /// Binds `sample` to a prepared insert and runs it.
 pub(crate) fn insert_heartbeat(
-    stmt: &mut Statement<'_>,
+    db: &mut dyn Db,
     sample: &HeartbeatSample,
 ) -> Result<(), StoreError> {
     let usage = &sample.resource_usage;
-    stmt.execute((
-        id(&sample.agent_id),
-        id(&sample.swarm_id),
-        sample.recorded_at.as_millis(),
-        sample.status.as_str(),
-        health_str(sample.reported_health),
-        usage.cpu_percent,
-        usage.memory_mb,
-        to_json(usage),
-        to_json(&sample.current_tasks),
-        i64::from(sample.queue_depth),
-    ))?;
+    db.exec(
+        INSERT_HEARTBEAT,
+        &params![
+            id(&sample.agent_id),
+            id(&sample.swarm_id),
+            sample.recorded_at.as_millis(),
+            sample.status.as_str(),
+            health_str(sample.reported_health),
+            usage.cpu_percent,
+            usage.memory_mb,
+            to_json(usage),
+            to_json(&sample.current_tasks),
+            i64::from(sample.queue_depth),
+        ],
+    )?;
     Ok(())
 }
 
 /// Decodes a row of [`HEARTBEAT_COLUMNS`].
-pub(crate) fn heartbeat_from_row(row: &Row<'_>) -> Result<HeartbeatSample, StoreError> {
+pub(crate) fn heartbeat_from_row(row: &dyn Cells) -> Result<HeartbeatSample, StoreError> {
     let c = Cols::new(row, "agent_heartbeats");
     Ok(HeartbeatSample {
         agent_id: c.id(0, "agent_id")?,

@@ -22,16 +22,15 @@ pub(crate) mod token;
 use std::time::Duration;
 
 use flotilla_core::{AgentId, MessageId, SwarmId, TaskId, Timestamp};
-use rusqlite::Row;
-use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::sql::Cells;
 
 /// A UUID as 36 bytes of lower-case hyphenated text, bound without allocating.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct IdText([u8; 36]);
 
 impl IdText {
@@ -43,9 +42,11 @@ impl IdText {
     }
 }
 
-impl ToSql for IdText {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(&self.0)))
+impl IdText {
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Always ASCII: `encode_lower` writes hex digits and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -112,14 +113,14 @@ pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// Reads the columns of one row, naming the column in every error.
-pub(crate) struct Cols<'a, 'r> {
-    row: &'a Row<'r>,
+pub(crate) struct Cols<'a> {
+    row: &'a dyn Cells,
     table: &'static str,
 }
 
-impl<'a, 'r> Cols<'a, 'r> {
+impl<'a> Cols<'a> {
     /// Reads `row`, a row of `table`.
-    pub(crate) fn new(row: &'a Row<'r>, table: &'static str) -> Self {
+    pub(crate) fn new(row: &'a dyn Cells, table: &'static str) -> Self {
         Cols { row, table }
     }
 
@@ -135,10 +136,7 @@ impl<'a, 'r> Cols<'a, 'r> {
 
     /// Text or NULL, borrowed from the row.
     pub(crate) fn opt_str(&self, i: usize, name: &str) -> Result<Option<&'a str>, StoreError> {
-        self.row
-            .get_ref(i)?
-            .as_str_or_null()
-            .map_err(|e| self.bad(name, e))
+        self.row.text(i).map_err(|e| self.bad(name, e))
     }
 
     /// An owned string.
@@ -154,10 +152,7 @@ impl<'a, 'r> Cols<'a, 'r> {
 
     /// An integer or NULL.
     pub(crate) fn opt_i64(&self, i: usize, name: &str) -> Result<Option<i64>, StoreError> {
-        self.row
-            .get_ref(i)?
-            .as_i64_or_null()
-            .map_err(|e| self.bad(name, e))
+        self.row.int(i).map_err(|e| self.bad(name, e))
     }
 
     /// An integer that must fit `T` (a count, a priority, an attempt number).
@@ -304,22 +299,6 @@ impl<'a, 'r> Cols<'a, 'r> {
     }
 }
 
-/// Runs a query (prepared once per connection) and decodes every row with `decode`.
-pub(crate) fn collect<T, P: rusqlite::Params>(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: P,
-    decode: fn(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(decode(row)?);
-    }
-    Ok(out)
-}
-
 fn parse_uuid<T: From<Uuid>>(text: &str) -> Option<T> {
     Uuid::try_parse(text).ok().map(T::from)
 }
@@ -341,6 +320,6 @@ mod tests {
     fn id_text_is_the_hyphenated_lower_case_uuid() {
         let u = Uuid::from_u128(0x0190_b6e4_0000_7000_8000_0000_0000_00ab);
         let text = IdText::new(&u);
-        assert_eq!(std::str::from_utf8(&text.0).unwrap(), u.to_string());
+        assert_eq!(text.as_str(), u.to_string());
     }
 }

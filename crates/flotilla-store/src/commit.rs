@@ -19,13 +19,13 @@ use std::collections::HashSet;
 use std::hash::Hash;
 
 use flotilla_core::{AgentId, MessageId, SwarmId, TaskId};
-use rusqlite::Transaction;
 
 use flotilla_core::metrics::Prune;
 
-use super::rows::{agent, checkpoint, event, id, message, metric, pool, swarm, task, token};
 use crate::Batch;
 use crate::error::StoreError;
+use crate::rows::{agent, checkpoint, event, id, message, metric, pool, swarm, task, token};
+use crate::sql::{Db, params};
 
 /// Removes a swarm and everything that belongs to it except its events.
 const DELETE_SWARM: [&str; 11] = [
@@ -45,8 +45,8 @@ const DELETE_SWARM: [&str; 11] = [
     "DELETE FROM swarms WHERE id = ?1",
 ];
 
-/// Writes `batch` in `tx`; the caller commits.
-pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+/// Writes `batch` in the caller's transaction on `db`; the caller commits.
+pub(crate) fn write(db: &mut dyn Db, batch: &Batch) -> Result<(), StoreError> {
     let changes = &batch.changes;
 
     // Ids are never reused, so a swarm deleted in this batch is gone for good: rows of it that
@@ -61,71 +61,63 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
         .collect();
 
     if !batch.tokens.is_empty() {
-        let mut stmt = tx.prepare_cached(token::UPSERT)?;
         for t in &batch.tokens {
             if t.agent_id.is_none_or(|a| !dead_agents.contains(&a)) {
-                token::upsert(&mut stmt, t)?;
+                token::upsert(db, t)?;
             }
         }
     }
 
     // Before the swarm deletions, which remove the states of their agents with them.
     if !changes.agent_states.is_empty() {
-        let mut stmt = tx.prepare_cached(checkpoint::UPSERT_STATE)?;
         for (agent, state, at) in last_of_each(&changes.agent_states, |s| s.0) {
-            checkpoint::upsert_state(&mut stmt, agent, state, *at)?;
+            checkpoint::upsert_state(db, agent, state, *at)?;
         }
     }
 
     for swarm_id in &changes.deleted_swarms {
         let swarm_id = id(swarm_id);
         for sql in DELETE_SWARM {
-            tx.prepare_cached(sql)?.execute([swarm_id])?;
+            db.exec(sql, &params![swarm_id])?;
         }
     }
 
     if !changes.swarms.is_empty() {
-        let mut stmt = tx.prepare_cached(swarm::UPSERT)?;
         for s in changes.swarms.iter().filter(|s| live(&s.id)) {
-            swarm::upsert(&mut stmt, s)?;
+            swarm::upsert(db, s)?;
         }
     }
 
     if !changes.deleted_pools.is_empty() {
-        let mut stmt = tx.prepare_cached(pool::DELETE)?;
         for (swarm_id, name) in &changes.deleted_pools {
             if live(swarm_id) {
-                pool::delete(&mut stmt, swarm_id, name)?;
+                pool::delete(db, swarm_id, name)?;
             }
         }
     }
 
     if !changes.pools.is_empty() {
-        let mut stmt = tx.prepare_cached(pool::UPSERT)?;
         for p in last_of_each(&changes.pools, |p| (p.swarm_id, p.name.as_str())) {
             if live(&p.swarm_id) {
-                pool::upsert(&mut stmt, p)?;
+                pool::upsert(db, p)?;
             }
         }
     }
 
     if !changes.agents.is_empty() {
-        let mut stmt = tx.prepare_cached(agent::UPSERT)?;
         for a in last_of_each(&changes.agents, |a| a.id) {
             if live(&a.swarm_id) {
-                agent::upsert(&mut stmt, a)?;
+                agent::upsert(db, a)?;
             }
         }
     }
 
     if !changes.tasks.is_empty() {
-        let mut upsert = tx.prepare_cached(task::UPSERT)?;
-        let mut deps = tx.prepare_cached(task::INSERT_DEPENDENCY)?;
         for t in last_of_each::<_, TaskId>(&changes.tasks, |t| t.id) {
             if live(&t.swarm_id) {
-                task::upsert(&mut upsert, t)?;
+                task::upsert(db, t)?;
                 if !t.depends_on.is_empty() {
-                    task::insert_dependencies(&mut deps, t)?;
+                    task::insert_dependencies(db, t)?;
                 }
             }
         }
@@ -133,83 +125,75 @@ pub(crate) fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreErro
 
     // A checkpoint deleted in this batch may have been taken in it too: deletions go last.
     if !changes.checkpoints.is_empty() {
-        let mut stmt = tx.prepare_cached(checkpoint::UPSERT)?;
         for c in changes.checkpoints.iter().filter(|c| live(&c.swarm_id)) {
-            checkpoint::upsert(&mut stmt, c)?;
+            checkpoint::upsert(db, c)?;
         }
     }
     if !changes.deleted_checkpoints.is_empty() {
-        let mut stmt = tx.prepare_cached(checkpoint::DELETE)?;
         for c in &changes.deleted_checkpoints {
-            checkpoint::delete(&mut stmt, c)?;
+            checkpoint::delete(db, c)?;
         }
     }
 
     if !changes.messages.is_empty() {
-        let mut stmt = tx.prepare_cached(message::UPSERT)?;
         for m in last_of_each::<_, MessageId>(&changes.messages, |m| m.id) {
             if live(&m.swarm_id) {
-                message::upsert(&mut stmt, m)?;
+                message::upsert(db, m)?;
             }
         }
     }
     if !changes.deleted_messages.is_empty() {
-        let mut stmt = tx.prepare_cached(message::DELETE)?;
         for m in &changes.deleted_messages {
-            message::delete(&mut stmt, m)?;
+            message::delete(db, m)?;
         }
     }
     if !changes.message_replies.is_empty() {
-        let mut stmt = tx.prepare_cached(message::SET_REPLY)?;
         for (request, reply) in &changes.message_replies {
-            message::set_reply(&mut stmt, request, *reply)?;
+            message::set_reply(db, request, *reply)?;
         }
     }
 
     // Metrics of a swarm deleted in this batch were removed with it; a delta of it written
     // afterwards would leave an orphan row.
     if !changes.metric_rows.is_empty() {
-        metric::merge_rows(tx, changes.metric_rows.iter().filter(|r| live(&r.swarm_id)))?;
+        metric::merge_rows(db, changes.metric_rows.iter().filter(|r| live(&r.swarm_id)))?;
     }
     if !changes.heartbeat_samples.is_empty() {
-        let mut stmt = tx.prepare_cached(metric::INSERT_HEARTBEAT)?;
         for h in changes
             .heartbeat_samples
             .iter()
             .filter(|h| live(&h.swarm_id))
         {
-            metric::insert_heartbeat(&mut stmt, h)?;
+            metric::insert_heartbeat(db, h)?;
         }
     }
     for prune in &changes.metric_prunes {
         match *prune {
             Prune::Metrics(period, before) => {
-                tx.prepare_cached(metric::PRUNE_METRICS)?
-                    .execute((period.as_str(), before.as_millis()))?;
+                db.exec(
+                    metric::PRUNE_METRICS,
+                    &params![period.as_str(), before.as_millis()],
+                )?;
             }
             Prune::Heartbeats(before) => {
-                tx.prepare_cached(metric::PRUNE_HEARTBEATS)?
-                    .execute([before.as_millis()])?;
+                db.exec(metric::PRUNE_HEARTBEATS, &params![before.as_millis()])?;
             }
         }
     }
 
     if !changes.events.is_empty() {
-        let mut stmt = tx.prepare_cached(event::INSERT)?;
         for e in &changes.events {
-            event::insert(&mut stmt, e)?;
+            event::insert(db, e)?;
         }
     }
 
     if !batch.audit.is_empty() {
-        let mut stmt = tx.prepare_cached(token::INSERT_AUDIT)?;
         for e in &batch.audit {
-            token::insert_audit(&mut stmt, e)?;
+            token::insert_audit(db, e)?;
         }
     }
     if let Some(before) = batch.audit_prune_before {
-        tx.prepare_cached(token::PRUNE_AUDIT)?
-            .execute([before.as_millis()])?;
+        db.exec(token::PRUNE_AUDIT, &params![before.as_millis()])?;
     }
     Ok(())
 }

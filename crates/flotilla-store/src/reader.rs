@@ -1,4 +1,4 @@
-//! [`SqliteReader`]: the reads the coordinator's memory cannot serve, on read-only connections.
+//! [`Reader`]: the reads the coordinator's memory cannot serve, on read-only connections.
 //!
 //! Task lists with filters and pages, tasks evicted from memory, idempotency keys of such tasks,
 //! removed agents, a swarm's pools, the event log and (in `messages`) the message history are
@@ -7,28 +7,22 @@
 //! In WAL mode, readers see the last committed state and neither wait for the writer nor make
 //! it wait.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use flotilla_core::Timestamp;
 use flotilla_core::api::Page;
 use flotilla_core::metrics::{Bucket, HeartbeatSample, Period, Scope};
 use flotilla_core::{Agent, AgentId, Event, EventKind, Pool, SwarmId, Task, TaskId, TaskStatus};
-use rusqlite::Connection;
-use rusqlite::types::Value;
 
-use super::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
-use super::open_read_only;
-use super::rows::{self, agent, event, id, metric, pool, task, token};
+use crate::cursor::{Conditions, NEWEST_FIRST, TaskCursor, fetch, page};
 use crate::error::StoreError;
+use crate::rows::{self, agent, event, id, metric, pool, task, token};
+use crate::sql::{self, Db, Param, params};
 use crate::token::TokenRecord;
 
 mod messages;
 
 pub use messages::{Direction, MessageFilter};
-
-/// Idle connections kept for later calls; more are opened under load and closed afterwards.
-const MAX_IDLE: usize = 8;
 
 /// Which tasks a list shows; `None` fields do not filter.
 #[derive(Clone, Debug, Default)]
@@ -76,75 +70,71 @@ pub struct AuditFilter {
     pub before_seq: Option<u64>,
 }
 
-/// Reads the database on read-only connections of its own. Clones share the pool.
+/// Reads the store on connections of its own, beside the writer. Clones share the
+/// connections.
 #[derive(Clone)]
-pub struct SqliteReader {
-    pool: Arc<Connections>,
+pub struct Reader {
+    pool: Arc<dyn ReadPool>,
 }
 
-/// The connections a reader and its clones share.
-struct Connections {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+/// Where a reader's connections come from: each backend keeps a pool of them.
+pub(crate) trait ReadPool: Send + Sync {
+    /// Runs `f` on a connection of the pool (opening one when all are busy).
+    fn with_db(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Db) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Where the state lives, as [`Store::describe`](crate::Store::describe) says.
+    fn describe(&self) -> String;
 }
 
-impl std::fmt::Debug for SqliteReader {
+impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteReader")
-            .field("path", &self.pool.path)
+        f.debug_struct("Reader")
+            .field("store", &self.pool.describe())
             .finish()
     }
 }
 
-impl SqliteReader {
-    /// A reader of the database at `path`; opens one connection at once, so that a reader that
-    /// cannot read fails here rather than at its first query.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let first = open_read_only(path)?;
-        Ok(SqliteReader {
-            pool: Arc::new(Connections {
-                path: path.to_path_buf(),
-                idle: Mutex::new(vec![first]),
-            }),
-        })
+impl Reader {
+    /// A reader on `pool`.
+    pub(crate) fn new(pool: Arc<dyn ReadPool>) -> Self {
+        Reader { pool }
     }
 
     /// Runs `f` on a pooled connection.
     fn with<R>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+        f: impl FnOnce(&mut dyn Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        // A panic while holding the lock leaves the list of connections intact: ignore poison.
-        let pooled = self
-            .pool
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_read_only(&self.pool.path)?,
-        };
-        let out = f(&conn);
-        let surplus = {
-            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-                None
-            } else {
-                Some(conn)
+        let mut f = Some(f);
+        let mut out = None;
+        self.pool.with_db(&mut |db| {
+            if let Some(f) = f.take() {
+                out = Some(f(db)?);
             }
-        };
-        // Closed outside the lock.
-        drop(surplus);
-        out
+            Ok(())
+        })?;
+        out.ok_or_else(|| StoreError::Other("the read was not run".to_owned()))
+    }
+
+    /// One swarm's stored state, as [`Store::load`](crate::Store::load) reads the whole
+    /// fleet's (without tokens), in one consistent read: what a coordinator of a cluster
+    /// loads when it takes the swarm over.
+    pub fn load_swarm(
+        &self,
+        swarm: SwarmId,
+        retain_terminal: usize,
+    ) -> Result<crate::Snapshot, StoreError> {
+        self.with(|db| crate::load::load_swarm(db, swarm, retain_terminal))
     }
 
     /// The task with this id, whatever its status.
     pub fn get_task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!("SELECT {} FROM swarm_tasks WHERE id = ?1", task::COLUMNS);
-            let mut found = rows::collect(conn, &sql, [rows::id(&id)], task::from_row)?;
+            let mut found = sql::collect(db, &sql, &params![rows::id(&id)], task::from_row)?;
             Ok(found.pop())
         })
     }
@@ -157,12 +147,9 @@ impl SqliteReader {
         // The ids go in as one JSON array: one statement for any number of ids, with no limit
         // on bound parameters to chunk around.
         let list = rows::to_json(ids);
-        self.with(|conn| {
-            let sql = format!(
-                "SELECT {} FROM swarm_tasks WHERE id IN (SELECT value FROM json_each(?1))",
-                task::COLUMNS
-            );
-            rows::collect(conn, &sql, [list], task::from_row)
+        self.with(|db| {
+            let sql = db.by_ids_sql(task::COLUMNS, "swarm_tasks");
+            sql::collect(db, &sql, &params![list], task::from_row)
         })
     }
 
@@ -172,12 +159,12 @@ impl SqliteReader {
         swarm: SwarmId,
         key: &str,
     ) -> Result<Option<Task>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM swarm_tasks WHERE swarm_id = ?1 AND idempotency_key = ?2",
                 task::COLUMNS
             );
-            let mut found = rows::collect(conn, &sql, (id(&swarm), key), task::from_row)?;
+            let mut found = sql::collect(db, &sql, &params![id(&swarm), key], task::from_row)?;
             Ok(found.pop())
         })
     }
@@ -196,16 +183,16 @@ impl SqliteReader {
         let after = cursor.map(TaskCursor::decode).transpose()?;
         let mut conditions = Conditions::default();
         if let Some(swarm) = filter.swarm {
-            conditions.add("swarm_id = ?", Value::Text(swarm.to_string()));
+            conditions.add("swarm_id = ?", Param::from(swarm.to_string()));
         }
         if let Some(status) = filter.status {
-            conditions.add("status = ?", Value::Text(status.as_str().to_owned()));
+            conditions.add("status = ?", Param::from(status.as_str().to_owned()));
         }
         if let Some(task_type) = &filter.task_type {
-            conditions.add("task_type = ?", Value::Text(task_type.clone()));
+            conditions.add("task_type = ?", Param::from(task_type.clone()));
         }
         if let Some(agent) = filter.agent {
-            conditions.add("assigned_agent_id = ?", Value::Text(agent.to_string()));
+            conditions.add("assigned_agent_id = ?", Param::from(agent.to_string()));
         }
         conditions.before(after);
         let sql = format!(
@@ -215,14 +202,7 @@ impl SqliteReader {
         );
         let mut params = conditions.params().to_vec();
         params.push(fetch(limit));
-        let items = self.with(|conn| {
-            rows::collect(
-                conn,
-                &sql,
-                rusqlite::params_from_iter(params),
-                task::from_row,
-            )
-        })?;
+        let items = self.with(|db| sql::collect(db, &sql, &params, task::from_row))?;
         Ok(page(items, limit, |t: &Task| TaskCursor {
             created_at: t.created_at,
             id: t.id,
@@ -231,9 +211,9 @@ impl SqliteReader {
 
     /// The agent with this id, stopped and removed (unregistered) ones included.
     pub fn get_agent(&self, id: AgentId) -> Result<Option<Agent>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!("SELECT {} FROM swarm_agents WHERE id = ?1", agent::COLUMNS);
-            let mut found = rows::collect(conn, &sql, [rows::id(&id)], agent::from_row)?;
+            let mut found = sql::collect(db, &sql, &params![rows::id(&id)], agent::from_row)?;
             Ok(found.pop())
         })
     }
@@ -243,15 +223,15 @@ impl SqliteReader {
         &self,
         checkpoint: flotilla_core::CheckpointId,
     ) -> Result<Option<flotilla_core::Checkpoint>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM agent_checkpoints WHERE id = ?1",
                 rows::checkpoint::COLUMNS
             );
-            let mut found = rows::collect(
-                conn,
+            let mut found = sql::collect(
+                db,
                 &sql,
-                [rows::id(&checkpoint)],
+                &params![rows::id(&checkpoint)],
                 rows::checkpoint::from_row,
             )?;
             Ok(found.pop())
@@ -263,13 +243,18 @@ impl SqliteReader {
         &self,
         agent: AgentId,
     ) -> Result<Vec<flotilla_core::Checkpoint>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM agent_checkpoints WHERE agent_id = ?1
                  ORDER BY created_at DESC, id DESC",
                 rows::checkpoint::COLUMNS
             );
-            rows::collect(conn, &sql, [rows::id(&agent)], rows::checkpoint::from_row)
+            sql::collect(
+                db,
+                &sql,
+                &params![rows::id(&agent)],
+                rows::checkpoint::from_row,
+            )
         })
     }
 
@@ -278,29 +263,27 @@ impl SqliteReader {
         &self,
         agent: AgentId,
     ) -> Result<Option<(flotilla_core::Json, flotilla_core::Timestamp)>, StoreError> {
-        self.with(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT state, updated_at FROM agent_states WHERE agent_id = ?1")?;
-            let mut rows = stmt.query([rows::id(&agent)])?;
-            let Some(row) = rows.next()? else {
-                return Ok(None);
-            };
-            let text: String = row.get(0)?;
-            let at: i64 = row.get(1)?;
-            let state = flotilla_core::Json::parse_stored(&text)
-                .map_err(|e| StoreError::bad_value("agent_states.state", e))?;
-            Ok(Some((state, flotilla_core::Timestamp::from_millis(at))))
+        self.with(|db| {
+            sql::first(
+                db,
+                "SELECT state, updated_at FROM agent_states WHERE agent_id = ?1",
+                &params![rows::id(&agent)],
+                |row| {
+                    let c = rows::Cols::new(row, "agent_states");
+                    Ok((c.json(0, "state")?, c.ts(1, "updated_at")?))
+                },
+            )
         })
     }
 
     /// The pools of this swarm, by name.
     pub fn list_pools(&self, swarm: SwarmId) -> Result<Vec<Pool>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM swarm_pools WHERE swarm_id = ?1 ORDER BY name",
                 pool::COLUMNS
             );
-            rows::collect(conn, &sql, [id(&swarm)], pool::from_row)
+            sql::collect(db, &sql, &params![id(&swarm)], pool::from_row)
         })
     }
 
@@ -311,43 +294,35 @@ impl SqliteReader {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut sql = format!("SELECT {} FROM swarm_events WHERE seq > ?", event::COLUMNS);
-        let mut params: Vec<Value> = vec![Value::Integer(
-            i64::try_from(filter.after).unwrap_or(i64::MAX),
-        )];
+        let mut params: Vec<Param<'static>> =
+            vec![Param::Int(i64::try_from(filter.after).unwrap_or(i64::MAX))];
         if let Some(swarm) = filter.swarm {
             sql.push_str(" AND swarm_id = ?");
-            params.push(Value::Text(swarm.to_string()));
+            params.push(Param::from(swarm.to_string()));
         }
         if !filter.kinds.is_empty() {
             sql.push_str(" AND event_type IN (");
             for (i, kind) in filter.kinds.iter().enumerate() {
                 sql.push_str(if i == 0 { "?" } else { ", ?" });
-                params.push(Value::Text(kind.as_str().to_owned()));
+                params.push(Param::from(kind.as_str().to_owned()));
             }
             sql.push(')');
         }
         if let Some(agent) = filter.agent {
             sql.push_str(" AND agent_id = ?");
-            params.push(Value::Text(agent.to_string()));
+            params.push(Param::from(agent.to_string()));
         }
         if let Some(task) = filter.task {
             sql.push_str(" AND task_id = ?");
-            params.push(Value::Text(task.to_string()));
+            params.push(Param::from(task.to_string()));
         }
         sql.push_str(if filter.latest {
             " ORDER BY seq DESC LIMIT ?"
         } else {
             " ORDER BY seq LIMIT ?"
         });
-        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        let mut events = self.with(|conn| {
-            rows::collect(
-                conn,
-                &sql,
-                rusqlite::params_from_iter(params),
-                event::from_row,
-            )
-        })?;
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let mut events = self.with(|db| sql::collect(db, &sql, &params, event::from_row))?;
         if filter.latest {
             events.reverse();
         }
@@ -361,54 +336,47 @@ impl SqliteReader {
         limit: usize,
     ) -> Result<Vec<flotilla_core::api::AuditEntry>, StoreError> {
         let mut sql = format!("SELECT {} FROM audit_log WHERE 1 = 1", token::AUDIT_COLUMNS);
-        let mut params: Vec<Value> = Vec::new();
+        let mut params: Vec<Param<'static>> = Vec::new();
         if let Some(t) = &filter.token_id {
             sql.push_str(" AND token_id = ?");
-            params.push(Value::Text(t.clone()));
+            params.push(Param::from(t.clone()));
         }
         if let Some(since) = filter.since {
             sql.push_str(" AND at >= ?");
-            params.push(Value::Integer(since.as_millis()));
+            params.push(Param::Int(since.as_millis()));
         }
         if let Some(until) = filter.until {
             sql.push_str(" AND at < ?");
-            params.push(Value::Integer(until.as_millis()));
+            params.push(Param::Int(until.as_millis()));
         }
         if filter.denied {
             sql.push_str(" AND status IN (401, 403)");
         }
         if let Some(before) = filter.before_seq {
             sql.push_str(" AND seq < ?");
-            params.push(Value::Integer(i64::try_from(before).unwrap_or(i64::MAX)));
+            params.push(Param::Int(i64::try_from(before).unwrap_or(i64::MAX)));
         }
         sql.push_str(" ORDER BY seq DESC LIMIT ?");
-        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        self.with(|conn| {
-            rows::collect(
-                conn,
-                &sql,
-                rusqlite::params_from_iter(params),
-                token::audit_from_row,
-            )
-        })
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.with(|db| sql::collect(db, &sql, &params, token::audit_from_row))
     }
 
     /// Every token, revoked and expired ones included, oldest first.
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM api_tokens ORDER BY created_at, id",
                 token::COLUMNS
             );
-            rows::collect(conn, &sql, [], token::from_row)
+            sql::collect(db, &sql, &[], token::from_row)
         })
     }
 
     /// The token with this hash, revoked or not.
     pub fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!("SELECT {} FROM api_tokens WHERE hash = ?1", token::COLUMNS);
-            Ok(rows::collect(conn, &sql, [hash], token::from_row)?
+            Ok(sql::collect(db, &sql, &params![hash], token::from_row)?
                 .into_iter()
                 .next())
         })
@@ -426,18 +394,18 @@ impl SqliteReader {
                    WHERE swarm_id = ?1 AND scope = ?2 AND key = ?3 AND period = ?4
                      AND period_start >= ?5 AND period_start < ?6
                    ORDER BY period_start";
-        self.with(|conn| {
-            rows::collect(
-                conn,
+        self.with(|db| {
+            sql::collect(
+                db,
                 sql,
-                (
+                &params![
                     id(&series.swarm),
                     series.scope.as_str(),
                     series.key,
                     series.period.as_str(),
                     from.as_millis(),
                     to.as_millis(),
-                ),
+                ],
                 metric::bucket_from_row,
             )
         })
@@ -455,16 +423,16 @@ impl SqliteReader {
         let sql = "SELECT DISTINCT key FROM swarm_metrics
                    WHERE swarm_id = ?1 AND scope = ?2 AND period = ?3 AND period_start >= ?4
                    ORDER BY key";
-        self.with(|conn| {
-            rows::collect(
-                conn,
+        self.with(|db| {
+            sql::collect(
+                db,
                 sql,
-                (
+                &params![
                     id(&swarm),
                     scope.as_str(),
                     period.as_str(),
                     from.as_millis(),
-                ),
+                ],
                 |row| rows::Cols::new(row, "swarm_metrics").string(0, "key"),
             )
         })
@@ -484,16 +452,16 @@ impl SqliteReader {
              ORDER BY recorded_at DESC LIMIT ?4",
             metric::HEARTBEAT_COLUMNS
         );
-        self.with(|conn| {
-            rows::collect(
-                conn,
+        self.with(|db| {
+            sql::collect(
+                db,
                 &sql,
-                (
+                &params![
                     id(&agent),
                     from.as_millis(),
                     to.as_millis(),
                     i64::try_from(limit).unwrap_or(i64::MAX),
-                ),
+                ],
                 metric::heartbeat_from_row,
             )
         })
@@ -501,26 +469,32 @@ impl SqliteReader {
 
     /// Rows and bytes in the metric and heartbeat tables: what retention keeps bounded.
     pub fn history_size(&self) -> Result<HistorySize, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let mut size = HistorySize::default();
-            let mut stmt = conn.prepare_cached(
+            db.each(
                 "SELECT period, COUNT(*), COALESCE(SUM(LENGTH(data) + LENGTH(key)), 0)
                  FROM swarm_metrics GROUP BY period",
+                &[],
+                &mut |row| {
+                    let c = rows::Cols::new(row, "swarm_metrics");
+                    let period: Period = c.enumeration(0, "period")?;
+                    let at = Period::ALL.iter().position(|p| *p == period).unwrap_or(0);
+                    size.metric_rows[at] = c.u64(1, "count")?;
+                    size.metric_bytes += c.u64(2, "bytes")?;
+                    Ok(())
+                },
             )?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let c = rows::Cols::new(row, "swarm_metrics");
-                let period: Period = c.enumeration(0, "period")?;
-                let at = Period::ALL.iter().position(|p| *p == period).unwrap_or(0);
-                size.metric_rows[at] = c.u64(1, "count")?;
-                size.metric_bytes += c.u64(2, "bytes")?;
-            }
-            let (n, bytes): (i64, i64) = conn.query_row(
+            let (n, bytes) = sql::first(
+                db,
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(resource_usage) + LENGTH(current_tasks)), 0)
                  FROM agent_heartbeats",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+                &[],
+                |row| {
+                    let c = rows::Cols::new(row, "agent_heartbeats");
+                    Ok((c.i64(0, "count")?, c.i64(1, "bytes")?))
+                },
+            )?
+            .unwrap_or((0, 0));
             size.heartbeat_rows = n.max(0) as u64;
             size.heartbeat_bytes = bytes.max(0) as u64;
             Ok(size)
@@ -528,7 +502,7 @@ impl SqliteReader {
     }
 }
 
-/// What the metric and heartbeat history holds ([`SqliteReader::history_size`]).
+/// What the metric and heartbeat history holds ([`Reader::history_size`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistorySize {
     /// Rows in `swarm_metrics` by period: 1m, 5m, 1h, 1d.
@@ -548,7 +522,7 @@ impl HistorySize {
     }
 }
 
-/// One series of one period, as [`SqliteReader::metric_buckets`] reads it.
+/// One series of one period, as [`Reader::metric_buckets`] reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct MetricSeries<'a> {
     /// The swarm.
@@ -568,6 +542,6 @@ mod tests {
     #[test]
     fn a_reader_can_be_shared_between_threads() {
         fn shareable<T: Send + Sync + Clone + 'static>() {}
-        shareable::<SqliteReader>();
+        shareable::<Reader>();
     }
 }

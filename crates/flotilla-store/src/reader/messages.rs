@@ -6,12 +6,12 @@
 
 use flotilla_core::api::Page;
 use flotilla_core::{AgentId, Message, MessageId, MessageStatus, SwarmId};
-use rusqlite::types::Value;
 
-use super::SqliteReader;
+use super::Reader;
+use crate::cursor::{Conditions, MessageCursor, NEWEST_FIRST, fetch, page};
 use crate::error::StoreError;
-use crate::sqlite::cursor::{Conditions, MessageCursor, NEWEST_FIRST, fetch, page};
-use crate::sqlite::rows::{self, message};
+use crate::rows::{self, message};
+use crate::sql::{self, Param, params};
 
 /// Which of an agent's messages a list shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,16 +42,16 @@ pub struct MessageFilter {
     pub correlation_id: Option<MessageId>,
 }
 
-impl SqliteReader {
+impl Reader {
     /// The message with this id, whatever its status; `None` if it never existed, was cleared
     /// from its inbox or went with its swarm.
     pub fn get_message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-        self.with(|conn| {
+        self.with(|db| {
             let sql = format!(
                 "SELECT {} FROM agent_messages WHERE id = ?1",
                 message::COLUMNS
             );
-            let mut found = rows::collect(conn, &sql, [rows::id(&id)], message::from_row)?;
+            let mut found = sql::collect(db, &sql, &params![rows::id(&id)], message::from_row)?;
             Ok(found.pop())
         })
     }
@@ -70,14 +70,7 @@ impl SqliteReader {
     ) -> Result<Page<Message>, StoreError> {
         let after = cursor.map(MessageCursor::decode).transpose()?;
         let (sql, params) = list_query(filter, after, limit);
-        let items = self.with(|conn| {
-            rows::collect(
-                conn,
-                &sql,
-                rusqlite::params_from_iter(params),
-                message::from_row,
-            )
-        })?;
+        let items = self.with(|db| sql::collect(db, &sql, &params, message::from_row))?;
         Ok(page(items, limit, |m: &Message| MessageCursor {
             created_at: m.created_at,
             id: m.id,
@@ -85,31 +78,31 @@ impl SqliteReader {
     }
 }
 
-/// The query of one page of [`SqliteReader::list_messages`], with its parameters.
+/// The query of one page of [`Reader::list_messages`], with its parameters.
 fn list_query(
     filter: &MessageFilter,
     after: Option<MessageCursor>,
     limit: usize,
-) -> (String, Vec<Value>) {
+) -> (String, Vec<Param<'static>>) {
     let mut conditions = Conditions::default();
     if let Some(swarm) = filter.swarm {
-        conditions.add("swarm_id = ?", Value::Text(swarm.to_string()));
+        conditions.add("swarm_id = ?", Param::from(swarm.to_string()));
     }
     if let Some(status) = filter.status {
-        conditions.add("status = ?", Value::Text(status.as_str().to_owned()));
+        conditions.add("status = ?", Param::from(status.as_str().to_owned()));
     }
     if let Some(topic) = &filter.topic {
-        conditions.add("topic = ?", Value::Text(topic.clone()));
+        conditions.add("topic = ?", Param::from(topic.clone()));
     }
     if let Some(request) = filter.correlation_id {
-        conditions.add("correlation_id = ?", Value::Text(request.to_string()));
+        conditions.add("correlation_id = ?", Param::from(request.to_string()));
     }
     conditions.before(after);
     let fetch = fetch(limit);
 
     let side = |column: &'static str, agent: AgentId| {
         let mut c = conditions.clone();
-        c.add(column, Value::Text(agent.to_string()));
+        c.add(column, Param::from(agent.to_string()));
         c
     };
     let one = |c: &Conditions| {
@@ -135,9 +128,9 @@ fn list_query(
             params.extend(more);
             params.push(fetch.clone());
             let sql = format!(
-                "SELECT {columns} FROM ({inbound})
+                "SELECT {columns} FROM ({inbound}) AS inbound
                  UNION
-                 SELECT {columns} FROM ({outbound})
+                 SELECT {columns} FROM ({outbound}) AS outbound
                  {NEWEST_FIRST}",
                 columns = message::COLUMNS,
             );
@@ -149,20 +142,18 @@ fn list_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
     use crate::sqlite::{SqliteStore, SyncMode};
     use uuid::Uuid;
 
     /// The plan SQLite chooses for one page of `filter`, one step a line.
-    fn plan(reader: &SqliteReader, filter: &MessageFilter) -> String {
+    fn plan(reader: &Reader, filter: &MessageFilter) -> String {
         let (sql, params) = list_query(filter, None, 10);
         reader
-            .with(|conn| {
-                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let steps = stmt
-                    .query_map(rusqlite::params_from_iter(params), |r| {
-                        r.get::<_, String>(3)
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
+            .with(|db| {
+                let steps = sql::collect(db, &format!("EXPLAIN QUERY PLAN {sql}"), &params, |r| {
+                    rows::Cols::new(r, "plan").string(3, "detail")
+                })?;
                 Ok(steps.join("\n"))
             })
             .expect("plan")

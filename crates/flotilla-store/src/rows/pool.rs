@@ -1,8 +1,8 @@
 //! The `swarm_pools` table: one row per [`Pool`], keyed by swarm and name; the agent template of
 //! a managed pool as JSON text.
 
+use crate::sql::{Cells, Db, params};
 use flotilla_core::{Pool, SwarmId};
-use rusqlite::{Row, Statement};
 
 use super::{Cols, id, strings_json, to_json};
 use crate::error::StoreError;
@@ -35,39 +35,38 @@ pub(crate) const COLUMNS: &str = "swarm_id, name, min_agents, max_agents, capabi
                                   max_concurrent_tasks, template, created_at, updated_at, \
                                   checkpoints, priority, resources, scaling, desired_agents";
 
-/// Binds `pool` to a prepared [`UPSERT`] and runs it.
-pub(crate) fn upsert(stmt: &mut Statement<'_>, pool: &Pool) -> Result<(), StoreError> {
-    stmt.execute((
-        id(&pool.swarm_id),
-        &pool.name,
-        pool.min_agents,
-        pool.max_agents,
-        strings_json(&pool.capabilities),
-        pool.max_concurrent_tasks,
-        pool.template.as_ref().map(to_json),
-        pool.created_at.as_millis(),
-        pool.updated_at.as_millis(),
-        to_json(&pool.checkpoints),
-        pool.priority,
-        to_json(&pool.resources),
-        to_json(&pool.scaling),
-        pool.desired_agents,
-    ))?;
+/// Binds `pool` to [`UPSERT`] and runs it.
+pub(crate) fn upsert(db: &mut dyn Db, pool: &Pool) -> Result<(), StoreError> {
+    db.exec(
+        UPSERT,
+        &params![
+            id(&pool.swarm_id),
+            &pool.name,
+            pool.min_agents,
+            pool.max_agents,
+            strings_json(&pool.capabilities),
+            pool.max_concurrent_tasks,
+            pool.template.as_ref().map(to_json),
+            pool.created_at.as_millis(),
+            pool.updated_at.as_millis(),
+            to_json(&pool.checkpoints),
+            pool.priority,
+            to_json(&pool.resources),
+            to_json(&pool.scaling),
+            pool.desired_agents,
+        ],
+    )?;
     Ok(())
 }
 
-/// Binds a pool's key to a prepared [`DELETE`] and runs it.
-pub(crate) fn delete(
-    stmt: &mut Statement<'_>,
-    swarm: &SwarmId,
-    name: &str,
-) -> Result<(), StoreError> {
-    stmt.execute((id(swarm), name))?;
+/// Binds a pool's key to [`DELETE`] and runs it.
+pub(crate) fn delete(db: &mut dyn Db, swarm: &SwarmId, name: &str) -> Result<(), StoreError> {
+    db.exec(DELETE, &params![id(swarm), name])?;
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<Pool, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<Pool, StoreError> {
     let c = Cols::new(row, "swarm_pools");
     Ok(Pool {
         swarm_id: c.id(0, "swarm_id")?,

@@ -1,8 +1,8 @@
 //! The `agent_messages` table: one row per [`Message`], in flight or finished (acknowledged or
 //! dead), until its swarm is deleted or it is cleared from its inbox.
 
+use crate::sql::{Cells, Db, params};
 use flotilla_core::{Message, MessageId, ReplyState};
-use rusqlite::{Row, Statement};
 
 use super::{Cols, id, opt_id, opt_ts};
 use crate::error::StoreError;
@@ -53,53 +53,56 @@ pub(crate) const COLUMNS: &str = "id, swarm_id, kind, from_agent, to_agent, topi
     body, correlation_id, reply_by, reply, created_at, expires_at, status, deliveries, \
     max_deliveries, deliver_after, ack_by, finished_at, dead_reason, seq";
 
-/// Binds `message` to a prepared [`UPSERT`] and runs it.
-pub(crate) fn upsert(stmt: &mut Statement<'_>, message: &Message) -> Result<(), StoreError> {
-    stmt.execute(rusqlite::params![
-        id(&message.id),
-        id(&message.swarm_id),
-        message.kind.as_str(),
-        opt_id(&message.from),
-        opt_id(&message.to),
-        &message.topic,
-        message.priority.as_str(),
-        message.body.get(),
-        opt_id(&message.correlation_id),
-        opt_ts(message.reply_by),
-        message.reply.map(reply_str),
-        message.created_at.as_millis(),
-        opt_ts(message.expires_at),
-        message.status.as_str(),
-        message.deliveries,
-        message.max_deliveries,
-        opt_ts(message.deliver_after),
-        opt_ts(message.ack_by),
-        opt_ts(message.finished_at),
-        &message.dead_reason,
-        message.seq as i64,
-    ])?;
+/// Binds `message` to [`UPSERT`] and runs it.
+pub(crate) fn upsert(db: &mut dyn Db, message: &Message) -> Result<(), StoreError> {
+    db.exec(
+        UPSERT,
+        &params![
+            id(&message.id),
+            id(&message.swarm_id),
+            message.kind.as_str(),
+            opt_id(&message.from),
+            opt_id(&message.to),
+            &message.topic,
+            message.priority.as_str(),
+            message.body.get(),
+            opt_id(&message.correlation_id),
+            opt_ts(message.reply_by),
+            message.reply.map(reply_str),
+            message.created_at.as_millis(),
+            opt_ts(message.expires_at),
+            message.status.as_str(),
+            message.deliveries,
+            message.max_deliveries,
+            opt_ts(message.deliver_after),
+            opt_ts(message.ack_by),
+            opt_ts(message.finished_at),
+            &message.dead_reason,
+            message.seq as i64,
+        ],
+    )?;
     Ok(())
 }
 
-/// Removes a message with a prepared [`DELETE`].
-pub(crate) fn delete(stmt: &mut Statement<'_>, message: &MessageId) -> Result<(), StoreError> {
-    stmt.execute([id(message)])?;
+/// Removes a message with [`DELETE`].
+pub(crate) fn delete(db: &mut dyn Db, message: &MessageId) -> Result<(), StoreError> {
+    db.exec(DELETE, &params![id(message)])?;
     Ok(())
 }
 
-/// Records what became of a request with a prepared [`SET_REPLY`]; a request not stored (its
+/// Records what became of a request with [`SET_REPLY`]; a request not stored (its
 /// swarm deleted, say) is left alone.
 pub(crate) fn set_reply(
-    stmt: &mut Statement<'_>,
+    db: &mut dyn Db,
     request: &MessageId,
     reply: ReplyState,
 ) -> Result<(), StoreError> {
-    stmt.execute((id(request), reply_str(reply)))?;
+    db.exec(SET_REPLY, &params![id(request), reply_str(reply)])?;
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<Message, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<Message, StoreError> {
     let c = Cols::new(row, "agent_messages");
     Ok(Message {
         id: c.id(0, "id")?,

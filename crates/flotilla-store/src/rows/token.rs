@@ -1,7 +1,7 @@
 //! The `api_tokens` table: one row per [`TokenRecord`], revoked ones included; and the
 //! `audit_log`, one row per [`AuditEntry`].
 
-use rusqlite::{Row, Statement};
+use crate::sql::{Cells, Db, params};
 
 use super::{Cols, opt_id, opt_ts};
 use crate::error::StoreError;
@@ -28,24 +28,27 @@ ON CONFLICT (id) DO UPDATE SET
 pub(crate) const COLUMNS: &str =
     "id, hash, role, agent_id, label, created_at, revoked_at, swarm_id, expires_at";
 
-/// Binds `token` to a prepared [`UPSERT`] and runs it.
-pub(crate) fn upsert(stmt: &mut Statement<'_>, token: &TokenRecord) -> Result<(), StoreError> {
-    stmt.execute((
-        &token.id,
-        &token.hash,
-        token.role.as_str(),
-        opt_id(&token.agent_id),
-        &token.label,
-        token.created_at.as_millis(),
-        opt_ts(token.revoked_at),
-        opt_id(&token.swarm_id),
-        opt_ts(token.expires_at),
-    ))?;
+/// Binds `token` to [`UPSERT`] and runs it.
+pub(crate) fn upsert(db: &mut dyn Db, token: &TokenRecord) -> Result<(), StoreError> {
+    db.exec(
+        UPSERT,
+        &params![
+            &token.id,
+            &token.hash,
+            token.role.as_str(),
+            opt_id(&token.agent_id),
+            &token.label,
+            token.created_at.as_millis(),
+            opt_ts(token.revoked_at),
+            opt_id(&token.swarm_id),
+            opt_ts(token.expires_at),
+        ],
+    )?;
     Ok(())
 }
 
 /// Decodes a row of [`COLUMNS`].
-pub(crate) fn from_row(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
+pub(crate) fn from_row(row: &dyn Cells) -> Result<TokenRecord, StoreError> {
     let c = Cols::new(row, "api_tokens");
     let role = c.str(2, "role")?;
     Ok(TokenRecord {
@@ -76,26 +79,29 @@ pub(crate) const PRUNE_AUDIT: &str = "DELETE FROM audit_log WHERE at < ?1";
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, token_id, role, agent_id, method, path, action, \
      status, outcome, remote, request_id";
 
-/// Binds `entry` to a prepared [`INSERT_AUDIT`] and runs it.
-pub(crate) fn insert_audit(stmt: &mut Statement<'_>, e: &AuditEntry) -> Result<(), StoreError> {
-    stmt.execute((
-        e.at.as_millis(),
-        &e.token_id,
-        &e.role,
-        opt_id(&e.agent_id),
-        &e.method,
-        &e.path,
-        &e.action,
-        e.status,
-        &e.outcome,
-        &e.remote,
-        &e.request_id,
-    ))?;
+/// Binds `entry` to [`INSERT_AUDIT`] and runs it.
+pub(crate) fn insert_audit(db: &mut dyn Db, e: &AuditEntry) -> Result<(), StoreError> {
+    db.exec(
+        INSERT_AUDIT,
+        &params![
+            e.at.as_millis(),
+            &e.token_id,
+            &e.role,
+            opt_id(&e.agent_id),
+            &e.method,
+            &e.path,
+            &e.action,
+            e.status,
+            &e.outcome,
+            &e.remote,
+            &e.request_id,
+        ],
+    )?;
     Ok(())
 }
 
 /// Decodes a row of [`AUDIT_COLUMNS`].
-pub(crate) fn audit_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
+pub(crate) fn audit_from_row(row: &dyn Cells) -> Result<AuditEntry, StoreError> {
     let c = Cols::new(row, "audit_log");
     Ok(AuditEntry {
         seq: c.u64(0, "seq")?,

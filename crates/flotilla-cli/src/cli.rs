@@ -32,7 +32,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL; or the URLs of several coordinators of one fleet, separated by
+    /// commas: the CLI uses the first that answers and moves to the next when one does not
+    /// (reads again elsewhere; other requests only when they could not be sent).
     #[arg(
         long,
         global = true,
@@ -1483,7 +1485,9 @@ pub struct RunArgs {
 FLOTILLA_TASK_PAYLOAD (left out above 64 KiB) in its environment. Exit 0 completes the task \
 with stdout as the result (parsed as JSON when it is JSON, else a string; null when empty); \
 any other exit fails the attempt with the end of stderr. The task's timeout kills it. \
-Ctrl-C stops taking tasks, lets running ones finish, then unregisters.
+Ctrl-C stops taking tasks, lets running ones finish, then unregisters. Given several \
+coordinators (--url or FLOTILLA_URL listing them, separated by commas), the worker moves to \
+the next when the one it uses stops answering, and carries on there as the same agent.
 
 With --agent-from-env, the worker acts as an agent that exists already: the managed agent that \
 the coordinator started this process for in daemon mode, named by FLOTILLA_URL, \

@@ -82,8 +82,8 @@ fn read_admin_token(dir: &Path) -> Result<String> {
     }
 }
 
-/// A client of the coordinator at `--url`, acting with the resolved token and trusting
-/// `--ca-cert`.
+/// A client of the coordinator at `--url` (or of the coordinators, when it lists several
+/// separated by commas), acting with the resolved token and trusting `--ca-cert`.
 pub fn client(global: &GlobalArgs) -> Result<Client> {
     let token = token(global)?;
     Ok(Client::with_options(
@@ -139,6 +139,18 @@ mod tests {
             token(&global(Some(""), Some(dir.path()))).unwrap(),
             "from-file"
         );
+    }
+
+    #[test]
+    fn several_coordinators_are_separated_by_commas() {
+        let mut g = global(Some("t"), None);
+        g.url = "http://a:7171, http://b:7171/".into();
+        let c = client(&g).unwrap();
+        assert_eq!(c.base_urls(), ["http://a:7171", "http://b:7171"]);
+        assert_eq!(c.base_url(), "http://a:7171");
+        g.url = "http://a:7171,b:7171".into();
+        let err = client(&g).unwrap_err().to_string();
+        assert!(err.contains("\"b:7171\""), "{err}");
     }
 
     #[test]

@@ -21,9 +21,10 @@ use flotilla_core::{
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
+use crate::endpoints::{Endpoints, Safety};
 use crate::error::ClientError;
 use crate::message_socket::MessageSocket;
-use crate::message_stream::MessageStream;
+use crate::message_stream::{Followed, MessageStream};
 use crate::tls::ClientOptions;
 
 /// Timeout of an ordinary request (long polls get their wait plus [`LONG_POLL_MARGIN`]).
@@ -37,22 +38,29 @@ const MAX_WAIT_SECS: u64 = 60;
 /// Timeout of following a log: in effect none (a year).
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// A typed client of one coordinator, acting with one token.
+/// A typed client of a fleet's coordinator, acting with one token.
 ///
-/// Cheap to clone: clones share one connection pool (keep-alive).
+/// Given several coordinators' URLs ([`Client::with_urls`], or a comma-separated list), it uses
+/// one at a time and moves to the next when one gives no answer; which requests are then sent
+/// again is in the [crate's rules](crate#several-coordinators).
+///
+/// Cheap to clone: clones (and [`Client::with_token`]) share one connection pool (keep-alive)
+/// and the coordinator in use.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: Arc<Url>,
+    endpoints: Arc<Endpoints>,
     token: Arc<str>,
-    /// The TLS configuration of an `https://` coordinator (for its WebSockets).
+    /// The TLS configuration of `https://` coordinators (for their WebSockets).
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Client {
+    // Never the token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base.as_str())
+            .field("base", &self.base_url())
+            .field("urls", &self.endpoints.bases())
             .finish_non_exhaustive()
     }
 }
@@ -221,8 +229,10 @@ pub struct AuditQuery {
 
 impl Client {
     /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:7171`), acting with
-    /// `token`. A trailing `/` or `/api/v1` on the URL is ignored. An `https://` coordinator
-    /// must have a publicly trusted certificate; see [`Client::with_options`] otherwise.
+    /// `token`. A trailing `/` or `/api/v1` on the URL is ignored. `base_url` may list several
+    /// coordinators of one fleet, separated by commas (`http://a:7171,http://b:7171`): see
+    /// [`Client::with_urls`]. An `https://` coordinator must have a publicly trusted
+    /// certificate; see [`Client::with_options`] otherwise.
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
         Client::with_options(base_url, token, &ClientOptions::default())
     }
@@ -234,30 +244,27 @@ impl Client {
         token: impl Into<String>,
         options: &ClientOptions,
     ) -> Result<Client, ClientError> {
-        let invalid = |message: String| ClientError::InvalidUrl {
-            url: base_url.to_owned(),
-            message,
-        };
-        let trimmed = base_url.trim();
-        let trimmed = trimmed.trim_end_matches('/');
-        let trimmed = trimmed.strip_suffix("/api/v1").unwrap_or(trimmed);
-        let base = Url::parse(trimmed).map_err(|e| {
-            invalid(format!(
-                "{e} (expected something like http://127.0.0.1:7171)"
-            ))
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("the scheme must be http or https".into()));
-        }
-        if base.cannot_be_a_base() || base.host().is_none() {
-            return Err(invalid("it has no host".into()));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(invalid("it must not have a query or fragment".into()));
-        }
-        let tls = match base.scheme() {
-            "https" => Some(crate::tls::client_config(options.ca_cert.as_deref())?),
-            _ => None,
+        Client::with_urls(&[base_url], token, options)
+    }
+
+    /// A client of the coordinators of one fleet at `urls` (each may itself be a
+    /// comma-separated list; empty entries are skipped, repeated ones kept once), acting with
+    /// `token`.
+    ///
+    /// It uses the first until it gives no answer, then the next, and so on around the list;
+    /// a request that failed without an answer is sent to the next coordinator when that is
+    /// safe (the [crate's rules](crate#several-coordinators)), each URL at most once, and the
+    /// error names every URL tried when none answered.
+    pub fn with_urls<S: AsRef<str>>(
+        urls: &[S],
+        token: impl Into<String>,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let endpoints = Endpoints::parse(urls)?;
+        let tls = if endpoints.any_https() {
+            Some(crate::tls::client_config(options.ca_cert.as_deref())?)
+        } else {
+            None
         };
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -268,41 +275,43 @@ impl Client {
         if let Some(tls) = &tls {
             builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
         }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("cannot set up HTTP: {e}")))?;
+        let http = builder.build().map_err(|e| ClientError::InvalidUrl {
+            url: endpoints.bases().join(","),
+            message: format!("cannot set up HTTP: {e}"),
+        })?;
         Ok(Client {
             http,
-            base: Arc::new(base),
+            endpoints: Arc::new(endpoints),
             token: Arc::from(token.into()),
             tls,
         })
     }
 
-    /// A client of the same coordinator, sharing the connection pool, acting with `token`
-    /// (an agent acts with the token its registration returned).
+    /// A client of the same coordinators, sharing the connection pool and the coordinator in
+    /// use, acting with `token` (an agent acts with the token its registration returned).
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         Client {
             http: self.http.clone(),
-            base: self.base.clone(),
+            endpoints: self.endpoints.clone(),
             token: Arc::from(token.into()),
             tls: self.tls.clone(),
         }
     }
 
-    /// The coordinator's base URL, without `/api/v1`.
+    /// The base URL of the coordinator in use (the one the next request goes to first),
+    /// without `/api/v1`.
     pub fn base_url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+        self.endpoints.base(self.endpoints.current())
+    }
+
+    /// The base URLs of every coordinator this client may use, in the order given.
+    pub fn base_urls(&self) -> Vec<&str> {
+        self.endpoints.bases().iter().map(String::as_str).collect()
     }
 
     /// `GET /healthz`: whether the coordinator is up (needs no token).
     pub async fn healthz(&self) -> Result<(), ClientError> {
-        let mut url = (*self.base).clone();
-        url.path_segments_mut()
-            .expect("checked in Client::new")
-            .pop_if_empty()
-            .push("healthz");
-        let req = self.http.get(url.clone());
+        let req = self.http.get(self.root_url("healthz"));
         self.send(req).await.map(drop)
     }
 
@@ -493,11 +502,7 @@ impl Client {
 
     /// `GET /metrics`: the Prometheus text exposition.
     pub async fn prometheus_text(&self) -> Result<String, ClientError> {
-        let mut url = (*self.base).clone();
-        url.path_segments_mut()
-            .expect("checked in Client::new")
-            .pop_if_empty()
-            .push("metrics");
+        let url = self.root_url("metrics");
         let body = self.send(self.req(Method::GET, &url)).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -505,22 +510,28 @@ impl Client {
     // ----- tasks -----
 
     /// `POST /swarms/{swarm}/tasks` with one spec: submits a task (answers the existing task
-    /// when its `idempotency_key` was seen before).
+    /// when its `idempotency_key` was seen before). With an idempotency key, a submission whose
+    /// connection broke is sent again to the next coordinator (a repeat creates nothing).
     pub async fn submit_task(&self, swarm: &str, spec: &TaskSpec) -> Result<Task, ClientError> {
         let url = self.url(&["swarms", swarm, "tasks"]);
-        let body = self.send(self.req(Method::POST, &url).json(spec)).await?;
+        let safety = submission_safety(std::slice::from_ref(spec));
+        let req = self.req(Method::POST, &url).json(spec);
+        let (_, body) = self.exchange(req, Some(safety)).await?;
         decode(&url, &body)
     }
 
     /// `POST /swarms/{swarm}/tasks` with an array: submits up to 10,000 tasks at once, all or
-    /// nothing; `ref`s resolve within the batch. Answers the tasks in input order.
+    /// nothing; `ref`s resolve within the batch. Answers the tasks in input order. When every
+    /// task has an idempotency key, a batch whose connection broke is sent again to the next
+    /// coordinator.
     pub async fn submit_tasks(
         &self,
         swarm: &str,
         specs: &[TaskSpec],
     ) -> Result<Vec<Task>, ClientError> {
         let url = self.url(&["swarms", swarm, "tasks"]);
-        let body = self.send(self.req(Method::POST, &url).json(specs)).await?;
+        let req = self.req(Method::POST, &url).json(specs);
+        let (_, body) = self.exchange(req, Some(submission_safety(specs))).await?;
         decode::<BatchSubmitted>(&url, &body).map(|b| b.tasks)
     }
 
@@ -822,10 +833,11 @@ impl Client {
             .append_pair("tail", &tail.to_string());
         // No overall timeout: the answer lasts as long as the agent runs.
         let req = self.req(Method::GET, &url).timeout(FOLLOW_TIMEOUT);
-        let response = self.send_streaming(req).await?;
+        let (index, response) = self.send_streaming(req).await?;
         Ok(LogStream {
             response,
-            base: self.base_url().to_owned(),
+            endpoints: self.endpoints.clone(),
+            index,
             pending: Vec::new(),
             done: false,
         })
@@ -1033,14 +1045,24 @@ impl Client {
         let mut url = self.url(&["agents", &agent.to_string(), "messages", "ws"]);
         url.query_pairs_mut()
             .append_pair("max_in_flight", &max_in_flight.to_string());
-        MessageSocket::connect(
-            url,
-            &self.token,
-            self.base_url(),
-            CONNECT_TIMEOUT,
-            self.tls.clone(),
-        )
-        .await
+        // The handshake is a GET: any failure without an answer moves on.
+        let mut tried = Vec::new();
+        for i in self.endpoints.round() {
+            let url = self.endpoints.rebase(&url, i)?;
+            let tls = (url.scheme() == "https")
+                .then(|| self.tls.clone())
+                .flatten();
+            let base = self.endpoints.base(i);
+            match MessageSocket::connect(url, &self.token, base, CONNECT_TIMEOUT, tls).await {
+                Ok(socket) => return Ok(socket.opened_on(self.endpoints.clone(), i)),
+                Err(e @ ClientError::Http { .. }) => {
+                    self.endpoints.failed(i, &e);
+                    tried.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::none_answered(tried))
     }
 
     /// `GET /agents/{id}/subscriptions`: the agent's topic patterns.
@@ -1081,6 +1103,10 @@ impl Client {
     /// only those to or from `agent` and on topics matching `topic` if given, and with
     /// `events` its fleet events too, until the coordinator ends the stream or the
     /// [`MessageStream`] is dropped.
+    ///
+    /// When the stream breaks (or, with several coordinators, the coordinator ends it as it
+    /// shuts down), it is opened again on the next coordinator, and a
+    /// [`crate::StreamItem::Gap`] says that messages sent meanwhile may have been missed.
     pub async fn follow_messages(
         &self,
         swarm: &str,
@@ -1102,14 +1128,9 @@ impl Client {
             }
         }
         strip_empty_query(&mut url);
-        // No overall timeout: the stream lasts as long as it is followed (a silent connection
-        // is noticed by the stream itself).
-        let req = self
-            .req(Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .timeout(FOLLOW_TIMEOUT);
-        let response = self.send_streaming(req).await?;
-        Ok(MessageStream::new(response, self.base_url()))
+        let followed = Followed::Messages(url);
+        let (index, response) = self.open_followed(&followed).await?;
+        Ok(MessageStream::new(response, self.clone(), index, followed))
     }
 
     // ----- events and orchestrator -----
@@ -1124,15 +1145,14 @@ impl Client {
     /// `GET /events/stream`: the events after `query.after` that pass its filters, then each
     /// new one as it is committed (server-sent events; the coordinator misses none). Items are
     /// [`crate::StreamItem::Event`]s.
+    ///
+    /// When the stream breaks (or, with several coordinators, the coordinator ends it as it
+    /// shuts down), it is opened again on the next coordinator after the last event read, so
+    /// that no event is missed or repeated.
     pub async fn follow_events(&self, query: &EventQuery) -> Result<MessageStream, ClientError> {
-        let mut url = self.url(&["events", "stream"]);
-        event_query(&mut url, query, false);
-        let req = self
-            .req(Method::GET, &url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .timeout(FOLLOW_TIMEOUT);
-        let response = self.send_streaming(req).await?;
-        Ok(MessageStream::new(response, self.base_url()))
+        let followed = Followed::Events(query.clone());
+        let (index, response) = self.open_followed(&followed).await?;
+        Ok(MessageStream::new(response, self.clone(), index, followed))
     }
 
     /// `GET /agents/{id}/status`: the coordinator's judgement of an agent's health.
@@ -1259,14 +1279,25 @@ impl Client {
 
     // ----- plumbing -----
 
-    /// `{base}/api/v1/{segments…}`, each segment percent-encoded.
+    /// `{base}/api/v1/{segments…}`, each segment percent-encoded, written against the first
+    /// coordinator (a request is moved to the one it goes to as it is sent).
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = (*self.base).clone();
+        let mut url = self.endpoints.template().clone();
         url.path_segments_mut()
-            .expect("checked in Client::new")
+            .expect("checked in Endpoints::parse")
             .pop_if_empty()
             .extend(["api", "v1"])
             .extend(segments);
+        url
+    }
+
+    /// `{base}/{name}`, outside the API (`/healthz`, `/metrics`), written as [`Client::url`].
+    fn root_url(&self, name: &str) -> Url {
+        let mut url = self.endpoints.template().clone();
+        url.path_segments_mut()
+            .expect("checked in Endpoints::parse")
+            .pop_if_empty()
+            .push(name);
         url
     }
 
@@ -1323,21 +1354,48 @@ impl Client {
     }
 
     /// Sends a request whose answer is read as it comes: the response once its status is a
-    /// success, the API's error otherwise.
-    async fn send_streaming(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = req
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+    /// success (and the index of the coordinator that gave it), the API's error otherwise.
+    async fn send_streaming(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<(usize, reqwest::Response), ClientError> {
+        let request = self.build(req)?;
+        let safety = Safety::of(request.method());
+        let (index, response) = self.dispatch(request, safety).await?;
         let status = response.status();
         if !status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+            let body = self.read_body(index, response).await?;
             return Err(ClientError::from_response(status.as_u16(), &body));
         }
-        Ok(response)
+        Ok((index, response))
+    }
+
+    /// Opens a followed stream (server-sent events) at the coordinator in use, or the next
+    /// ones; for events, after the last one `followed` has seen.
+    pub(crate) async fn open_followed(
+        &self,
+        followed: &Followed,
+    ) -> Result<(usize, reqwest::Response), ClientError> {
+        let url = match followed {
+            Followed::Events(query) => {
+                let mut url = self.url(&["events", "stream"]);
+                event_query(&mut url, query, false);
+                url
+            }
+            Followed::Messages(url) => url.clone(),
+        };
+        // No overall timeout: the stream lasts as long as it is followed (a silent connection
+        // is noticed by the stream itself).
+        let req = self
+            .req(Method::GET, &url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(FOLLOW_TIMEOUT);
+        self.send_streaming(req).await
+    }
+
+    /// The coordinators this client uses.
+    pub(crate) fn endpoints(&self) -> &Arc<Endpoints> {
+        &self.endpoints
     }
 
     async fn update_messages(
@@ -1361,21 +1419,92 @@ impl Client {
         self.send_status(req).await.map(|(_, body)| body)
     }
 
+    /// Sends a request, safe to send again elsewhere as its method says; the status and body of
+    /// a success, the API's error otherwise.
     async fn send_status(&self, req: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ClientError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))?;
+        self.exchange(req, None).await
+    }
+
+    /// [`Client::send_status`], for a request whose safety may be other than its method's.
+    async fn exchange(
+        &self,
+        req: RequestBuilder,
+        safety: Option<Safety>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let request = self.build(req)?;
+        let safety = safety.unwrap_or_else(|| Safety::of(request.method()));
+        let (index, response) = self.dispatch(request, safety).await?;
+        let status = response.status();
+        let body = self.read_body(index, response).await?;
         if status.is_success() {
-            Ok((status, body.to_vec()))
+            Ok((status, body))
         } else {
             Err(ClientError::from_response(status.as_u16(), &body))
         }
+    }
+
+    fn build(&self, req: RequestBuilder) -> Result<reqwest::Request, ClientError> {
+        req.build()
+            .map_err(|e| ClientError::from_reqwest(self.base_url(), &e))
+    }
+
+    /// Sends `request` to the coordinator in use, and to the next ones while it gets no answer
+    /// and may be sent again (`safety`; the crate's rules): the first response, whatever its
+    /// status, with the index of the coordinator that gave it.
+    async fn dispatch(
+        &self,
+        request: reqwest::Request,
+        safety: Safety,
+    ) -> Result<(usize, reqwest::Response), ClientError> {
+        let others = self.endpoints.len() > 1;
+        let mut tried = Vec::new();
+        for i in self.endpoints.round() {
+            let mut attempt = request
+                .try_clone()
+                .expect("this client's request bodies are bytes, which clone");
+            *attempt.url_mut() = self.endpoints.rebase(request.url(), i)?;
+            match self.http.execute(attempt).await {
+                Ok(response) => return Ok((i, response)),
+                Err(e) => {
+                    let error = ClientError::from_reqwest(self.endpoints.base(i), &e);
+                    self.endpoints.failed(i, &error);
+                    // A connection never made carried nothing; otherwise the coordinator may
+                    // have acted on the request.
+                    if !e.is_connect() && safety == Safety::Once {
+                        return Err(error.not_sent_elsewhere(others));
+                    }
+                    tried.push(error);
+                }
+            }
+        }
+        Err(ClientError::none_answered(tried))
+    }
+
+    /// The body of a response from coordinator `index`. A body cut off counts as that
+    /// coordinator failing, but the request is not sent again: it was answered.
+    async fn read_body(
+        &self,
+        index: usize,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
+        match response.bytes().await {
+            Ok(body) => Ok(body.to_vec()),
+            Err(e) => {
+                let error = ClientError::from_reqwest(self.endpoints.base(index), &e);
+                self.endpoints.failed(index, &error);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A submission may be sent again when every task in it has an idempotency key: a repeat
+/// answers the tasks the first one created.
+fn submission_safety(specs: &[TaskSpec]) -> Safety {
+    if !specs.is_empty() && specs.iter().all(|s| s.idempotency_key.is_some()) {
+        Safety::Repeatable
+    } else {
+        Safety::Once
     }
 }
 
@@ -1430,10 +1559,14 @@ struct Items<T> {
 ///
 /// Each [`LogStream::next_chunk`] answers the next piece of text (whole UTF-8 characters;
 /// not necessarily whole lines), or `None` once the coordinator closed the stream (it stopped,
-/// or the agent was removed).
+/// or the agent was removed). A stream that breaks is not opened again by itself (following
+/// again repeats the log's tail); the client moves on, so following again goes to the next
+/// coordinator.
 pub struct LogStream {
     response: reqwest::Response,
-    base: String,
+    /// The coordinators, and which one the stream comes from (told when it breaks).
+    endpoints: Arc<Endpoints>,
+    index: usize,
     /// The bytes of a character split between two chunks.
     pending: Vec<u8>,
     done: bool,
@@ -1451,11 +1584,14 @@ impl LogStream {
     /// The next piece of the log; `None` when the stream has ended.
     pub async fn next_chunk(&mut self) -> Result<Option<String>, ClientError> {
         while !self.done {
-            let chunk = self
-                .response
-                .chunk()
-                .await
-                .map_err(|e| ClientError::from_reqwest(&self.base, &e))?;
+            let chunk = match self.response.chunk().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let error = ClientError::from_reqwest(self.endpoints.base(self.index), &e);
+                    self.endpoints.failed(self.index, &error);
+                    return Err(error);
+                }
+            };
             match chunk {
                 Some(bytes) => {
                     self.pending.extend_from_slice(&bytes);

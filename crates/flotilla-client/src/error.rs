@@ -22,10 +22,14 @@ pub enum ClientError {
     /// The request did not get an answer: connection refused, reset, timed out…
     #[error("{message}")]
     Http {
-        /// The coordinator's base URL.
+        /// The coordinator's base URL; when none of several answered, every one tried,
+        /// separated by `, `.
         url: String,
         /// What happened, with a hint.
         message: String,
+        /// What went wrong, as the transport said it (e.g. `Connection refused (os error
+        /// 111)`), without the URL or a hint.
+        cause: String,
         /// Whether the connection itself could not be made (nothing listening, DNS, …).
         connect: bool,
         /// Whether the request timed out.
@@ -156,7 +160,7 @@ impl ClientError {
                  ({cause}); if it is self-signed or from a private CA, pass --ca-cert FILE or set \
                  FLOTILLA_CA_CERT"
             )
-        } else if cause.contains("corrupt message") || cause.contains("InvalidContentType") {
+        } else if is_not_tls(cause) {
             format!(
                 "the coordinator at {base} does not answer in TLS ({cause}); if it serves plain \
                  HTTP, use an http:// URL"
@@ -174,6 +178,7 @@ impl ClientError {
         ClientError::Http {
             url: base.to_owned(),
             message: one_line(&message),
+            cause: one_line(cause),
             connect,
             timeout,
         }
@@ -184,8 +189,91 @@ impl ClientError {
         ClientError::Http {
             url: base.to_owned(),
             message: one_line(message),
+            cause: one_line(message),
             connect: false,
             timeout,
+        }
+    }
+
+    /// What went wrong, briefly: the transport's words for an error without an answer, the
+    /// whole message otherwise.
+    pub(crate) fn cause(&self) -> String {
+        match self {
+            ClientError::Http { cause, .. } => cause.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The error of a request that none of several coordinators answered (`tried`: what each
+    /// said, in the order tried). One error is returned as it is.
+    pub(crate) fn none_answered(mut tried: Vec<ClientError>) -> ClientError {
+        if tried.len() == 1 {
+            return tried.remove(0);
+        }
+        let mut urls = Vec::new();
+        let mut each = Vec::new();
+        let (mut connect, mut timeout) = (true, false);
+        let (mut untrusted, mut not_tls) = (false, false);
+        for e in &tried {
+            if let ClientError::Http {
+                url,
+                cause,
+                connect: c,
+                timeout: t,
+                ..
+            } = e
+            {
+                urls.push(url.as_str());
+                each.push(format!("{url}: {cause}"));
+                connect &= *c;
+                timeout |= *t;
+                untrusted |= is_untrusted_certificate(cause);
+                not_tls |= is_not_tls(cause);
+            }
+        }
+        let hint = if untrusted {
+            "if a coordinator's certificate is self-signed or from a private CA, pass --ca-cert              FILE or set FLOTILLA_CA_CERT"
+        } else if not_tls {
+            "if a coordinator serves plain HTTP, give it an http:// URL"
+        } else {
+            "is `flotilla serve` running at one of them? (set --url or FLOTILLA_URL to the \
+             coordinators' URLs, separated by commas)"
+        };
+        let message = format!(
+            "none of the {} coordinators answered ({}) — {hint}",
+            each.len(),
+            each.join("; ")
+        );
+        ClientError::Http {
+            url: urls.join(", "),
+            message: one_line(&message),
+            cause: one_line(&each.join("; ")),
+            connect,
+            timeout,
+        }
+    }
+
+    /// This error, noting that the request was not sent to another coordinator because the
+    /// one that failed may have received it (when there was another to send it to).
+    pub(crate) fn not_sent_elsewhere(self, others: bool) -> ClientError {
+        match self {
+            ClientError::Http {
+                url,
+                message,
+                cause,
+                connect,
+                timeout,
+            } if others => ClientError::Http {
+                message: format!(
+                    "{message} (not sent to another coordinator: this one may have received \
+                     it; check before repeating it)"
+                ),
+                url,
+                cause,
+                connect,
+                timeout,
+            },
+            other => other,
         }
     }
 }
@@ -195,6 +283,11 @@ fn is_untrusted_certificate(cause: &str) -> bool {
     cause.contains("invalid peer certificate")
         || cause.contains("UnknownIssuer")
         || cause.contains("certificate verify failed")
+}
+
+/// Whether a TLS connection failed because the other side does not speak TLS.
+fn is_not_tls(cause: &str) -> bool {
+    cause.contains("corrupt message") || cause.contains("InvalidContentType")
 }
 
 /// The innermost, most specific message of an error chain (e.g. `Connection refused (os error
@@ -248,6 +341,39 @@ mod tests {
         assert_eq!(e.to_string(), "no swarm named \"x\" (404 not_found)");
         assert!(e.is_not_found());
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn none_answering_names_each_with_the_hint_that_fits() {
+        let refused = ClientError::no_answer("http://a:1", "Connection refused", true, false);
+        let untrusted = ClientError::no_answer(
+            "https://b:2",
+            "invalid peer certificate: UnknownIssuer",
+            true,
+            false,
+        );
+        assert_eq!(
+            ClientError::none_answered(vec![refused.clone()]),
+            refused,
+            "one URL: its own error"
+        );
+        let e = ClientError::none_answered(vec![refused.clone(), untrusted]);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "none of the 2 coordinators answered (http://a:1: Connection refused; \
+                 https://b:2: invalid peer certificate: UnknownIssuer) — "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--ca-cert"), "{text}");
+        assert!(
+            matches!(&e, ClientError::Http { url, connect: true, .. } if url == "http://a:1, https://b:2")
+        );
+        let kept = refused.clone().not_sent_elsewhere(false);
+        assert_eq!(kept, refused, "nowhere else to send it: nothing to say");
+        let noted = refused.not_sent_elsewhere(true).to_string();
+        assert!(noted.ends_with("check before repeating it)"), "{noted}");
     }
 
     #[test]

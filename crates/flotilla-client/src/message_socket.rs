@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, USER_AGENT};
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 
 /// An agent's message WebSocket, from [`crate::Client::message_socket`].
@@ -26,11 +27,18 @@ use crate::error::ClientError;
 /// ([`MessageSocket::ack`]) within the swarm's ack timeout, or given back
 /// ([`MessageSocket::nack`]) for redelivery. Over `https://` it is a `wss://` socket trusting
 /// what the client trusts ([`crate::ClientOptions`]).
+///
+/// It is opened on the first coordinator that answers, starting with the one the client uses.
+/// A socket that breaks is not opened again by itself (messages delivered and not acknowledged
+/// are delivered again after the ack timeout); the client moves on, so opening it again goes to
+/// the next coordinator.
 pub struct MessageSocket {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     base: String,
     /// Batches that came while an acknowledgement waited for its answer.
     pending: VecDeque<Vec<Message>>,
+    /// The client's coordinators and which one this socket is open to (told when it breaks).
+    endpoint: Option<(std::sync::Arc<Endpoints>, usize)>,
 }
 
 impl std::fmt::Debug for MessageSocket {
@@ -92,7 +100,18 @@ impl MessageSocket {
             ws,
             base: base.to_owned(),
             pending: VecDeque::new(),
+            endpoint: None,
         })
+    }
+
+    /// This socket, open to coordinator `index` of `endpoints`.
+    pub(crate) fn opened_on(
+        mut self,
+        endpoints: std::sync::Arc<Endpoints>,
+        index: usize,
+    ) -> MessageSocket {
+        self.endpoint = Some((endpoints, index));
+        self
     }
 
     /// The next batch of messages, as soon as there is one; `None` once the coordinator closed
@@ -202,14 +221,18 @@ impl MessageSocket {
     }
 
     fn broken(&self, e: tungstenite::Error) -> ClientError {
-        ClientError::lost(
+        let error = ClientError::lost(
             &self.base,
             &format!(
                 "the message socket to the coordinator at {} broke: {e}",
                 self.base
             ),
             false,
-        )
+        );
+        if let Some((endpoints, index)) = &self.endpoint {
+            endpoints.failed(*index, &error);
+        }
+        error
     }
 }
 

@@ -1,11 +1,15 @@
 //! [`MessageStream`]: a swarm's message traffic as it happens, from
-//! `GET /swarms/{swarm}/messages/stream` (server-sent events, read by [`crate::sse`]).
+//! `GET /swarms/{swarm}/messages/stream`, or the event log from `GET /events/stream`
+//! (server-sent events, read by [`crate::sse`]); opened again on the next coordinator when it
+//! breaks.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use flotilla_core::{Event, Message};
+use reqwest::Url;
 
+use crate::client::{Client, EventQuery};
 use crate::error::ClientError;
 use crate::sse::{SseEvent, SseParser};
 
@@ -25,16 +29,37 @@ pub enum StreamItem {
     Gap,
 }
 
+/// What a [`MessageStream`] follows, to open it again elsewhere.
+#[derive(Clone, Debug)]
+pub(crate) enum Followed {
+    /// The event log with these filters; `after` moves on with every event read, so that the
+    /// stream opened again starts after the last one.
+    Events(EventQuery),
+    /// A swarm's messages at this URL (written against the client's first coordinator).
+    Messages(Url),
+}
+
 /// The messages (and, if asked, the events) of a swarm as they happen, from
-/// [`crate::Client::follow_messages`].
+/// [`crate::Client::follow_messages`], or the event log from [`crate::Client::follow_events`].
 ///
 /// [`MessageStream::next`] answers the next item, or `None` once the coordinator closed the
-/// stream (it is shutting down). Dropping the stream closes the connection.
+/// stream (it is shutting down). When the connection breaks or falls silent, or the
+/// coordinator closes the stream while the client has others, the stream is opened again on
+/// the next coordinator (each at most once in a row without anything read): events resume
+/// after the last one read; messages resume with a [`StreamItem::Gap`]. Dropping the stream
+/// closes the connection.
 pub struct MessageStream {
     response: reqwest::Response,
-    base: String,
+    /// The client that opened it, and the coordinator it comes from.
+    client: Client,
+    index: usize,
+    followed: Followed,
     parser: SseParser,
     ready: VecDeque<SseEvent>,
+    /// Opened again on another connection: a gap to report before anything else.
+    gap: bool,
+    /// Times opened again without a byte read since.
+    reopened: usize,
     done: bool,
 }
 
@@ -47,54 +72,116 @@ impl std::fmt::Debug for MessageStream {
 }
 
 impl MessageStream {
-    /// Reads the events of an answer whose status was a success.
-    pub(crate) fn new(response: reqwest::Response, base: &str) -> MessageStream {
+    /// Reads the events of an answer whose status was a success, from coordinator `index` of
+    /// `client`.
+    pub(crate) fn new(
+        response: reqwest::Response,
+        client: Client,
+        index: usize,
+        followed: Followed,
+    ) -> MessageStream {
         MessageStream {
             response,
-            base: base.to_owned(),
+            client,
+            index,
+            followed,
             parser: SseParser::default(),
             ready: VecDeque::new(),
+            gap: false,
+            reopened: 0,
             done: false,
         }
     }
 
-    /// The next item; `None` when the stream has ended. Fails when the connection breaks, or
-    /// when nothing (not even a keep-alive) came for a minute.
+    /// The next item; `None` when the stream has ended. Fails when the connection breaks or
+    /// falls silent for a minute (not even a keep-alive) and no coordinator lets it be opened
+    /// again.
     pub async fn next(&mut self) -> Result<Option<StreamItem>, ClientError> {
         loop {
+            if std::mem::take(&mut self.gap) {
+                return Ok(Some(StreamItem::Gap));
+            }
             while let Some(event) = self.ready.pop_front() {
                 if let Some(item) = self.item(event)? {
+                    if let (StreamItem::Event(e), Followed::Events(query)) =
+                        (&item, &mut self.followed)
+                    {
+                        query.after = Some(e.seq);
+                    }
                     return Ok(Some(item));
                 }
             }
             if self.done {
                 return Ok(None);
             }
+            let base = self.client.endpoints().base(self.index).to_owned();
             let chunk = match tokio::time::timeout(SILENCE_LIMIT, self.response.chunk()).await {
-                Ok(chunk) => chunk.map_err(|e| ClientError::from_reqwest(&self.base, &e))?,
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => {
+                    self.reopen(ClientError::from_reqwest(&base, &e)).await?;
+                    continue;
+                }
                 Err(_) => {
-                    self.done = true;
-                    return Err(ClientError::lost(
-                        &self.base,
+                    let silent = ClientError::lost(
+                        &base,
                         &format!(
-                            "the message stream from the coordinator at {} sent nothing for {}s \
+                            "the stream from the coordinator at {base} sent nothing for {}s \
                              (not even a keep-alive): it is lost; follow it again",
-                            self.base,
                             SILENCE_LIMIT.as_secs()
                         ),
                         true,
-                    ));
+                    );
+                    self.reopen(silent).await?;
+                    continue;
                 }
             };
             match chunk {
                 Some(bytes) => {
+                    self.reopened = 0;
                     if let Err(message) = self.parser.feed(&bytes, &mut self.ready) {
                         self.done = true;
                         return Err(self.decode_error(message));
                     }
                 }
+                // The coordinator ended it: it is shutting down. Another may carry on.
+                None if self.client.endpoints().len() > 1 => {
+                    let ended = ClientError::lost(
+                        &base,
+                        &format!("the coordinator at {base} ended the stream"),
+                        false,
+                    );
+                    if self.reopen(ended).await.is_err() {
+                        self.done = true;
+                    }
+                }
                 // An event cut off by the end is dropped, as the standard says.
                 None => self.done = true,
+            }
+        }
+    }
+
+    /// The stream's coordinator failed (`why`): opens the stream again on the next one, unless
+    /// every one has been tried since the last byte read. Fails with the reason it cannot.
+    async fn reopen(&mut self, why: ClientError) -> Result<(), ClientError> {
+        let endpoints = self.client.endpoints().clone();
+        endpoints.failed(self.index, &why);
+        if self.reopened >= endpoints.len() {
+            self.done = true;
+            return Err(why);
+        }
+        self.reopened += 1;
+        match self.client.open_followed(&self.followed).await {
+            Ok((index, response)) => {
+                self.index = index;
+                self.response = response;
+                // An event cut off by the break is dropped with the old parser's state.
+                self.parser = SseParser::default();
+                self.gap = matches!(self.followed, Followed::Messages(_));
+                Ok(())
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
             }
         }
     }

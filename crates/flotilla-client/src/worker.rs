@@ -178,6 +178,14 @@ pub struct WorkerStats {
 /// `config.shutdown_grace`, then unregisters so that anything unfinished goes back to the
 /// queue. It returns early with an error when registration is refused (bad swarm, bad token,
 /// …) or when the coordinator no longer knows the agent (it was removed).
+///
+/// With a client of several coordinators ([`Client::with_urls`]), the worker carries on when
+/// the one it talks to dies: its heartbeats, polls and reports move to the next (they share
+/// the client's choice of coordinator; a poll cut off is made again there, a heartbeat or
+/// report at its next turn or retry). It registers once: its agent's id and token are valid on
+/// every coordinator of the fleet, so changing coordinator never registers another agent. (A
+/// registration whose connection broke after it was sent is made again, as with one
+/// coordinator; the first agent, if it was created, is never used and lapses.)
 pub async fn run_worker<H: TaskHandler>(
     client: Client,
     config: WorkerConfig,

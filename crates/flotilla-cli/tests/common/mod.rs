@@ -565,10 +565,18 @@ impl ServeProcess {
     /// Starts `flotilla serve` (with what `configure` adds to the command) and waits for
     /// `/healthz`.
     pub async fn start(configure: impl FnOnce(&mut std::process::Command)) -> ServeProcess {
+        ServeProcess::start_in(tempfile::tempdir().unwrap(), free_port(), configure).await
+    }
+
+    /// Like [`ServeProcess::start`], on a data directory of the test's (one a coordinator
+    /// used before, or with an `admin.token` written in it) and a port of its choice.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> ServeProcess {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut cmd = Command::new(FLOTILLA);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("FLOTILLA_DATA_DIR", dir.path())
@@ -612,6 +620,14 @@ impl ServeProcess {
             stderr,
             dir,
         }
+    }
+
+    /// Kills it with SIGKILL (no chance to flush or say goodbye), waits until it is gone, and
+    /// hands back its data directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Runs the CLI against it with this token.

@@ -312,10 +312,24 @@ impl Load {
 }
 
 fn check(figures: &Figures) {
+    // Run again (not at once) after a fault: at least once delivery, allowed.
+    println!(
+        "tasks run more than once, one run after another: {}",
+        figures.reruns
+    );
     assert!(figures.accepted > 0, "the load ran: {figures:?}");
-    assert_eq!(figures.lost, 0, "every accepted task completed: {figures:?}");
-    assert_eq!(figures.concurrent, 0, "no task ran on two agents at once: {figures:?}");
-    assert_eq!(figures.completed_twice, 0, "no task completed twice: {figures:?}");
+    assert_eq!(
+        figures.lost, 0,
+        "every accepted task completed: {figures:?}"
+    );
+    assert_eq!(
+        figures.concurrent, 0,
+        "no task ran on two agents at once: {figures:?}"
+    );
+    assert_eq!(
+        figures.completed_twice, 0,
+        "no task completed twice: {figures:?}"
+    );
 }
 
 async fn create_swarms(admin: &Client, n: usize) -> Vec<String> {
@@ -386,9 +400,9 @@ async fn a_killed_owner_s_swarms_are_taken_over_with_no_task_lost_or_run_twice()
     let takeover = loop {
         let now = cluster(&survivor).await;
         let taken = victim_swarms.iter().all(|s| {
-            now.leases.iter().any(|l| {
-                &l.swarm == s && l.valid && l.owner.as_deref() != Some(victim_id.as_str())
-            })
+            now.leases
+                .iter()
+                .any(|l| &l.swarm == s && l.valid && l.owner.as_deref() != Some(victim_id.as_str()))
         });
         if taken {
             break killed_at.elapsed();
@@ -412,7 +426,10 @@ async fn a_killed_owner_s_swarms_are_taken_over_with_no_task_lost_or_run_twice()
     );
     drop_schema(&schema);
     check(&figures);
-    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
 }
 
 /// A private redis-server on a free port, stopped when dropped.
@@ -424,7 +441,14 @@ struct Redis {
 impl Redis {
     fn start(port: u16) -> Redis {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server starts");

@@ -45,6 +45,17 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# The store's and the cluster's tests run against PostgreSQL at 127.0.0.1:5432 (database
+# `test`, trust authentication; outside CI they skip when it is absent): start it when it is
+# installed but down. The cluster test restarts it once under CI=true (pg_ctlcluster).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && command -v pg_lsclusters >/dev/null 2>&1; then
+  echo "== starting PostgreSQL"
+  pg_lsclusters --no-header | while read -r version cluster _; do
+    pg_ctlcluster "$version" "$cluster" start || true
+  done
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 0.1; done
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -139,9 +139,9 @@ struct Figures {
     reruns: usize,
 }
 
-/// A steady load: two agents per swarm taking and completing tasks, and a producer submitting
-/// round-robin over the swarms (each submission with an idempotency key, retried until
-/// accepted), all through the coordinator at `url`.
+/// A steady load: two agents per swarm taking and completing tasks, talking to the coordinators
+/// at `url` (one, or several comma-separated), and a producer submitting round-robin over the
+/// swarms through `admin` (each submission with an idempotency key, retried until accepted).
 struct Load {
     runs: Arc<Mutex<HashMap<TaskId, Vec<Run>>>>,
     accepted: Arc<Mutex<BTreeMap<String, TaskId>>>,
@@ -364,7 +364,9 @@ async fn a_killed_owner_s_swarms_are_taken_over_with_no_task_lost_or_run_twice()
     let listed = survivor.list_swarms().await.expect("list swarms");
     assert_eq!(listed.len(), swarms.len() + 1, "{listed:?}");
 
-    let load = Load::start(&survivor, &c.url, &swarms).await;
+    // The agents are given every coordinator and start on A: those on the victim move on.
+    let every = format!("{},{},{}", a.url, b.url, c.url);
+    let load = Load::start(&survivor, &every, &swarms).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The victim: the owner (not C) of a swarm.
     let before = cluster(&survivor).await;
@@ -493,8 +495,20 @@ async fn a_postgres_restart_and_a_redis_outage_lose_nothing() {
     if may_restart_postgres() {
         let before = load.accepted();
         let restarted = Instant::now();
+        // The cluster listening on 5432, as Debian's tools name it (`15 main`).
+        let clusters = std::process::Command::new("pg_lsclusters")
+            .arg("--no-header")
+            .output()
+            .expect("pg_lsclusters runs");
+        let listing = String::from_utf8_lossy(&clusters.stdout).into_owned();
+        let (version, name) = listing
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"5432"))
+            .map(|f| (f[0].to_owned(), f[1].to_owned()))
+            .expect("a PostgreSQL cluster on port 5432");
         let status = std::process::Command::new("pg_ctlcluster")
-            .args(["15", "main", "restart"])
+            .args([version.as_str(), name.as_str(), "restart"])
             .status()
             .expect("pg_ctlcluster runs");
         assert!(status.success(), "PostgreSQL restarted");

@@ -13,9 +13,10 @@
 //! 3. takes free or lapsed leases while below its share, loading each swarm from the store
 //!    into the fleet ([`Fleet::adopt`](flotilla_core::Fleet::adopt)) with its event seqs raised
 //!    above `epoch << 32` (the lease's epoch, larger than any before it);
-//! 4. hands over swarms while above its share and another node is below it: their pending
-//!    changes are committed, then the swarm leaves memory and its lease is released, for the
-//!    node below its share to take at its next round.
+//! 4. hands over one swarm while it holds more than its share, or two more than the least
+//!    loaded live node: its pending changes are committed, then the swarm leaves memory and its
+//!    lease is released, for a node below its share to take at its next round (the node that
+//!    handed it over leaves it alone for two lease periods).
 //!
 //! Safety: a node acts on a swarm only while its lease is certainly valid: until `ttl` after
 //! the renewal was sent (the database set the expiry `ttl` after it received the renewal,
@@ -95,6 +96,9 @@ struct View {
     by_id: HashMap<SwarmId, usize>,
     /// Takeovers (swarm, when, how long it took to load) of this node, newest last.
     takeovers: Vec<Takeover>,
+    /// Swarms this node handed over, and when: it leaves them to the others for a while, so
+    /// that a swarm handed over is not taken straight back.
+    handed_over: HashMap<SwarmId, Instant>,
 }
 
 /// The cluster as this node sees it.
@@ -476,12 +480,19 @@ fn plan_round(
     let held_now = cluster.view.read().held.len();
     let mut mine = held_now;
     // Take free or lapsed leases, up to this node's share.
+    let cooling: HashSet<SwarmId> = {
+        let mut view = cluster.view.write();
+        let cooldown = s.lease_ttl * 2;
+        view.handed_over.retain(|_, at| at.elapsed() < cooldown);
+        view.handed_over.keys().copied().collect()
+    };
+    let alone = live.len() <= 1;
     for lease in &leases {
         if mine >= share {
             break;
         }
         let free = lease.expires_at.is_none_or(|e| e <= db_now);
-        if !free {
+        if !free || (!alone && cooling.contains(&lease.swarm_id)) {
             continue;
         }
         match db.acquire(lease.swarm_id, s.lease_ttl) {
@@ -493,12 +504,28 @@ fn plan_round(
             Err(e) => tracing::warn!(error = %e, swarm = %lease.swarm_name, "cannot take a lease"),
         }
     }
-    // Hand over what is above the share (a node that joined takes it at its next round).
-    if mine > share && round.acquired.is_empty() {
+    // Hand over one swarm while this node holds two more than the least loaded live node, or
+    // more than its share (a node that joined takes it at its next round): the counts converge
+    // to within one of each other.
+    let least = live
+        .iter()
+        .filter(|n| n.id != s.node_id)
+        .map(|n| {
+            leases
+                .iter()
+                .filter(|l| {
+                    l.owner.as_deref() == Some(n.id.as_str())
+                        && l.expires_at.is_some_and(|e| e > db_now)
+                })
+                .count()
+        })
+        .min();
+    let unbalanced = least.is_some_and(|least| mine >= least + 2) || mine > share;
+    if unbalanced && round.acquired.is_empty() {
         let view = cluster.view.read();
         let mut candidates: Vec<SwarmId> = view.held.keys().copied().collect();
         candidates.sort();
-        round.hand_over = candidates.into_iter().take(mine - share).collect();
+        round.hand_over = candidates.into_iter().take(1).collect();
     }
     let mut view = cluster.view.write();
     view.by_name = leases
@@ -586,7 +613,11 @@ async fn apply_round(
     for id in round.hand_over {
         // Stop routing calls to it, write out everything of it not yet stored (agents'
         // counters, the open metrics minute) and wait for that commit, then let it go.
-        cluster.view.write().held.remove(&id);
+        {
+            let mut view = cluster.view.write();
+            view.held.remove(&id);
+            view.handed_over.insert(id, Instant::now());
+        }
         let stored = state
             .apply(move |fleet, _| {
                 fleet.prepare_release(id);

@@ -43,7 +43,7 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> Result<ExitCode> {
 fn orchestrator_text(info: &OrchestratorInfo) -> String {
     let secs = info.uptime_ms / 1000;
     format!(
-        "flotilla {} up {}h{:02}m{:02}s\nstore:   {}\nbus:     {}\nswarms:  {}\nagents:  {} ({})\ntasks:   {} queued, {} running, {} blocked",
+        "flotilla {} up {}h{:02}m{:02}s\nstore:   {}\nbus:     {}\nswarms:  {}\nagents:  {}{}\ntasks:   {} queued, {} running, {} blocked",
         info.version,
         secs / 3600,
         secs / 60 % 60,

@@ -89,6 +89,49 @@ pub(crate) trait ReadPool: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// Idle connections kept for later calls; more are opened under load and closed afterwards.
+const MAX_IDLE: usize = 8;
+
+/// A backend's idle read connections: a call takes one (or opens one when none is idle) and
+/// gives it back, up to [`MAX_IDLE`] kept.
+pub(crate) struct Idle<C> {
+    conns: std::sync::Mutex<Vec<C>>,
+}
+
+impl<C> Idle<C> {
+    /// A pool holding `first`.
+    pub(crate) fn new(first: C) -> Self {
+        Idle {
+            conns: std::sync::Mutex::new(vec![first]),
+        }
+    }
+
+    /// An idle connection, if there is one.
+    pub(crate) fn take(&self) -> Option<C> {
+        // A panic while holding the lock leaves the list of connections intact: ignore poison.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keeps `conn` for a later call, or closes it (outside the lock) when enough are idle.
+    pub(crate) fn give_back(&self, conn: C) {
+        let surplus = {
+            let mut idle = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        drop(surplus);
+    }
+
+    /// Every idle connection, leaving none.
+    pub(crate) fn drain(&mut self) -> Vec<C> {
+        std::mem::take(self.conns.get_mut().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")

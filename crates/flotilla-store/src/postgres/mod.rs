@@ -16,7 +16,7 @@ pub(crate) mod schema;
 use std::collections::HashMap;
 use std::error::Error;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -24,12 +24,9 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Statement};
 
 use crate::error::StoreError;
-use crate::reader::{ReadPool, Reader};
+use crate::reader::{Idle, ReadPool, Reader};
 use crate::sql::{self, Cells, Db, Param};
 use crate::{Batch, Snapshot, Store, commit, load};
-
-/// Idle read connections kept for later calls.
-const MAX_IDLE: usize = 8;
 
 /// How long connecting may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -403,7 +400,7 @@ impl Store for PgStore {
         let first = self.target.connect()?;
         Ok(Reader::new(Arc::new(ReadConnections {
             target: self.target.clone(),
-            idle: Mutex::new(vec![first]),
+            idle: Idle::new(first),
         })))
     }
 }
@@ -411,7 +408,7 @@ impl Store for PgStore {
 /// The connections a reader and its clones share.
 struct ReadConnections {
     target: Target,
-    idle: Mutex<Vec<PgConn>>,
+    idle: Idle<PgConn>,
 }
 
 impl Drop for ReadConnections {
@@ -419,7 +416,7 @@ impl Drop for ReadConnections {
     /// thread (the last reader may well be dropped on one): the idle connections are closed on
     /// a thread of their own.
     fn drop(&mut self) {
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let idle = self.idle.drain();
         if !idle.is_empty() {
             let _ = std::thread::spawn(move || drop(idle)).join();
         }
@@ -431,17 +428,13 @@ impl ReadPool for ReadConnections {
         &self,
         f: &mut dyn FnMut(&mut dyn Db) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut conn = match pooled {
+        let mut conn = match self.idle.take() {
             Some(conn) if !conn.client.is_closed() => conn,
             _ => self.target.connect()?,
         };
         let out = f(&mut conn.db()).map_err(|e| e.on(&self.target.shown));
         if !conn.client.is_closed() {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-            }
+            self.idle.give_back(conn);
         }
         out
     }

@@ -13,21 +13,17 @@ mod checkpoint;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::StoreError;
-use crate::reader::{ReadPool, Reader};
+use crate::reader::{Idle, ReadPool, Reader};
 use crate::sql::{Cells, Db, Param};
 use crate::{Batch, Snapshot, Store, commit, load};
 use checkpoint::Checkpointer;
-
-/// Idle read connections kept for later calls; more are opened under load and closed
-/// afterwards.
-const MAX_IDLE: usize = 8;
 
 /// How long a connection waits for another's lock before giving up with
 /// [`StoreError::Locked`].
@@ -180,7 +176,7 @@ impl Store for SqliteStore {
         let first = open_read_only(&self.path)?;
         Ok(Reader::new(Arc::new(ReadConnections {
             path: self.path.clone(),
-            idle: Mutex::new(vec![first]),
+            idle: Idle::new(first),
         })))
     }
 }
@@ -188,7 +184,7 @@ impl Store for SqliteStore {
 /// The read-only connections a reader and its clones share.
 struct ReadConnections {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Idle<Connection>,
 }
 
 impl ReadPool for ReadConnections {
@@ -196,24 +192,12 @@ impl ReadPool for ReadConnections {
         &self,
         f: &mut dyn FnMut(&mut dyn Db) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        // A panic while holding the lock leaves the list of connections intact: ignore poison.
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
+        let conn = match self.idle.take() {
             Some(conn) => conn,
             None => open_read_only(&self.path)?,
         };
         let out = f(&mut Lite(&conn));
-        let surplus = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-                None
-            } else {
-                Some(conn)
-            }
-        };
-        // Closed outside the lock.
-        drop(surplus);
+        self.idle.give_back(conn);
         out
     }
 

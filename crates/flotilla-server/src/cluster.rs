@@ -199,10 +199,7 @@ impl Cluster {
         let Some(lease) = view.by_id.get(&swarm).map(|i| &view.leases[*i]) else {
             return Route::Nowhere;
         };
-        let owner = lease
-            .owner
-            .as_deref()
-            .filter(|_| lease.expires_at.is_some_and(|e| e > view.db_now));
+        let owner = lease.owner.as_deref().filter(|_| lease.valid(view.db_now));
         match owner.and_then(|o| view.nodes.iter().find(|n| n.id == o)) {
             Some(n) if n.id != self.settings.node_id => Route::Node {
                 id: n.id.clone(),
@@ -223,11 +220,7 @@ impl Cluster {
             let view = self.view.read();
             view.nodes
                 .iter()
-                .filter(|n| {
-                    n.id != self.settings.node_id
-                        && n.stopped_at.is_none()
-                        && n.expires_at > view.db_now
-                })
+                .filter(|n| n.id != self.settings.node_id && n.alive(view.db_now))
                 .map(|n| n.url.clone())
                 .collect()
         };
@@ -272,17 +265,14 @@ impl Cluster {
                 id: n.id.clone(),
                 url: n.url.clone(),
                 this: n.id == self.settings.node_id,
-                alive: n.stopped_at.is_none() && n.expires_at > view.db_now,
+                alive: n.alive(view.db_now),
                 version: n.version.clone(),
                 started_at_ms: n.started_at,
                 heartbeat_age_ms: (view.db_now - n.heartbeat_at).max(0),
                 swarms: view
                     .leases
                     .iter()
-                    .filter(|l| {
-                        l.owner.as_deref() == Some(n.id.as_str())
-                            && l.expires_at.is_some_and(|e| e > view.db_now)
-                    })
+                    .filter(|l| l.held_by(&n.id, view.db_now))
                     .count(),
             })
             .collect();
@@ -294,7 +284,7 @@ impl Cluster {
                 swarm_id: l.swarm_id.to_string(),
                 owner: l.owner.clone(),
                 epoch: l.epoch,
-                valid: l.expires_at.is_some_and(|e| e > view.db_now),
+                valid: l.valid(view.db_now),
                 expires_in_ms: l.expires_at.map(|e| e - view.db_now),
             })
             .collect();
@@ -472,10 +462,7 @@ fn plan_round(
             return round;
         }
     };
-    let live: Vec<&NodeRow> = nodes
-        .iter()
-        .filter(|n| n.stopped_at.is_none() && n.expires_at > db_now)
-        .collect();
+    let live: Vec<&NodeRow> = nodes.iter().filter(|n| n.alive(db_now)).collect();
     let share = leases.len().div_ceil(live.len().max(1));
     let held_now = cluster.view.read().held.len();
     let mut mine = held_now;
@@ -491,7 +478,7 @@ fn plan_round(
         if mine >= share {
             break;
         }
-        let free = lease.expires_at.is_none_or(|e| e <= db_now);
+        let free = !lease.valid(db_now);
         if !free || (!alone && cooling.contains(&lease.swarm_id)) {
             continue;
         }
@@ -510,15 +497,7 @@ fn plan_round(
     let least = live
         .iter()
         .filter(|n| n.id != s.node_id)
-        .map(|n| {
-            leases
-                .iter()
-                .filter(|l| {
-                    l.owner.as_deref() == Some(n.id.as_str())
-                        && l.expires_at.is_some_and(|e| e > db_now)
-                })
-                .count()
-        })
+        .map(|n| leases.iter().filter(|l| l.held_by(&n.id, db_now)).count())
         .min();
     let unbalanced = least.is_some_and(|least| mine >= least + 2) || mine > share;
     if unbalanced && round.acquired.is_empty() {

@@ -44,8 +44,12 @@ struct Schema {
 impl Schema {
     fn create(base: &str) -> Result<Schema> {
         let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        let mut client = postgres::Client::connect(base, postgres::NoTls)
-            .with_context(|| format!("cannot connect to {}", redact(base)))?;
+        let mut client = postgres::Client::connect(base, postgres::NoTls).with_context(|| {
+            format!(
+                "cannot connect to {}",
+                flotilla_store::postgres::redact(base)
+            )
+        })?;
         client
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .context("cannot create the benchmark's schema")?;
@@ -71,17 +75,6 @@ impl Drop for Schema {
             }
         })
         .join();
-    }
-}
-
-/// `url` without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = url[s + 3..at].split(':').next().unwrap_or_default();
-            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -40,6 +40,14 @@ pub struct NodeRow {
     pub version: String,
 }
 
+impl NodeRow {
+    /// Whether the node is alive at `now` (database clock): it has not left and its
+    /// heartbeat has not lapsed.
+    pub fn alive(&self, now: i64) -> bool {
+        self.stopped_at.is_none() && self.expires_at > now
+    }
+}
+
 /// A swarm and its lease, if it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRow {
@@ -56,6 +64,18 @@ pub struct LeaseRow {
     pub acquired_at: Option<i64>,
     /// When it lapses unless renewed.
     pub expires_at: Option<i64>,
+}
+
+impl LeaseRow {
+    /// Whether the lease is in force at `now` (database clock).
+    pub fn valid(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|e| e > now)
+    }
+
+    /// Whether `node` holds the lease in force at `now`.
+    pub fn held_by(&self, node: &str, now: i64) -> bool {
+        self.owner.as_deref() == Some(node) && self.valid(now)
+    }
 }
 
 /// The cluster tables, on a connection of their own (apart from the writer's, so a long commit
@@ -105,14 +125,7 @@ impl ClusterDb {
         &mut self,
         f: impl FnOnce(&mut dyn Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.conn = None;
-            self.conn = Some(self.target.connect()?);
-        }
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Other("no connection".to_owned()))?;
+        let conn = self.target.live(&mut self.conn)?;
         let out = f(&mut conn.db());
         if out.is_err() && conn.client.is_closed() {
             self.conn = None;

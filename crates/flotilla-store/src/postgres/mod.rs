@@ -57,6 +57,19 @@ impl Target {
         })
     }
 
+    /// The connection in `slot`, connecting anew when there is none or the last one broke.
+    pub(crate) fn live<'a>(
+        &self,
+        slot: &'a mut Option<PgConn>,
+    ) -> Result<&'a mut PgConn, StoreError> {
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *slot = None;
+            *slot = Some(self.connect()?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| StoreError::Other("no connection".to_owned()))
+    }
+
     /// A new connection.
     fn connect(&self) -> Result<PgConn, StoreError> {
         let client = self
@@ -70,8 +83,8 @@ impl Target {
     }
 }
 
-/// `url` without its password.
-fn redact(url: &str) -> String {
+/// `url` (a PostgreSQL address) without its password, as errors and logs show it.
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "postgres (key=value address)".to_owned();
     };
@@ -261,13 +274,7 @@ impl PgStore {
 
     /// The writer's connection, connecting again if the last one broke.
     fn conn(&mut self) -> Result<&mut PgConn, StoreError> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.conn = None;
-            self.conn = Some(self.target.connect()?);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Other("no connection".to_owned()))
+        self.target.live(&mut self.conn)
     }
 
     /// Runs `f` in a transaction of `isolation`, committing it when `f` succeeds. A broken

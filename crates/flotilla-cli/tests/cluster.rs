@@ -17,6 +17,10 @@ use flotilla_core::api::ClusterStatus;
 use flotilla_core::{AgentSpec, Json, SwarmSpec, TaskId, TaskSpec, TaskStatus};
 use parking_lot::Mutex;
 
+/// The tests of this file run one at a time: one restarts PostgreSQL, which would be a second
+/// fault in the middle of the other's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The PostgreSQL database the tests use (a schema of their own in it).
 fn postgres_url() -> String {
     std::env::var("FLOTILLA_TEST_POSTGRES")
@@ -348,6 +352,7 @@ async fn create_swarms(admin: &Client, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_owner_s_swarms_are_taken_over_with_no_task_lost_or_run_twice() {
+    let _serial = SERIAL.lock().await;
     let Some((schema, store)) = fresh_schema() else {
         return;
     };
@@ -478,6 +483,7 @@ fn may_restart_postgres() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_and_a_redis_outage_lose_nothing() {
+    let _serial = SERIAL.lock().await;
     let Some((schema, store)) = fresh_schema() else {
         return;
     };

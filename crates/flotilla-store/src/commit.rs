@@ -47,6 +47,16 @@ const DELETE_SWARM: [&str; 11] = [
 
 /// Writes `batch` in the caller's transaction on `db`; the caller commits.
 pub(crate) fn write(db: &mut dyn Db, batch: &Batch) -> Result<(), StoreError> {
+    write_replaying(db, batch, false)
+}
+
+/// [`write`], where `replay` says the batch may already be stored in part (an earlier commit
+/// of it had an unknown outcome): events already stored are left alone instead of refused.
+pub(crate) fn write_replaying(
+    db: &mut dyn Db,
+    batch: &Batch,
+    replay: bool,
+) -> Result<(), StoreError> {
     let changes = &batch.changes;
 
     // Ids are never reused, so a swarm deleted in this batch is gone for good: rows of it that
@@ -183,7 +193,7 @@ pub(crate) fn write(db: &mut dyn Db, batch: &Batch) -> Result<(), StoreError> {
 
     if !changes.events.is_empty() {
         for e in &changes.events {
-            event::insert(db, e)?;
+            event::insert(db, e, replay)?;
         }
     }
 

@@ -238,6 +238,9 @@ pub struct PgStore {
     /// writes first is leased to that node in the same transaction (see
     /// [`PgStore::claim_new_swarms_for`]).
     node: Option<(String, Duration)>,
+    /// Whether the last commit lost its connection: it may have landed, so the next one (which
+    /// carries the same rows again) must not refuse its events as duplicates.
+    unsure: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -261,6 +264,7 @@ impl PgStore {
             target,
             conn: Some(conn),
             node: None,
+            unsure: false,
         })
     }
 
@@ -387,16 +391,23 @@ impl Store for PgStore {
             return Ok(());
         }
         let node = self.node.clone();
-        self.transaction(IsolationLevel::ReadCommitted, false, |db| {
+        let replay = self.unsure;
+        let out = self.transaction(IsolationLevel::ReadCommitted, false, |db| {
             if let Some((node, _)) = &node {
                 fence(db, batch, node)?;
             }
-            commit::write(db, batch)?;
+            commit::write_replaying(db, batch, replay)?;
             if let Some((node, ttl)) = &node {
                 claim_swarms(db, batch, node, *ttl)?;
             }
             Ok(())
-        })
+        });
+        match &out {
+            Ok(()) => self.unsure = false,
+            Err(StoreError::Unavailable(_)) => self.unsure = true,
+            Err(_) => {}
+        }
+        out
     }
 
     fn describe(&self) -> String {

@@ -12,14 +12,21 @@ pub(crate) const INSERT: &str = "\
 INSERT INTO swarm_events (seq, at, event_type, swarm_id, agent_id, task_id, detail)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// Appends one event unless its seq is stored: the replay of a batch whose commit may have
+/// landed (PostgreSQL lost the connection at the commit, so its outcome is unknown).
+pub(crate) const INSERT_ONCE: &str = "\
+INSERT INTO swarm_events (seq, at, event_type, swarm_id, agent_id, task_id, detail)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (seq) DO NOTHING";
+
 /// The columns [`from_row`] reads, in order.
 pub(crate) const COLUMNS: &str = "seq, at, event_type, swarm_id, agent_id, task_id, detail";
 
-/// Binds `event` to [`INSERT`] and runs it. An empty detail is stored as NULL.
-pub(crate) fn insert(db: &mut dyn Db, event: &Event) -> Result<(), StoreError> {
+/// Binds `event` to [`INSERT`] (to [`INSERT_ONCE`] when `replay`) and runs it. An empty detail is stored as NULL.
+pub(crate) fn insert(db: &mut dyn Db, event: &Event, replay: bool) -> Result<(), StoreError> {
     let detail = (!event.detail.is_empty()).then_some(event.detail.as_str());
     db.exec(
-        INSERT,
+        if replay { INSERT_ONCE } else { INSERT },
         &params![
             event.seq as i64,
             event.at.as_millis(),

@@ -6,7 +6,8 @@ only values the API accepts are changed, into other values it accepts.
 - Long polls: a valid `wait` (0 to 60 seconds) becomes at most 0.2 s, so one case does not
   hold a worker for a minute; out-of-range, negative, non-numeric waits go through as they are.
 - `GET /agents/{id}/logs?follow=true` streams until the client leaves: `follow` is sent false.
-- A waited request (`POST /agents/{id}/messages?wait=true`) waits at most 0.2 s for its answer.
+- A waited request (`POST /agents/{id}/messages?wait=true`) waits at most 0.2 s for its answer,
+  and a host's poll (`POST /hosts/{name}/poll`) at most 0.2 s for orders.
 - Agent templates: a string `command` becomes `true` and a string `workdir` is dropped, so the
   fuzzer never runs a program it made up, in a directory it made up, as root; pool sizes and
   scale targets over 2 become 2, so it cannot start hundreds of processes on a 2-core machine.
@@ -69,4 +70,9 @@ def before_call(context, case, kwargs):
                 case.body["timeout_ms"] = 200
             if "timeout_ms" not in case.body:
                 case.body["timeout_ms"] = 200
+    if case.method.upper() == "POST" and path.endswith("/hosts/{name}/poll"):
+        if isinstance(case.body, dict):
+            wait = case.body.get("wait_ms")
+            if isinstance(wait, int) and not isinstance(wait, bool) and wait > 200:
+                case.body["wait_ms"] = 200
     _tame(case.body)

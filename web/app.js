@@ -453,6 +453,7 @@ const VIEWS = {
   alerts: alertsView,
   topology: topologyView,
   events: eventsView,
+  hosts: hostsView,
 };
 
 /** A URI component decoded, or as it is when it is not valid percent-encoding. */
@@ -1329,6 +1330,51 @@ function alertsView(r) {
     el,
     onEvents(events) {
       if (events.some((e) => LEVEL[e.type])) soon();
+    },
+    destroy() {
+      stop();
+      soon.cancel();
+    },
+  };
+}
+
+// ----- hosts -----
+
+/** The machines running agents for this coordinator (`flotilla host`), with their room. */
+function hostsView() {
+  const body = h("tbody", { id: "host-rows" });
+  const table = h("table", { id: "host-table" },
+    h("thead", {}, h("tr", {}, ...["host", "status", "last poll", "CPU", "memory", "labels", "agents"].map((t) => h("th", { text: t })))),
+    body);
+  const el = h("div", {}, h("h1", { text: "Hosts" }),
+    h("p", { class: "muted", text: "Machines that run the agents of pools placed on hosts: flotilla host --coordinator URL --token TOKEN." }),
+    h("div", { class: "panel" }, table));
+
+  async function load() {
+    let hosts;
+    try {
+      hosts = await api("/hosts");
+    } catch (e) {
+      showError(e);
+      return;
+    }
+    body.replaceChildren(...hosts.map((x) => h("tr", { dataset: { host: x.name } },
+      h("td", { text: x.name }),
+      h("td", {}, badge(x.status, { ready: "healthy", lost: "critical", left: "stopped" }[x.status] ?? x.status)),
+      h("td", { text: fmtDuration(x.last_seen_ms_ago) + " ago" }),
+      h("td", { text: `${x.allocated.cpu_cores.toFixed(2)} / ${x.capacity.cpu_cores.toFixed(2)} cores` }),
+      h("td", { text: `${x.allocated.memory_mb} / ${x.capacity.memory_mb} MiB` }),
+      h("td", { text: x.labels.join(", ") || "-" }),
+      h("td", {}, ...(x.agents.length ? x.agents.map((a) => h("a", { href: `#/agents/${enc(a.id)}`, class: "host-agent", text: `${a.name} (${a.status})` })) : ["-"])))));
+    if (!hosts.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty", text: "No host has registered. Pools run their agents on this coordinator's machine unless their template says placement = \"hosts\"." })));
+  }
+  const soon = throttle(load, 1000);
+  const stop = every(2000, load);
+  load();
+  return {
+    el,
+    onEvents(events) {
+      if (events.some((e) => e.type.startsWith("host_") || e.type === "agent_started")) soon();
     },
     destroy() {
       stop();

@@ -302,6 +302,16 @@ async function full() {
     await api("DELETE", `/agents/${reg.body.agent_id}`);
   });
 
+  await step("a host appears", async () => {
+    const reg = await api("POST", "/hosts", { name: "dash-host", capacity: { cpu_cores: 2, memory_mb: 2048, disk_mb: 0 }, labels: ["linux"] });
+    check(reg.status === 201, `registered a host: ${JSON.stringify(reg.body)}`);
+    await show("#/hosts");
+    await page.waitForSelector('#host-rows tr[data-host="dash-host"]', { timeout: 10_000 });
+    const row = await page.textContent('#host-rows tr[data-host="dash-host"]');
+    check(row.includes("ready") && row.includes("2.00 cores") && row.includes("linux"), `the host's row: ${row}`);
+    await shot("hosts");
+  });
+
   await step("topology", async () => {
     await show(`#/topology?swarm=${swarm}`);
     await until("the topology's nodes", async () => (await page.$$("#topology svg g.node")).length >= agents);

@@ -118,8 +118,44 @@ pub enum Command {
     /// Show the audit log: who called what, when, from where, and how it ended (newest first).
     Audit(AuditArgs),
     /// Show the coordinator: version, uptime, store, bus and counts; `--cluster` shows every
-    /// coordinator sharing its store, their health and each swarm's lease.
+    /// coordinator sharing its store, their health, each swarm's lease and the hosts.
     Status(StatusArgs),
+    /// Run managed agents on this machine for a coordinator: it places the agents of pools
+    /// with `placement = "hosts"` here, within this machine's capacity.
+    Host(HostArgs),
+}
+
+/// `flotilla host`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The token (--token, FLOTILLA_TOKEN) must be an operator's or admin's: \
+`flotilla token create --role operator --label hosts` on the coordinator's machine. \
+Agents started here reach the coordinator at the same URL(s)."
+)]
+pub struct HostArgs {
+    /// The coordinator to serve; several of one fleet separated by commas [default: --url].
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// This host's name, unique among the coordinator's hosts [default: the machine's host
+    /// name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label that pools can ask for with `host_labels` (repeatable).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// CPU cores agents may reserve here [default: the machine's].
+    #[arg(long, value_name = "CORES")]
+    pub capacity_cpu: Option<f64>,
+    /// Memory agents may reserve here, e.g. 8GiB [default: the machine's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
+    pub capacity_memory: Option<u64>,
+    /// Disk agents may reserve here, e.g. 50GiB [default: free space in --work-dir].
+    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
+    pub capacity_disk: Option<u64>,
+    /// Where agents' logs and (when their pool names none) working directories go
+    /// [default: <data dir>/host].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// `flotilla status`.
@@ -497,6 +533,10 @@ pub struct ServeArgs {
     /// dies has its swarms taken over within about this long.
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub lease_ttl: std::time::Duration,
+    /// How long a host (`flotilla host`) may go without polling before it is lost: its
+    /// agents' tasks go back to the queue and the agents start on other hosts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub host_timeout: std::time::Duration,
     /// `full`: every change is on disk before it is acknowledged, even across a power cut.
     /// `normal`: it survives a crash of flotilla, not of the machine; faster.
     #[arg(long, value_enum, default_value = "full", env = "FLOTILLA_SYNC")]
@@ -532,6 +572,7 @@ impl ServeArgs {
             store: self.store.clone(),
             advertise_url: self.advertise_url.clone(),
             lease_ttl: self.lease_ttl,
+            host_timeout: self.host_timeout,
             sync: self.sync.into(),
             resources: self.resources.settings(),
             ..flotilla_server::ServerConfig::new(data_dir)

@@ -49,6 +49,8 @@
 //! user = "agents"            # run its processes as this user (the coordinator must be root)
 //! runtime = "process"        # or "tmux"
 //! mode = "exec"              # or "daemon"
+//! placement = "local"        # or "hosts": on machines running `flotilla host` (daemon mode)
+//! host_labels = ["linux"]    # with "hosts": only hosts carrying every one of these labels
 //! memory = "256MiB"          # B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB
 //! cpu = 0.5                  # cores
 //! cpu_time = "10m"           # CPU time per process
@@ -75,8 +77,8 @@ use flotilla_core::agent::normalize_capabilities;
 use flotilla_core::api::{FleetSpec, FleetSwarm};
 use flotilla_core::swarm::validate_name;
 use flotilla_core::{
-    AgentMode, AgentTemplate, PoolSpec, ResourceLimits, RuntimeKind, ScalingMetric, ScalingPolicy,
-    Strategy, SwarmConfig, Topology,
+    AgentMode, AgentTemplate, Placement, PoolSpec, ResourceLimits, RuntimeKind, ScalingMetric,
+    ScalingPolicy, Strategy, SwarmConfig, Topology,
 };
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
@@ -323,6 +325,8 @@ const AGENT_KEYS: &[&str] = &[
     "user",
     "runtime",
     "mode",
+    "placement",
+    "host_labels",
     "memory",
     "cpu",
     "cpu_time",
@@ -1016,6 +1020,8 @@ impl Cx<'_> {
             payload_env: Vec::new(),
             runtime: RuntimeKind::Process,
             mode: AgentMode::Exec,
+            placement: Default::default(),
+            host_labels: Vec::new(),
             limits: ResourceLimits::default(),
             stop_grace: Duration::from_secs(10),
         };
@@ -1089,6 +1095,20 @@ impl Cx<'_> {
                         t.mode = m;
                     }
                 }
+                "placement" => {
+                    if let Some(p) = self.choice(
+                        v,
+                        &kp,
+                        &[("local", Placement::Local), ("hosts", Placement::Hosts)],
+                    ) {
+                        t.placement = p;
+                    }
+                }
+                "host_labels" => {
+                    if let Some(labels) = self.strings(v, &kp) {
+                        t.host_labels = labels;
+                    }
+                }
                 "memory" => {
                     if let Some(bytes) = self.size(v, &kp) {
                         if bytes < 1024 * 1024 {
@@ -1148,6 +1168,8 @@ impl Cx<'_> {
         }
         let dir = match &workdir {
             Some(d) => self.base_dir.join(d),
+            // An agent on another host works in a directory of that host's own.
+            None if t.placement == Placement::Hosts => return Some(t),
             None => self.base_dir.to_path_buf(),
         };
         t.workdir = Some(normalize(&dir).display().to_string());

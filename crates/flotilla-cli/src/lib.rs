@@ -59,7 +59,7 @@ fn init_tracing(command: &Command) {
         Command::Up(args) if matches!(args.serve.log_format, LogFormat::Text) => {
             "info,flotilla::access=off"
         }
-        Command::Serve(_) | Command::Up(_) | Command::Worker(_) => "info",
+        Command::Serve(_) | Command::Up(_) | Command::Worker(_) | Command::Host(_) => "info",
         // Lines on stderr would tear its screen (RUST_LOG with 2>FILE still gets them).
         Command::Top(_) => "off",
         _ => "warn",

@@ -284,6 +284,7 @@ async fn the_dashboard_drives_a_real_coordinator() {
 
     for view in [
         "login", "swarms", "agents", "events", "tasks", "task", "charts", "alerts", "topology",
+        "hosts",
     ] {
         let file = artefacts_dir().join(format!("{view}.png"));
         assert!(file.is_file(), "screenshot {} saved", file.display());

@@ -1217,6 +1217,51 @@ impl Client {
         self.get_json(&self.url(&["cluster"])).await
     }
 
+    /// `POST /hosts`: registers this machine as a host that runs managed agents.
+    pub async fn register_host(
+        &self,
+        registration: &flotilla_core::host::HostRegistration,
+    ) -> Result<flotilla_core::host::HostSession, ClientError> {
+        let url = self.url(&["hosts"]);
+        let body = self
+            .send(self.req(Method::POST, &url).json(registration))
+            .await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /hosts/{name}/poll`: reports what happened to the host's agents and waits (up to
+    /// `report.wait_ms`) for orders.
+    pub async fn poll_host(
+        &self,
+        name: &str,
+        report: &flotilla_core::host::HostReport,
+    ) -> Result<Vec<flotilla_core::host::HostOrder>, ClientError> {
+        let url = self.url(&["hosts", name, "poll"]);
+        let wait = Duration::from_millis(report.wait_ms);
+        let req = self
+            .req(Method::POST, &url)
+            .json(report)
+            .timeout(wait + LONG_POLL_MARGIN);
+        let body = self.send(req).await?;
+        decode(&url, &body)
+    }
+
+    /// `POST /hosts/{name}/leave`: the host is shutting down.
+    pub async fn leave_host(&self, name: &str, session: u64) -> Result<(), ClientError> {
+        let url = self.url(&["hosts", name, "leave"]);
+        self.send(
+            self.req(Method::POST, &url)
+                .json(&serde_json::json!({ "session": session })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /hosts`: the hosts this coordinator knows, with their agents.
+    pub async fn hosts(&self) -> Result<Vec<flotilla_core::host::HostView>, ClientError> {
+        self.get_json(&self.url(&["hosts"])).await
+    }
+
     /// `POST /tokens`: a new token for a person or program; its secret is shown only here.
     pub async fn create_token(
         &self,

@@ -151,6 +151,8 @@ fn template() -> AgentTemplate {
         payload_env: Vec::new(),
         runtime: RuntimeKind::Process,
         mode: AgentMode::Exec,
+        placement: Default::default(),
+        host_labels: Vec::new(),
         limits: ResourceLimits {
             memory_bytes: Some(256 << 20),
             task_timeout: Some(Duration::from_secs(30)),

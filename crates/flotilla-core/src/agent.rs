@@ -263,6 +263,10 @@ pub struct Managed {
     pub last_exit: Option<String>,
     /// Which limits the runtime could apply (rlimits, cgroup), in words.
     pub limits_applied: Option<String>,
+    /// The host (`flotilla host --name`) it is placed on, for a pool placed on hosts; `None`
+    /// on the coordinator's machine, or while it waits for a host with room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Set while a scale-down removes it from its pool: it takes no new task, finishes the
     /// ones it holds, then is stopped and removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -223,6 +223,9 @@ pub struct ClusterStatus {
     pub leases: Vec<LeaseStatus>,
     /// The swarms the answering node took over, oldest first (the last 50).
     pub takeovers: Vec<Takeover>,
+    /// The hosts (`flotilla host`) connected to the answering node, with their agents.
+    #[serde(default)]
+    pub hosts: Vec<crate::host::HostView>,
 }
 
 /// One node of [`ClusterStatus`].

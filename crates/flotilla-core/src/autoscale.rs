@@ -417,6 +417,8 @@ mod tests {
                 payload_env: Vec::new(),
                 runtime: Default::default(),
                 mode: Default::default(),
+                placement: Default::default(),
+                host_labels: Vec::new(),
                 limits: Default::default(),
                 stop_grace: Duration::from_secs(1),
             }),

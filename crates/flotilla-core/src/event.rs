@@ -92,6 +92,13 @@ pub enum EventKind {
     ResourcesRefused,
     /// Resources a pool waited for were granted.
     ResourcesGranted,
+    /// A host (`flotilla host`) registered with the coordinator.
+    HostJoined,
+    /// A host stopped answering: its agents' work went back to the queue and they are placed
+    /// elsewhere.
+    HostLost,
+    /// A host left on purpose (its shutdown); its agents are placed elsewhere.
+    HostLeft,
     /// A pressure signal changed level.
     PressureChanged,
     /// An automatic response to pressure started or ended.
@@ -152,6 +159,9 @@ impl EventKind {
             EventKind::ResourcesWaiting => "resources_waiting",
             EventKind::ResourcesRefused => "resources_refused",
             EventKind::ResourcesGranted => "resources_granted",
+            EventKind::HostJoined => "host_joined",
+            EventKind::HostLost => "host_lost",
+            EventKind::HostLeft => "host_left",
             EventKind::PressureChanged => "pressure_changed",
             EventKind::PressureResponse => "pressure_response",
             EventKind::TopologyChanged => "topology_changed",

@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod fleet;
 pub mod health;
+pub mod host;
 pub mod ids;
 pub mod json;
 pub mod message;
@@ -52,8 +53,9 @@ pub use message::{
     Sent,
 };
 pub use pool::{
-    AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES, Pool,
-    PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric, ScalingPolicy,
+    AgentMode, AgentTemplate, DEFAULT_POOL_PRIORITY, LifecycleRequest, Operation, POOL_TYPES,
+    Placement, Pool, PoolSpec, ResourceLimits, ResourceRequest, RuntimeKind, ScalingMetric,
+    ScalingPolicy,
 };
 pub use swarm::{
     DEFAULT_SWARM, Strategy, Swarm, SwarmConfig, SwarmSpec, SwarmStatus, SwarmUpdate, Topology,

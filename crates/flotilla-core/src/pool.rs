@@ -25,6 +25,26 @@ pub enum RuntimeKind {
     Tmux,
 }
 
+/// Which machine a managed agent's process runs on.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The coordinator's own machine.
+    #[default]
+    Local,
+    /// One of the hosts (`flotilla host`) connected to the coordinator, chosen by the
+    /// resource manager's strategy among those with room (and the labels `host_labels` asks for).
+    Hosts,
+}
+
+impl Placement {
+    fn is_local(&self) -> bool {
+        *self == Placement::Local
+    }
+}
+
 /// How a managed agent runs its command.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
@@ -94,6 +114,13 @@ pub struct AgentTemplate {
     /// `exec` (default) or `daemon`.
     #[serde(default)]
     pub mode: AgentMode,
+    /// `local` (default): on the coordinator's machine; `hosts`: on a connected host (daemon
+    /// mode only: the agent talks to the coordinator over the network).
+    #[serde(default, skip_serializing_if = "Placement::is_local")]
+    pub placement: Placement,
+    /// With `placement = "hosts"`: only hosts that carry every one of these labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_labels: Vec<String>,
     /// Resource limits.
     #[serde(default)]
     pub limits: ResourceLimits,
@@ -126,6 +153,7 @@ impl AgentTemplate {
             }
         }
         self.validate_payload_env()?;
+        self.validate_placement()?;
         if let Some(user) = &self.user {
             let ok = !user.is_empty()
                 && user.len() <= 64
@@ -194,6 +222,30 @@ impl AgentTemplate {
 }
 
 impl AgentTemplate {
+    /// Checks `placement` and `host_labels`: hosts run daemon-mode agents only, and labels are
+    /// names.
+    fn validate_placement(&self) -> Result<(), CoreError> {
+        if self.placement == Placement::Hosts && self.mode != AgentMode::Daemon {
+            return Err(CoreError::invalid(
+                "agent.placement = \"hosts\" needs agent.mode = \"daemon\": an agent on another machine talks to the coordinator itself (for a command run once per task, use `flotilla worker --agent-from-env -- COMMAND` as the daemon)",
+            ));
+        }
+        if !self.host_labels.is_empty() && self.placement != Placement::Hosts {
+            return Err(CoreError::invalid(
+                "agent.host_labels only applies with agent.placement = \"hosts\"",
+            ));
+        }
+        if self.host_labels.len() > 32 {
+            return Err(CoreError::invalid(
+                "agent.host_labels takes at most 32 labels",
+            ));
+        }
+        for l in &self.host_labels {
+            validate_name("host label", l)?;
+        }
+        Ok(())
+    }
+
     /// Checks `payload_env`: valid, distinct names, none of the coordinator's, exec mode only.
     fn validate_payload_env(&self) -> Result<(), CoreError> {
         if self.payload_env.is_empty() {

@@ -478,6 +478,69 @@ pub fn plan(
     Plan { grants, held }
 }
 
+/// A host's room, for [`choose_host`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostRoom {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// What it offers managed agents.
+    pub capacity: Capacity,
+    /// What the agents placed on it hold.
+    pub used: ResourceRequest,
+}
+
+/// Which of `hosts` one more agent asking for `request` goes to, among those carrying every
+/// one of `labels` with room for it; or why none. Under [`Strategy::BestFit`] the host left with
+/// the least free capacity (packing, so whole hosts stay free for large agents); otherwise
+/// the one left with the smallest dominant share used (spreading, so a lost host takes the
+/// fewest agents with it). Ties go to the first host in `hosts`.
+pub fn choose_host(
+    hosts: &[HostRoom],
+    request: &ResourceRequest,
+    labels: &[String],
+    strategy: Strategy,
+) -> Result<usize, String> {
+    if hosts.is_empty() {
+        return Err(
+            "no host is connected: start one with `flotilla host --coordinator URL`".to_owned(),
+        );
+    }
+    let eligible: Vec<usize> = (0..hosts.len())
+        .filter(|&i| labels.iter().all(|l| hosts[i].labels.contains(l)))
+        .collect();
+    if eligible.is_empty() {
+        return Err(format!(
+            "no connected host carries the labels {labels:?} (give them with `flotilla host --label`)"
+        ));
+    }
+    let mut best: Option<(f64, usize)> = None;
+    let mut short = Vec::new();
+    for i in eligible {
+        let h = &hosts[i];
+        if let Some(why) = shortfall(&h.capacity, &h.used, request) {
+            short.push(format!("host {}: {why}", h.name));
+            continue;
+        }
+        let after = add(&h.used, request);
+        let measured = RESOURCES.iter().filter(|r| r.cap(&h.capacity) > 0.0);
+        let score = match strategy {
+            Strategy::BestFit => measured
+                .map(|r| (r.cap(&h.capacity) - r.of(&after)) / r.cap(&h.capacity))
+                .sum::<f64>(),
+            Strategy::Priority | Strategy::FairShare => measured
+                .map(|r| r.of(&after) / r.cap(&h.capacity))
+                .fold(0.0, f64::max),
+        };
+        if best.is_none_or(|(b, _)| score < b - EPSILON) {
+            best = Some((score, i));
+        }
+    }
+    best.map(|(_, i)| i)
+        .ok_or_else(|| format!("no host has room: {}", short.join("; ")))
+}
+
 /// The API's shapes: `GET /api/v1/resources` and `PUT /api/v1/resources/policy`.
 pub mod view {
     use std::collections::BTreeMap;
@@ -686,6 +749,83 @@ mod tests {
             priority: 5,
             request: mem(400),
         }
+    }
+
+    fn host(name: &str, labels: &[&str], memory_mb: u64, used_mb: u64) -> HostRoom {
+        HostRoom {
+            name: name.to_owned(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            capacity: Capacity {
+                cpu_cores: 2.0,
+                memory_mb,
+                disk_mb: 0,
+            },
+            used: mem(used_mb),
+        }
+    }
+
+    #[test]
+    fn best_fit_packs_hosts_and_the_others_spread() {
+        let hosts = [host("a", &[], 1000, 600), host("b", &[], 1000, 0)];
+        // 300 MiB more: a would be 90% full, b 30%.
+        assert_eq!(
+            choose_host(&hosts, &mem(300), &[], Strategy::BestFit),
+            Ok(0)
+        );
+        assert_eq!(
+            choose_host(&hosts, &mem(300), &[], Strategy::FairShare),
+            Ok(1)
+        );
+        assert_eq!(
+            choose_host(&hosts, &mem(300), &[], Strategy::Priority),
+            Ok(1)
+        );
+        // 500 MiB fits only on b, whatever the strategy.
+        for s in [Strategy::BestFit, Strategy::FairShare, Strategy::Priority] {
+            assert_eq!(choose_host(&hosts, &mem(500), &[], s), Ok(1));
+        }
+    }
+
+    #[test]
+    fn equal_hosts_take_the_first() {
+        let hosts = [host("a", &[], 1000, 0), host("b", &[], 1000, 0)];
+        assert_eq!(
+            choose_host(&hosts, &mem(100), &[], Strategy::FairShare),
+            Ok(0)
+        );
+        assert_eq!(
+            choose_host(&hosts, &mem(100), &[], Strategy::BestFit),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn labels_narrow_the_hosts() {
+        let hosts = [
+            host("a", &["cpu"], 1000, 0),
+            host("b", &["gpu", "big"], 1000, 900),
+        ];
+        let gpu = vec!["gpu".to_owned()];
+        assert_eq!(
+            choose_host(&hosts, &mem(100), &gpu, Strategy::FairShare),
+            Ok(1)
+        );
+        let err = choose_host(&hosts, &mem(200), &gpu, Strategy::FairShare).unwrap_err();
+        assert!(
+            err.contains("host b: memory needs 200 MiB but 100 MiB of 1000 MiB is free"),
+            "{err}"
+        );
+        let err = choose_host(&hosts, &mem(1), &["tpu".to_owned()], Strategy::BestFit).unwrap_err();
+        assert!(
+            err.contains("no connected host carries the labels"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_host_says_how_to_start_one() {
+        let err = choose_host(&[], &mem(1), &[], Strategy::Priority).unwrap_err();
+        assert!(err.contains("flotilla host --coordinator"), "{err}");
     }
 
     fn names(plan: &Plan) -> Vec<&str> {

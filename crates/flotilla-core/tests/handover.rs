@@ -73,6 +73,8 @@ fn coder_pool() -> PoolSpec {
             payload_env: Vec::new(),
             runtime: RuntimeKind::Process,
             mode: AgentMode::Daemon,
+            placement: Default::default(),
+            host_labels: Vec::new(),
             limits: ResourceLimits::default(),
             stop_grace: secs(1),
         }),

@@ -271,6 +271,8 @@ fn managed_harness(recovery: RecoveryPolicy, memory: Option<u64>) -> (Harness, A
             payload_env: Vec::new(),
             runtime: RuntimeKind::Process,
             mode: AgentMode::Daemon,
+            placement: Default::default(),
+            host_labels: Vec::new(),
             limits: ResourceLimits {
                 memory_bytes: memory,
                 ..Default::default()
@@ -893,4 +895,62 @@ fn a_removed_agents_checkpoints_go_with_it_and_their_workspaces_are_handed_back(
             flotilla_core::Json::from_value(&serde_json::json!({"n": 2})),
         ]
     );
+}
+
+#[test]
+fn a_lost_host_takes_its_agents_down_their_tasks_back_and_restarts_them_unplaced() {
+    let recovery = RecoveryPolicy {
+        backoff_initial: secs(1),
+        ..RecoveryPolicy::default()
+    };
+    let (mut h, a) = managed_harness(recovery, None);
+    h.fleet.place_agent(a, Some("build-1".to_owned())).unwrap();
+    h.settle();
+    assert_eq!(h.fleet.agents_on_host("build-1"), vec![a]);
+    let task = h.submit(spec("t", 5));
+    assert_eq!(h.take(a).unwrap().id, task);
+    let on_it = h
+        .fleet
+        .host_gone("build-1", "stopped answering", false, h.now)
+        .unwrap();
+    h.settle();
+    assert_eq!(on_it, vec![a]);
+    // Its task failed the attempt at once and is back in the queue; the agent is off the host
+    // and recovering, to be started (placed again) after its backoff.
+    assert_eq!(
+        h.task(task).last_error.as_ref().unwrap().kind,
+        ErrorKind::AgentExited
+    );
+    assert!(h.fleet.agents_on_host("build-1").is_empty());
+    let agent = h.fleet.agent(a).unwrap();
+    assert_eq!(agent.managed.as_ref().unwrap().host, None);
+    assert_eq!(agent.status, AgentStatus::Recovering);
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.kind == EventKind::HostLost && e.detail.contains("build-1")),
+        "{:?}",
+        h.events
+    );
+    let due = health(&h, a)
+        .recovery
+        .next_at
+        .expect("a restart is scheduled");
+    h.advance_to(due);
+    assert_eq!(h.effects, vec![Effect::StartAgent(a)]);
+    // A host that leaves with a stopped agent on it: the agent is only taken off it.
+    started(&mut h, a);
+    h.fleet.place_agent(a, Some("build-2".to_owned())).unwrap();
+    h.fleet
+        .lifecycle(a, flotilla_core::Operation::Stop, false, h.now)
+        .unwrap();
+    h.fleet
+        .managed_exited(a, "stopped".to_owned(), true, h.now)
+        .unwrap();
+    h.settle();
+    h.fleet.host_gone("build-2", "left", true, h.now).unwrap();
+    h.settle();
+    assert_eq!(h.agent_status(a), AgentStatus::Stopped);
+    assert!(h.effects.is_empty(), "{:?}", h.effects);
+    assert!(h.events.iter().any(|e| e.kind == EventKind::HostLeft));
 }

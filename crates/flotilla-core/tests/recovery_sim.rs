@@ -177,6 +177,8 @@ impl Sim {
                 payload_env: Vec::new(),
                 runtime: RuntimeKind::Process,
                 mode: AgentMode::Daemon,
+                placement: Default::default(),
+                host_labels: Vec::new(),
                 limits: ResourceLimits {
                     memory_bytes: Some(MEMORY_LIMIT_BYTES),
                     ..Default::default()

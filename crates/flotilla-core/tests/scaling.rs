@@ -20,6 +20,8 @@ fn template() -> AgentTemplate {
         payload_env: Vec::new(),
         runtime: RuntimeKind::Process,
         mode: AgentMode::Exec,
+        placement: Default::default(),
+        host_labels: Vec::new(),
         limits: Default::default(),
         stop_grace: secs(1),
     }

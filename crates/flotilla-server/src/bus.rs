@@ -164,9 +164,13 @@ pub fn event_channel(e: &Event) -> Channel {
         | K::AgentRollback
         | K::CheckpointCreated
         | K::CheckpointDeleted => Channel::Health(s),
-        K::TaskAssigned | K::ResourcesWaiting | K::ResourcesRefused | K::ResourcesGranted => {
-            Channel::Allocation(s)
-        }
+        K::TaskAssigned
+        | K::ResourcesWaiting
+        | K::ResourcesRefused
+        | K::ResourcesGranted
+        | K::HostJoined
+        | K::HostLost
+        | K::HostLeft => Channel::Allocation(s),
         K::PoolUpdated
         | K::PoolDeleted
         | K::PoolScaled

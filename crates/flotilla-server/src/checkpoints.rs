@@ -39,6 +39,12 @@ fn workdir_of(state: &AppState, agent: AgentId) -> Result<Option<PathBuf>, Strin
         let Some(template) = pool.template.as_ref().filter(|t| t.workdir.is_some()) else {
             return Ok(None);
         };
+        if template.placement == flotilla_core::Placement::Hosts {
+            return Err(
+                "its workspace is on the host it runs on, which this coordinator cannot read: only its state and tasks are kept"
+                    .to_owned(),
+            );
+        }
         if pool.max_agents > 1 {
             return Err(format!(
                 "pool {:?} may run up to {} agents in the one working directory {}: set its max_agents to 1 (a pool per workspace) to checkpoint it",

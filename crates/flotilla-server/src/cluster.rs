@@ -296,6 +296,7 @@ impl Cluster {
             nodes,
             leases,
             takeovers: view.takeovers.clone(),
+            hosts: Vec::new(),
         }
     }
 }

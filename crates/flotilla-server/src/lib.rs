@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod hosts;
 pub mod launch;
 pub mod logs;
 pub mod middleware;
@@ -111,6 +112,9 @@ pub struct ServerConfig {
     pub agent_ca_cert: Option<PathBuf>,
     /// Where new alerts are posted (no URL by default), and how.
     pub alert_webhooks: webhooks::WebhookSettings,
+    /// How long a host (`flotilla host`) may go without polling before it is lost and its
+    /// agents are placed elsewhere (10 s).
+    pub host_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -138,6 +142,7 @@ impl ServerConfig {
             run_as: None,
             tls: None,
             agent_ca_cert: None,
+            host_timeout: Duration::from_secs(10),
             alert_webhooks: webhooks::WebhookSettings::default(),
         }
     }
@@ -330,6 +335,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     }
     let resources =
         resources::Resources::new(config.resources.clone(), dir).map_err(ServerError::Resources)?;
+    if config.host_timeout < Duration::from_secs(1) {
+        return Err(ServerError::Resources(flotilla_core::CoreError::invalid(
+            "--host-timeout must be at least 1s",
+        )));
+    }
     let location = StoreLocation::parse(config.store.as_deref(), &dir.join("flotilla.db"))?;
     // On PostgreSQL the coordinator is a node of a cluster: it starts holding no swarm and
     // loads each one when it takes its lease (see `cluster`).
@@ -439,6 +449,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             .clone()
             .or_else(|| std::env::current_exe().ok()),
         resources,
+        hosts: hosts::Hosts::new(config.host_timeout),
         autoscaler: Mutex::new(flotilla_core::autoscale::Autoscaler::new()),
         scale_veto: RwLock::new(state::no_scale_veto()),
         bus,

@@ -29,8 +29,8 @@ use flotilla_core::resources::{
     Admission, Allocation, Capacity, Demand, PoolKey, Strategy, add, plan,
 };
 use flotilla_core::{
-    AgentId, AgentStatus, CoreError, EventKind, Fleet, Operation, Pool, ResourceRequest, SwarmId,
-    Timestamp,
+    AgentId, AgentStatus, CoreError, EventKind, Fleet, Operation, Placement, Pool, ResourceRequest,
+    SwarmId, Timestamp,
 };
 use flotilla_runtime as rt;
 use parking_lot::Mutex;
@@ -323,7 +323,23 @@ impl Resources {
 
     /// Whether one more agent of `pool` fits now (for explicit spawns and starts, which
     /// cannot wait): a 409 saying what is short when it does not.
-    pub fn check_fit(&self, f: &Fleet, pool: &Pool) -> Result<(), CoreError> {
+    pub fn check_fit(
+        &self,
+        f: &Fleet,
+        pool: &Pool,
+        hosts: &crate::hosts::Hosts,
+    ) -> Result<(), CoreError> {
+        if placed_on_hosts(pool) {
+            return hosts
+                .choose(f, pool, self.strategy())
+                .map(|_| ())
+                .map_err(|why| {
+                    CoreError::conflict(format!(
+                        "cannot start an agent of pool {:?}: {why} (see `flotilla status --cluster`)",
+                        pool.name
+                    ))
+                });
+        }
         let allocations = allocations(&f.managed_views());
         let st = self.state.lock();
         let key = PoolKey {
@@ -351,6 +367,11 @@ impl Resources {
                 pool.name, h.reason
             ))),
         }
+    }
+
+    /// How competing demands are served (and, for pools placed on hosts, which host).
+    pub fn strategy(&self) -> Strategy {
+        self.state.lock().strategy
     }
 
     /// Changes the strategy, admission policy or responses; forgets refusals when the
@@ -676,11 +697,18 @@ fn pressure_words(level: &(Level, Option<(Signal, String)>)) -> String {
     }
 }
 
-/// One allocation per managed agent that holds its pool's request.
+/// Whether a pool's agents are placed on hosts rather than on this machine.
+fn placed_on_hosts(pool: &Pool) -> bool {
+    pool.template
+        .as_ref()
+        .is_some_and(|t| t.placement == Placement::Hosts)
+}
+
+/// One allocation per managed agent on this machine that holds its pool's request.
 fn allocations(views: &[ManagedView]) -> Vec<Allocation> {
     views
         .iter()
-        .filter(|v| v.holds)
+        .filter(|v| v.holds && v.placement == Placement::Local)
         .map(|v| Allocation {
             agent_id: v.id,
             agent: v.name.clone(),
@@ -695,7 +723,7 @@ fn allocations(views: &[ManagedView]) -> Vec<Allocation> {
 fn fleet_use(views: &[ManagedView]) -> (f64, f64) {
     views
         .iter()
-        .filter(|v| v.running)
+        .filter(|v| v.running && v.placement == Placement::Local)
         .fold((0.0, 0.0), |(c, m), v| {
             (
                 c + v.usage.cpu_percent.unwrap_or(0.0) / 100.0,
@@ -709,16 +737,24 @@ fn fleet_use(views: &[ManagedView]) -> (f64, f64) {
 pub fn spawn_admitted(
     f: &mut Fleet,
     resources: &Resources,
+    hosts: &crate::hosts::Hosts,
     ids: &[AgentId],
     now: Timestamp,
 ) -> Vec<(SwarmId, String)> {
-    let short = f.pools_short_of_agents();
+    let (on_hosts, short): (Vec<_>, Vec<_>) =
+        f.pools_short_of_agents()
+            .into_iter()
+            .partition(|(swarm, pool, _)| {
+                f.pools_of(*swarm)
+                    .iter()
+                    .any(|p| &p.name == pool && placed_on_hosts(p))
+            });
+    let mut ids = ids.iter();
+    let mut spawned = spawn_on_hosts(f, resources, hosts, &on_hosts, &mut ids, now);
     if short.is_empty() && !resources.holds_any() {
-        return Vec::new();
+        return spawned;
     }
     let (grants, notes) = resources.admit(f, &short, now);
-    let mut ids = ids.iter();
-    let mut spawned = Vec::new();
     let mut failed: BTreeSet<PoolKey> = BTreeSet::new();
     for key in grants {
         if failed.contains(&key) {
@@ -738,6 +774,79 @@ pub fn spawn_admitted(
     for (kind, swarm, agent, detail) in notes {
         if let Err(e) = f.record_resource_event(kind, swarm, agent, detail, now) {
             tracing::warn!(error = %e, "cannot record a resource event");
+        }
+    }
+    spawned
+}
+
+/// Spawns the agents that pools placed on hosts lack, each placed on the host
+/// [`crate::hosts::Hosts::choose`] picks, higher pool priority first; a pool no host has room
+/// for waits, said once in a `resources_waiting` event.
+fn spawn_on_hosts(
+    f: &mut Fleet,
+    resources: &Resources,
+    hosts: &crate::hosts::Hosts,
+    short: &[(SwarmId, String, u32)],
+    ids: &mut std::slice::Iter<'_, AgentId>,
+    now: Timestamp,
+) -> Vec<(SwarmId, String)> {
+    let mut pools: Vec<(Pool, u32)> = short
+        .iter()
+        .filter_map(|(swarm, name, n)| {
+            let p = f.pools_of(*swarm).into_iter().find(|p| &p.name == name)?;
+            Some((p, *n))
+        })
+        .collect();
+    pools.sort_by_key(|(p, _)| std::cmp::Reverse(p.priority));
+    let mut spawned = Vec::new();
+    for (pool, n) in pools {
+        let key = PoolKey {
+            swarm_id: pool.swarm_id,
+            pool: pool.name.clone(),
+        };
+        for _ in 0..n {
+            let host = match hosts.choose(f, &pool, resources.strategy()) {
+                Ok(h) => h,
+                Err(why) => {
+                    if hosts.pool_waits(key.clone(), &why) {
+                        let detail = format!("pool {:?}: agent(s) waiting: {why}", pool.name);
+                        if let Err(e) = f.record_resource_event(
+                            EventKind::ResourcesWaiting,
+                            Some(pool.swarm_id),
+                            None,
+                            detail,
+                            now,
+                        ) {
+                            tracing::warn!(error = %e, "cannot record a resource event");
+                        }
+                    }
+                    break;
+                }
+            };
+            let Some(id) = ids.next() else {
+                return spawned;
+            };
+            match f.spawn_agent(&pool.swarm_id.to_string(), &pool.name, *id, now) {
+                Ok(a) => {
+                    spawned.push((pool.swarm_id, a.name.clone()));
+                    f.place_agent(*id, Some(host.clone()))
+                        .expect("the agent just spawned");
+                    if hosts.pool_placed(&key) {
+                        let detail = format!("pool {:?}: host {host:?} has room", pool.name);
+                        let _ = f.record_resource_event(
+                            EventKind::ResourcesGranted,
+                            Some(pool.swarm_id),
+                            None,
+                            detail,
+                            now,
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(swarm = %pool.swarm_id, pool = %pool.name, error = %e, "cannot spawn the agents a pool lacks");
+                    break;
+                }
+            }
         }
     }
     spawned

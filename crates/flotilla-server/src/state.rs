@@ -50,6 +50,8 @@ pub struct Inner {
     pub flotilla_bin: Option<std::path::PathBuf>,
     /// The resource manager and pressure detector.
     pub resources: crate::resources::Resources,
+    /// The hosts (`flotilla host`) that run agents of pools placed on hosts.
+    pub hosts: crate::hosts::Hosts,
     /// The autoscaler's memory (runs of breaches, last actions). Locked after the fleet.
     pub autoscaler: Mutex<flotilla_core::autoscale::Autoscaler>,
     /// Asked before the autoscaler grows a pool; see [`ScaleVeto`].

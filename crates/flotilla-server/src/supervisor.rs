@@ -149,6 +149,7 @@ pub async fn run(state: AppState, mut orders: mpsc::UnboundedReceiver<Order>, en
             _ = autoscale_every.tick() => crate::routes::autoscale(&state).await,
             _ = reconcile_every.tick() => {
                 agents.retain(|_, h| !h.join.is_finished());
+                crate::hosts::sweep(&state).await;
                 crate::routes::reconcile_pools(&state).await;
                 let due = state.fleet.lock().checkpoints_due(state.now());
                 checkpointing.retain(|id, at| due.contains(id) && at.elapsed() < Duration::from_secs(60));
@@ -177,6 +178,20 @@ fn handle(
     agents: &mut HashMap<AgentId, Handle>,
     order: Order,
 ) {
+    // An agent of a pool placed on hosts runs there: its host carries the order out.
+    let agent = match order {
+        Order::Start(id)
+        | Order::Stop(id, _)
+        | Order::Pause(id)
+        | Order::Resume(id)
+        | Order::Restart(id, _)
+        | Order::Rollback(id, _) => Some(id),
+        Order::Checkpoint(..) => None,
+    };
+    if agent.is_some_and(|id| crate::hosts::on_hosts(&state.fleet.lock(), id)) {
+        crate::hosts::order(state, order);
+        return;
+    }
     match order {
         Order::Start(id) => start_after_current(state, endpoint, agents, id, None),
         Order::Stop(id, force) => send(agents, id, Control::Stop { force }),

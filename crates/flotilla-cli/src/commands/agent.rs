@@ -517,6 +517,12 @@ fn managed_rows(a: &Agent, now: flotilla_core::Timestamp) -> Vec<(&'static str, 
         ),
         ("Desired", json_name(&m.desired)),
         (
+            "Host",
+            m.host
+                .clone()
+                .unwrap_or_else(|| "this coordinator's machine".into()),
+        ),
+        (
             "PID",
             m.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         ),
@@ -582,11 +588,13 @@ mod tests {
             starts: 2,
             last_exit: Some("exited with code 3".into()),
             limits_applied: Some("rlimit AS 256 MiB; cgroup cpu.max".into()),
+            host: Some("build-1".into()),
             drain: None,
         };
         let text = describe(&agent("echo-1", Some(m)));
         assert!(text.contains("tmux runtime, daemon mode"), "{text}");
         assert!(text.contains("4242"), "{text}");
+        assert!(text.contains("build-1"), "{text}");
         assert!(text.contains("exited with code 3"), "{text}");
         assert!(text.contains("rlimit AS 256 MiB"), "{text}");
         assert!(text.contains("7 open files"), "{text}");

@@ -16,6 +16,7 @@ pub mod bench_messages;
 pub mod checkpoint;
 pub mod events;
 pub mod fleet;
+pub mod host;
 pub mod metrics;
 pub mod msg;
 pub mod names;
@@ -55,5 +56,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(cmd) => audit::token(&global, cmd).await,
         Command::Audit(args) => audit::run(&global, args).await,
         Command::Status(args) => status::run(&global, args).await,
+        Command::Host(args) => host::run(&global, args).await,
     }
 }

@@ -67,9 +67,11 @@ fn orchestrator_text(info: &OrchestratorInfo) -> String {
 /// The cluster, as `flotilla status --cluster` prints it.
 pub fn cluster_text(c: &ClusterStatus) -> String {
     if !c.clustered {
-        return "a single coordinator (its store is SQLite): no cluster; run several \
-                coordinators with --store postgres://… to have one"
+        let mut out = "a single coordinator (its store is SQLite): no cluster; run several \
+                       coordinators with --store postgres://… to have one"
             .to_owned();
+        out.push_str(&hosts_text(&c.hosts));
+        return out;
     }
     let nodes = table(
         &[
@@ -126,7 +128,60 @@ pub fn cluster_text(c: &ClusterStatus) -> String {
             ));
         }
     }
+    out.push_str(&hosts_text(&c.hosts));
     out
+}
+
+/// The hosts connected to the answering coordinator, after a blank line; nothing without any.
+fn hosts_text(hosts: &[flotilla_core::host::HostView]) -> String {
+    if hosts.is_empty() {
+        return String::new();
+    }
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.status.as_str().to_owned(),
+                format!("{} ms ago", h.last_seen_ms_ago),
+                format!(
+                    "{:.2}/{:.2} cores, {}/{} MiB",
+                    h.allocated.cpu_cores,
+                    h.capacity.cpu_cores,
+                    h.allocated.memory_mb,
+                    h.capacity.memory_mb
+                ),
+                if h.labels.is_empty() {
+                    "-".to_owned()
+                } else {
+                    h.labels.join(",")
+                },
+                if h.agents.is_empty() {
+                    "-".to_owned()
+                } else {
+                    h.agents
+                        .iter()
+                        .map(|a| format!("{} ({})", a.name, a.status.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "\n\n{}",
+        table(
+            &[
+                "HOST",
+                "STATUS",
+                "LAST POLL",
+                "ALLOCATED",
+                "LABELS",
+                "AGENTS"
+            ],
+            rows
+        )
+    )
 }
 
 /// The last 8 characters of an id (a node id is a UUIDv7, whose first characters are the time

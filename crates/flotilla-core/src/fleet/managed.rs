@@ -454,7 +454,7 @@ impl Fleet {
     }
 
     /// A managed agent, or why not.
-    fn managed_agent_mut(&mut self, id: AgentId) -> Result<&mut Agent, CoreError> {
+    pub(super) fn managed_agent_mut(&mut self, id: AgentId) -> Result<&mut Agent, CoreError> {
         let Some(entry) = self.agents.get_mut(&id) else {
             return Err(CoreError::not_found(format!("agent {id} not found")));
         };
@@ -493,11 +493,13 @@ impl Fleet {
         m.started_at = Some(now);
         m.starts += 1;
         m.limits_applied = limits_applied;
+        let host = m.host.clone();
         let exec = agent.is_exec();
-        let (swarm_id, detail) = (
-            agent.swarm_id,
-            pid.map(|p| format!("pid {p}")).unwrap_or_default(),
-        );
+        let mut detail = pid.map(|p| format!("pid {p}")).unwrap_or_default();
+        if let Some(host) = &host {
+            detail = format!("{detail} on host {host}").trim_start().to_owned();
+        }
+        let swarm_id = agent.swarm_id;
         agent.stopped_at = None;
         agent.last_heartbeat_at = now;
         let heard_from = matches!(

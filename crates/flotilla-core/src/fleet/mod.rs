@@ -19,6 +19,7 @@ mod checkpoints;
 mod delegation;
 mod dispatch;
 mod health;
+mod hosts;
 mod managed;
 mod messages;
 mod metrics;

@@ -36,6 +36,10 @@ pub struct ManagedView {
     pub running: bool,
     /// Its last sampled usage.
     pub usage: ResourceUsage,
+    /// Its pool's placement.
+    pub placement: crate::pool::Placement,
+    /// The host it is placed on (pools placed on hosts).
+    pub host: Option<String>,
 }
 
 impl Fleet {
@@ -67,6 +71,12 @@ impl Fleet {
                             | AgentStatus::Paused
                     ),
                     usage: a.resource_usage.clone(),
+                    placement: pool
+                        .template
+                        .as_ref()
+                        .map(|t| t.placement)
+                        .unwrap_or_default(),
+                    host: m.host.clone(),
                 })
             })
             .collect();
@@ -90,6 +100,9 @@ impl Fleet {
             EventKind::ResourcesWaiting
                 | EventKind::ResourcesRefused
                 | EventKind::ResourcesGranted
+                | EventKind::HostJoined
+                | EventKind::HostLost
+                | EventKind::HostLeft
                 | EventKind::PressureChanged
                 | EventKind::PressureResponse
                 | EventKind::AlertWarning

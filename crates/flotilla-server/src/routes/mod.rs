@@ -4,6 +4,7 @@
 mod agents;
 mod checkpoints;
 mod events_live;
+mod hosts;
 pub mod messages;
 mod metrics;
 pub mod openapi;
@@ -46,7 +47,9 @@ pub async fn reconcile_pools(state: &AppState) {
         .map(|_| flotilla_core::AgentId(uuid::Uuid::now_v7()))
         .collect();
     if let Err(e) = state
-        .apply(|f, now| pools::spawn_missing(f, &state.resources, &ids, now).map(|_| ()))
+        .apply(|f, now| {
+            pools::spawn_missing(f, &state.resources, &state.hosts, &ids, now).map(|_| ())
+        })
         .await
     {
         tracing::warn!(error = %e.message, "could not spawn the agents pools lack");
@@ -493,6 +496,25 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/cluster", read(Fleet), || {
             get(system::cluster)
         }),
+        route(M::POST, "/api/v1/hosts", operate(Fleet), || {
+            post(hosts::register)
+        }),
+        route(M::GET, "/api/v1/hosts", read(Fleet), || get(hosts::list)),
+        route(M::GET, "/api/v1/hosts/{name}", read(Fleet), || {
+            get(hosts::show)
+        }),
+        route(
+            M::POST,
+            "/api/v1/hosts/{name}/poll",
+            operate(Fleet).quiet().holds(Hold::LongPoll),
+            || post(hosts::poll),
+        ),
+        route(
+            M::POST,
+            "/api/v1/hosts/{name}/leave",
+            operate(Fleet),
+            || post(hosts::leave),
+        ),
         route(M::GET, "/api/v1/resources", read(Fleet), || {
             get(resources::show)
         }),

@@ -116,7 +116,7 @@ pub async fn put(
                 change,
                 pool: pool.clone(),
             };
-            spawn_missing(f, &state.resources, &ids, now)?;
+            spawn_missing(f, &state.resources, &state.hosts, &ids, now)?;
             Ok(put)
         })
         .await?;
@@ -182,7 +182,7 @@ pub async fn spawn(
         .apply(|f, now| {
             let swarm_id = f.resolve_swarm(&swarm)?;
             if let Some(p) = f.pools_of(swarm_id).iter().find(|p| p.name == pool) {
-                state.resources.check_fit(f, p)?;
+                state.resources.check_fit(f, p, &state.hosts)?;
             }
             f.spawn_agent(&swarm, &pool, id, now).cloned()
         })
@@ -232,7 +232,7 @@ pub async fn lifecycle(
                         .iter()
                         .find(|p| p.name == v.pool.pool)
                 {
-                    state.resources.check_fit(f, p)?;
+                    state.resources.check_fit(f, p, &state.hosts)?;
                 }
             }
             f.lifecycle(id, req.operation, req.force, now).cloned()
@@ -245,6 +245,8 @@ pub async fn lifecycle(
 /// what to change): its agents could not start otherwise.
 fn check_launch(state: &AppState, spec: &PoolSpec) -> Result<(), ApiError> {
     match &spec.template {
+        // An agent on a host runs under the host's rules, not this machine's.
+        Some(t) if t.placement == flotilla_core::Placement::Hosts => Ok(()),
         Some(t) => state
             .supervisor
             .launch()
@@ -263,12 +265,15 @@ fn spawn_ids(n: usize) -> Vec<AgentId> {
 pub fn spawn_missing(
     f: &mut flotilla_core::Fleet,
     resources: &crate::resources::Resources,
+    hosts: &crate::hosts::Hosts,
     ids: &[AgentId],
     now: flotilla_core::Timestamp,
 ) -> Result<Vec<(SwarmId, String)>, CoreError> {
     // The resource manager decides which of the missing agents start now; the others wait or
     // are refused, with events saying why.
-    Ok(crate::resources::spawn_admitted(f, resources, ids, now))
+    Ok(crate::resources::spawn_admitted(
+        f, resources, hosts, ids, now,
+    ))
 }
 
 /// `PUT /fleet`
@@ -399,7 +404,7 @@ pub async fn apply_document(state: &AppState, doc: FleetSpec) -> ApiResult<Fleet
                     });
                 }
             }
-            for (swarm, agent) in spawn_missing(f, &state.resources, &ids, now)? {
+            for (swarm, agent) in spawn_missing(f, &state.resources, &state.hosts, &ids, now)? {
                 let swarm_name = f
                     .swarm_by_id(swarm)
                     .map(|s| s.name.clone())

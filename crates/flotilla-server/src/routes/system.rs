@@ -199,7 +199,7 @@ pub async fn alerts(
 pub async fn cluster(
     State(state): State<AppState>,
 ) -> ApiResult<Json<crate::cluster::ClusterStatus>> {
-    Ok(Json(match state.cluster.get() {
+    let mut status = match state.cluster.get() {
         Some(c) => c.status(),
         None => crate::cluster::ClusterStatus {
             clustered: false,
@@ -209,8 +209,11 @@ pub async fn cluster(
             nodes: Vec::new(),
             leases: Vec::new(),
             takeovers: Vec::new(),
+            hosts: Vec::new(),
         },
-    }))
+    };
+    status.hosts = state.hosts.views(&state.fleet.lock());
+    Ok(Json(status))
 }
 
 #[utoipa::path(

@@ -265,6 +265,7 @@ pub fn managed(n: u32) -> Managed {
         starts: u32::MAX - 1,
         last_exit: Some("killed by signal 9 (SIGKILL): \"oom\"\n— ünïcode".to_owned()),
         limits_applied: Some("rlimit AS=1 GiB, cgroup cpu.max=150000 100000".to_owned()),
+        host: Some(format!("host-{n}")),
         drain: Some(flotilla_core::agent::Drain {
             since: ts(1_700_000_000_456),
             reason: "scaled down: 3 -> 2 agents".to_owned(),
@@ -418,6 +419,8 @@ pub fn full_template(runtime: RuntimeKind, mode: AgentMode) -> AgentTemplate {
         payload_env: vec!["MODEL".to_owned()],
         runtime,
         mode,
+        placement: flotilla_core::Placement::Hosts,
+        host_labels: vec!["gpu".to_owned(), "ünïcode".to_owned()],
         limits: full_limits(),
         stop_grace: Duration::from_millis(3_600_000),
     }
@@ -434,6 +437,8 @@ pub fn bare_template() -> AgentTemplate {
         payload_env: Vec::new(),
         runtime: RuntimeKind::default(),
         mode: AgentMode::default(),
+        placement: Default::default(),
+        host_labels: Vec::new(),
         limits: ResourceLimits::default(),
         stop_grace: Duration::ZERO,
     }

@@ -517,6 +517,10 @@ pub struct JsonFlag {
 /// `flotilla serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read these options from a TOML file too (`store = "postgres://…"`, `bus = "redis://…"`,
+    /// any long option of this command): the command line and the environment win over it.
+    #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7171", value_name = "ADDR")]
     pub listen: SocketAddr,

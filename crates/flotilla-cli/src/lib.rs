@@ -8,6 +8,7 @@ pub mod config;
 pub mod duration;
 pub mod fleet_file;
 pub mod output;
+pub mod serve_config;
 
 use std::process::ExitCode;
 
@@ -18,7 +19,14 @@ use crate::cli::{Cli, Command, LogFormat};
 /// Parses the command line, runs the command and returns the process's exit code: 0 on
 /// success, 1 on an error (printed as one `error: …` line), 2 on a usage error or a timeout.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match serve_config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_tracing(&cli.command);
     if matches!(cli.command, Command::Serve(_) | Command::Up(_)) {
         export_own_path();

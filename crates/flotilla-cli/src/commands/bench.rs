@@ -45,6 +45,16 @@ pub enum Scenario {
     Messages,
     /// Metrics history over simulated days: stored rows, database size and memory stay flat.
     History,
+    /// Agent registration over HTTP, one after another: latency percentiles.
+    Register,
+    /// The fleet status query (`GET /swarms/{swarm}`) with 1,000 and 10,000 agents.
+    Status,
+    /// Heartbeats per second sustained from concurrent connections.
+    Heartbeat,
+    /// A managed agent killed while it runs a task: kill → task back in the queue.
+    Failover,
+    /// A `flotilla serve` process with 1,000 agents and 100,000 queued tasks: its memory.
+    Memory,
     /// Several coordinators on one PostgreSQL database (`--store postgres://…`, where a
     /// schema of its own is made and dropped): end-to-end tasks per second. Not part of `all`.
     Cluster,
@@ -67,7 +77,8 @@ pub struct BenchArgs {
     /// Tasks per batch submission (throughput); 1 submits one by one.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
-    /// Concurrent submitters when submitting one by one (throughput, --batch 1).
+    /// Concurrent submitters when submitting one by one (throughput, --batch 1); concurrent
+    /// connections (heartbeat).
     #[arg(long, default_value_t = 32)]
     pub submitters: usize,
     /// Assignments to measure (assign, per strategy).
@@ -100,6 +111,15 @@ pub struct BenchArgs {
     /// Swarms, spread over the coordinators (cluster).
     #[arg(long, default_value_t = 6)]
     pub swarms: usize,
+    /// Status queries per fleet size (status).
+    #[arg(long, default_value_t = 2_000)]
+    pub queries: usize,
+    /// How long to heartbeat, in seconds (heartbeat; from --submitters connections).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Crashes to measure (failover).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -260,6 +280,57 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             super::bench_history::print_history(&report);
         }
         out.insert("history".into(), serde_json::to_value(&report)?);
+    }
+    let all = args.scenario == Scenario::All;
+    let timeout = Duration::from_secs(args.timeout);
+    if args.scenario == Scenario::Register || all {
+        let report = super::bench_api::register(args.agents.unwrap_or(1_000)).await?;
+        if !args.json {
+            super::bench_api::print_register(&report);
+        }
+        out.insert("register".into(), serde_json::to_value(&report)?);
+    }
+    if args.scenario == Scenario::Status || all {
+        let sizes = match args.agents {
+            Some(n) => vec![n],
+            None => vec![1_000, 10_000],
+        };
+        let reports = super::bench_api::status(&sizes, args.queries.max(1)).await?;
+        if !args.json {
+            super::bench_api::print_status(&reports);
+        }
+        out.insert("status".into(), serde_json::to_value(&reports)?);
+    }
+    if args.scenario == Scenario::Heartbeat || all {
+        let report = super::bench_api::heartbeat(
+            args.agents.unwrap_or(1_000),
+            args.submitters.max(1),
+            Duration::from_secs(args.seconds.max(1)),
+        )
+        .await?;
+        if !args.json {
+            super::bench_api::print_heartbeat(&report);
+        }
+        out.insert("heartbeat".into(), serde_json::to_value(&report)?);
+    }
+    if args.scenario == Scenario::Failover || all {
+        let report = super::bench_api::failover(args.rounds.max(1), timeout).await?;
+        if !args.json {
+            super::bench_api::print_failover(&report);
+        }
+        out.insert("failover".into(), serde_json::to_value(&report)?);
+    }
+    if args.scenario == Scenario::Memory || all {
+        let report = super::bench_api::memory(
+            args.agents.unwrap_or(1_000),
+            args.tasks.unwrap_or(100_000),
+            timeout,
+        )
+        .await?;
+        if !args.json {
+            super::bench_api::print_memory(&report);
+        }
+        out.insert("memory".into(), serde_json::to_value(&report)?);
     }
     if args.scenario == Scenario::Cluster {
         let store = args.store.as_deref().unwrap_or_default();

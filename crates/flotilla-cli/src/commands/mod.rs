@@ -10,6 +10,7 @@ pub mod agent;
 pub mod alerts;
 pub mod audit;
 pub mod bench;
+pub mod bench_api;
 pub mod bench_cluster;
 pub mod bench_history;
 pub mod bench_messages;

@@ -55,6 +55,10 @@ pub enum Scenario {
     Failover,
     /// A `flotilla serve` process with 1,000 agents and 100,000 queued tasks: its memory.
     Memory,
+    /// How cost grows: the core by queue size (1,000 to 1,000,000), end to end by fleet size
+    /// (10 to 1,000 agents; `--agents 10000` adds 10,000), drawn in an SVG file (`--out`). Not
+    /// part of `all`.
+    Curves,
     /// Several coordinators on one PostgreSQL database (`--store postgres://…`, where a
     /// schema of its own is made and dropped): end-to-end tasks per second. Not part of `all`.
     Cluster,
@@ -120,6 +124,9 @@ pub struct BenchArgs {
     /// Crashes to measure (failover).
     #[arg(long, default_value_t = 20)]
     pub rounds: usize,
+    /// Where `curves` draws its plot.
+    #[arg(long, default_value = "bench-curves.svg", value_name = "FILE")]
+    pub out: std::path::PathBuf,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -331,6 +338,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             super::bench_api::print_memory(&report);
         }
         out.insert("memory".into(), serde_json::to_value(&report)?);
+    }
+    if args.scenario == Scenario::Curves {
+        let report = super::bench_curves::curves(
+            args.agents.unwrap_or(1_000),
+            args.tasks.unwrap_or(20_000),
+            timeout,
+            &args.out,
+        )
+        .await?;
+        if !args.json {
+            super::bench_curves::print_curves(&report);
+        }
+        out.insert("curves".into(), serde_json::to_value(&report)?);
     }
     if args.scenario == Scenario::Cluster {
         let store = args.store.as_deref().unwrap_or_default();

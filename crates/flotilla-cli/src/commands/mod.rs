@@ -12,6 +12,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_api;
 pub mod bench_cluster;
+pub mod bench_curves;
 pub mod bench_history;
 pub mod bench_messages;
 pub mod checkpoint;

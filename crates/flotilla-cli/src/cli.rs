@@ -143,15 +143,9 @@ pub struct HostArgs {
     /// A label that pools can ask for with `host_labels` (repeatable).
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,
-    /// CPU cores agents may reserve here [default: the machine's].
-    #[arg(long, value_name = "CORES")]
-    pub capacity_cpu: Option<f64>,
-    /// Memory agents may reserve here, e.g. 8GiB [default: the machine's].
-    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
-    pub capacity_memory: Option<u64>,
-    /// Disk agents may reserve here, e.g. 50GiB [default: free space in --work-dir].
-    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
-    pub capacity_disk: Option<u64>,
+    /// What agents may reserve on this machine.
+    #[command(flatten)]
+    pub capacity: CapacityFlags,
     /// Where agents' logs and (when their pool names none) working directories go
     /// [default: <data dir>/host].
     #[arg(long, value_name = "DIR")]
@@ -414,18 +408,27 @@ impl RateFlags {
     }
 }
 
+/// What managed agents may reserve on a machine (`serve`, `up`, `host`); measured when left out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CapacityFlags {
+    /// CPU cores managed agents may reserve [default: the machine's].
+    #[arg(long = "capacity-cpu", value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// Memory managed agents may reserve, e.g. 600MiB [default: the machine's].
+    #[arg(long = "capacity-memory", value_name = "SIZE", value_parser = parse_mib)]
+    pub memory: Option<u64>,
+    /// Disk managed agents may reserve, e.g. 10GiB [default: free space in the data
+    /// directory, or `host`'s --work-dir].
+    #[arg(long = "capacity-disk", value_name = "SIZE", value_parser = parse_mib)]
+    pub disk: Option<u64>,
+}
+
 /// The resource manager's options of `flotilla serve` and `flotilla up`.
 #[derive(Debug, Clone, Args)]
 pub struct ResourceFlags {
-    /// CPU cores managed agents may reserve [default: the machine's].
-    #[arg(long, value_name = "CORES")]
-    pub capacity_cpu: Option<f64>,
-    /// Memory managed agents may reserve, e.g. 600MiB [default: the machine's].
-    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
-    pub capacity_memory: Option<u64>,
-    /// Disk managed agents may reserve, e.g. 10GiB [default: free space in the data dir].
-    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
-    pub capacity_disk: Option<u64>,
+    /// What managed agents may reserve on this machine.
+    #[command(flatten)]
+    pub capacity: CapacityFlags,
     /// Which competing spawn goes first: priority, fair_share or best_fit.
     #[arg(long, default_value = "priority", value_parser = ["priority", "fair_share", "best_fit"])]
     pub allocation_strategy: String,
@@ -486,9 +489,9 @@ impl ResourceFlags {
     pub fn settings(&self) -> flotilla_server::resources::ResourceSettings {
         use flotilla_core::pressure::ResponsePolicy;
         flotilla_server::resources::ResourceSettings {
-            cpu_cores: self.capacity_cpu,
-            memory_mb: self.capacity_memory,
-            disk_mb: self.capacity_disk,
+            cpu_cores: self.capacity.cpu,
+            memory_mb: self.capacity.memory,
+            disk_mb: self.capacity.disk,
             strategy: self.allocation_strategy.parse().expect("checked by clap"),
             admission: self.admission.parse().expect("checked by clap"),
             pressure: Default::default(),

@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(s.listen.port(), 9002);
         assert_eq!(s.lease_ttl, std::time::Duration::from_secs(5));
         assert_eq!(s.host_timeout, std::time::Duration::from_secs(20));
-        assert_eq!(s.resources.capacity_cpu, Some(1.5));
+        assert_eq!(s.resources.capacity.cpu, Some(1.5));
         assert_eq!(
             s.security.work_roots,
             vec![PathBuf::from("/a"), PathBuf::from("/b")]

@@ -301,18 +301,15 @@ async fn agents_run_on_hosts_within_capacity_and_move_when_a_host_dies() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_killed_alone_and_started_again_leaves_no_agent_running_twice() {
-    let h = Harness::start_with(|c| c.host_timeout = Duration::from_secs(3)).await;
-    let token = operator_token(&h).await;
-    let first = HostProcess::start(&h, &token, "solo", "2", &[]);
-    h.put_pool("default", echo_pool(&h, 2, &[])).await;
-    let before = poll("two agents on solo", SHORT, || async {
+/// The process groups of the two idle agents of the echo pool, other than `old` ones.
+async fn idle_groups(h: &Harness, what: &str, old: &[u32]) -> Vec<u32> {
+    poll(what, SHORT, || async {
         let agents = h.agents("default", "echo").await;
         let pids: Vec<u32> = agents
             .iter()
             .filter(|a| a["status"] == "idle")
             .filter_map(|a| a["managed"]["pid"].as_u64().map(|p| p as u32))
+            .filter(|p| !old.contains(p))
             .collect();
         if pids.len() == 2 {
             Ok(pids)
@@ -320,7 +317,16 @@ async fn a_host_killed_alone_and_started_again_leaves_no_agent_running_twice() {
             Err(agents)
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_alone_and_started_again_leaves_no_agent_running_twice() {
+    let h = Harness::start_with(|c| c.host_timeout = Duration::from_secs(3)).await;
+    let token = operator_token(&h).await;
+    let first = HostProcess::start(&h, &token, "solo", "2", &[]);
+    h.put_pool("default", echo_pool(&h, 2, &[])).await;
+    let before = idle_groups(&h, "two agents on solo", &[]).await;
     // The host dies; its agents live on (they talk to the coordinator themselves).
     first.signal("KILL");
     drop(first);
@@ -333,21 +339,7 @@ async fn a_host_killed_alone_and_started_again_leaves_no_agent_running_twice() {
     // Started again before the timeout: it kills what the last run left, registers, and the
     // coordinator starts the agents anew on it.
     let _second = HostProcess::start(&h, &token, "solo", "2", &[]);
-    let after = poll("two new agent processes", SHORT, || async {
-        let agents = h.agents("default", "echo").await;
-        let pids: Vec<u32> = agents
-            .iter()
-            .filter(|a| a["status"] == "idle")
-            .filter_map(|a| a["managed"]["pid"].as_u64().map(|p| p as u32))
-            .filter(|p| !before.contains(p))
-            .collect();
-        if pids.len() == 2 {
-            Ok(pids)
-        } else {
-            Err(agents)
-        }
-    })
-    .await;
+    let after = idle_groups(&h, "two new agent processes", &before).await;
     for g in &before {
         wait_until("the old agent gone", Duration::from_secs(5), || {
             if group_members(*g).is_empty() {

@@ -39,7 +39,7 @@ use flotilla_core::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::auth::{new_token, record};
+use crate::auth::new_token;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -704,17 +704,7 @@ async fn start(state: &AppState, id: AgentId) {
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
             let name = agent.name.clone();
-            let mut tokens = state.tokens.write();
-            let mut records: Vec<_> = tokens.revoke_agent(id, now).into_iter().collect();
-            let new = record(
-                hash,
-                flotilla_store::TokenRole::Agent,
-                Some(id),
-                &format!("managed agent {name}"),
-                now,
-            );
-            tokens.insert(new.clone());
-            records.push(new);
+            let records = crate::supervisor::fresh_agent_token(state, f, id, hash, now);
             let launch = AgentLaunch {
                 agent_id: id,
                 name,

@@ -347,6 +347,30 @@ fn runtime_kind(k: RuntimeKind) -> rt::RuntimeKind {
     }
 }
 
+/// Issues managed agent `id` the token of hash `hash` and revokes its earlier ones (under the
+/// fleet lock, in a command): the records to store with the command's changes.
+pub(crate) fn fresh_agent_token(
+    state: &AppState,
+    f: &flotilla_core::Fleet,
+    id: AgentId,
+    hash: String,
+    now: flotilla_core::Timestamp,
+) -> Vec<flotilla_store::TokenRecord> {
+    let name = f.agent(id).map(|a| a.name.clone()).unwrap_or_default();
+    let mut tokens = state.tokens.write();
+    let mut records: Vec<_> = tokens.revoke_agent(id, now).into_iter().collect();
+    let new = record(
+        hash,
+        flotilla_store::TokenRole::Agent,
+        Some(id),
+        &format!("managed agent {name}"),
+        now,
+    );
+    tokens.insert(new.clone());
+    records.push(new);
+    records
+}
+
 /// Reports an exit to the core (logging, not failing, if the agent is gone).
 async fn exited(state: &AppState, id: AgentId, how: String, expected: bool) {
     if let Err(e) = state
@@ -447,21 +471,7 @@ async fn run_daemon(
     // A fresh token at every start: the secret of the last one is not kept.
     let (secret, hash) = new_token();
     let issued = state
-        .apply_with_tokens(|f, now| {
-            let name = f.agent(id).map(|a| a.name.clone()).unwrap_or_default();
-            let mut tokens = state.tokens.write();
-            let mut records: Vec<_> = tokens.revoke_agent(id, now).into_iter().collect();
-            let new = record(
-                hash,
-                flotilla_store::TokenRole::Agent,
-                Some(id),
-                &format!("managed agent {name}"),
-                now,
-            );
-            tokens.insert(new.clone());
-            records.push(new);
-            Ok(((), records))
-        })
+        .apply_with_tokens(|f, now| Ok(((), fresh_agent_token(state, f, id, hash, now))))
         .await;
     if let Err(e) = issued {
         exited(

@@ -395,7 +395,12 @@ pub struct SpawnReport {
 
 /// Peak and current resident memory of this process, in MiB, from /proc/self/status.
 pub(crate) fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("self")
+}
+
+/// Peak and current resident memory of process `pid` (a number, or `self`), in MiB.
+pub(crate) fn rss_mib_of(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

@@ -24,7 +24,7 @@ use flotilla_core::{AgentSpec, Heartbeat, TaskSpec};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::bench::{Percentiles, percentiles};
+use super::bench::{Percentiles, percentiles, rss_mib_of};
 
 /// A coordinator in this process on a free loopback port, and an admin client.
 async fn coordinator() -> Result<(flotilla_server::Server, Client, tempfile::TempDir)> {
@@ -406,7 +406,7 @@ pub async fn memory(agents: usize, tasks: usize, timeout: Duration) -> Result<Me
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let base = proc_rss(pid);
+        let base = rss_mib_of(&pid.to_string());
         bench_swarm(&admin, "bench", agents).await?;
         register_many(&admin, "bench", agents, 8).await?;
         // Tasks no agent can take, so that they stay queued.
@@ -422,7 +422,7 @@ pub async fn memory(agents: usize, tasks: usize, timeout: Duration) -> Result<Me
             admin.submit_tasks("bench", &specs).await?;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let loaded = proc_rss(pid);
+        let loaded = rss_mib_of(&pid.to_string());
         Ok(MemoryReport {
             agents,
             tasks: tasks.div_ceil(1000) * 1000,
@@ -435,20 +435,6 @@ pub async fn memory(agents: usize, tasks: usize, timeout: Duration) -> Result<Me
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-/// Peak and current resident memory of process `pid`, in MiB.
-fn proc_rss(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
 }
 
 /// Prints `memory`.

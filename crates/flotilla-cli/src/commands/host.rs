@@ -314,7 +314,8 @@ fn machine_name() -> Result<String> {
 
 fn capacity(args: &HostArgs, work_dir: &Path) -> Result<Capacity> {
     if args
-        .capacity_cpu
+        .capacity
+        .cpu
         .is_some_and(|c| !c.is_finite() || c <= 0.0)
     {
         bail!("--capacity-cpu must be a number of cores above 0");
@@ -329,12 +330,12 @@ fn capacity(args: &HostArgs, work_dir: &Path) -> Result<Capacity> {
         Err(_) => (0.0, 0, 0),
     };
     let c = Capacity {
-        cpu_cores: args.capacity_cpu.unwrap_or(cpu),
-        memory_mb: args.capacity_memory.unwrap_or(memory),
-        disk_mb: args.capacity_disk.unwrap_or(disk),
+        cpu_cores: args.capacity.cpu.unwrap_or(cpu),
+        memory_mb: args.capacity.memory.unwrap_or(memory),
+        disk_mb: args.capacity.disk.unwrap_or(disk),
     };
     if let Err(e) = measured
-        && (args.capacity_cpu.is_none() || args.capacity_memory.is_none())
+        && (args.capacity.cpu.is_none() || args.capacity.memory.is_none())
     {
         bail!(
             "cannot measure this machine's capacity ({e}); give --capacity-cpu, --capacity-memory and --capacity-disk"

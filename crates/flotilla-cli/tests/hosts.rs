@@ -157,6 +157,22 @@ async fn agents_run_on_hosts_within_capacity_and_move_when_a_host_dies() {
             a["name"]
         );
     }
+    // Its log and terminal are on its host: the CLI says where.
+    let name = h.agents("default", "echo").await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for args in [
+        ["agent", "logs", name.as_str()],
+        ["agent", "attach", name.as_str()],
+    ] {
+        let out = h.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("runs on host"),
+            "{args:?}: {err}"
+        );
+    }
     // Allocations as the hosts' view shows them.
     let hs = hosts(&h).await;
     let allocated: f64 = hs

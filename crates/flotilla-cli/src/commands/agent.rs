@@ -251,6 +251,12 @@ fn attach(agent: &Agent) -> Result<ExitCode> {
             "{name} is a connected agent, not one Flotilla started: it has no session to attach to"
         );
     };
+    if let Some(host) = &managed.host {
+        bail!(
+            "{name} runs on host {host}: attach there (`tmux attach -t {}` on that machine)",
+            tmux_session(name)
+        );
+    }
     if managed.runtime == RuntimeKind::Process {
         bail!(
             "{name} runs in the process runtime, which has no terminal to attach to; follow its \

@@ -457,6 +457,15 @@ pub async fn logs(
     let id: AgentId = parse_id(&id)?;
     who.require_agent(id)?;
     let name = match state.fleet.lock().agent(id) {
+        Some(a) if a.managed.as_ref().is_some_and(|m| m.host.is_some()) => {
+            let host = a.managed.as_ref().and_then(|m| m.host.as_deref());
+            return Err(ApiError::conflict(format!(
+                "agent {} runs on host {}: its log is there, in logs/{}.log under the host's work directory (`flotilla host --work-dir`)",
+                a.name,
+                host.unwrap_or_default(),
+                a.name
+            )));
+        }
         Some(a) if a.managed.is_some() => a.name.clone(),
         Some(a) => {
             return Err(ApiError::conflict(format!(

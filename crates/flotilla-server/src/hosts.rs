@@ -99,13 +99,7 @@ impl Hosts {
 
     /// The ready hosts' room, by name, given what the fleet's agents placed on them hold.
     fn rooms(&self, f: &Fleet) -> Vec<HostRoom> {
-        let mut used: BTreeMap<String, ResourceRequest> = BTreeMap::new();
-        for v in f.managed_views() {
-            if let (true, Some(h)) = (v.holds, &v.host) {
-                let e = used.entry(h.clone()).or_default();
-                *e = add(e, &v.request);
-            }
-        }
+        let mut used = allocated_by_host(&f.managed_views());
         let reg = self.reg.lock();
         reg.hosts
             .iter()
@@ -176,14 +170,11 @@ impl Hosts {
 
     /// Every host, with the agents placed on it.
     pub fn views(&self, f: &Fleet) -> Vec<HostView> {
-        let mut allocated: BTreeMap<String, ResourceRequest> = BTreeMap::new();
+        let views = f.managed_views();
+        let mut allocated = allocated_by_host(&views);
         let mut agents: BTreeMap<String, Vec<HostAgent>> = BTreeMap::new();
-        for v in f.managed_views() {
+        for v in &views {
             let Some(h) = &v.host else { continue };
-            if v.holds {
-                let e = allocated.entry(h.clone()).or_default();
-                *e = add(e, &v.request);
-            }
             agents.entry(h.clone()).or_default().push(HostAgent {
                 id: v.id,
                 name: v.name.clone(),
@@ -208,6 +199,20 @@ impl Hosts {
             })
             .collect()
     }
+}
+
+/// What the agents placed on each host hold (those meant to run).
+fn allocated_by_host(
+    views: &[flotilla_core::fleet::ManagedView],
+) -> BTreeMap<String, ResourceRequest> {
+    let mut used: BTreeMap<String, ResourceRequest> = BTreeMap::new();
+    for v in views.iter().filter(|v| v.holds) {
+        if let Some(h) = &v.host {
+            let e = used.entry(h.clone()).or_default();
+            *e = add(e, &v.request);
+        }
+    }
+    used
 }
 
 /// Whether this agent's pool places its agents on hosts.

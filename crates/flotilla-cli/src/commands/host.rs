@@ -188,7 +188,6 @@ pub async fn run(global: &GlobalArgs, args: HostArgs) -> Result<ExitCode> {
             while let Ok(ev) = events_rx.try_recv() {
                 outbox.push(ev);
             }
-            slots.retain(|_, s| !s.join.is_finished());
             if sampled_at.elapsed() >= SAMPLE_EVERY {
                 usage = sample(&ctx, &mut sampler);
                 sampled_at = Instant::now();
